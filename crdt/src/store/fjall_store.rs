@@ -1,0 +1,104 @@
+//! The production [`Store`]: one fjall keyspace per [`Table`] in one
+//! database, so a [`WriteBatch`] maps onto one fjall batch, which fjall
+//! journals and recovers atomically across keyspaces.
+
+use std::path::Path;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use super::{Scan, Store, StoreError, Table, WriteBatch, prefix_end};
+
+/// How far a committed batch is pushed before `write` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Into the operating system's buffers: survives the process being
+    /// killed, not a power loss. One `write(2)` per batch.
+    #[default]
+    Process,
+    /// fsync'ed: survives a power loss, at the cost of a sync per batch.
+    Sync,
+}
+
+/// A [`Store`] on disk, in fjall. Clones share the same database.
+#[derive(Clone)]
+pub struct FjallStore {
+    db: Database,
+    tables: Vec<Keyspace>,
+    durability: Durability,
+}
+
+impl std::fmt::Debug for FjallStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStore")
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FjallStore {
+    /// Opens (or creates) the store in `path`.
+    pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
+        let db = Database::builder(path.as_ref()).open()?;
+        let tables = Table::ALL
+            .iter()
+            .map(|t| db.keyspace(t.name(), KeyspaceCreateOptions::default))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            db,
+            tables,
+            durability,
+        })
+    }
+
+    fn table(&self, table: Table) -> &Keyspace {
+        &self.tables[table.index()]
+    }
+
+    /// Bytes on disk, for reports and benchmarks.
+    pub fn disk_space(&self) -> Result<u64, StoreError> {
+        Ok(self.db.disk_space()?)
+    }
+}
+
+impl Store for FjallStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.table(table).get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn contains(&self, table: Table, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.table(table).contains_key(key)?)
+    }
+
+    fn scan(&self, table: Table, prefix: &[u8], from: &[u8]) -> Scan {
+        let start = if from > prefix {
+            from.to_vec()
+        } else {
+            prefix.to_vec()
+        };
+        let ks = self.table(table);
+        let iter = match prefix_end(prefix) {
+            Some(end) => ks.range(start..end),
+            None => ks.range(start..),
+        };
+        Box::new(iter.map(|guard| {
+            let (k, v) = guard.into_inner()?;
+            Ok((k.to_vec(), v.to_vec()))
+        }))
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mode = match self.durability {
+            Durability::Process => PersistMode::Buffer,
+            Durability::Sync => PersistMode::SyncData,
+        };
+        let mut b = self.db.batch().durability(Some(mode));
+        for (table, key, value) in batch.ops {
+            let ks = self.table(table);
+            match value {
+                Some(v) => b.insert(ks, key, v),
+                None => b.remove(ks, key),
+            }
+        }
+        Ok(b.commit()?)
+    }
+}

@@ -1,0 +1,10 @@
+//! The pincluster peer. The command line (`init`, `daemon`, the client
+//! commands) arrives with the cluster issue; until then the binary reports
+//! its version and what it links.
+
+fn main() {
+    let name = env!("CARGO_PKG_NAME");
+    let version = env!("CARGO_PKG_VERSION");
+    let format = pincluster_crdt::FORMAT_VERSION;
+    eprintln!("{name} {version} (delta block format v{format})");
+}
