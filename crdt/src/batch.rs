@@ -19,10 +19,12 @@ fn reserved(limits: &Limits) -> usize {
     (limits.max_links * (CID_LEN + 4) + 1024).min(limits.max_block_bytes / 8)
 }
 
+type Puts = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// Puts and deletes to commit as one delta, bounded by [`Limits`].
 #[derive(Debug, Clone)]
 pub struct Batch {
-    puts: BTreeMap<Vec<u8>, Vec<u8>>,
+    puts: Puts,
     dels: BTreeSet<Vec<u8>>,
     bytes: usize,
     limits: Limits,
@@ -127,7 +129,8 @@ impl Batch {
         Ok(())
     }
 
-    pub(crate) fn into_parts(self) -> (BTreeMap<Vec<u8>, Vec<u8>>, BTreeSet<Vec<u8>>) {
+    /// The puts (key order) and the deleted keys.
+    pub(crate) fn into_parts(self) -> (Puts, BTreeSet<Vec<u8>>) {
         (self.puts, self.dels)
     }
 }

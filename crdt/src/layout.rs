@@ -156,7 +156,7 @@ pub(crate) fn encode_cids(cids: &[Cid]) -> Vec<u8> {
 }
 
 pub(crate) fn decode_cids(raw: &[u8]) -> Result<Vec<Cid>, Error> {
-    if raw.len() % CID_LEN != 0 {
+    if !raw.len().is_multiple_of(CID_LEN) {
         return Err(Error::Corrupt("cid list"));
     }
     raw.chunks(CID_LEN).map(parse_cid).collect()
