@@ -9,6 +9,7 @@
 use cid::Cid;
 use cid::multihash::Multihash;
 use serde::{Deserialize, Serialize};
+use serde_bytes::{ByteBuf, Bytes};
 use sha2::{Digest, Sha256};
 
 use crate::error::BlockError;
@@ -56,26 +57,57 @@ impl Default for Limits {
 }
 
 /// One put: the key and its new value. The element id is the CID of the
-/// block that carries it, so it is not on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// block that carries it, so it is not on the wire. Encoded as the array
+/// `[key, value]`: a struct would cost its field names on every put, and
+/// the encoder a sort of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Put {
     /// The key.
-    #[serde(rename = "k", with = "serde_bytes")]
     pub key: Vec<u8>,
     /// The value.
-    #[serde(rename = "v", with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 
+impl Serialize for Put {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (Bytes::new(&self.key), Bytes::new(&self.value)).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Put {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (key, value) = <(ByteBuf, ByteBuf)>::deserialize(d)?;
+        Ok(Self {
+            key: key.into_vec(),
+            value: value.into_vec(),
+        })
+    }
+}
+
 /// One delete: the key and the ids (block CIDs) of exactly those elements of
-/// it that the writer had observed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// it that the writer had observed. Encoded as the array `[key, [id, ...]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delete {
     /// The key.
-    #[serde(rename = "k", with = "serde_bytes")]
     pub key: Vec<u8>,
     /// Observed element ids, sorted and unique.
     pub ids: Vec<Cid>,
+}
+
+impl Serialize for Delete {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (Bytes::new(&self.key), &self.ids).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Delete {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (key, ids) = <(ByteBuf, Vec<Cid>)>::deserialize(d)?;
+        Ok(Self {
+            key: key.into_vec(),
+            ids,
+        })
+    }
 }
 
 /// A decoded, verified delta block.
@@ -121,7 +153,10 @@ impl Block {
         self.sig = Vec::new();
         let payload = encode(&self)?;
         self.sig = signer.sign(&signing_message(&payload));
-        let bytes = encode(&self)?;
+        let bytes = match splice_signature(&payload, &self.sig) {
+            Some(bytes) => bytes,
+            None => encode(&self)?,
+        };
         if bytes.len() > limits.max_block_bytes {
             return Err(BlockError::TooLarge {
                 size: bytes.len(),
@@ -272,10 +307,38 @@ fn encode(block: &Block) -> Result<Vec<u8>, BlockError> {
     Ok(serde_ipld_dagcbor::to_vec(block)?)
 }
 
+/// The canonical encoding of a version-1 block starts with its map header,
+/// `v: 1`, then the `sig` key (the shortest keys sort first), so the signed
+/// block is the unsigned encoding with the empty signature replaced. This
+/// saves encoding a large delta twice. `None` if the prefix is not the
+/// expected one; the caller then encodes in full.
+fn splice_signature(payload: &[u8], sig: &[u8]) -> Option<Vec<u8>> {
+    const PREFIX: [u8; 9] = [0xA7, 0x61, b'v', 0x01, 0x63, b's', b'i', b'g', 0x40];
+    if !payload.starts_with(&PREFIX) || sig.len() > u16::MAX as usize {
+        return None;
+    }
+    let mut out = Vec::with_capacity(payload.len() + sig.len() + 3);
+    out.extend_from_slice(&PREFIX[..8]);
+    match sig.len() {
+        n @ 0..=23 => out.push(0x40 | n as u8),
+        n @ 24..=255 => out.extend_from_slice(&[0x58, n as u8]),
+        n => {
+            out.push(0x59);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(sig);
+    out.extend_from_slice(&payload[PREFIX.len()..]);
+    Some(out)
+}
+
+/// What is signed: the context string and the sha2-256 of the unsigned
+/// encoding. Signing the digest rather than the payload keeps ed25519 from
+/// hashing a multi-megabyte delta twice with sha512.
 fn signing_message(payload: &[u8]) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(SIGNING_CONTEXT.len() + payload.len());
+    let mut msg = Vec::with_capacity(SIGNING_CONTEXT.len() + 32);
     msg.extend_from_slice(SIGNING_CONTEXT);
-    msg.extend_from_slice(payload);
+    msg.extend_from_slice(&Sha256::digest(payload));
     msg
 }
 
@@ -290,4 +353,33 @@ fn strictly_sorted<T: Ord>(mut items: impl Iterator<Item = T>) -> bool {
         prev = item;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spliced_signature_equals_a_full_encoding() {
+        for sig_len in [0usize, 5, 23, 24, 64, 255, 256, 1000] {
+            let mut block = Block {
+                v: FORMAT_VERSION,
+                links: vec![cid_of(b"parent")],
+                priority: 2,
+                puts: vec![Put {
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                }],
+                dels: vec![],
+                author: b"someone".to_vec(),
+                sig: vec![],
+            };
+            let payload = encode(&block).unwrap();
+            block.sig = vec![7; sig_len];
+            assert_eq!(
+                splice_signature(&payload, &block.sig),
+                Some(encode(&block).unwrap())
+            );
+        }
+    }
 }

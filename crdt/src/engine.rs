@@ -18,7 +18,7 @@ use cid::Cid;
 use crate::batch::Batch;
 use crate::block::{Block, CID_LEN, Delete, FORMAT_VERSION, Limits, Put};
 use crate::error::{BlockError, Error};
-use crate::layout::{self, Winner};
+use crate::layout::{self, Winner, WinnerRef};
 use crate::sign::{Signer, Verifier};
 use crate::store::{Store, Table, WriteBatch};
 
@@ -567,11 +567,10 @@ impl<S: Store> Engine<S> {
                 (None, Some(p)) => &p.key,
                 (None, None) => break,
             };
-            let current = match self.store.get(Table::Values, key)? {
-                Some(raw) => Some(Winner::decode(&raw)?),
-                None => None,
-            };
-            let mut winner = current.clone();
+            let current_raw = self.store.get(Table::Values, key)?;
+            let current = current_raw.as_deref().map(WinnerRef::decode).transpose()?;
+            // Recomputed only when a delete removes the current winner.
+            let mut survivor: Option<Option<Winner>> = None;
             if let Some(del) = del {
                 let mut removed = BTreeSet::new();
                 for dead in &del.ids {
@@ -581,38 +580,39 @@ impl<S: Store> Engine<S> {
                         removed.insert(dead.to_bytes());
                     }
                 }
-                if winner.as_ref().is_some_and(|w| removed.contains(&w.id)) {
-                    winner = self.best_surviving(key, &removed)?;
+                if current.is_some_and(|w| removed.contains(w.id)) {
+                    survivor = Some(self.best_surviving(key, &removed)?);
                 }
             }
+            let base = match &survivor {
+                Some(s) => s.as_ref().map(Winner::as_ref),
+                None => current,
+            };
+            let candidate = put.map(|p| WinnerRef {
+                priority: block.priority,
+                value: &p.value,
+                id: &id_bytes,
+            });
             if let Some(put) = put {
                 wb.put(
                     Table::Elements,
                     layout::element_key(key, id),
                     layout::element_value(block.priority, &put.value),
                 );
-                let candidate = Winner {
-                    priority: block.priority,
-                    value: put.value.clone(),
-                    id: id_bytes.clone(),
-                };
-                if winner.as_ref().is_none_or(|w| candidate > *w) {
-                    winner = Some(candidate);
-                }
             }
+            let winner = base.max(candidate);
             if winner != current {
-                match &winner {
+                match winner {
                     Some(w) => wb.put(Table::Values, key.clone(), w.encode()),
                     None => wb.delete(Table::Values, key.clone()),
                 }
             }
-            let old = current.map(|w| w.value);
-            let new = winner.map(|w| w.value);
+            let (old, new) = (current.map(|w| w.value), winner.map(|w| w.value));
             if old != new {
                 changes.push(KeyChange {
                     key: key.clone(),
-                    old,
-                    new,
+                    old: old.map(<[u8]>::to_vec),
+                    new: new.map(<[u8]>::to_vec),
                 });
             }
         }
@@ -635,13 +635,17 @@ impl<S: Store> Engine<S> {
                 continue;
             }
             let (priority, value) = layout::parse_element_value(&v)?;
-            let candidate = Winner {
+            let candidate = WinnerRef {
                 priority,
-                value: value.to_vec(),
-                id,
+                value,
+                id: &id,
             };
-            if best.as_ref().is_none_or(|b| candidate > *b) {
-                best = Some(candidate);
+            if best.as_ref().is_none_or(|b| candidate > b.as_ref()) {
+                best = Some(Winner {
+                    priority,
+                    value: value.to_vec(),
+                    id,
+                });
             }
         }
         Ok(best)
@@ -709,13 +713,13 @@ impl<S: Store> Engine<S> {
             };
             match &mut group {
                 Some((k, best)) if *k == e.key => {
-                    if candidate > *best {
+                    if candidate.as_ref() > best.as_ref() {
                         *best = candidate;
                     }
                 }
                 _ => {
                     if let Some((k, best)) = group.take() {
-                        wb.put(Table::Values, k, best.encode());
+                        wb.put(Table::Values, k, best.as_ref().encode());
                         keys += 1;
                     }
                     group = Some((e.key.clone(), candidate));
@@ -727,7 +731,7 @@ impl<S: Store> Engine<S> {
             }
         }
         if let Some((k, best)) = group {
-            wb.put(Table::Values, k, best.encode());
+            wb.put(Table::Values, k, best.as_ref().encode());
             keys += 1;
         }
         self.store.write(wb)?;

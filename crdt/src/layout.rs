@@ -95,26 +95,45 @@ pub(crate) fn parse_element_value(raw: &[u8]) -> Result<(u64, &[u8]), Error> {
 }
 
 /// The current value of a key: which element won, and its value.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Winner {
-    // Field order is the tie-break order: priority, then value bytes, then
-    // (for a total order only; equal values are the same value) the id.
     pub(crate) priority: u64,
     pub(crate) value: Vec<u8>,
     pub(crate) id: Vec<u8>,
 }
 
 impl Winner {
+    pub(crate) fn as_ref(&self) -> WinnerRef<'_> {
+        WinnerRef {
+            priority: self.priority,
+            value: &self.value,
+            id: &self.id,
+        }
+    }
+}
+
+/// A borrowed [`Winner`], so the merge path compares candidates without
+/// copying values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct WinnerRef<'a> {
+    // Field order is the tie-break order: priority, then value bytes, then
+    // (for a total order only; equal values are the same value) the id.
+    pub(crate) priority: u64,
+    pub(crate) value: &'a [u8],
+    pub(crate) id: &'a [u8],
+}
+
+impl<'a> WinnerRef<'a> {
     /// `priority ‖ id ‖ value`.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(8 + CID_LEN + self.value.len());
         v.extend_from_slice(&self.priority.to_be_bytes());
-        v.extend_from_slice(&self.id);
-        v.extend_from_slice(&self.value);
+        v.extend_from_slice(self.id);
+        v.extend_from_slice(self.value);
         v
     }
 
-    pub(crate) fn decode(raw: &[u8]) -> Result<Self, Error> {
+    pub(crate) fn decode(raw: &'a [u8]) -> Result<Self, Error> {
         let (priority, rest) = split_u64(raw).ok_or(Error::Corrupt("value entry"))?;
         if rest.len() < CID_LEN {
             return Err(Error::Corrupt("value entry"));
@@ -122,8 +141,8 @@ impl Winner {
         let (id, value) = rest.split_at(CID_LEN);
         Ok(Self {
             priority,
-            value: value.to_vec(),
-            id: id.to_vec(),
+            value,
+            id,
         })
     }
 }

@@ -45,14 +45,15 @@
 //! |------------|-------------------------------|---------|
 //! | `v`        | uint                          | format version, 1 |
 //! | `sig`      | bytes                         | author's signature |
-//! | `dels`     | `[{k: bytes, ids: [link]}]`   | deletes, sorted by key, ids sorted |
-//! | `puts`     | `[{k: bytes, v: bytes}]`      | puts, sorted by key, keys unique |
+//! | `dels`     | `[[key: bytes, [id: link]]]`  | deletes, sorted by key, ids sorted |
+//! | `puts`     | `[[key: bytes, value: bytes]]`| puts, sorted by key, keys unique |
 //! | `links`    | `[link]`                      | parent heads, sorted, unique |
 //! | `author`   | bytes                         | the author's identity (a libp2p peer id) |
 //! | `priority` | uint                          | height: max parent height + 1 |
 //!
 //! The signature covers `"pincluster-crdt/delta/v1\0"` followed by the
-//! block's encoding with `sig` set to the empty byte string; the
+//! sha2-256 digest of the block's encoding with `sig` set to the empty byte
+//! string; the
 //! [`Verifier`] also decides whether the author is trusted. A received
 //! block must hash to its CID, decode, re-encode to the very same bytes
 //! (canonical form), and respect [`Limits`]; see [`BlockError`] for every

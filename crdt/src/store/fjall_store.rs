@@ -19,6 +19,30 @@ pub enum Durability {
     Sync,
 }
 
+/// Tuning of a [`FjallStore`]. Memory is bounded by `cache_bytes`, plus
+/// one memtable of `memtable_bytes` per table being written (and those
+/// sealed and waiting for their flush), plus fjall's pinned filters and
+/// indexes, whatever the number of keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FjallOptions {
+    /// How far each batch is pushed before a write returns.
+    pub durability: Durability,
+    /// Block cache, in bytes.
+    pub cache_bytes: u64,
+    /// Largest memtable of one table, in bytes; fjall flushes it when full.
+    pub memtable_bytes: u64,
+}
+
+impl Default for FjallOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::default(),
+            cache_bytes: 64 * 1024 * 1024,
+            memtable_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
 /// A [`Store`] on disk, in fjall. Clones share the same database.
 #[derive(Clone)]
 pub struct FjallStore {
@@ -37,16 +61,23 @@ impl std::fmt::Debug for FjallStore {
 
 impl FjallStore {
     /// Opens (or creates) the store in `path`.
-    pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
-        let db = Database::builder(path.as_ref()).open()?;
+    pub fn open(path: impl AsRef<Path>, options: FjallOptions) -> Result<Self, StoreError> {
+        let db = Database::builder(path.as_ref())
+            .cache_size(options.cache_bytes)
+            .open()?;
+        let memtable = options.memtable_bytes.max(1024 * 1024);
         let tables = Table::ALL
             .iter()
-            .map(|t| db.keyspace(t.name(), KeyspaceCreateOptions::default))
+            .map(|t| {
+                db.keyspace(t.name(), || {
+                    KeyspaceCreateOptions::default().max_memtable_size(memtable)
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             db,
             tables,
-            durability,
+            durability: options.durability,
         })
     }
 

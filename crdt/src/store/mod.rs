@@ -9,7 +9,7 @@
 mod fjall_store;
 mod memory;
 
-pub use fjall_store::{Durability, FjallStore};
+pub use fjall_store::{Durability, FjallOptions, FjallStore};
 pub use memory::MemoryStore;
 
 /// The tables the engine keeps. See the crate documentation for what each
