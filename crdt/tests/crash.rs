@@ -104,6 +104,7 @@ fn read_blocks(path: &Path) -> Vec<(Cid, Vec<u8>)> {
 
 /// Feeds every block to the replica, merging as blocks become ready, and
 /// prints a line per merged block so the parent can pick its moment.
+#[allow(clippy::print_stdout)] // stdout is the child's progress channel
 fn merge_everything(engine: &mut Engine<FjallStore>, blocks: &[(Cid, Vec<u8>)], report: bool) {
     let mut merged = 0usize;
     for (cid, bytes) in blocks {
