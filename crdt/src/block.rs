@@ -281,6 +281,16 @@ impl Block {
     }
 }
 
+/// The parent links of an encoded block, read without decoding its
+/// operations: what a peer walking ancestors to serve them needs.
+pub fn links_of(bytes: &[u8]) -> Result<Vec<Cid>, BlockError> {
+    #[derive(Deserialize)]
+    struct Links {
+        links: Vec<Cid>,
+    }
+    Ok(serde_ipld_dagcbor::from_slice::<Links>(bytes)?.links)
+}
+
 /// The CID of a block's bytes: v1, dag-cbor, sha2-256.
 pub fn cid_of(bytes: &[u8]) -> Cid {
     let digest = Sha256::digest(bytes);

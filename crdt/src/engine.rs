@@ -227,7 +227,7 @@ impl<S: Store> Engine<S> {
 
     /// The bytes of a block this replica holds (merged or pending).
     pub fn block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.store.get(Table::Blocks, &cid.to_bytes())?)
+        self.reader().block(cid)
     }
 
     /// Whether `cid` is merged here: the causal-context query snapshots use.
@@ -791,6 +791,26 @@ impl<S: Store> Reader<S> {
             Some(raw) => Ok(Some(layout::winner_value(&raw)?.to_vec())),
             None => Ok(None),
         }
+    }
+
+    /// The bytes of a block this replica holds (merged or pending), for
+    /// serving peers without going through the engine's owner.
+    pub fn block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.store.get(Table::Blocks, &cid.to_bytes())?)
+    }
+
+    /// The heads as last committed to the store.
+    pub fn heads(&self) -> Result<Vec<Head>, Error> {
+        self.store
+            .scan(Table::Heads, b"", b"")
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok(Head {
+                    cid: layout::parse_cid(&k)?,
+                    height: layout::parse_height(&v)?,
+                })
+            })
+            .collect()
     }
 
     /// Every live key with its value, in key order, streamed from the store.

@@ -109,7 +109,7 @@ mod sign;
 pub mod store;
 
 pub use batch::Batch;
-pub use block::{Block, DAG_CBOR, Delete, FORMAT_VERSION, Limits, Put, SHA2_256, cid_of};
+pub use block::{Block, DAG_CBOR, Delete, FORMAT_VERSION, Limits, Put, SHA2_256, cid_of, links_of};
 pub use cid::Cid;
 pub use engine::{Committed, Element, Engine, Head, KeyChange, Merged, Reader, Received};
 pub use error::{BatchError, BlockError, Error};

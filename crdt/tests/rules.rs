@@ -169,6 +169,7 @@ fn heads_are_exactly_the_tips() {
     assert_eq!(a.heads()[0].height, 3);
     sync(&a, &mut b);
     assert_eq!(a.heads(), b.heads());
+    assert_eq!(b.reader().heads().unwrap(), b.heads());
 }
 
 #[test]
