@@ -1,0 +1,4 @@
+//! The HTTP interfaces of the peer. Each is off when its section is absent
+//! from `service.json`.
+
+pub mod rest;

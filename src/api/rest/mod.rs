@@ -1,0 +1,420 @@
+//! The REST API (warp), wire-compatible with ipfs-cluster 1.1.6: the same
+//! paths, JSON shapes, NDJSON streams (204 when empty) and error bodies
+//! (`{"code": n, "message": "..."}`).
+//!
+//! Endpoints so far: `GET /id`, `GET /version`, `GET /peers`,
+//! `POST|DELETE /pins/{cid}`, `GET /allocations`, `GET /allocations/{cid}`.
+
+mod reply;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use libp2p::{Multiaddr, PeerId};
+use warp::Filter;
+use warp::http::StatusCode;
+
+use crate::allocator;
+use crate::consensus::{Consensus, ConsensusError};
+use crate::network::{Network, RemoteId};
+use crate::types::{self, IdInfo, IpfsIdInfo, Pin, PinOptions, PinTypeFilter, Version};
+use reply::{ApiReply, error, json, ndjson};
+
+/// How long `GET /peers` waits for each peer to say who it is.
+const PEER_ID_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the handlers need.
+#[derive(Debug, Clone)]
+pub struct ApiContext {
+    /// The network, for the peerset and identities.
+    pub network: Network,
+    /// The pinset and writes.
+    pub consensus: Consensus,
+    /// Cluster defaults for pins that do not say.
+    pub replication_min: i32,
+    /// Cluster defaults for pins that do not say.
+    pub replication_max: i32,
+}
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address is not `/ip4|ip6/<addr>/tcp/<port>`.
+    #[error("unsupported REST API listen address {0}: expected /ip4/<addr>/tcp/<port> or /ip6/...")]
+    Address(Multiaddr),
+    /// Binding failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Turns `/ip4/a.b.c.d/tcp/p` (or ip6) into a socket address.
+pub fn socket_addr(addr: &Multiaddr) -> Result<SocketAddr, ServeError> {
+    use libp2p::multiaddr::Protocol;
+    let mut iter = addr.iter();
+    let ip: std::net::IpAddr = match iter.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Err(ServeError::Address(addr.clone())),
+    };
+    match (iter.next(), iter.next()) {
+        (Some(Protocol::Tcp(port)), None) => Ok(SocketAddr::new(ip, port)),
+        _ => Err(ServeError::Address(addr.clone())),
+    }
+}
+
+/// Binds `addr` and serves the API until `shutdown` resolves. Returns the
+/// bound address (port 0 resolved) and the server task.
+pub async fn serve(
+    addr: &Multiaddr,
+    ctx: ApiContext,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
+    let socket = socket_addr(addr)?;
+    let listener = tokio::net::TcpListener::bind(socket)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: socket,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: socket,
+        source,
+    })?;
+    let routes = routes(Arc::new(ctx));
+    let task = tokio::spawn(
+        warp::serve(routes)
+            .incoming(listener)
+            .graceful(shutdown)
+            .run(),
+    );
+    Ok((bound, task))
+}
+
+fn with_ctx(
+    ctx: Arc<ApiContext>,
+) -> impl Filter<Extract = (Arc<ApiContext>,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || ctx.clone())
+}
+
+fn query()
+-> impl Filter<Extract = (Vec<(String, String)>,), Error = std::convert::Infallible> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .map(|raw: String| url_pairs(&raw))
+}
+
+/// Decodes `a=1&b=2` (percent-decoding, `+` as space) keeping order and
+/// repeats, which the pin options need (`meta-*`).
+fn url_pairs(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every route, with the reference's not-found and wrong-method answers.
+pub fn routes(
+    ctx: Arc<ApiContext>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+    let id = warp::path!("id")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .then(get_id);
+    let version = warp::path!("version").and(warp::get()).map(|| {
+        json(
+            StatusCode::OK,
+            &Version {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+        )
+    });
+    let peers = warp::path!("peers")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .then(get_peers);
+    let pin = warp::path!("pins" / String)
+        .and(warp::post())
+        .and(query())
+        .and(with_ctx(ctx.clone()))
+        .then(post_pin);
+    let unpin = warp::path!("pins" / String)
+        .and(warp::delete())
+        .and(with_ctx(ctx.clone()))
+        .then(delete_pin);
+    let allocations = warp::path!("allocations")
+        .and(warp::get())
+        .and(query())
+        .and(with_ctx(ctx.clone()))
+        .then(get_allocations);
+    let allocation = warp::path!("allocations" / String)
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .then(get_allocation);
+    id.or(version)
+        .unify()
+        .or(peers)
+        .unify()
+        .or(pin)
+        .unify()
+        .or(unpin)
+        .unify()
+        .or(allocations)
+        .unify()
+        .or(allocation)
+        .unify()
+        .recover(reply::rejection)
+        .unify()
+}
+
+async fn local_id_info(ctx: &ApiContext) -> IdInfo {
+    let local = ctx.network.local_peer_id();
+    match ctx.network.local_id().await {
+        Ok(remote) => id_info(local, remote),
+        Err(e) => errored(local, e.to_string()),
+    }
+}
+
+/// A peer that could not be asked: its id and the error, the rest empty.
+fn errored(id: PeerId, error: String) -> IdInfo {
+    IdInfo {
+        id,
+        addresses: Vec::new(),
+        cluster_peers: Vec::new(),
+        cluster_peers_addresses: Vec::new(),
+        version: String::new(),
+        commit: String::new(),
+        rpc_protocol_version: String::new(),
+        error,
+        ipfs: IpfsIdInfo::default(),
+        peername: String::new(),
+    }
+}
+
+/// What a peer said about itself, as an `ID`. Entries that do not parse
+/// are dropped: a peer's answer is input like any other.
+fn id_info(asked: PeerId, remote: RemoteId) -> IdInfo {
+    IdInfo {
+        id: remote.id.parse().unwrap_or(asked),
+        addresses: remote
+            .addresses
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect(),
+        cluster_peers: remote
+            .cluster_peers
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+        cluster_peers_addresses: Vec::new(),
+        version: remote.version,
+        commit: String::new(),
+        rpc_protocol_version: "/pincluster/1.0/sync".to_string(),
+        error: String::new(),
+        ipfs: IpfsIdInfo::default(),
+        peername: remote.peername,
+    }
+}
+
+async fn get_id(ctx: Arc<ApiContext>) -> ApiReply {
+    let mut info = local_id_info(&ctx).await;
+    // The peerset's addresses, as the reference lists them.
+    if let Ok(peers) = ctx.network.peers().await {
+        for peer in peers {
+            if let Ok(addrs) = ctx.network.peer_addrs(peer).await {
+                info.cluster_peers_addresses.extend(addrs);
+            }
+        }
+    }
+    json(StatusCode::OK, &info)
+}
+
+async fn get_peers(ctx: Arc<ApiContext>) -> ApiReply {
+    let peers = ctx.network.peers().await.unwrap_or_default();
+    let asks = peers.iter().map(|peer| {
+        let network = ctx.network.clone();
+        let peer: PeerId = *peer;
+        async move {
+            match tokio::time::timeout(PEER_ID_TIMEOUT, network.remote_id(peer)).await {
+                Ok(Ok(remote)) => id_info(peer, remote),
+                Ok(Err(e)) => errored(peer, e.to_string()),
+                Err(_) => errored(peer, "timed out".to_string()),
+            }
+        }
+    });
+    let mut infos = vec![local_id_info(&ctx).await];
+    infos.extend(join_all(asks).await);
+    ndjson(futures::stream::iter(infos.into_iter().map(Ok))).await
+}
+
+async fn post_pin(raw_cid: String, query: Vec<(String, String)>, ctx: Arc<ApiContext>) -> ApiReply {
+    let cid = match types::decode_cid(&raw_cid) {
+        Ok(cid) => cid,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let options = match PinOptions::from_query(&query) {
+        Ok(o) => o,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let mut pin = Pin::new(cid, options);
+    // The reference's CID route always pins recursively (its quirk, kept so
+    // clients see the same thing).
+    pin.max_depth = -1;
+    if pin.options.replication_factor_min == 0 {
+        pin.options.replication_factor_min = ctx.replication_min;
+    }
+    if pin.options.replication_factor_max == 0 {
+        pin.options.replication_factor_max = ctx.replication_max;
+    }
+    let (min, max) = (
+        pin.options.replication_factor_min,
+        pin.options.replication_factor_max,
+    );
+    if !(min == -1 && max == -1 || (1 <= min && min <= max)) {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cluster.replication_factor_min and max are invalid: min {min}, max {max}"),
+        );
+    }
+    let mut candidates = ctx.network.peers().await.unwrap_or_default();
+    candidates.push(ctx.network.local_peer_id());
+    pin.allocations = match allocator::allocate(&cid, &candidates, min, max) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    pin.timestamp = Some(chrono::Utc::now().fixed_offset());
+    match ctx.consensus.log_pin(pin.clone()).await {
+        Ok(()) => json(StatusCode::OK, &pin),
+        Err(e) => consensus_error(e),
+    }
+}
+
+async fn delete_pin(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {
+    let cid = match types::decode_cid(&raw_cid) {
+        Ok(cid) => cid,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let existing = match ctx.consensus.state().get(&cid) {
+        Ok(Some(pin)) => pin,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "pin is not part of the pinset".to_string(),
+            );
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    match ctx.consensus.log_unpin(cid).await {
+        Ok(()) => json(StatusCode::OK, &existing),
+        Err(e) => consensus_error(e),
+    }
+}
+
+fn consensus_error(e: ConsensusError) -> ApiReply {
+    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+async fn get_allocations(query: Vec<(String, String)>, ctx: Arc<ApiContext>) -> ApiReply {
+    let filter = query
+        .iter()
+        .find(|(k, _)| k == "filter")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    let wanted = match PinTypeFilter::parse(filter) {
+        Ok(w) => w,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let state = ctx.consensus.state().clone();
+    // Read on the blocking pool into a bounded channel: the pinset is
+    // streamed, never loaded whole.
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::task::spawn_blocking(move || {
+        for pin in state.list() {
+            let item = pin.map_err(|e| e.to_string());
+            if let Ok(p) = &item
+                && !wanted.matches(p.pin_type)
+            {
+                continue;
+            }
+            if tx.blocking_send(item).is_err() {
+                break; // client went away
+            }
+        }
+    });
+    ndjson(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+}
+
+async fn get_allocation(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {
+    let cid = match types::decode_cid(&raw_cid) {
+        Ok(cid) => cid,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match ctx.consensus.state().get(&cid) {
+        Ok(Some(pin)) => json(StatusCode::OK, &pin),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "pin is not part of the pinset".to_string(),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_pairs_keep_order_repeats_and_decode() {
+        assert_eq!(
+            url_pairs("name=a+b%21&meta-k=1&meta-k=2&empty="),
+            vec![
+                ("name".to_string(), "a b!".to_string()),
+                ("meta-k".to_string(), "1".to_string()),
+                ("meta-k".to_string(), "2".to_string()),
+                ("empty".to_string(), String::new()),
+            ]
+        );
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn only_tcp_multiaddrs_are_listen_addresses() {
+        let ok: Multiaddr = "/ip4/127.0.0.1/tcp/9094".parse().unwrap();
+        assert_eq!(socket_addr(&ok).unwrap().port(), 9094);
+        let bad: Multiaddr = "/ip4/127.0.0.1/udp/9094".parse().unwrap();
+        assert!(socket_addr(&bad).is_err());
+    }
+}

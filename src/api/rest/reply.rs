@@ -1,0 +1,98 @@
+//! Responses as the reference's `SendResponse` and `StreamResponse` make
+//! them: JSON plus a newline, `{"code","message"}` errors, NDJSON streams
+//! that answer 204 when empty and 500 when the first item already failed.
+
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+use warp::Reply;
+use warp::http::{StatusCode, header};
+use warp::reject::{MethodNotAllowed, Rejection};
+
+use crate::types::ApiError;
+
+/// Every handler answers with a finished response.
+pub type ApiReply = warp::reply::Response;
+
+/// `body` as JSON and a newline.
+pub fn json<T: Serialize>(status: StatusCode, body: &T) -> ApiReply {
+    match serde_json::to_vec(body) {
+        Ok(mut bytes) => {
+            bytes.push(b'\n');
+            with_json_type(status, bytes)
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the answer: {e}"),
+        ),
+    }
+}
+
+/// The reference's error body.
+pub fn error(status: StatusCode, message: String) -> ApiReply {
+    let body = ApiError {
+        code: status.as_u16(),
+        message,
+    };
+    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+    bytes.push(b'\n');
+    with_json_type(status, bytes)
+}
+
+fn with_json_type(status: StatusCode, bytes: Vec<u8>) -> ApiReply {
+    let mut res = warp::reply::Response::new(bytes.into());
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Newline-delimited JSON, one item per line, flushed as produced: 204
+/// when there is no item, 500 when the first item already failed, else 200
+/// and the items.
+pub async fn ndjson<T, S>(items: S) -> ApiReply
+where
+    T: Serialize + Send + Sync + 'static,
+    S: Stream<Item = Result<T, String>> + Send + Sync + Unpin + 'static,
+{
+    let mut items = items.peekable();
+    match std::pin::Pin::new(&mut items).peek().await {
+        None => {
+            let mut res = warp::reply::Response::new(Vec::new().into());
+            *res.status_mut() = StatusCode::NO_CONTENT;
+            return res;
+        }
+        Some(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.clone()),
+        Some(Ok(_)) => {}
+    }
+    let lines = items.map(|item| match item {
+        Ok(value) => serde_json::to_vec(&value)
+            .map(|mut b| {
+                b.push(b'\n');
+                b
+            })
+            .map_err(std::io::Error::other),
+        // A mid-stream error cuts the stream short, which clients notice as a
+        // truncated body; the reference's X-Stream-Error trailer for it comes
+        // with the full API.
+        Err(e) => Err(std::io::Error::other(e)),
+    });
+    let mut res = warp::reply::stream(lines).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Unknown paths: 404 with the JSON error; known paths with another method:
+/// 405 with an empty body, as gorilla/mux answers.
+pub async fn rejection(rejection: Rejection) -> Result<ApiReply, std::convert::Infallible> {
+    if rejection.find::<MethodNotAllowed>().is_some() {
+        let mut res = warp::reply::Response::new(Vec::new().into());
+        *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        return Ok(res);
+    }
+    Ok(error(StatusCode::NOT_FOUND, "not found".to_string()))
+}

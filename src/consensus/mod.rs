@@ -1,0 +1,426 @@
+//! Glue between the CRDT engine and the network: the only writer of the
+//! pinset.
+//!
+//! One task owns the [`Engine`]. It
+//! - batches local writes (up to `max_batch_size` items or `max_batch_age`,
+//!   whichever comes first) into one signed delta, answers the writers once
+//!   the delta is durable, and announces the new head at once;
+//! - rebroadcasts its heads every `rebroadcast_interval` ± 30 %;
+//! - asks every peer that comes up for its heads, so a joiner starts syncing
+//!   within a round trip instead of a rebroadcast interval;
+//! - fetches what announced heads lack: first from the peer that announced
+//!   them, then from the others, in batches, with ancestors, a bounded number
+//!   of requests at a time, and merges in causal order.
+//!
+//! Deltas from untrusted authors are refused by the engine's verifier; a
+//! follower never writes.
+
+mod trust;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cid::Cid;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use libp2p::PeerId;
+use pincluster_crdt::store::FjallStore;
+use pincluster_crdt::{BatchError, Engine, Merged, Received};
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::network::{NetEvent, Network, NetworkError};
+use crate::state::PinState;
+use crate::types::{Pin, pin_key};
+pub use trust::{PeerSigner, PeerVerifier};
+
+/// Tuning of the consensus task.
+#[derive(Debug, Clone)]
+pub struct ConsensusConfig {
+    /// Most writes per delta.
+    pub max_batch_size: usize,
+    /// Longest a write waits for others to share its delta.
+    pub max_batch_age: Duration,
+    /// Most writes waiting; more are refused at once.
+    pub max_queue_size: usize,
+    /// Heads are announced again this often (± 30 %).
+    pub rebroadcast_interval: Duration,
+    /// A follower never writes.
+    pub follower: bool,
+}
+
+/// Why a write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusError {
+    /// This peer follows a cluster and cannot write.
+    #[error("this peer is configured to be in follower mode. Write operations are disabled")]
+    Follower,
+    /// Too many writes are waiting.
+    #[error("the write queue is full ({0} items); try again later")]
+    QueueFull(usize),
+    /// The consensus task stopped.
+    #[error("consensus is shut down")]
+    Closed,
+    /// The engine failed the commit (shared by every write of the delta).
+    #[error("committing to the pinset: {0}")]
+    Commit(Arc<pincluster_crdt::Error>),
+    /// One pin is too large for a delta.
+    #[error("pin does not fit a delta: {0}")]
+    TooLarge(#[from] BatchError),
+}
+
+enum Write {
+    Put(Box<Pin>),
+    Delete(Cid),
+}
+
+type WriteReply = oneshot::Sender<Result<(), ConsensusError>>;
+
+/// A handle to the consensus task. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Consensus {
+    writes: mpsc::Sender<(Write, WriteReply)>,
+    state: PinState,
+    follower: bool,
+    max_queue: usize,
+}
+
+impl Consensus {
+    /// Starts the task that owns `engine`. The task ends, after committing
+    /// what it accepted, when every handle is dropped or the network stops.
+    pub fn start(
+        engine: Engine<FjallStore>,
+        network: Network,
+        events: mpsc::Receiver<NetEvent>,
+        config: ConsensusConfig,
+    ) -> (Consensus, tokio::task::JoinHandle<()>) {
+        let state = PinState::new(engine.reader());
+        let (writes, writes_rx) = mpsc::channel(config.max_queue_size.max(1));
+        let handle = Consensus {
+            writes,
+            state,
+            follower: config.follower,
+            max_queue: config.max_queue_size,
+        };
+        let task = Task {
+            engine,
+            network,
+            config,
+            queue: Vec::new(),
+            deadline: None,
+            wanted: HashMap::new(),
+            in_flight: HashSet::new(),
+            fetches: FuturesUnordered::new(),
+            peers: Vec::new(),
+        };
+        (handle, tokio::spawn(task.run(writes_rx, events)))
+    }
+
+    /// The pinset, read-only.
+    pub fn state(&self) -> &PinState {
+        &self.state
+    }
+
+    /// Adds or replaces a pin; returns once it is durable here and
+    /// announced.
+    pub async fn log_pin(&self, pin: Pin) -> Result<(), ConsensusError> {
+        self.write(Write::Put(Box::new(pin))).await
+    }
+
+    /// Removes a pin; returns once the removal is durable and announced.
+    pub async fn log_unpin(&self, cid: Cid) -> Result<(), ConsensusError> {
+        self.write(Write::Delete(cid)).await
+    }
+
+    async fn write(&self, write: Write) -> Result<(), ConsensusError> {
+        if self.follower {
+            return Err(ConsensusError::Follower);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.writes.try_send((write, reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ConsensusError::QueueFull(self.max_queue),
+            mpsc::error::TrySendError::Closed(_) => ConsensusError::Closed,
+        })?;
+        rx.await.map_err(|_| ConsensusError::Closed)?
+    }
+}
+
+/// Requests for blocks in flight at once.
+const MAX_FETCHES: usize = 4;
+/// CIDs per block request.
+const CIDS_PER_FETCH: usize = 64;
+/// Ancestors asked for when following a branch down: one round trip then
+/// walks this many levels of a deep history.
+const DEEP_ANCESTORS: u32 = 512;
+
+/// A block some announced head needs.
+struct Want {
+    preferred: Option<PeerId>,
+    tried: HashSet<PeerId>,
+    deep: bool,
+}
+
+type FetchResult = (PeerId, Vec<Cid>, Result<Vec<(Cid, Vec<u8>)>, NetworkError>);
+
+struct Task {
+    engine: Engine<FjallStore>,
+    network: Network,
+    config: ConsensusConfig,
+    queue: Vec<(Write, WriteReply)>,
+    deadline: Option<Instant>,
+    wanted: HashMap<Cid, Want>,
+    in_flight: HashSet<Cid>,
+    fetches: FuturesUnordered<BoxFuture<'static, FetchResult>>,
+    peers: Vec<PeerId>,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut writes: mpsc::Receiver<(Write, WriteReply)>,
+        mut events: mpsc::Receiver<NetEvent>,
+    ) {
+        // Blocks a crash left wanted: ask anyone for them.
+        match self.engine.wanted(CIDS_PER_FETCH * MAX_FETCHES) {
+            Ok(cids) => self.want(cids, None, true),
+            Err(e) => tracing::error!(error = %e, "cannot read the wanted list"),
+        }
+        self.merge_ready();
+        let (heads_tx, mut heads_rx) = mpsc::channel::<(PeerId, Vec<Cid>)>(64);
+        let mut rebroadcast = Box::pin(tokio::time::sleep(self.jittered_interval()));
+        loop {
+            tokio::select! {
+                write = writes.recv() => match write {
+                    Some(item) => {
+                        self.queue.push(item);
+                        if self.queue.len() >= self.config.max_batch_size {
+                            self.commit().await;
+                        } else if self.deadline.is_none() {
+                            self.deadline = Some(Instant::now() + self.config.max_batch_age);
+                        }
+                    }
+                    None => break,
+                },
+                _ = sleep_until(self.deadline), if self.deadline.is_some() => self.commit().await,
+                event = events.recv() => match event {
+                    Some(NetEvent::Heads { from, heads }) => self.on_heads(from, heads),
+                    Some(NetEvent::PeerUp(peer)) => {
+                        if !self.peers.contains(&peer) {
+                            self.peers.push(peer);
+                        }
+                        let network = self.network.clone();
+                        let tx = heads_tx.clone();
+                        tokio::spawn(async move {
+                            match network.heads_of(peer).await {
+                                Ok(heads) => drop(tx.send((peer, heads)).await),
+                                Err(e) => tracing::debug!(%peer, error = %e, "heads request failed"),
+                            }
+                        });
+                    }
+                    None => break,
+                },
+                Some((peer, heads)) = heads_rx.recv() => self.on_heads(peer, heads),
+                Some(result) = self.fetches.next(), if !self.fetches.is_empty() => self.on_fetched(result),
+                _ = &mut rebroadcast => {
+                    rebroadcast.set(tokio::time::sleep(self.jittered_interval()));
+                    if let Ok(peers) = self.network.peers().await {
+                        self.peers = peers;
+                    }
+                    let heads: Vec<Cid> = self.engine.heads().iter().map(|h| h.cid).collect();
+                    if !heads.is_empty() {
+                        let _ = self.network.publish_heads(heads).await;
+                    }
+                }
+            }
+        }
+        // Writes accepted before shutdown still land.
+        self.commit().await;
+        tracing::debug!("consensus task stopped");
+    }
+
+    fn jittered_interval(&self) -> Duration {
+        let base = self.config.rebroadcast_interval.as_secs_f64().max(0.1);
+        Duration::from_secs_f64(base * rand::thread_rng().gen_range(0.7..1.3))
+    }
+
+    /// Commits the queued writes as one delta (or more if they do not fit
+    /// one) and announces the new head.
+    async fn commit(&mut self) {
+        self.deadline = None;
+        if self.queue.is_empty() {
+            return;
+        }
+        let mut batch = self.engine.batch();
+        let mut replies = Vec::new();
+        for (write, reply) in std::mem::take(&mut self.queue) {
+            let mut added = add(&mut batch, &write);
+            if let Err(BatchError::FullOps { .. } | BatchError::FullBytes { .. }) = added {
+                // This delta is full: commit it and start the next.
+                let full = std::mem::replace(&mut batch, self.engine.batch());
+                self.commit_batch(full, std::mem::take(&mut replies));
+                added = add(&mut batch, &write);
+            }
+            match added {
+                Ok(()) => replies.push(reply),
+                Err(e) => drop(reply.send(Err(e.into()))),
+            }
+        }
+        self.commit_batch(batch, replies);
+        let heads: Vec<Cid> = self.engine.heads().iter().map(|h| h.cid).collect();
+        if let Err(e) = self.network.publish_heads(heads).await {
+            tracing::debug!(error = %e, "cannot announce heads");
+        }
+    }
+
+    fn commit_batch(&mut self, batch: pincluster_crdt::Batch, replies: Vec<WriteReply>) {
+        let result = match tokio::task::block_in_place(|| self.engine.commit(batch)) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed");
+                Err(Arc::new(e))
+            }
+        };
+        for reply in replies {
+            let _ = reply.send(result.clone().map_err(ConsensusError::Commit));
+        }
+    }
+
+    fn on_heads(&mut self, from: PeerId, heads: Vec<Cid>) {
+        match self.engine.missing(&heads) {
+            Ok(missing) => self.want(missing, Some(from), false),
+            Err(e) => tracing::error!(error = %e, "cannot check announced heads"),
+        }
+    }
+
+    fn want(&mut self, cids: Vec<Cid>, from: Option<PeerId>, deep: bool) {
+        for cid in cids {
+            let want = self.wanted.entry(cid).or_insert_with(|| Want {
+                preferred: from,
+                tried: HashSet::new(),
+                deep,
+            });
+            want.deep |= deep;
+        }
+        self.pump();
+    }
+
+    /// Starts block requests for wanted blocks, up to [`MAX_FETCHES`].
+    fn pump(&mut self) {
+        while self.fetches.len() < MAX_FETCHES {
+            // Group the next wanted blocks by the peer to ask.
+            let mut peer = None;
+            let mut cids = Vec::new();
+            let mut deep = false;
+            let mut exhausted = Vec::new();
+            for (cid, want) in &self.wanted {
+                if self.in_flight.contains(cid) {
+                    continue;
+                }
+                let candidate = want
+                    .preferred
+                    .filter(|p| !want.tried.contains(p))
+                    .or_else(|| self.peers.iter().copied().find(|p| !want.tried.contains(p)));
+                let Some(candidate) = candidate else {
+                    exhausted.push(*cid);
+                    continue;
+                };
+                if peer.is_none() {
+                    peer = Some(candidate);
+                }
+                if peer == Some(candidate) {
+                    cids.push(*cid);
+                    deep |= want.deep;
+                    if cids.len() >= CIDS_PER_FETCH {
+                        break;
+                    }
+                }
+            }
+            for cid in exhausted {
+                // Nobody we know has it now; a later announcement will
+                // bring it back. The engine keeps it on its wanted list.
+                tracing::debug!(%cid, "no peer could provide block");
+                self.wanted.remove(&cid);
+            }
+            let Some(peer) = peer else { break };
+            self.in_flight.extend(cids.iter().copied());
+            let network = self.network.clone();
+            let ancestors = if deep { DEEP_ANCESTORS } else { 0 };
+            self.fetches.push(
+                async move {
+                    let result = network.fetch_blocks(peer, cids.clone(), ancestors).await;
+                    (peer, cids, result)
+                }
+                .boxed(),
+            );
+        }
+    }
+
+    fn on_fetched(&mut self, (peer, asked, result): FetchResult) {
+        for cid in &asked {
+            self.in_flight.remove(cid);
+        }
+        let blocks = match result {
+            Ok(blocks) => blocks,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "block request failed");
+                Vec::new()
+            }
+        };
+        let mut more = Vec::new();
+        let mut delivered = HashSet::new();
+        tokio::task::block_in_place(|| {
+            for (cid, bytes) in &blocks {
+                match self.engine.receive(cid, bytes) {
+                    Ok(Received::Pending { missing }) => more.extend(missing),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(%peer, %cid, error = %e, "refused block"),
+                }
+                delivered.insert(*cid);
+            }
+        });
+        for cid in &asked {
+            if delivered.contains(cid) {
+                self.wanted.remove(cid);
+            } else if let Some(want) = self.wanted.get_mut(cid) {
+                want.tried.insert(peer);
+            }
+        }
+        for cid in &delivered {
+            self.wanted.remove(cid);
+        }
+        // Parents not delivered with the batch are fetched next, deep.
+        more.retain(|c| !delivered.contains(c));
+        self.merge_ready();
+        self.want(more, Some(peer), true);
+    }
+
+    fn merge_ready(&mut self) {
+        let merged = tokio::task::block_in_place(|| {
+            self.engine.merge_all(|m| {
+                if let Merged::Rejected { cid, error } = m {
+                    tracing::warn!(%cid, %error, "refused block at merge");
+                }
+            })
+        });
+        if let Err(e) = merged {
+            tracing::error!(error = %e, "merge failed");
+        }
+    }
+}
+
+fn add(batch: &mut pincluster_crdt::Batch, write: &Write) -> Result<(), BatchError> {
+    match write {
+        Write::Put(pin) => batch.put(pin_key(&pin.cid), pin.to_state_bytes()),
+        Write::Delete(cid) => batch.delete(pin_key(cid)),
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

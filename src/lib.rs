@@ -1,0 +1,29 @@
+//! # pincluster: an IPFS Cluster peer
+//!
+//! Peers share one pinset, a merkle-CRDT (crate `pincluster-crdt`) kept in
+//! fjall and synced over libp2p. The modules follow ipfs-cluster's
+//! components:
+//!
+//! | module | role |
+//! |---|---|
+//! | [`config`] | `service.json`-shaped configuration: load, env overrides, validate |
+//! | [`identity`] | `identity.json`: the peer's Ed25519 key and peer id |
+//! | [`types`] | wire shapes shared by every part: `Pin`, `ID`, `Version`, ... |
+//! | [`network`] | the only owner of the libp2p Swarm: a handle and one event loop |
+//! | [`consensus`] | the only writer of the pinset: batching, announcing, fetching, trust |
+//! | [`state`] | the pinset, read-only and typed |
+//! | [`allocator`] | who pins what |
+//! | [`api`] | the REST API (warp) |
+//! | [`peer`] | the composition root: start everything, stop it in order |
+//! | [`cli`] | `init`, `daemon`, and the client commands |
+
+pub mod allocator;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod consensus;
+pub mod identity;
+pub mod network;
+pub mod peer;
+pub mod state;
+pub mod types;

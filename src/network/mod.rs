@@ -1,0 +1,248 @@
+//! The only owner of the libp2p Swarm.
+//!
+//! [`Network`] is a cloneable handle; every call becomes a [`Command`]
+//! carrying a oneshot reply sender, and one event loop task ([`EventLoop`])
+//! owns the Swarm, keeps pending requests in maps keyed by request id, and
+//! turns what peers send into [`NetEvent`]s for the consensus task.
+//!
+//! The stack: TCP, an optional private network (pnet, from
+//! `cluster.secret`), Noise, Yamux; then Kademlia on a protocol name of this
+//! cluster's own (discovery from one bootstrap address), gossipsub for heads
+//! announcements with validation (untrusted authors are rejected and not
+//! forwarded), request-response for heads, blocks and identities, identify,
+//! ping, connection limits and a block list.
+
+mod event_loop;
+pub mod protocol;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cid::Cid;
+use libp2p::{Multiaddr, PeerId, identity::Keypair};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::TrustedPeers;
+pub use event_loop::EventLoop;
+pub use protocol::RemoteId;
+
+/// What the network needs to know to start.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// The peer's key.
+    pub keypair: Keypair,
+    /// Where to listen (port 0 allowed).
+    pub listen: Vec<Multiaddr>,
+    /// The private network key; `None` = no private network.
+    pub secret: Option<[u8; 32]>,
+    /// Scopes the DHT, the sync protocol and the gossip topic.
+    pub cluster_name: String,
+    /// Addresses to dial at start (with `/p2p/<id>`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Whose heads announcements are accepted and forwarded.
+    pub trusted: TrustedPeers,
+    /// Shown to other peers.
+    pub peername: String,
+    /// Connection limit (the connection manager's high water mark).
+    pub max_connections: u32,
+    /// How long a disconnected peer still counts in the peerset.
+    pub peer_ttl: Duration,
+    /// gossipsub heartbeat.
+    pub heartbeat: Duration,
+    /// How long to wait for a peer's answer.
+    pub request_timeout: Duration,
+}
+
+impl NetworkConfig {
+    /// A short, stable tag of the cluster name: peers of different clusters
+    /// never speak the same protocols or topics.
+    pub fn cluster_tag(&self) -> String {
+        hex::encode(&Sha256::digest(self.cluster_name.as_bytes())[..8])
+    }
+}
+
+/// Reads the state the network serves to peers directly (heads and blocks
+/// come from fjall; no round trip through the consensus task).
+pub trait StateSource: Send + Sync + 'static {
+    /// Current heads.
+    fn heads(&self) -> Vec<Cid>;
+    /// A block's bytes.
+    fn block(&self, cid: &Cid) -> Option<Vec<u8>>;
+}
+
+/// What the network reports to the consensus task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetEvent {
+    /// A trusted peer announced heads (gossip or a heads answer).
+    Heads { from: PeerId, heads: Vec<Cid> },
+    /// A peer of this cluster connected (identified as speaking our sync
+    /// protocol): ask it for its heads now.
+    PeerUp(PeerId),
+}
+
+/// Failures of network calls.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The event loop is gone (shutting down).
+    #[error("network is shut down")]
+    Closed,
+    /// A listen address could not be used.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: Multiaddr, reason: String },
+    /// Building the transport or a behaviour failed.
+    #[error("cannot build the libp2p stack: {0}")]
+    Build(String),
+    /// A request to a peer failed.
+    #[error("request to {peer} failed: {reason}")]
+    Request { peer: PeerId, reason: String },
+    /// A peer answered with an error or the wrong kind of answer.
+    #[error("peer {peer} answered: {reason}")]
+    BadAnswer { peer: PeerId, reason: String },
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
+
+/// Commands to the event loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Publish(Vec<Cid>),
+    Heads(PeerId, Reply<Vec<Cid>>),
+    Blocks(PeerId, Vec<Cid>, u32, Reply<Vec<(Cid, Vec<u8>)>>),
+    RemoteId(PeerId, Reply<RemoteId>),
+    LocalId(oneshot::Sender<RemoteId>),
+    Peers(oneshot::Sender<Vec<PeerId>>),
+    PeerAddrs(PeerId, oneshot::Sender<Vec<Multiaddr>>),
+    KnownAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Block(PeerId, bool),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle to the network. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Network {
+    tx: mpsc::Sender<Command>,
+    local: PeerId,
+}
+
+impl Network {
+    /// Builds the Swarm, starts listening and dialing, and spawns the event
+    /// loop. Events go to `events`; blocks and heads are served from
+    /// `source`.
+    pub async fn start(
+        config: NetworkConfig,
+        source: Arc<dyn StateSource>,
+        events: mpsc::Sender<NetEvent>,
+    ) -> Result<Network, NetworkError> {
+        let local = config.keypair.public().to_peer_id();
+        let (tx, rx) = mpsc::channel(256);
+        let event_loop = EventLoop::new(config, source, events, rx)?;
+        tokio::spawn(event_loop.run());
+        Ok(Network { tx, local })
+    }
+
+    /// This peer's id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NetworkError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| NetworkError::Closed)?;
+        rx.await.map_err(|_| NetworkError::Closed)
+    }
+
+    /// The addresses actually bound (port 0 resolved), with `/p2p/<id>`.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetworkError> {
+        self.ask(Command::ListenAddrs).await
+    }
+
+    /// Announces heads on the cluster's gossip topic (best effort: with no
+    /// peer subscribed there is nobody to tell).
+    pub async fn publish_heads(&self, heads: Vec<Cid>) -> Result<(), NetworkError> {
+        self.tx
+            .send(Command::Publish(heads))
+            .await
+            .map_err(|_| NetworkError::Closed)
+    }
+
+    /// Asks `peer` for its heads.
+    pub async fn heads_of(&self, peer: PeerId) -> Result<Vec<Cid>, NetworkError> {
+        self.ask(|r| Command::Heads(peer, r)).await?
+    }
+
+    /// Asks `peer` for blocks and up to `ancestors` of their ancestors.
+    pub async fn fetch_blocks(
+        &self,
+        peer: PeerId,
+        cids: Vec<Cid>,
+        ancestors: u32,
+    ) -> Result<Vec<(Cid, Vec<u8>)>, NetworkError> {
+        self.ask(|r| Command::Blocks(peer, cids, ancestors, r))
+            .await?
+    }
+
+    /// Asks `peer` who it is.
+    pub async fn remote_id(&self, peer: PeerId) -> Result<RemoteId, NetworkError> {
+        self.ask(|r| Command::RemoteId(peer, r)).await?
+    }
+
+    /// This peer as others see it.
+    pub async fn local_id(&self) -> Result<RemoteId, NetworkError> {
+        self.ask(Command::LocalId).await
+    }
+
+    /// The live peers of this cluster (connected, or seen within the peer
+    /// TTL), without this peer, sorted.
+    pub async fn peers(&self) -> Result<Vec<PeerId>, NetworkError> {
+        self.ask(Command::Peers).await
+    }
+
+    /// Known addresses of `peer`, with `/p2p/<id>`.
+    pub async fn peer_addrs(&self, peer: PeerId) -> Result<Vec<Multiaddr>, NetworkError> {
+        self.ask(|r| Command::PeerAddrs(peer, r)).await
+    }
+
+    /// Every known address of every cluster peer, for the peerstore file.
+    pub async fn known_addrs(&self) -> Result<Vec<Multiaddr>, NetworkError> {
+        self.ask(Command::KnownAddrs).await
+    }
+
+    /// Blocks (or unblocks) a peer: its connections are closed and refused.
+    pub async fn set_blocked(&self, peer: PeerId, blocked: bool) -> Result<(), NetworkError> {
+        self.tx
+            .send(Command::Block(peer, blocked))
+            .await
+            .map_err(|_| NetworkError::Closed)
+    }
+
+    /// Stops the event loop; pending requests fail with [`NetworkError::Closed`].
+    pub async fn shutdown(&self) {
+        // An already stopped loop is what we want anyway.
+        let _ = self.ask(Command::Shutdown).await;
+    }
+}
+
+/// Peers trusted to announce heads: the configured ones and this peer.
+#[derive(Debug, Clone)]
+pub(crate) struct Trust {
+    trusted: TrustedPeers,
+    local: PeerId,
+}
+
+impl Trust {
+    pub(crate) fn new(trusted: TrustedPeers, local: PeerId) -> Self {
+        Self { trusted, local }
+    }
+
+    pub(crate) fn is_trusted(&self, peer: &PeerId) -> bool {
+        *peer == self.local || self.trusted.is_trusted(peer)
+    }
+}

@@ -1,0 +1,203 @@
+//! The peer-to-peer sync protocol: a request-response protocol whose
+//! messages are versioned DAG-CBOR, and the gossip message that announces
+//! heads. Both are pincluster's own (the reference speaks go-libp2p-gorpc
+//! with msgpack; mixed clusters are not a goal).
+//!
+//! Every read is bounded before decoding, so a peer cannot make us
+//! allocate more than [`MAX_RESPONSE_BYTES`].
+
+use std::io;
+
+use cid::Cid;
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use libp2p::request_response;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+/// Version of the messages below.
+pub const WIRE_VERSION: u64 = 1;
+/// Largest request we read.
+pub const MAX_REQUEST_BYTES: u64 = 256 * 1024;
+/// Largest response we read (and the budget of a block batch we send).
+pub const MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
+/// Most CIDs in one block request.
+pub const MAX_CIDS_PER_REQUEST: usize = 256;
+/// Most blocks in one response, ancestors included.
+pub const MAX_BLOCKS_PER_RESPONSE: usize = 1024;
+
+/// A request to another peer of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncRequest {
+    /// "What are your heads?" (sent on connect, so a joiner syncs at once).
+    Heads,
+    /// "Send me these blocks, and up to `ancestors` of their ancestors
+    /// (newest first)": one round trip walks a deep chain many levels.
+    Blocks { cids: Vec<Cid>, ancestors: u32 },
+    /// "Who are you?" for `GET /peers`.
+    Id,
+}
+
+/// The answer to a [`SyncRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncResponse {
+    /// The responder's heads.
+    Heads(Vec<Cid>),
+    /// The blocks it has among those asked for, then ancestors.
+    Blocks(Vec<(Cid, ByteBuf)>),
+    /// The responder's identity as `GET /id` shows it.
+    Id(RemoteId),
+    /// The request could not be served.
+    Error(String),
+}
+
+/// What a peer says about itself; the REST layer turns it into an `ID`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteId {
+    /// Its peer id.
+    pub id: String,
+    /// Its listen addresses, with `/p2p/<id>`.
+    pub addresses: Vec<String>,
+    /// The cluster peers it sees, itself included.
+    pub cluster_peers: Vec<String>,
+    /// Its peer name.
+    pub peername: String,
+    /// Its software version.
+    pub version: String,
+}
+
+/// The gossip message announcing a replica's heads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadsMessage {
+    /// [`WIRE_VERSION`].
+    pub v: u64,
+    /// Head CIDs.
+    pub heads: Vec<Cid>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    v: u64,
+    body: T,
+}
+
+/// Encodes a versioned message.
+pub fn encode<T: Serialize>(body: &T) -> io::Result<Vec<u8>> {
+    serde_ipld_dagcbor::to_vec(&Envelope {
+        v: WIRE_VERSION,
+        body,
+    })
+    .map_err(io::Error::other)
+}
+
+/// Decodes a versioned message; an unknown version is an error.
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> io::Result<T> {
+    let env: Envelope<T> = serde_ipld_dagcbor::from_slice(bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    if env.v != WIRE_VERSION {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unsupported sync message version {}", env.v),
+        ));
+    }
+    Ok(env.body)
+}
+
+/// The request-response codec: one message per stream, read to the end
+/// with a size limit.
+#[derive(Debug, Clone, Default)]
+pub struct SyncCodec;
+
+async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T, limit: u64) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    io.take(limit + 1).read_to_end(&mut buf).await?;
+    if buf.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("message over {limit} bytes"),
+        ));
+    }
+    Ok(buf)
+}
+
+impl request_response::Codec for SyncCodec {
+    type Protocol = StreamProtocol;
+    type Request = SyncRequest;
+    type Response = SyncResponse;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncRequest>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let request: SyncRequest = decode(&read_limited(io, MAX_REQUEST_BYTES).await?)?;
+        if let SyncRequest::Blocks { cids, .. } = &request
+            && cids.len() > MAX_CIDS_PER_REQUEST
+        {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "too many CIDs"));
+        }
+        Ok(request)
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncResponse>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        decode(&read_limited(io, MAX_RESPONSE_BYTES).await?)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: SyncRequest,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&encode(&req)?).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: SyncResponse,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&encode(&res)?).await?;
+        io.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_refuse_other_versions() {
+        let cid = pincluster_crdt::cid_of(b"x");
+        for msg in [
+            SyncRequest::Heads,
+            SyncRequest::Id,
+            SyncRequest::Blocks {
+                cids: vec![cid],
+                ancestors: 7,
+            },
+        ] {
+            assert_eq!(decode::<SyncRequest>(&encode(&msg).unwrap()).unwrap(), msg);
+        }
+        let res = SyncResponse::Blocks(vec![(cid, ByteBuf::from(vec![1, 2]))]);
+        assert_eq!(decode::<SyncResponse>(&encode(&res).unwrap()).unwrap(), res);
+
+        let future = serde_ipld_dagcbor::to_vec(&Envelope {
+            v: 2,
+            body: SyncRequest::Heads,
+        })
+        .unwrap();
+        assert!(decode::<SyncRequest>(&future).is_err());
+        assert!(decode::<SyncRequest>(b"\xff\x00garbage").is_err());
+    }
+}

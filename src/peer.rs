@@ -1,0 +1,275 @@
+//! The composition root: builds every component from the configuration,
+//! runs them, and shuts them down in order (API, then consensus flushing
+//! its last batch, then the peerstore, then the network).
+//!
+//! Files under the config folder: `cluster.lock` (one daemon per folder),
+//! the fjall store (`datastore.fjall.folder`, default `fjall`), `peerstore`.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use pincluster_crdt::store::{Durability, FjallOptions, FjallStore};
+use pincluster_crdt::{Engine, Limits};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::api::rest::{self, ApiContext};
+use crate::config::{self, Config, TrustedPeers};
+use crate::consensus::{Consensus, ConsensusConfig, PeerSigner, PeerVerifier};
+use crate::identity::Identity;
+use crate::network::{Network, NetworkConfig, StateSource};
+
+/// Why the peer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// Another daemon uses this folder.
+    #[error("{0} is locked: another pincluster daemon is running on this folder")]
+    Locked(PathBuf),
+    /// A file of the folder could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state store failed to open.
+    #[error("opening the state store: {0}")]
+    Store(#[from] pincluster_crdt::Error),
+    /// The state store's backend failed to open.
+    #[error("opening the state store: {0}")]
+    Backend(#[from] pincluster_crdt::store::StoreError),
+    /// The network failed to start.
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
+    /// The REST API failed to start.
+    #[error(transparent)]
+    Api(#[from] rest::ServeError),
+}
+
+/// A running peer.
+#[derive(Debug)]
+pub struct Peer {
+    network: Network,
+    consensus: Consensus,
+    consensus_task: JoinHandle<()>,
+    rest: Option<(SocketAddr, oneshot::Sender<()>, JoinHandle<()>)>,
+    peerstore: PathBuf,
+    _lock: File,
+}
+
+impl Peer {
+    /// Starts a peer from the folder `dir`, its loaded `config` and
+    /// `identity`, dialing `bootstrap` in addition to the configured and
+    /// remembered peers.
+    pub async fn start(
+        dir: &Path,
+        config: Config,
+        identity: Identity,
+        bootstrap: Vec<Multiaddr>,
+    ) -> Result<Peer, PeerError> {
+        let lock = lock_folder(dir)?;
+        let store_dir = config.datastore.fjall.path(dir);
+        let store = FjallStore::open(
+            &store_dir,
+            FjallOptions {
+                durability: match config.datastore.fjall.durability {
+                    config::Durability::Process => Durability::Process,
+                    config::Durability::Sync => Durability::Sync,
+                },
+                cache_bytes: config.datastore.fjall.cache_size_bytes,
+                memtable_bytes: config.datastore.fjall.memtable_size_bytes,
+            },
+        )?;
+        let local = identity.peer_id;
+        let crdt = &config.consensus.crdt;
+        let mut trusted = crdt.trusted_peers.clone();
+        if let TrustedPeers::Only(list) = &mut trusted {
+            // As the reference does: the peers one bootstraps from are trusted.
+            list.extend(bootstrap.iter().filter_map(peer_of));
+        }
+        let engine = Engine::open(
+            store,
+            Arc::new(PeerSigner::new(identity.keypair.clone())),
+            Arc::new(PeerVerifier::new(trusted.clone(), local)),
+            Limits::default(),
+        )?;
+
+        let peerstore = config.cluster.peerstore_path(dir);
+        let mut dial = bootstrap;
+        dial.extend(config.cluster.peer_addresses.iter().cloned());
+        dial.extend(read_peerstore(&peerstore));
+        dial.retain(|a| peer_of(a) != Some(local));
+        dial.dedup();
+
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let source: Arc<dyn StateSource> = Arc::new(engine.reader());
+        let network = Network::start(
+            NetworkConfig {
+                keypair: identity.keypair.clone(),
+                listen: config.cluster.listen_multiaddress.clone(),
+                secret: config.cluster.secret,
+                cluster_name: crdt.cluster_name.clone(),
+                bootstrap: dial,
+                trusted,
+                peername: config.cluster.peername.clone(),
+                max_connections: config.cluster.connection_manager.high_water,
+                peer_ttl: config.cluster.monitor_ping_interval.0 * 2,
+                heartbeat: config.cluster.pubsub.heartbeat_interval.0,
+                request_timeout: Duration::from_secs(30),
+            },
+            source,
+            events_tx,
+        )
+        .await?;
+        for addr in network.listen_addrs().await? {
+            tracing::info!(%addr, "cluster peer listening");
+        }
+
+        let (consensus, consensus_task) = Consensus::start(
+            engine,
+            network.clone(),
+            events_rx,
+            ConsensusConfig {
+                max_batch_size: crdt.batching.max_batch_size.max(1),
+                max_batch_age: crdt.batching.max_batch_age.0,
+                max_queue_size: crdt.batching.max_queue_size.max(1),
+                rebroadcast_interval: crdt.rebroadcast_interval.0,
+                follower: config.cluster.follower_mode,
+            },
+        );
+
+        let rest = match &config.api.restapi {
+            Some(api) => {
+                let addr = api
+                    .http_listen_multiaddress
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| rest::ServeError::Address(Multiaddr::empty()))?;
+                let (stop_tx, stop_rx) = oneshot::channel::<()>();
+                let ctx = ApiContext {
+                    network: network.clone(),
+                    consensus: consensus.clone(),
+                    replication_min: config.cluster.replication_factor_min,
+                    replication_max: config.cluster.replication_factor_max,
+                };
+                let (bound, task) = rest::serve(&addr, ctx, async move {
+                    let _ = stop_rx.await;
+                })
+                .await?;
+                let shown = socket_multiaddr(bound);
+                tracing::info!(addr = %shown, "REST API listening");
+                Some((bound, stop_tx, task))
+            }
+            None => None,
+        };
+
+        Ok(Peer {
+            network,
+            consensus,
+            consensus_task,
+            rest,
+            peerstore,
+            _lock: lock,
+        })
+    }
+
+    /// The REST API's bound address, if it runs.
+    pub fn rest_addr(&self) -> Option<SocketAddr> {
+        self.rest.as_ref().map(|(a, _, _)| *a)
+    }
+
+    /// The network handle.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The consensus handle.
+    pub fn consensus(&self) -> &Consensus {
+        &self.consensus
+    }
+
+    /// Stops everything in order; writes accepted before this still land.
+    pub async fn shutdown(self) {
+        if let Some((_, stop, task)) = self.rest {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        match self.network.known_addrs().await {
+            Ok(addrs) => write_peerstore(&self.peerstore, &addrs),
+            Err(e) => tracing::warn!(error = %e, "peerstore not saved"),
+        }
+        drop(self.consensus);
+        self.network.shutdown().await;
+        // The network's event channel closes with it, which ends the
+        // consensus task after its last commit.
+        let _ = self.consensus_task.await;
+    }
+}
+
+fn lock_folder(dir: &Path) -> Result<File, PeerError> {
+    let path = dir.join("cluster.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| PeerError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(PeerError::Locked(path)),
+        Err(std::fs::TryLockError::Error(source)) => Err(PeerError::Io { path, source }),
+    }
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<libp2p::PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+/// One multiaddr per line; unreadable lines are skipped with a warning.
+fn read_peerstore(path: &Path) -> Vec<Multiaddr> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| match l.parse() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(line = l, error = %e, "peerstore line ignored");
+                None
+            }
+        })
+        .collect()
+}
+
+fn write_peerstore(path: &Path, addrs: &[Multiaddr]) {
+    let mut text = String::new();
+    for a in addrs {
+        text.push_str(&a.to_string());
+        text.push('\n');
+    }
+    if let Err(e) = std::fs::write(path, text) {
+        tracing::warn!(path = %path.display(), error = %e, "peerstore not saved");
+    }
+}
+
+/// `/ip4/<ip>/tcp/<port>` for a bound socket.
+pub fn socket_multiaddr(addr: SocketAddr) -> Multiaddr {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) => Protocol::Ip4(ip),
+        std::net::IpAddr::V6(ip) => Protocol::Ip6(ip),
+    };
+    Multiaddr::empty().with(ip).with(Protocol::Tcp(addr.port()))
+}

@@ -1,0 +1,76 @@
+//! The pinset as the rest of the peer reads it: typed pins over the CRDT
+//! engine's reader. Read-only: only consensus writes.
+//!
+//! Keys are CIDs in binary form, values DAG-CBOR pins (see
+//! [`Pin::to_state_bytes`]).
+
+use cid::Cid;
+use pincluster_crdt::Reader;
+use pincluster_crdt::store::FjallStore;
+
+use crate::network::StateSource;
+use crate::types::{Pin, StateDecodeError, pin_key};
+
+/// Why the pinset could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The store failed.
+    #[error("reading the pinset: {0}")]
+    Store(#[from] pincluster_crdt::Error),
+    /// A stored pin does not decode (written by a newer version?).
+    #[error("decoding a stored pin: {0}")]
+    Decode(#[from] StateDecodeError),
+}
+
+/// Read access to the shared pinset. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PinState {
+    reader: Reader<FjallStore>,
+}
+
+impl PinState {
+    /// A view over `reader`.
+    pub fn new(reader: Reader<FjallStore>) -> Self {
+        Self { reader }
+    }
+
+    /// The pin of `cid`, if it is in the pinset (one point read).
+    pub fn get(&self, cid: &Cid) -> Result<Option<Pin>, StateError> {
+        match self.reader.get(&pin_key(cid))? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every pin, streamed in key order (never the whole pinset in memory).
+    pub fn list(&self) -> impl Iterator<Item = Result<Pin, StateError>> + Send + use<> {
+        self.reader.iter().map(|entry| {
+            let (_, value) = entry?;
+            decode(&value)
+        })
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Pin, StateError> {
+    Ok(Pin::from_state_bytes(bytes)?)
+}
+
+/// Serves heads and blocks to peers straight from fjall.
+impl StateSource for Reader<FjallStore> {
+    fn heads(&self) -> Vec<Cid> {
+        match Reader::heads(self) {
+            Ok(heads) => heads.into_iter().map(|h| h.cid).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read heads");
+                Vec::new()
+            }
+        }
+    }
+
+    fn block(&self, cid: &Cid) -> Option<Vec<u8>> {
+        Reader::block(self, cid).unwrap_or_else(|e| {
+            tracing::error!(error = %e, %cid, "cannot read block");
+            None
+        })
+    }
+}

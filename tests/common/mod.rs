@@ -1,0 +1,320 @@
+//! A harness that runs real `pincluster daemon` processes on 127.0.0.1:
+//! every listen address on port 0, each peer in its own temp folder, the
+//! bound addresses read from the daemon's log. Tests wait for conditions
+//! with deadlines, never for fixed times.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pincluster");
+/// Generous: CI machines are slow and two cores are shared by all peers.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Waits until `check` returns `Some`, or panics with `what` after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// How a peer is set up.
+#[derive(Clone, Debug, Default)]
+pub struct PeerSpec {
+    /// Hex secret; `None` runs without a private network.
+    pub secret: Option<String>,
+    /// Extra environment overrides (`CLUSTER_...`).
+    pub env: Vec<(String, String)>,
+    /// Addresses to bootstrap from.
+    pub bootstrap: Vec<String>,
+}
+
+/// A running daemon.
+pub struct TestPeer {
+    pub dir: PathBuf,
+    pub spec: PeerSpec,
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+    pub api: String,
+    pub id: String,
+    http: reqwest::Client,
+}
+
+/// A folder with `service.json` and `identity.json`, made by `pincluster init`.
+pub fn init_folder(dir: &Path, spec: &PeerSpec) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["init", "--config"]).arg(dir);
+    match &spec.secret {
+        Some(s) => cmd.args(["--secret", s]),
+        None => cmd.arg("--no-secret"),
+    };
+    let out = cmd.output().expect("run pincluster init");
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestPeer {
+    /// Initialises `dir` if needed and starts a daemon on it.
+    pub async fn start(dir: PathBuf, spec: PeerSpec) -> TestPeer {
+        if !dir.join("service.json").exists() {
+            init_folder(&dir, &spec);
+        }
+        let mut cmd = Command::new(BIN);
+        cmd.args(["daemon", "--config"]).arg(&dir);
+        if !spec.bootstrap.is_empty() {
+            cmd.args(["--bootstrap", &spec.bootstrap.join(",")]);
+        }
+        cmd.env("CLUSTER_LISTENMULTIADDRESS", "/ip4/127.0.0.1/tcp/0")
+            .env(
+                "CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS",
+                "/ip4/127.0.0.1/tcp/0",
+            )
+            .env("CLUSTER_MONITORPINGINTERVAL", "2s")
+            .env("CLUSTER_CRDT_REBROADCASTINTERVAL", "2s")
+            .env("PINCLUSTER_LOG", "warn,pincluster=debug")
+            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn pincluster daemon");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut peer = TestPeer {
+            dir,
+            spec,
+            child: Some(child),
+            log,
+            api: String::new(),
+            id: String::new(),
+            http: reqwest::Client::new(),
+        };
+        let api = wait_for("the REST API address in the log", DEADLINE, || {
+            let found = peer.log_value("REST API listening", "addr=");
+            let exited = peer.exited();
+            async move {
+                if exited {
+                    panic!("daemon exited during start");
+                }
+                found
+            }
+        })
+        .await;
+        let port = api.rsplit('/').next().unwrap().to_string();
+        peer.api = format!("http://127.0.0.1:{port}");
+        let id = peer.get_json("/id").await.expect("GET /id");
+        peer.id = id["id"].as_str().unwrap().to_string();
+        peer
+    }
+
+    fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => {
+                if let Ok(Some(status)) = c.try_wait() {
+                    eprintln!("daemon log:\n{}", self.log.lock().unwrap().join("\n"));
+                    eprintln!("exit status {status}");
+                    true
+                } else {
+                    false
+                }
+            }
+            None => true,
+        }
+    }
+
+    /// The value after `key` on the first log line containing `needle`.
+    pub fn log_value(&self, needle: &str, key: &str) -> Option<String> {
+        let log = self.log.lock().unwrap();
+        log.iter().find(|l| l.contains(needle)).and_then(|l| {
+            let rest = &l[l.find(key)? + key.len()..];
+            Some(rest.split_whitespace().next()?.to_string())
+        })
+    }
+
+    /// Whether some log line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// This peer's cluster address on 127.0.0.1, with `/p2p/<id>`.
+    pub async fn cluster_addr(&self) -> String {
+        let id = self.get_json("/id").await.expect("GET /id");
+        id["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.as_str())
+            .find(|a| a.starts_with("/ip4/127.0.0.1/"))
+            .expect("a loopback address")
+            .to_string()
+    }
+
+    pub async fn get_json(&self, path: &str) -> Option<Value> {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.api))
+            .send()
+            .await
+            .ok()?;
+        res.json().await.ok()
+    }
+
+    /// GET an NDJSON stream; `[]` for a 204.
+    pub async fn get_ndjson(&self, path: &str) -> Option<Vec<Value>> {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.api))
+            .send()
+            .await
+            .ok()?;
+        if res.status() == 204 {
+            return Some(Vec::new());
+        }
+        if !res.status().is_success() {
+            return None;
+        }
+        let text = res.text().await.ok()?;
+        text.lines().map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// POST /pins/{cid}; the status and the body.
+    pub async fn pin(&self, cid: &str, query: &str) -> (u16, Value) {
+        let res = self
+            .http
+            .post(format!("{}/pins/{cid}?{query}", self.api))
+            .send()
+            .await
+            .expect("POST /pins");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// DELETE /pins/{cid}; the status.
+    pub async fn unpin(&self, cid: &str) -> u16 {
+        let res = self
+            .http
+            .delete(format!("{}/pins/{cid}", self.api))
+            .send()
+            .await
+            .expect("DELETE /pins");
+        res.status().as_u16()
+    }
+
+    /// The CIDs of `GET /allocations`, sorted.
+    pub async fn pinset(&self) -> Option<Vec<String>> {
+        let items = self.get_ndjson("/allocations").await?;
+        let mut cids: Vec<String> = items
+            .iter()
+            .filter_map(|p| p["cid"].as_str().map(str::to_string))
+            .collect();
+        cids.sort();
+        Some(cids)
+    }
+
+    /// The peer ids of `GET /peers`, sorted.
+    pub async fn peer_ids(&self) -> Option<Vec<String>> {
+        let items = self.get_ndjson("/peers").await?;
+        let mut ids: Vec<String> = items
+            .iter()
+            .filter_map(|p| p["id"].as_str().map(str::to_string))
+            .collect();
+        ids.sort();
+        Some(ids)
+    }
+
+    /// Waits until this peer lists exactly `expected` pins.
+    pub async fn wait_pinset(&self, expected: &[String]) {
+        let mut want = expected.to_vec();
+        want.sort();
+        wait_for(
+            &format!("{} pins on {}", want.len(), self.id),
+            DEADLINE,
+            || {
+                let want = want.clone();
+                async move { (self.pinset().await? == want).then_some(()) }
+            },
+        )
+        .await;
+    }
+
+    /// SIGKILL, no shutdown.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited 0.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        c.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// Starts this peer again on the same folder.
+    pub async fn restart(mut self) -> TestPeer {
+        self.kill();
+        let dir = self.dir.clone();
+        let spec = self.spec.clone();
+        TestPeer::start(dir, spec).await
+    }
+
+    /// The daemon's log so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for TestPeer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `n` distinct CIDv1 (raw) strings, distinct per `seed`.
+pub fn cids(seed: &str, n: usize) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    (0..n)
+        .map(|i| {
+            let digest = Sha256::digest(format!("{seed}-{i}").as_bytes());
+            let mh = cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
+            cid::Cid::new_v1(0x55, mh).to_string()
+        })
+        .collect()
+}
+
+/// A fresh temp folder that lives as long as the returned guard.
+pub fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
