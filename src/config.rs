@@ -37,6 +37,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use crate::duration;
 use crate::identity::{Identity, IdentityError};
 
 /// Name of the configuration file inside the configuration folder.
@@ -136,174 +137,21 @@ impl From<GoDuration> for Duration {
 }
 
 /// A string that is not a (non-negative) Go duration.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: {problem}")]
-pub struct DurationError {
-    input: String,
-    problem: String,
-}
+pub use crate::duration::DurationError;
 
 impl FromStr for GoDuration {
     type Err = DurationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse_go_duration(s)
-            .map(|nanos| GoDuration(Duration::from_nanos(nanos)))
-            .map_err(|problem| DurationError {
-                input: s.to_string(),
-                problem,
-            })
+        duration::parse_std_duration(s).map(GoDuration)
     }
-}
-
-const NANOS_LIMIT: u64 = 1 << 63; // Go durations are int64 nanoseconds
-
-/// Go's `time.ParseDuration`, step by step (including its float arithmetic for
-/// fractions, so `"0.3333333333333333333h"` is exactly 20 minutes as in Go),
-/// returning nanoseconds.
-fn parse_go_duration(s: &str) -> Result<u64, String> {
-    let mut rest = s;
-    let mut negative = false;
-    if let Some(r) = rest.strip_prefix('-') {
-        negative = true;
-        rest = r;
-    } else if let Some(r) = rest.strip_prefix('+') {
-        rest = r;
-    }
-    if rest == "0" {
-        return Ok(0);
-    }
-    if rest.is_empty() {
-        return Err("expected a number and a unit, like \"15s\"".to_string());
-    }
-    let overflow = || "too large (Go durations end at about 292 years)".to_string();
-    let mut total: u64 = 0;
-    while !rest.is_empty() {
-        // Integer part.
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let mut value: u64 = 0;
-        for c in rest[..digits].bytes() {
-            value = value
-                .checked_mul(10)
-                .and_then(|v| v.checked_add(u64::from(c - b'0')))
-                .filter(|v| *v <= NANOS_LIMIT)
-                .ok_or_else(overflow)?;
-        }
-        let had_integer = digits > 0;
-        rest = &rest[digits..];
-        // Fraction: digits are kept while they fit, like Go's leadingFraction.
-        let (mut fraction, mut scale, mut had_fraction) = (0u64, 1f64, false);
-        if let Some(r) = rest.strip_prefix('.') {
-            let digits = r.bytes().take_while(u8::is_ascii_digit).count();
-            had_fraction = digits > 0;
-            let mut full = false;
-            for c in r[..digits].bytes() {
-                if full || fraction > (NANOS_LIMIT - 1) / 10 {
-                    full = true;
-                    continue;
-                }
-                let next = fraction * 10 + u64::from(c - b'0');
-                if next > NANOS_LIMIT {
-                    full = true;
-                    continue;
-                }
-                fraction = next;
-                scale *= 10.0;
-            }
-            rest = &r[digits..];
-        }
-        if !had_integer && !had_fraction {
-            return Err("expected a number before each unit".to_string());
-        }
-        let unit_len = rest
-            .find(|c: char| c == '.' || c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if unit_len == 0 {
-            return Err("missing unit (ns, us, ms, s, m or h)".to_string());
-        }
-        let unit = match &rest[..unit_len] {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            other => {
-                return Err(format!(
-                    "unknown unit {other:?} (use ns, us, ms, s, m or h)"
-                ));
-            }
-        };
-        rest = &rest[unit_len..];
-        if value > NANOS_LIMIT / unit {
-            return Err(overflow());
-        }
-        value *= unit;
-        if fraction > 0 {
-            // Truncating float-to-int conversion, as Go's uint64(float64) does.
-            value += (fraction as f64 * (unit as f64 / scale)) as u64;
-            if value > NANOS_LIMIT {
-                return Err(overflow());
-            }
-        }
-        total = total
-            .checked_add(value)
-            .filter(|t| *t <= NANOS_LIMIT)
-            .ok_or_else(overflow)?;
-    }
-    if negative && total > 0 {
-        return Err("negative durations are not allowed".to_string());
-    }
-    if total > NANOS_LIMIT - 1 {
-        return Err(overflow());
-    }
-    Ok(total)
 }
 
 impl fmt::Display for GoDuration {
     /// Go's `time.Duration.String()`: `"0s"`, `"1.5µs"`, `"300ms"`, `"2m0.5s"`, `"1h0m0s"`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let nanos = self.0.as_nanos();
-        if nanos == 0 {
-            return f.write_str("0s");
-        }
-        if nanos < 1_000_000_000 {
-            let (precision, unit) = if nanos < 1_000 {
-                (0, "ns")
-            } else if nanos < 1_000_000 {
-                (3, "µs")
-            } else {
-                (6, "ms")
-            };
-            let scale = 10u128.pow(precision);
-            return write!(
-                f,
-                "{}{}{unit}",
-                nanos / scale,
-                fraction_digits(nanos % scale, precision)
-            );
-        }
-        let seconds = nanos / 1_000_000_000;
-        let fraction = fraction_digits(nanos % 1_000_000_000, 9);
-        let minutes = seconds / 60;
-        let hours = minutes / 60;
-        if hours > 0 {
-            write!(f, "{hours}h")?;
-        }
-        if minutes > 0 {
-            write!(f, "{}m", minutes % 60)?;
-        }
-        write!(f, "{}{fraction}s", seconds % 60)
+        f.write_str(&duration::format_go_duration(self.0))
     }
-}
-
-/// `.` and the digits of `value / 10^precision`, trailing zeros trimmed; empty for 0.
-fn fraction_digits(value: u128, precision: u32) -> String {
-    if value == 0 {
-        return String::new();
-    }
-    let digits = format!("{value:0width$}", width = precision as usize);
-    format!(".{}", digits.trim_end_matches('0'))
 }
 
 impl Serialize for GoDuration {
@@ -677,10 +525,6 @@ impl CrdtConfig {
             "consensus.crdt.batching.max_batch_size",
             "must be greater than 0",
         )?;
-        positive(
-            self.batching.max_batch_age,
-            "consensus.crdt.batching.max_batch_age",
-        )?;
         ensure(
             self.batching.max_queue_size > 0,
             "consensus.crdt.batching.max_queue_size",
@@ -735,16 +579,19 @@ pub struct Batching {
 }
 
 impl Default for Batching {
-    /// On by default, unlike the reference (which writes 0 / "0s" = off): every
-    /// delta is a signed block that each peer fetches and merges, and one delta
-    /// per pin is what makes the reference slow under load. 50ms of waiting
-    /// keeps a single pin's latency low while a burst shares one block. A file
-    /// written by the reference (0 / "0s") therefore gets these values too; set
-    /// `max_batch_size` to 1 for one block per change.
+    /// On by default, unlike the reference (which writes 0 = off): every delta
+    /// is a signed block that each peer fetches and merges, and one delta per
+    /// pin is what makes the reference slow under load. Batching is group
+    /// commit: the writes waiting when a commit starts share its delta (up to
+    /// `max_batch_size`), so a lone pin commits at once and a burst shares
+    /// blocks. `max_batch_age` > 0 additionally lingers that long for more
+    /// writes before committing (the reference's behaviour); 0 never waits.
+    /// A reference file's `max_batch_size: 0` keeps the default; set it to 1
+    /// for one block per change.
     fn default() -> Self {
         Batching {
             max_batch_size: 1000,
-            max_batch_age: GoDuration::from_millis(50),
+            max_batch_age: GoDuration::ZERO,
             max_queue_size: 50_000,
         }
     }
@@ -2177,13 +2024,10 @@ fn read_crdt(mut o: Obj<'_>, w: &mut Vec<String>) -> Result<CrdtConfig, ConfigEr
     o.set("cluster_name", &mut c.cluster_name)?;
     o.set("trusted_peers", &mut c.trusted_peers)?;
     if let Some(mut b) = o.child("batching")? {
-        // 0 / "0s" (the reference's "off") keep our defaults: see `Batching`.
+        // A size of 0 (the reference's "off") keeps our default: see
+        // `Batching`. An age of "0s" is our default anyway: no lingering.
         b.set_nonzero("max_batch_size", &mut c.batching.max_batch_size)?;
-        if let Some(age) = b.get::<GoDuration>("max_batch_age")?
-            && !age.is_zero()
-        {
-            c.batching.max_batch_age = age;
-        }
+        b.set("max_batch_age", &mut c.batching.max_batch_age)?;
         b.set_nonzero("max_queue_size", &mut c.batching.max_queue_size)?;
         b.finish(w);
     }
@@ -2652,123 +2496,6 @@ fn ser_opt_display<S: Serializer, T: fmt::Display>(
 mod tests {
     use super::*;
 
-    fn d(text: &str) -> Duration {
-        text.parse::<GoDuration>()
-            .unwrap_or_else(|e| panic!("{text}: {e}"))
-            .0
-    }
-
-    const NS: u64 = 1;
-    const US: u64 = 1_000;
-    const MS: u64 = 1_000_000;
-    const S: u64 = 1_000_000_000;
-    const M: u64 = 60 * S;
-    const H: u64 = 60 * M;
-
-    #[test]
-    fn durations_parse_like_go() {
-        // Cases from Go's time_test.go (negative ones excluded: we refuse them).
-        let cases: &[(&str, u64)] = &[
-            ("0", 0),
-            ("5s", 5 * S),
-            ("30s", 30 * S),
-            ("1478s", 1478 * S),
-            ("+5s", 5 * S),
-            ("-0", 0),
-            ("+0", 0),
-            ("5.0s", 5 * S),
-            ("5.6s", 5 * S + 600 * MS),
-            ("5.s", 5 * S),
-            (".5s", 500 * MS),
-            ("1.0s", S),
-            ("1.00s", S),
-            ("1.004s", S + 4 * MS),
-            ("1.0040s", S + 4 * MS),
-            ("100.00100s", 100 * S + MS),
-            ("10ns", 10 * NS),
-            ("11us", 11 * US),
-            ("12µs", 12 * US),
-            ("12μs", 12 * US),
-            ("13ms", 13 * MS),
-            ("14s", 14 * S),
-            ("15m", 15 * M),
-            ("16h", 16 * H),
-            ("3h30m", 3 * H + 30 * M),
-            ("10.5s4m", 4 * M + 10 * S + 500 * MS),
-            (
-                "1h2m3s4ms5us6ns",
-                H + 2 * M + 3 * S + 4 * MS + 5 * US + 6 * NS,
-            ),
-            ("39h9m14.425s", 39 * H + 9 * M + 14 * S + 425 * MS),
-            ("52763797000ns", 52763797000 * NS),
-            ("0.3333333333333333333h", 20 * M),
-            ("9007199254740993ns", (1 << 53) + 1),
-            ("9223372036854775807ns", (1 << 63) - 1),
-            ("9223372036854775.807us", (1 << 63) - 1),
-            ("9223372036s854ms775us807ns", (1 << 63) - 1),
-            ("0.100000000000000000000h", 6 * M),
-            ("0.830103483285477580700h", 49 * M + 48 * S + 372_539_827),
-        ];
-        for (text, nanos) in cases {
-            assert_eq!(d(text), Duration::from_nanos(*nanos), "{text}");
-        }
-    }
-
-    #[test]
-    fn bad_durations_are_refused() {
-        for text in [
-            "",
-            "3",
-            "-",
-            "s",
-            ".",
-            "-.",
-            ".s",
-            "+.s",
-            "1d",
-            "-5s",
-            "-2m3.4s",
-            "9223372036854775810ns",
-            "9223372036854775808ns",
-            "1h-5m",
-            "15 s",
-        ] {
-            assert!(text.parse::<GoDuration>().is_err(), "{text:?} parsed");
-        }
-        let err = "-1s".parse::<GoDuration>().expect_err("negative");
-        assert!(err.to_string().contains("negative"), "{err}");
-    }
-
-    #[test]
-    fn durations_print_like_go() {
-        // Go's Duration.String() outputs, from time_test.go and the reference's files.
-        let cases: &[(u64, &str)] = &[
-            (0, "0s"),
-            (1, "1ns"),
-            (1100, "1.1µs"),
-            (2_200_000, "2.2ms"),
-            (300 * MS, "300ms"),
-            (50 * MS, "50ms"),
-            (3300 * MS, "3.3s"),
-            (1500 * MS, "1.5s"),
-            (15 * S, "15s"),
-            (M, "1m0s"),
-            (2 * M + 500 * MS, "2m0.5s"),
-            (4 * M + 5 * S, "4m5s"),
-            (4 * M + 5001 * MS, "4m5.001s"),
-            (H, "1h0m0s"),
-            (24 * H, "24h0m0s"),
-            (5 * H + 6 * M + 7001 * MS, "5h6m7.001s"),
-            (8 * M + 1, "8m0.000000001s"),
-            ((1 << 63) - 1, "2562047h47m16.854775807s"),
-        ];
-        for (nanos, text) in cases {
-            let printed = GoDuration(Duration::from_nanos(*nanos)).to_string();
-            assert_eq!(&printed, text);
-            assert_eq!(d(text), Duration::from_nanos(*nanos), "{text} reparsed");
-        }
-    }
-
     #[test]
     fn durations_go_through_serde() {
         let json = serde_json::to_string(&GoDuration::from_secs(90)).expect("serialize");
@@ -2776,6 +2503,10 @@ mod tests {
         let back: GoDuration = serde_json::from_str("\"1h2m3.5s\"").expect("deserialize");
         assert_eq!(back.0, Duration::from_millis(3_723_500));
         assert!(serde_json::from_str::<GoDuration>("\"-1s\"").is_err());
+        assert_eq!(
+            "-1s".parse::<GoDuration>(),
+            Err(DurationError::Negative("-1s".to_owned()))
+        );
     }
 
     const MINIMAL: &str = r#"{"consensus": {"crdt": {}}}"#;

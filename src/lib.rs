@@ -7,6 +7,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`config`] | `service.json`-shaped configuration: load, env overrides, validate |
+//! | [`duration`] | Go duration syntax, parsed and printed |
 //! | [`identity`] | `identity.json`: the peer's Ed25519 key and peer id |
 //! | [`types`] | wire shapes shared by every part: `Pin`, `ID`, `Version`, ... |
 //! | [`network`] | the only owner of the libp2p Swarm: a handle and one event loop |
@@ -22,6 +23,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod consensus;
+pub mod duration;
 pub mod identity;
 pub mod network;
 pub mod peer;

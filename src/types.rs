@@ -23,6 +23,8 @@ use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::duration::{DurationError, parse_time_delta};
+
 /// How IPFS pins the content: the whole DAG or only its root block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PinMode {
@@ -395,7 +397,7 @@ impl PinOptions {
         if !expire_at.is_empty() {
             opts.expire_at = go_time::parse(expire_at).map_err(OptionsError::ExpireAt)?;
         } else if !expire_in.is_empty() {
-            let d = parse_go_duration(expire_in).map_err(OptionsError::ExpireIn)?;
+            let d = parse_time_delta(expire_in).map_err(OptionsError::ExpireIn)?;
             if d < TimeDelta::seconds(1) {
                 return Err(OptionsError::ExpireInTooShort);
             }
@@ -493,155 +495,6 @@ fn parse_origin(s: &str) -> Result<Multiaddr, OptionsError> {
         return Err(OptionsError::OriginWithoutPeer(addr));
     }
     Ok(addr)
-}
-
-/// A Go duration string that did not parse; the messages are Go's
-/// `time.ParseDuration` errors, which the REST API passes on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
-    #[error("time: invalid duration {}", go_quote(.0))]
-    Invalid(String),
-    #[error("time: missing unit in duration {}", go_quote(.0))]
-    MissingUnit(String),
-    #[error("time: unknown unit {} in duration {}", go_quote(.unit), go_quote(.input))]
-    UnknownUnit { unit: String, input: String },
-}
-
-/// Go's `time.ParseDuration`: an optional sign, then one or more decimal
-/// numbers (fractions allowed) each with a unit among `ns us µs ms s m h`,
-/// e.g. `"1h30m"`, `"1.5s"`, `"-2m"`; a bare `"0"` is zero. Values beyond
-/// ±2^63 ns are rejected as in Go.
-pub(crate) fn parse_go_duration(input: &str) -> Result<TimeDelta, DurationError> {
-    const LIMIT: u64 = 1 << 63;
-    let invalid = || DurationError::Invalid(input.to_owned());
-
-    let (negative, mut s) = match input.as_bytes().first() {
-        Some(b'-') => (true, &input[1..]),
-        Some(b'+') => (false, &input[1..]),
-        _ => (false, input),
-    };
-    if s == "0" {
-        return Ok(TimeDelta::zero());
-    }
-    if s.is_empty() {
-        return Err(invalid());
-    }
-    let mut total: u64 = 0;
-    while !s.is_empty() {
-        let starts_number = s.starts_with('.') || s.starts_with(|c: char| c.is_ascii_digit());
-        if !starts_number {
-            return Err(invalid());
-        }
-        // The integer part; overflow is an error.
-        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-        let mut whole: u64 = 0;
-        for b in s[..digits].bytes() {
-            whole = whole
-                .checked_mul(10)
-                .and_then(|w| w.checked_add(u64::from(b - b'0')))
-                .filter(|w| *w <= LIMIT)
-                .ok_or_else(invalid)?;
-        }
-        s = &s[digits..];
-        // The fraction; digits past what fits are ignored, as in Go.
-        let mut fraction: u64 = 0;
-        let mut scale: f64 = 1.0;
-        let mut fraction_digits = 0;
-        if let Some(rest) = s.strip_prefix('.') {
-            fraction_digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            let mut overflow = false;
-            for b in rest[..fraction_digits].bytes() {
-                if overflow {
-                    continue;
-                }
-                match fraction
-                    .checked_mul(10)
-                    .and_then(|f| f.checked_add(u64::from(b - b'0')))
-                    .filter(|f| *f <= LIMIT)
-                {
-                    Some(f) => {
-                        fraction = f;
-                        scale *= 10.0;
-                    }
-                    None => overflow = true,
-                }
-            }
-            s = &rest[fraction_digits..];
-        }
-        if digits == 0 && fraction_digits == 0 {
-            return Err(invalid());
-        }
-        // The unit runs until the next number; it stops at ASCII bytes only,
-        // so slicing there keeps `µ` whole.
-        let unit_len = s
-            .bytes()
-            .take_while(|b| *b != b'.' && !b.is_ascii_digit())
-            .count();
-        if unit_len == 0 {
-            return Err(DurationError::MissingUnit(input.to_owned()));
-        }
-        let unit = &s[..unit_len];
-        s = &s[unit_len..];
-        let nanos_per_unit: u64 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => {
-                return Err(DurationError::UnknownUnit {
-                    unit: unit.to_owned(),
-                    input: input.to_owned(),
-                });
-            }
-        };
-        if whole > LIMIT / nanos_per_unit {
-            return Err(invalid());
-        }
-        let mut value = whole * nanos_per_unit;
-        if fraction > 0 {
-            // Float, as in Go, to stay exact to the nanosecond for fractions
-            // of an hour; the product is at most 3.6e12.
-            value += (fraction as f64 * (nanos_per_unit as f64 / scale)) as u64;
-            if value > LIMIT {
-                return Err(invalid());
-            }
-        }
-        total = total
-            .checked_add(value)
-            .filter(|t| *t <= LIMIT)
-            .ok_or_else(invalid)?;
-    }
-    let nanos = if negative {
-        -i128::from(total)
-    } else {
-        i128::from(total)
-    };
-    let nanos = i64::try_from(nanos).map_err(|_| invalid())?;
-    Ok(TimeDelta::nanoseconds(nanos))
-}
-
-/// Go's `time` package quoting for error messages: double quotes, `"` and
-/// `\` escaped, control and non-ASCII bytes as `\xNN`.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        if c.is_ascii() && !c.is_ascii_control() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        } else {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("\\x{b:02x}"));
-            }
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Go's `time.Time` in JSON: RFC 3339 with up to nine fraction digits,
@@ -1441,55 +1294,6 @@ mod tests {
         assert_eq!(q[0].1, "2030-01-01T00:00:00.5Z");
         assert_eq!(q[9].1, format!("{PEER_A},{PEER_B}"));
         assert_eq!(PinOptions::from_query_at(&q, now()).unwrap(), full);
-    }
-
-    #[test]
-    fn go_durations() {
-        let ok = [
-            ("0", 0),
-            ("+0", 0),
-            ("1ns", 1),
-            ("1.5s", 1_500_000_000),
-            (".5s", 500_000_000),
-            ("1.s", 1_000_000_000),
-            ("1h30m", 5_400_000_000_000),
-            ("2m0s", 120_000_000_000),
-            ("-2m", -120_000_000_000),
-            ("300ms", 300_000_000),
-            ("1us", 1_000),
-            ("1µs", 1_000),
-            ("1μs", 1_000),
-            ("0.1h", 360_000_000_000),
-            ("1h1m1s1ms1us1ns", 3_661_001_001_001),
-            ("9223372036854775807ns", i64::MAX),
-            ("-9223372036854775808ns", i64::MIN),
-        ];
-        for (input, nanos) in ok {
-            assert_eq!(
-                parse_go_duration(input),
-                Ok(TimeDelta::nanoseconds(nanos)),
-                "{input}"
-            );
-        }
-        let err = |s: &str| parse_go_duration(s).unwrap_err().to_string();
-        assert_eq!(err(""), r#"time: invalid duration """#);
-        assert_eq!(err("-"), r#"time: invalid duration "-""#);
-        assert_eq!(err("1"), r#"time: missing unit in duration "1""#);
-        assert_eq!(err("1d"), r#"time: unknown unit "d" in duration "1d""#);
-        assert_eq!(err(".s"), r#"time: invalid duration ".s""#);
-        assert_eq!(
-            err("1s 2m"),
-            r#"time: unknown unit "s " in duration "1s 2m""#
-        );
-        assert_eq!(
-            err("9223372036854775808ns"),
-            r#"time: invalid duration "9223372036854775808ns""#
-        );
-        assert_eq!(
-            err("1é"),
-            r#"time: unknown unit "\xc3\xa9" in duration "1\xc3\xa9""#
-        );
-        assert_eq!(err("3000000h"), r#"time: invalid duration "3000000h""#);
     }
 
     /// A pin with every stored field set, for the format fixture.

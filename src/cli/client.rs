@@ -21,9 +21,8 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::types::{
-    ApiError, IdInfo, Pin, PinMode, PinOptions, PinType, Version, decode_cid, parse_go_duration,
-};
+use crate::duration::parse_time_delta;
+use crate::types::{ApiError, IdInfo, Pin, PinMode, PinOptions, PinType, Version, decode_cid};
 
 /// Where ipfs-cluster-ctl looks for the REST API by default.
 const DEFAULT_HOST: &str = "/ip4/127.0.0.1/tcp/9094";
@@ -195,7 +194,7 @@ pub enum PinCmd {
         #[arg(long, default_value = "recursive", value_parser = parse_mode)]
         mode: PinMode,
         /// Unpin automatically after this Go duration (e.g. 24h, 1h30m)
-        #[arg(long = "expire-in", value_parser = parse_go_duration)]
+        #[arg(long = "expire-in", value_parser = parse_time_delta)]
         expire_in: Option<TimeDelta>,
         /// key=value metadata; repeat for several entries
         #[arg(long, value_parser = parse_metadata_entry)]

@@ -2,9 +2,10 @@
 //! pinset.
 //!
 //! One task owns the [`Engine`]. It
-//! - batches local writes (up to `max_batch_size` items or `max_batch_age`,
-//!   whichever comes first) into one signed delta, answers the writers once
-//!   the delta is durable, and announces the new head at once;
+//! - batches local writes into one signed delta by group commit (the writes
+//!   waiting when a commit starts share it, up to `max_batch_size`; with
+//!   `max_batch_age` > 0 it also lingers that long for more), answers the
+//!   writers once the delta is durable, and announces the new head at once;
 //! - rebroadcasts its heads every `rebroadcast_interval` ± 30 %;
 //! - asks every peer that comes up for its heads, so a joiner starts syncing
 //!   within a round trip instead of a rebroadcast interval;
@@ -42,7 +43,8 @@ pub use trust::{PeerSigner, PeerVerifier};
 pub struct ConsensusConfig {
     /// Most writes per delta.
     pub max_batch_size: usize,
-    /// Longest a write waits for others to share its delta.
+    /// How long a write lingers for others to share its delta (0: commit
+    /// as soon as the waiting writes are collected).
     pub max_batch_age: Duration,
     /// Most writes waiting; more are refused at once.
     pub max_queue_size: usize,
@@ -195,8 +197,16 @@ impl Task {
             tokio::select! {
                 write = writes.recv() => match write {
                     Some(item) => {
+                        // Group commit: everything already waiting joins this
+                        // delta; a lone write commits at once.
                         self.queue.push(item);
-                        if self.queue.len() >= self.config.max_batch_size {
+                        while self.queue.len() < self.config.max_batch_size {
+                            match writes.try_recv() {
+                                Ok(item) => self.queue.push(item),
+                                Err(_) => break,
+                            }
+                        }
+                        if self.queue.len() >= self.config.max_batch_size || self.config.max_batch_age.is_zero() {
                             self.commit().await;
                         } else if self.deadline.is_none() {
                             self.deadline = Some(Instant::now() + self.config.max_batch_age);
