@@ -9,7 +9,9 @@
 //! | [`config`] | `service.json`-shaped configuration: load, env overrides, validate |
 //! | [`duration`] | Go duration syntax, parsed and printed |
 //! | [`identity`] | `identity.json`: the peer's Ed25519 key and peer id |
+//! | [`ipfsconn`] | the IPFS daemon beside the peer: `IpfsConnector` and the Kubo RPC client |
 //! | [`types`] | wire shapes shared by every part: `Pin`, `ID`, `Version`, ... |
+//! | [`status`] | pin statuses: `TrackerStatus`, filters, `GlobalPinInfo` |
 //! | [`network`] | the only owner of the libp2p Swarm: a handle and one event loop |
 //! | [`consensus`] | the only writer of the pinset: batching, announcing, fetching, trust |
 //! | [`state`] | the pinset, read-only and typed |
@@ -25,7 +27,9 @@ pub mod config;
 pub mod consensus;
 pub mod duration;
 pub mod identity;
+pub mod ipfsconn;
 pub mod network;
 pub mod peer;
 pub mod state;
+pub mod status;
 pub mod types;

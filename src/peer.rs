@@ -134,6 +134,7 @@ impl Peer {
             engine,
             network.clone(),
             events_rx,
+            None,
             ConsensusConfig {
                 max_batch_size: crdt.batching.max_batch_size.max(1),
                 max_batch_age: crdt.batching.max_batch_age.0,

@@ -568,7 +568,7 @@ where
 
 /// A value written as its string form (CIDs and peer ids; the `cid` crate's
 /// own serde form is the `{"/": ..}` link the REST API never uses).
-mod display_from_str {
+pub(crate) mod display_from_str {
     use super::*;
 
     pub fn serialize<S: Serializer, T: Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -589,7 +589,7 @@ mod display_from_str {
 
 /// An optional value written as its string form or `null`; `""` reads as
 /// absent.
-mod opt_string {
+pub(crate) mod opt_string {
     use super::*;
 
     pub fn serialize<S: Serializer, T: Display>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
@@ -618,7 +618,7 @@ mod opt_string {
 
 /// A list of values written as strings (peer ids, multiaddrs): `[]` when
 /// empty; `null` reads as empty.
-mod string_list {
+pub(crate) mod string_list {
     use super::*;
 
     pub fn serialize<S: Serializer, T: Display>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
@@ -659,7 +659,7 @@ mod string_list_or_null {
 }
 
 /// Pin metadata: `null` when empty (a nil Go map); `null` values read as "".
-mod metadata_map {
+pub(crate) mod metadata_map {
     use super::*;
 
     pub fn serialize<S: Serializer>(m: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {

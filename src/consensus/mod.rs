@@ -28,7 +28,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use libp2p::PeerId;
 use pincluster_crdt::store::FjallStore;
-use pincluster_crdt::{BatchError, Engine, Merged, Received};
+use pincluster_crdt::{BatchError, Engine, KeyChange, Merged, Received};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -74,6 +74,16 @@ pub enum ConsensusError {
     TooLarge(#[from] BatchError),
 }
 
+/// A change of the pinset, after it is durable here: what the pin tracker
+/// reacts to.
+#[derive(Debug, Clone)]
+pub struct PinChange {
+    /// The pin before (`None`: it was not in the pinset).
+    pub old: Option<Pin>,
+    /// The pin after (`None`: it was removed).
+    pub new: Option<Pin>,
+}
+
 enum Write {
     Put(Box<Pin>),
     Delete(Cid),
@@ -97,6 +107,7 @@ impl Consensus {
         engine: Engine<FjallStore>,
         network: Network,
         events: mpsc::Receiver<NetEvent>,
+        changes: Option<mpsc::Sender<PinChange>>,
         config: ConsensusConfig,
     ) -> (Consensus, tokio::task::JoinHandle<()>) {
         let state = PinState::new(engine.reader());
@@ -117,6 +128,7 @@ impl Consensus {
             in_flight: HashSet::new(),
             fetches: FuturesUnordered::new(),
             peers: Vec::new(),
+            changes,
         };
         (handle, tokio::spawn(task.run(writes_rx, events)))
     }
@@ -177,6 +189,7 @@ struct Task {
     in_flight: HashSet<Cid>,
     fetches: FuturesUnordered<BoxFuture<'static, FetchResult>>,
     peers: Vec<PeerId>,
+    changes: Option<mpsc::Sender<PinChange>>,
 }
 
 impl Task {
@@ -190,7 +203,7 @@ impl Task {
             Ok(cids) => self.want(cids, None, true),
             Err(e) => tracing::error!(error = %e, "cannot read the wanted list"),
         }
-        self.merge_ready();
+        self.merge_ready().await;
         let (heads_tx, mut heads_rx) = mpsc::channel::<(PeerId, Vec<Cid>)>(64);
         let mut rebroadcast = Box::pin(tokio::time::sleep(self.jittered_interval()));
         loop {
@@ -233,7 +246,7 @@ impl Task {
                     None => break,
                 },
                 Some((peer, heads)) = heads_rx.recv() => self.on_heads(peer, heads),
-                Some(result) = self.fetches.next(), if !self.fetches.is_empty() => self.on_fetched(result),
+                Some(result) = self.fetches.next(), if !self.fetches.is_empty() => self.on_fetched(result).await,
                 _ = &mut rebroadcast => {
                     rebroadcast.set(tokio::time::sleep(self.jittered_interval()));
                     if let Ok(peers) = self.network.peers().await {
@@ -270,7 +283,7 @@ impl Task {
             if let Err(BatchError::FullOps { .. } | BatchError::FullBytes { .. }) = added {
                 // This delta is full: commit it and start the next.
                 let full = std::mem::replace(&mut batch, self.engine.batch());
-                self.commit_batch(full, std::mem::take(&mut replies));
+                self.commit_batch(full, std::mem::take(&mut replies)).await;
                 added = add(&mut batch, &write);
             }
             match added {
@@ -278,24 +291,25 @@ impl Task {
                 Err(e) => drop(reply.send(Err(e.into()))),
             }
         }
-        self.commit_batch(batch, replies);
+        self.commit_batch(batch, replies).await;
         let heads: Vec<Cid> = self.engine.heads().iter().map(|h| h.cid).collect();
         if let Err(e) = self.network.publish_heads(heads).await {
             tracing::debug!(error = %e, "cannot announce heads");
         }
     }
 
-    fn commit_batch(&mut self, batch: pincluster_crdt::Batch, replies: Vec<WriteReply>) {
-        let result = match tokio::task::block_in_place(|| self.engine.commit(batch)) {
-            Ok(_) => Ok(()),
+    async fn commit_batch(&mut self, batch: pincluster_crdt::Batch, replies: Vec<WriteReply>) {
+        let (result, changes) = match tokio::task::block_in_place(|| self.engine.commit(batch)) {
+            Ok(committed) => (Ok(()), committed.map(|c| c.changes).unwrap_or_default()),
             Err(e) => {
                 tracing::error!(error = %e, "commit failed");
-                Err(Arc::new(e))
+                (Err(Arc::new(e)), Vec::new())
             }
         };
         for reply in replies {
             let _ = reply.send(result.clone().map_err(ConsensusError::Commit));
         }
+        Self::emit(self.changes.clone(), changes).await;
     }
 
     fn on_heads(&mut self, from: PeerId, heads: Vec<Cid>) {
@@ -368,7 +382,7 @@ impl Task {
         }
     }
 
-    fn on_fetched(&mut self, (peer, asked, result): FetchResult) {
+    async fn on_fetched(&mut self, (peer, asked, result): FetchResult) {
         for cid in &asked {
             self.in_flight.remove(cid);
         }
@@ -403,20 +417,64 @@ impl Task {
         }
         // Parents not delivered with the batch are fetched next, deep.
         more.retain(|c| !delivered.contains(c));
-        self.merge_ready();
+        self.merge_ready().await;
         self.want(more, Some(peer), true);
     }
 
-    fn merge_ready(&mut self) {
-        let merged = tokio::task::block_in_place(|| {
-            self.engine.merge_all(|m| {
-                if let Merged::Rejected { cid, error } = m {
-                    tracing::warn!(%cid, %error, "refused block at merge");
+    /// Merges what is ready, a bounded number of blocks at a time, handing
+    /// the changes to the tracker between chunks (a long cascade never
+    /// piles its changes up in memory).
+    async fn merge_ready(&mut self) {
+        const CHUNK: usize = 64;
+        loop {
+            let mut changes = Vec::new();
+            let merged = tokio::task::block_in_place(|| {
+                let mut n = 0;
+                while n < CHUNK {
+                    match self.engine.merge_next() {
+                        Ok(Some(Merged::Applied { changes: c, .. })) => changes.extend(c),
+                        Ok(Some(Merged::Rejected { cid, error })) => {
+                            tracing::warn!(%cid, %error, "refused block at merge");
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::error!(error = %e, "merge failed");
+                            break;
+                        }
+                    }
+                    n += 1;
                 }
-            })
-        });
-        if let Err(e) = merged {
-            tracing::error!(error = %e, "merge failed");
+                n
+            });
+            Self::emit(self.changes.clone(), changes).await;
+            if merged < CHUNK {
+                return;
+            }
+        }
+    }
+
+    /// Hands durable changes to the tracker (waiting if it is behind).
+    /// Takes the sender rather than `&self`: the task's in-flight fetches
+    /// are not `Sync`, so `&self` cannot be held across an await.
+    async fn emit(tx: Option<mpsc::Sender<PinChange>>, changes: Vec<KeyChange>) {
+        let Some(tx) = tx else { return };
+        for change in changes {
+            let decode = |bytes: Option<Vec<u8>>| {
+                bytes.and_then(|b| match Pin::from_state_bytes(&b) {
+                    Ok(pin) => Some(pin),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "undecodable pin in the state");
+                        None
+                    }
+                })
+            };
+            let change = PinChange {
+                old: decode(change.old),
+                new: decode(change.new),
+            };
+            if tx.send(change).await.is_err() {
+                return; // the tracker is gone: shutting down
+            }
         }
     }
 }
