@@ -318,3 +318,4 @@ pub fn cids(seed: &str, n: usize) -> Vec<String> {
 pub fn temp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
+pub mod fake_kubo;
