@@ -11,6 +11,7 @@
 //! | [`identity`] | `identity.json`: the peer's Ed25519 key and peer id |
 //! | [`ipfsconn`] | the IPFS daemon beside the peer: `IpfsConnector` and the Kubo RPC client |
 //! | [`types`] | wire shapes shared by every part: `Pin`, `ID`, `Version`, ... |
+//! | [`pintracker`] | makes the local IPFS daemon hold what is allocated here |
 //! | [`status`] | pin statuses: `TrackerStatus`, filters, `GlobalPinInfo` |
 //! | [`network`] | the only owner of the libp2p Swarm: a handle and one event loop |
 //! | [`consensus`] | the only writer of the pinset: batching, announcing, fetching, trust |
@@ -30,6 +31,7 @@ pub mod identity;
 pub mod ipfsconn;
 pub mod network;
 pub mod peer;
+pub mod pintracker;
 pub mod state;
 pub mod status;
 pub mod types;

@@ -20,9 +20,12 @@ use tokio::task::JoinHandle;
 
 use crate::api::rest::{self, ApiContext};
 use crate::config::{self, Config, TrustedPeers};
+use crate::consensus::PinChange;
 use crate::consensus::{Consensus, ConsensusConfig, PeerSigner, PeerVerifier};
 use crate::identity::Identity;
+use crate::ipfsconn::{IpfsConnConfig, KuboConnector};
 use crate::network::{Network, NetworkConfig, StateSource};
+use crate::pintracker::{PinTracker, RetryPolicy, TrackerConfig};
 
 /// Why the peer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +52,15 @@ pub enum PeerError {
     /// The REST API failed to start.
     #[error(transparent)]
     Api(#[from] rest::ServeError),
+    /// The IPFS connector's configuration is unusable.
+    #[error("ipfs_connector.ipfshttp: {0}")]
+    Ipfs(#[from] crate::ipfsconn::IpfsError),
 }
+
+/// Attempts of a pin or unpin before it stays in `pin_error`/`unpin_error`
+/// until recovered (the reference retries for ever, which leaves CIDs
+/// nobody has in `pin_queued`).
+const MAX_ATTEMPTS: u32 = 5;
 
 /// A running peer.
 #[derive(Debug)]
@@ -57,6 +68,7 @@ pub struct Peer {
     network: Network,
     consensus: Consensus,
     consensus_task: JoinHandle<()>,
+    tracker: PinTracker<KuboConnector>,
     rest: Option<(SocketAddr, oneshot::Sender<()>, JoinHandle<()>)>,
     peerstore: PathBuf,
     _lock: File,
@@ -130,11 +142,42 @@ impl Peer {
             tracing::info!(%addr, "cluster peer listening");
         }
 
+        let ipfs_config = &config.ipfs_connector.ipfshttp;
+        let ipfs = KuboConnector::new(IpfsConnConfig {
+            node: ipfs_config.node_multiaddress.clone(),
+            request_timeout: ipfs_config.ipfs_request_timeout.0,
+            pin_timeout: ipfs_config.pin_timeout.0,
+            unpin_timeout: ipfs_config.unpin_timeout.0,
+            repogc_timeout: ipfs_config.repogc_timeout.0,
+        })?;
+        let stateless = &config.pin_tracker.stateless;
+        let tracker = PinTracker::start(
+            ipfs.clone(),
+            local,
+            TrackerConfig {
+                concurrent_pins: stateless.concurrent_pins,
+                max_queue: stateless.max_pin_queue_size,
+                priority_max_age: stateless.priority_pin_max_age.0,
+                priority_max_retries: stateless.priority_pin_max_retries,
+                retry: RetryPolicy {
+                    max_attempts: MAX_ATTEMPTS,
+                    first_backoff: Duration::from_millis(500),
+                    max_backoff: Duration::from_secs(60),
+                },
+            },
+        );
+        let (changes_tx, changes_rx) = mpsc::channel(4096);
+        tokio::spawn(feed_tracker(tracker.clone(), changes_rx));
+        tokio::spawn(recover_periodically(
+            tracker.clone(),
+            config.cluster.pin_recover_interval.0,
+        ));
+        let reader = crate::state::PinState::new(engine.reader());
         let (consensus, consensus_task) = Consensus::start(
             engine,
             network.clone(),
             events_rx,
-            None,
+            Some(changes_tx.clone()),
             ConsensusConfig {
                 max_batch_size: crdt.batching.max_batch_size.max(1),
                 max_batch_age: crdt.batching.max_batch_age.0,
@@ -143,6 +186,25 @@ impl Peer {
                 follower: config.cluster.follower_mode,
             },
         );
+
+        // Everything already in the state is checked against IPFS once at
+        // start (the tracker skips what IPFS already holds).
+        tokio::task::spawn_blocking(move || {
+            for pin in reader.list() {
+                match pin {
+                    Ok(pin) => {
+                        let change = PinChange {
+                            old: None,
+                            new: Some(pin),
+                        };
+                        if changes_tx.blocking_send(change).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "unreadable pin skipped"),
+                }
+            }
+        });
 
         let rest = match &config.api.restapi {
             Some(api) => {
@@ -155,6 +217,8 @@ impl Peer {
                 let ctx = ApiContext {
                     network: network.clone(),
                     consensus: consensus.clone(),
+                    tracker: tracker.clone(),
+                    ipfs: ipfs.clone(),
                     replication_min: config.cluster.replication_factor_min,
                     replication_max: config.cluster.replication_factor_max,
                 };
@@ -173,6 +237,7 @@ impl Peer {
             network,
             consensus,
             consensus_task,
+            tracker,
             rest,
             peerstore,
             _lock: lock,
@@ -194,6 +259,11 @@ impl Peer {
         &self.consensus
     }
 
+    /// The pin tracker.
+    pub fn tracker(&self) -> &PinTracker<KuboConnector> {
+        &self.tracker
+    }
+
     /// Stops everything in order; writes accepted before this still land.
     pub async fn shutdown(self) {
         if let Some((_, stop, task)) = self.rest {
@@ -209,6 +279,26 @@ impl Peer {
         // The network's event channel closes with it, which ends the
         // consensus task after its last commit.
         let _ = self.consensus_task.await;
+    }
+}
+
+/// Hands every durable change of the pinset to the tracker.
+async fn feed_tracker(tracker: PinTracker<KuboConnector>, mut changes: mpsc::Receiver<PinChange>) {
+    while let Some(change) = changes.recv().await {
+        tracker.on_change(change);
+    }
+}
+
+/// Re-queues failed operations every `pin_recover_interval`.
+async fn recover_periodically(tracker: PinTracker<KuboConnector>, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    tick.tick().await; // the first tick is immediate: nothing failed yet
+    loop {
+        tick.tick().await;
+        let n = tracker.recover_all();
+        if n > 0 {
+            tracing::info!(operations = n, "recovering failed pin operations");
+        }
     }
 }
 

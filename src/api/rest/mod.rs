@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cid::Cid;
 use futures::future::join_all;
 use libp2p::{Multiaddr, PeerId};
 use warp::Filter;
@@ -18,12 +19,18 @@ use warp::http::StatusCode;
 
 use crate::allocator;
 use crate::consensus::{Consensus, ConsensusError};
+use crate::ipfsconn::{IpfsConnector, KuboConnector};
 use crate::network::{Network, RemoteId};
+use crate::pintracker::PinTracker;
+use crate::status::{GlobalPinInfo, PinInfoShort};
 use crate::types::{self, IdInfo, IpfsIdInfo, Pin, PinOptions, PinTypeFilter, Version};
 use reply::{ApiReply, error, json, ndjson};
 
 /// How long `GET /peers` waits for each peer to say who it is.
 const PEER_ID_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `GET /id` waits for the IPFS daemon: a slow daemon shows as an
+/// error, it never blocks the answer.
+const IPFS_ID_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the handlers need.
 #[derive(Debug, Clone)]
@@ -32,6 +39,10 @@ pub struct ApiContext {
     pub network: Network,
     /// The pinset and writes.
     pub consensus: Consensus,
+    /// This peer's pin operations and statuses.
+    pub tracker: PinTracker<KuboConnector>,
+    /// The IPFS daemon beside this peer.
+    pub ipfs: KuboConnector,
     /// Cluster defaults for pins that do not say.
     pub replication_min: i32,
     /// Cluster defaults for pins that do not say.
@@ -184,6 +195,14 @@ pub fn routes(
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .then(get_allocation);
+    let status = warp::path!("pins" / String)
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .then(get_status);
+    let recover = warp::path!("pins" / String / "recover")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .then(post_recover);
     id.or(version)
         .unify()
         .or(peers)
@@ -195,6 +214,10 @@ pub fn routes(
         .or(allocations)
         .unify()
         .or(allocation)
+        .unify()
+        .or(status)
+        .unify()
+        .or(recover)
         .unify()
         .recover(reply::rejection)
         .unify()
@@ -251,6 +274,21 @@ fn id_info(asked: PeerId, remote: RemoteId) -> IdInfo {
 
 async fn get_id(ctx: Arc<ApiContext>) -> ApiReply {
     let mut info = local_id_info(&ctx).await;
+    info.ipfs = match tokio::time::timeout(IPFS_ID_TIMEOUT, ctx.ipfs.id()).await {
+        Ok(Ok(id)) => IpfsIdInfo {
+            id: Some(id.id),
+            addresses: id.addresses,
+            error: String::new(),
+        },
+        Ok(Err(e)) => IpfsIdInfo {
+            error: e.to_string(),
+            ..IpfsIdInfo::default()
+        },
+        Err(_) => IpfsIdInfo {
+            error: format!("IPFS daemon did not answer within {IPFS_ID_TIMEOUT:?}"),
+            ..IpfsIdInfo::default()
+        },
+    };
     // The peerset's addresses, as the reference lists them.
     if let Ok(peers) = ctx.network.peers().await {
         for peer in peers {
@@ -389,6 +427,75 @@ async fn get_allocation(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {
             "pin is not part of the pinset".to_string(),
         ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// This peer's status of `cid`, in the `GlobalPinInfo` shape. The other
+/// peers' entries come with the cluster-wide status call (not yet: this
+/// peer answers for itself).
+async fn local_status(ctx: &ApiContext, cid: &Cid) -> Result<GlobalPinInfo, String> {
+    let pin = ctx.consensus.state().get(cid).map_err(|e| e.to_string())?;
+    let local = ctx.tracker.status(cid, pin.as_ref()).await;
+    let peername = ctx
+        .network
+        .local_id()
+        .await
+        .map(|id| id.peername)
+        .unwrap_or_default();
+    let entry = PinInfoShort {
+        peername,
+        ipfs_peer_id: None,
+        ipfs_peer_addresses: Vec::new(),
+        status: local.status,
+        timestamp: local.updated,
+        error: local.error,
+        attempt_count: local.attempts,
+        priority_pin: local.priority,
+    };
+    let peer_map = [(ctx.network.local_peer_id().to_string(), entry)].into();
+    Ok(match pin {
+        Some(pin) => GlobalPinInfo {
+            cid: *cid,
+            name: pin.options.name,
+            allocations: pin.allocations,
+            origins: pin.options.origins,
+            created: pin.timestamp,
+            metadata: pin.options.metadata,
+            peer_map,
+        },
+        // Not in the pinset: still 200, as the reference answers.
+        None => GlobalPinInfo {
+            cid: *cid,
+            name: String::new(),
+            allocations: Vec::new(),
+            origins: Vec::new(),
+            created: Some(chrono::Utc::now().fixed_offset()),
+            metadata: Default::default(),
+            peer_map,
+        },
+    })
+}
+
+async fn get_status(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {
+    let cid = match types::decode_cid(&raw_cid) {
+        Ok(cid) => cid,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match local_status(&ctx, &cid).await {
+        Ok(info) => json(StatusCode::OK, &info),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn post_recover(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {
+    let cid = match types::decode_cid(&raw_cid) {
+        Ok(cid) => cid,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    ctx.tracker.recover(&cid);
+    match local_status(&ctx, &cid).await {
+        Ok(info) => json(StatusCode::OK, &info),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 

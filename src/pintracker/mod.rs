@@ -1,0 +1,314 @@
+//! The pin tracker: makes the IPFS daemon beside this peer hold what the
+//! shared pinset allocates to it, and nothing that was taken away.
+//!
+//! It keeps no copy of the pinset: state changes arrive from consensus as
+//! (old, new) pairs, and only operations in flight or failed live in the
+//! [`OpTracker`]. A dispatcher hands pins to at most `concurrent_pins`
+//! workers, always draining the priority lane first (pins recently added
+//! and with few attempts); one worker unpins. Failures are retried with
+//! backoff up to `max_attempts`, then stay in `pin_error` until recovered.
+
+pub mod optracker;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use cid::Cid;
+use libp2p::PeerId;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::consensus::PinChange;
+use crate::ipfsconn::{IpfsConnector, PinMode};
+use crate::status::TrackerStatus;
+use crate::types::Pin;
+pub use optracker::{AfterFailure, OpKind, OpTracker, Operation, Phase, RetryPolicy};
+
+/// Tuning of the tracker.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// Pins running at once (`pin_tracker.stateless.concurrent_pins`).
+    pub concurrent_pins: usize,
+    /// Capacity of each lane (`max_pin_queue_size`).
+    pub max_queue: usize,
+    /// Pins added less than this long ago go in the priority lane...
+    pub priority_max_age: Duration,
+    /// ...while they have had at most this many attempts.
+    pub priority_max_retries: u32,
+    /// Retries and their backoff.
+    pub retry: RetryPolicy,
+}
+
+/// A pin's status on this peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalStatus {
+    /// The status.
+    pub status: TrackerStatus,
+    /// The error of an error status.
+    pub error: String,
+    /// Attempts of the tracked operation.
+    pub attempts: u32,
+    /// Whether the operation is in the priority lane.
+    pub priority: bool,
+    /// When the status last changed.
+    pub updated: Option<DateTime<FixedOffset>>,
+}
+
+type Job = (Cid, u64);
+
+/// A handle to the tracker. Cheap to clone.
+pub struct PinTracker<C> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C> Clone for PinTracker<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for PinTracker<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinTracker")
+            .field("local", &self.inner.local)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<C> {
+    ipfs: C,
+    local: PeerId,
+    config: TrackerConfig,
+    ops: Mutex<OpTracker>,
+    priority: mpsc::Sender<Job>,
+    normal: mpsc::Sender<Job>,
+    unpins: mpsc::Sender<Job>,
+}
+
+fn now() -> DateTime<FixedOffset> {
+    chrono::Utc::now().fixed_offset()
+}
+
+impl<C: IpfsConnector> PinTracker<C> {
+    /// Starts the dispatcher and the unpin worker.
+    pub fn start(ipfs: C, local: PeerId, config: TrackerConfig) -> Self {
+        let cap = config.max_queue.max(1);
+        let (priority, priority_rx) = mpsc::channel(cap);
+        let (normal, normal_rx) = mpsc::channel(cap);
+        let (unpins, unpins_rx) = mpsc::channel(cap);
+        let tracker = Self {
+            inner: Arc::new(Inner {
+                ipfs,
+                local,
+                config,
+                ops: Mutex::new(OpTracker::default()),
+                priority,
+                normal,
+                unpins,
+            }),
+        };
+        tokio::spawn(tracker.clone().dispatch(priority_rx, normal_rx));
+        tokio::spawn(tracker.clone().unpin_worker(unpins_rx));
+        tracker
+    }
+
+    fn ops(&self) -> std::sync::MutexGuard<'_, OpTracker> {
+        // Operations are plain data updated in small critical sections; a
+        // panic elsewhere cannot leave them half-changed.
+        self.inner.ops.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `pin` is this peer's to hold.
+    pub fn allocated_here(&self, pin: &Pin) -> bool {
+        pin.allocations.is_empty() || pin.allocations.contains(&self.inner.local)
+    }
+
+    /// Reacts to a change of the pinset.
+    pub fn on_change(&self, change: PinChange) {
+        match (change.old, change.new) {
+            (_, Some(new)) if self.allocated_here(&new) => self.enqueue(OpKind::Pin, new),
+            (Some(old), Some(_)) if self.allocated_here(&old) => self.enqueue(OpKind::Unpin, old),
+            (Some(old), None) if self.allocated_here(&old) => self.enqueue(OpKind::Unpin, old),
+            // Remote before and after: nothing to do here, unless a pin
+            // operation of an older allocation is still pending.
+            (_, new) => {
+                let cid = new.as_ref().map(|p| p.cid);
+                if let Some(cid) = cid {
+                    let pending = self.ops().get(&cid).map(|op| (op.kind, op.pin.clone()));
+                    if let Some((OpKind::Pin, pin)) = pending {
+                        self.enqueue(OpKind::Unpin, pin);
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_priority(&self, pin: &Pin, attempts: u32) -> bool {
+        let young = pin.timestamp.is_some_and(|t| {
+            (now() - t)
+                .to_std()
+                .is_ok_and(|age| age < self.inner.config.priority_max_age)
+        });
+        young && attempts <= self.inner.config.priority_max_retries
+    }
+
+    fn enqueue(&self, kind: OpKind, pin: Pin) {
+        let cid = pin.cid;
+        let priority = kind == OpKind::Pin && self.is_priority(&pin, 0);
+        let Some(generation) = self.ops().enqueue(kind, pin, priority, now()) else {
+            return;
+        };
+        self.send(kind, priority, (cid, generation));
+    }
+
+    fn send(&self, kind: OpKind, priority: bool, job: Job) {
+        let lane = match (kind, priority) {
+            (OpKind::Unpin, _) => &self.inner.unpins,
+            (OpKind::Pin, true) => &self.inner.priority,
+            (OpKind::Pin, false) => &self.inner.normal,
+        };
+        if lane.try_send(job).is_err() {
+            // A full lane fails the operation now, visibly, rather than
+            // growing memory: recover re-queues it later.
+            let policy = RetryPolicy {
+                max_attempts: 0,
+                ..self.inner.config.retry
+            };
+            self.ops()
+                .fail(&job.0, job.1, "pin queue is full".into(), &policy, now());
+        }
+    }
+
+    async fn dispatch(self, mut priority: mpsc::Receiver<Job>, mut normal: mpsc::Receiver<Job>) {
+        let slots = Arc::new(Semaphore::new(self.inner.config.concurrent_pins.max(1)));
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let job = tokio::select! {
+                biased;
+                Some(job) = priority.recv() => job,
+                Some(job) = normal.recv() => job,
+                else => return,
+            };
+            let tracker = self.clone();
+            tokio::spawn(async move {
+                tracker.run(job).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn unpin_worker(self, mut unpins: mpsc::Receiver<Job>) {
+        while let Some(job) = unpins.recv().await {
+            self.run(job).await;
+        }
+    }
+
+    /// Runs one operation and records its outcome.
+    async fn run(&self, (cid, generation): Job) {
+        let Some(op) = self.ops().start(&cid, generation, now()) else {
+            return; // superseded or recovered meanwhile
+        };
+        let result = match op.kind {
+            OpKind::Pin => {
+                let mode = if op.pin.max_depth == 0 {
+                    PinMode::Direct
+                } else {
+                    PinMode::Recursive
+                };
+                self.inner.ipfs.pin(&cid, mode).await
+            }
+            OpKind::Unpin => self.inner.ipfs.unpin(&cid).await,
+        };
+        let error = match result {
+            Ok(()) => {
+                self.ops().finish(&cid, generation);
+                return;
+            }
+            Err(e) => e.to_string(),
+        };
+        tracing::debug!(%cid, attempt = op.attempts, %error, "operation failed");
+        let outcome = self
+            .ops()
+            .fail(&cid, generation, error, &self.inner.config.retry, now());
+        if let AfterFailure::RetryIn(wait) = outcome {
+            let tracker = self.clone();
+            let priority = self.is_priority(&op.pin, op.attempts);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                tracker.send(op.kind, priority, (cid, generation));
+            });
+        }
+    }
+
+    /// Re-queues `cid` if its operation failed; returns whether it did.
+    pub fn recover(&self, cid: &Cid) -> bool {
+        let requeued = self.ops().recover(cid, now());
+        match requeued {
+            Some((kind, generation)) => {
+                self.send(kind, kind == OpKind::Pin, (*cid, generation));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Re-queues every failed operation; returns how many.
+    pub fn recover_all(&self) -> usize {
+        let failed: Vec<Cid> = self
+            .ops()
+            .iter()
+            .filter(|op| op.phase == Phase::Error)
+            .map(|op| op.pin.cid)
+            .collect();
+        failed.iter().filter(|cid| self.recover(cid)).count()
+    }
+
+    /// The operation tracked for `cid`, if any.
+    pub fn operation(&self, cid: &Cid) -> Option<Operation> {
+        self.ops().get(cid).cloned()
+    }
+
+    /// Operations queued or running.
+    pub fn queued(&self) -> usize {
+        self.ops().queued()
+    }
+
+    /// This peer's status of a pin of the state (or of a CID not in it):
+    /// the tracked operation if any, else what IPFS says.
+    pub async fn status(&self, cid: &Cid, pin: Option<&Pin>) -> LocalStatus {
+        if let Some(op) = self.operation(cid) {
+            return LocalStatus {
+                status: op.status(),
+                error: op.error.clone(),
+                attempts: op.attempts,
+                priority: op.priority,
+                updated: Some(op.updated),
+            };
+        }
+        let plain = |status, error: String| LocalStatus {
+            status,
+            error,
+            attempts: 0,
+            priority: false,
+            updated: Some(now()),
+        };
+        if let Some(pin) = pin
+            && !self.allocated_here(pin)
+        {
+            return plain(TrackerStatus::Remote, String::new());
+        }
+        match self.inner.ipfs.pin_ls_cid(cid).await {
+            Ok(Some(_)) => plain(TrackerStatus::Pinned, String::new()),
+            Ok(None) if pin.is_some() => plain(
+                TrackerStatus::UnexpectedlyUnpinned,
+                "the item should be pinned but it is not".to_string(),
+            ),
+            Ok(None) => plain(TrackerStatus::Unpinned, String::new()),
+            Err(e) => plain(TrackerStatus::ClusterError, e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The operation tracker: what the pin tracker is doing or failed to do for
+//! each CID. Pure state, no I/O and no clock of its own (every call takes
+//! `now`), so its rules are tested without an IPFS daemon.
+//!
+//! Rules (those of ipfs-cluster's `optracker`, plus a terminal error):
+//! - a new operation of the same kind as a queued or running one only
+//!   refreshes the pin; an opposite one replaces it (the worker running the
+//!   old one finds it superseded when it reports);
+//! - a failed operation is retried with exponential backoff until
+//!   `max_attempts`, then stays in `pin_error`/`unpin_error` until recovered:
+//!   a CID that nobody has never sits in `pin_queued` for ever;
+//! - finished operations are forgotten: their status comes from IPFS.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use cid::Cid;
+
+use crate::status::TrackerStatus;
+use crate::types::Pin;
+
+/// Pin or unpin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// Make the local IPFS daemon pin it.
+    Pin,
+    /// Make the local IPFS daemon drop it.
+    Unpin,
+}
+
+/// Where an operation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for a worker (possibly until `not_before`).
+    Queued,
+    /// A worker is on it.
+    InProgress,
+    /// Gave up after the allowed attempts.
+    Error,
+}
+
+/// One tracked operation.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    /// Pin or unpin.
+    pub kind: OpKind,
+    /// Where it is.
+    pub phase: Phase,
+    /// The pin as last seen in the state.
+    pub pin: Pin,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Whether it goes in the priority lane.
+    pub priority: bool,
+    /// The last error.
+    pub error: String,
+    /// When the phase last changed.
+    pub updated: DateTime<FixedOffset>,
+    /// Distinguishes this operation from an older one on the same CID, so a
+    /// worker reporting on a superseded operation changes nothing.
+    pub generation: u64,
+}
+
+impl Operation {
+    /// The status a reader sees.
+    pub fn status(&self) -> TrackerStatus {
+        match (self.kind, self.phase) {
+            (OpKind::Pin, Phase::Queued) => TrackerStatus::PinQueued,
+            (OpKind::Pin, Phase::InProgress) => TrackerStatus::Pinning,
+            (OpKind::Pin, Phase::Error) => TrackerStatus::PinError,
+            (OpKind::Unpin, Phase::Queued) => TrackerStatus::UnpinQueued,
+            (OpKind::Unpin, Phase::InProgress) => TrackerStatus::Unpinning,
+            (OpKind::Unpin, Phase::Error) => TrackerStatus::UnpinError,
+        }
+    }
+}
+
+/// Retry policy.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts before the error is terminal.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubles each time.
+    pub first_backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempts.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.first_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+/// What to do after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Queue it again after this long.
+    RetryIn(Duration),
+    /// Attempts exhausted: the operation now shows its error status.
+    GaveUp,
+    /// The operation was superseded meanwhile; nothing to do.
+    Stale,
+}
+
+/// Every operation in flight or failed.
+#[derive(Debug, Default)]
+pub struct OpTracker {
+    ops: HashMap<Cid, Operation>,
+    next_generation: u64,
+}
+
+impl OpTracker {
+    /// Records that `pin` must be pinned (`OpKind::Pin`) or unpinned.
+    /// Returns the generation to queue, or `None` when an operation of the
+    /// same kind is already queued or running (it just gets the new pin).
+    pub fn enqueue(
+        &mut self,
+        kind: OpKind,
+        pin: Pin,
+        priority: bool,
+        now: DateTime<FixedOffset>,
+    ) -> Option<u64> {
+        if let Some(op) = self.ops.get_mut(&pin.cid)
+            && op.kind == kind
+            && op.phase != Phase::Error
+        {
+            op.pin = pin;
+            return None;
+        }
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        // Attempts carry over when the same kind is queued again (recover).
+        let attempts = match self.ops.get(&pin.cid) {
+            Some(op) if op.kind == kind => op.attempts,
+            _ => 0,
+        };
+        self.ops.insert(
+            pin.cid,
+            Operation {
+                kind,
+                phase: Phase::Queued,
+                pin,
+                attempts,
+                priority,
+                error: String::new(),
+                updated: now,
+                generation,
+            },
+        );
+        Some(generation)
+    }
+
+    /// A worker takes the operation; `None` if it was superseded or is not
+    /// queued any more.
+    pub fn start(
+        &mut self,
+        cid: &Cid,
+        generation: u64,
+        now: DateTime<FixedOffset>,
+    ) -> Option<Operation> {
+        let op = self.ops.get_mut(cid)?;
+        if op.generation != generation || op.phase != Phase::Queued {
+            return None;
+        }
+        op.phase = Phase::InProgress;
+        op.attempts += 1;
+        op.updated = now;
+        Some(op.clone())
+    }
+
+    /// The operation succeeded: it is forgotten (IPFS now tells its status).
+    /// Returns false if it had been superseded.
+    pub fn finish(&mut self, cid: &Cid, generation: u64) -> bool {
+        match self.ops.get(cid) {
+            Some(op) if op.generation == generation => {
+                self.ops.remove(cid);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The operation failed with `error`.
+    pub fn fail(
+        &mut self,
+        cid: &Cid,
+        generation: u64,
+        error: String,
+        policy: &RetryPolicy,
+        now: DateTime<FixedOffset>,
+    ) -> AfterFailure {
+        let Some(op) = self
+            .ops
+            .get_mut(cid)
+            .filter(|op| op.generation == generation)
+        else {
+            return AfterFailure::Stale;
+        };
+        op.error = error;
+        op.updated = now;
+        if op.attempts >= policy.max_attempts {
+            op.phase = Phase::Error;
+            AfterFailure::GaveUp
+        } else {
+            op.phase = Phase::Queued;
+            AfterFailure::RetryIn(policy.backoff(op.attempts))
+        }
+    }
+
+    /// Re-queues an errored operation (recover): returns its generation.
+    pub fn recover(&mut self, cid: &Cid, now: DateTime<FixedOffset>) -> Option<(OpKind, u64)> {
+        let op = self
+            .ops
+            .get_mut(cid)
+            .filter(|op| op.phase == Phase::Error)?;
+        self.next_generation += 1;
+        op.generation = self.next_generation;
+        op.phase = Phase::Queued;
+        op.attempts = 0;
+        op.updated = now;
+        Some((op.kind, op.generation))
+    }
+
+    /// The operation on `cid`, if any.
+    pub fn get(&self, cid: &Cid) -> Option<&Operation> {
+        self.ops.get(cid)
+    }
+
+    /// Forgets `cid` (its pin left the state while nothing was running).
+    pub fn forget(&mut self, cid: &Cid) {
+        self.ops.remove(cid);
+    }
+
+    /// Every tracked operation.
+    pub fn iter(&self) -> impl Iterator<Item = &Operation> {
+        self.ops.values()
+    }
+
+    /// Operations queued or running (the pinqueue informer's figure).
+    pub fn queued(&self) -> usize {
+        self.ops
+            .values()
+            .filter(|op| op.phase != Phase::Error)
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::PinOptions;
+
+    fn pin(i: u8) -> Pin {
+        Pin::new(pincluster_crdt::cid_of(&[i]), PinOptions::default())
+    }
+
+    fn now() -> DateTime<FixedOffset> {
+        chrono::Utc::now().fixed_offset()
+    }
+
+    const POLICY: RetryPolicy = RetryPolicy {
+        max_attempts: 3,
+        first_backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(3),
+    };
+
+    #[test]
+    fn a_pin_goes_queued_pinning_and_is_forgotten_when_done() {
+        let mut t = OpTracker::default();
+        let p = pin(1);
+        let g = t.enqueue(OpKind::Pin, p.clone(), true, now()).unwrap();
+        assert_eq!(t.get(&p.cid).unwrap().status(), TrackerStatus::PinQueued);
+        // Same kind again: refreshed, not queued twice.
+        assert_eq!(t.enqueue(OpKind::Pin, p.clone(), true, now()), None);
+        t.start(&p.cid, g, now()).unwrap();
+        assert_eq!(t.get(&p.cid).unwrap().status(), TrackerStatus::Pinning);
+        assert_eq!(t.queued(), 1);
+        assert!(t.finish(&p.cid, g));
+        assert!(t.get(&p.cid).is_none());
+    }
+
+    #[test]
+    fn failures_back_off_then_end_in_a_terminal_error_until_recovered() {
+        let mut t = OpTracker::default();
+        let p = pin(2);
+        let mut g = t.enqueue(OpKind::Pin, p.clone(), false, now()).unwrap();
+        let mut waits = Vec::new();
+        loop {
+            t.start(&p.cid, g, now()).unwrap();
+            match t.fail(&p.cid, g, "no provider".into(), &POLICY, now()) {
+                AfterFailure::RetryIn(d) => waits.push(d),
+                AfterFailure::GaveUp => break,
+                AfterFailure::Stale => unreachable!(),
+            }
+            g = t.get(&p.cid).unwrap().generation;
+        }
+        assert_eq!(waits, vec![Duration::from_secs(1), Duration::from_secs(2)]);
+        let op = t.get(&p.cid).unwrap();
+        assert_eq!(
+            (op.status(), op.attempts, op.error.as_str()),
+            (TrackerStatus::PinError, 3, "no provider")
+        );
+        assert_eq!(t.queued(), 0);
+        // Terminal: a worker cannot pick it up...
+        assert!(t.start(&p.cid, g, now()).is_none());
+        // ...until recover queues it again with fresh attempts.
+        let (kind, g2) = t.recover(&p.cid, now()).unwrap();
+        assert_eq!(kind, OpKind::Pin);
+        assert_eq!(t.start(&p.cid, g2, now()).unwrap().attempts, 1);
+    }
+
+    #[test]
+    fn an_opposite_operation_supersedes_a_running_one() {
+        let mut t = OpTracker::default();
+        let p = pin(3);
+        let g = t.enqueue(OpKind::Pin, p.clone(), false, now()).unwrap();
+        t.start(&p.cid, g, now()).unwrap();
+        let u = t.enqueue(OpKind::Unpin, p.clone(), false, now()).unwrap();
+        assert_eq!(t.get(&p.cid).unwrap().status(), TrackerStatus::UnpinQueued);
+        // The pin worker reports late: nothing changes.
+        assert!(!t.finish(&p.cid, g));
+        assert_eq!(
+            t.fail(&p.cid, g, "x".into(), &POLICY, now()),
+            AfterFailure::Stale
+        );
+        assert!(t.start(&p.cid, u, now()).is_some());
+    }
+}

@@ -1,0 +1,134 @@
+//! The pin tracker driving an IPFS daemon (the fake Kubo here; js-ipfs in
+//! the real-daemon tests): pins land, a CID nobody can provide ends in a
+//! terminal `pin_error` instead of staying queued, recover brings it back,
+//! unpins drop it, and a daemon that goes down shows in `/id` and statuses
+//! without taking the peer down.
+
+mod common;
+
+use cid::Cid;
+use common::fake_kubo::{FakeKubo, PinBehaviour};
+use common::{DEADLINE, wait_for};
+use pincluster::config::Config;
+use pincluster::identity::Identity;
+use pincluster::peer::Peer;
+use pincluster::types::{Pin, PinOptions};
+use serde_json::Value;
+
+async fn start(dir: &std::path::Path, ipfs: &FakeKubo) -> (Peer, String) {
+    let mut config = Config::new_default();
+    config.cluster.listen_multiaddress = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    config.cluster.secret = None;
+    config.ipfs_connector.ipfshttp.node_multiaddress = ipfs.multiaddr();
+    if let Some(api) = config.api.restapi.as_mut() {
+        api.http_listen_multiaddress = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    }
+    let peer = Peer::start(dir, config, Identity::generate(), vec![])
+        .await
+        .expect("peer starts");
+    let api = format!("http://{}", peer.rest_addr().expect("REST API on"));
+    (peer, api)
+}
+
+fn cid(name: &str) -> Cid {
+    common::cids(name, 1)[0].parse().unwrap()
+}
+
+async fn status(api: &str, cid: &Cid) -> Value {
+    let v: Value = reqwest::get(format!("{api}/pins/{cid}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["peer_map"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone()
+}
+
+async fn wait_status(api: &str, cid: &Cid, want: &str) -> Value {
+    wait_for(&format!("{cid} to be {want}"), DEADLINE, || async move {
+        let s = status(api, cid).await;
+        (s["status"] == want).then_some(s)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pins_reach_ipfs_failures_end_in_pin_error_and_recover_heals() {
+    let mut ipfs = FakeKubo::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (peer, api) = start(dir.path(), &ipfs).await;
+
+    let good = cid("good");
+    peer.consensus()
+        .log_pin(Pin::new(good, PinOptions::default()))
+        .await
+        .unwrap();
+    wait_for("the daemon to pin it", DEADLINE, || async {
+        ipfs.pinned().contains(&good).then_some(())
+    })
+    .await;
+    wait_status(&api, &good, "pinned").await;
+
+    // Nobody can provide this one: bounded attempts, then a terminal error.
+    let missing = cid("missing");
+    ipfs.set_pin_behaviour(missing, PinBehaviour::Fail);
+    peer.consensus()
+        .log_pin(Pin::new(missing, PinOptions::default()))
+        .await
+        .unwrap();
+    let failed = wait_status(&api, &missing, "pin_error").await;
+    assert_eq!(failed["attempt_count"], 5, "{failed}");
+    assert!(!failed["error"].as_str().unwrap().is_empty());
+    assert!(!ipfs.pinned().contains(&missing));
+
+    // The content shows up; recover pins it.
+    ipfs.clear_pin_behaviour(&missing);
+    let res = reqwest::Client::new()
+        .post(format!("{api}/pins/{missing}/recover"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    wait_status(&api, &missing, "pinned").await;
+
+    // Unpinning from the cluster unpins from the daemon.
+    peer.consensus().log_unpin(good).await.unwrap();
+    wait_for("the daemon to drop it", DEADLINE, || async {
+        (!ipfs.pinned().contains(&good)).then_some(())
+    })
+    .await;
+    wait_status(&api, &good, "unpinned").await;
+
+    // A CID the cluster never pinned: 200 with `unpinned`, as the reference.
+    assert_eq!(status(&api, &cid("never")).await["status"], "unpinned");
+
+    // The daemon goes down: the peer answers, showing the error.
+    let id: Value = reqwest::get(format!("{api}/id"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(id["ipfs"]["id"], ipfs.peer_id().to_string());
+    ipfs.stop().await;
+    let id: Value = reqwest::get(format!("{api}/id"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!id["ipfs"]["error"].as_str().unwrap().is_empty(), "{id}");
+    let s = status(&api, &missing).await;
+    assert_eq!(s["status"], "cluster_error", "{s}");
+
+    // Back up: statuses come back.
+    ipfs.restart().await;
+    wait_status(&api, &missing, "pinned").await;
+    peer.shutdown().await;
+}
