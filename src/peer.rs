@@ -24,8 +24,11 @@ use crate::consensus::PinChange;
 use crate::consensus::{Consensus, ConsensusConfig, PeerSigner, PeerVerifier};
 use crate::identity::Identity;
 use crate::ipfsconn::{IpfsConnConfig, KuboConnector};
-use crate::network::{Network, NetworkConfig, StateSource};
+use crate::network::{Network, NetworkConfig, RemoteStatus, StateSource};
 use crate::pintracker::{PinTracker, RetryPolicy, TrackerConfig};
+use crate::types::go_time;
+use futures::FutureExt;
+use futures::future::BoxFuture;
 
 /// Why the peer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -118,30 +121,6 @@ impl Peer {
         dial.retain(|a| peer_of(a) != Some(local));
         dial.dedup();
 
-        let (events_tx, events_rx) = mpsc::channel(1024);
-        let source: Arc<dyn StateSource> = Arc::new(engine.reader());
-        let network = Network::start(
-            NetworkConfig {
-                keypair: identity.keypair.clone(),
-                listen: config.cluster.listen_multiaddress.clone(),
-                secret: config.cluster.secret,
-                cluster_name: crdt.cluster_name.clone(),
-                bootstrap: dial,
-                trusted,
-                peername: config.cluster.peername.clone(),
-                max_connections: config.cluster.connection_manager.high_water,
-                peer_ttl: config.cluster.monitor_ping_interval.0 * 2,
-                heartbeat: config.cluster.pubsub.heartbeat_interval.0,
-                request_timeout: Duration::from_secs(30),
-            },
-            source,
-            events_tx,
-        )
-        .await?;
-        for addr in network.listen_addrs().await? {
-            tracing::info!(%addr, "cluster peer listening");
-        }
-
         let ipfs_config = &config.ipfs_connector.ipfshttp;
         let ipfs = KuboConnector::new(IpfsConnConfig {
             node: ipfs_config.node_multiaddress.clone(),
@@ -166,6 +145,35 @@ impl Peer {
                 },
             },
         );
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let source: Arc<dyn StateSource> = Arc::new(PeerSource {
+            reader: engine.reader(),
+            state: crate::state::PinState::new(engine.reader()),
+            tracker: tracker.clone(),
+            peername: config.cluster.peername.clone(),
+        });
+        let network = Network::start(
+            NetworkConfig {
+                keypair: identity.keypair.clone(),
+                listen: config.cluster.listen_multiaddress.clone(),
+                secret: config.cluster.secret,
+                cluster_name: crdt.cluster_name.clone(),
+                bootstrap: dial,
+                trusted,
+                peername: config.cluster.peername.clone(),
+                max_connections: config.cluster.connection_manager.high_water,
+                peer_ttl: config.cluster.monitor_ping_interval.0 * 2,
+                heartbeat: config.cluster.pubsub.heartbeat_interval.0,
+                request_timeout: Duration::from_secs(30),
+            },
+            source,
+            events_tx,
+        )
+        .await?;
+        for addr in network.listen_addrs().await? {
+            tracing::info!(%addr, "cluster peer listening");
+        }
+
         let (changes_tx, changes_rx) = mpsc::channel(4096);
         tokio::spawn(feed_tracker(tracker.clone(), changes_rx));
         tokio::spawn(recover_periodically(
@@ -279,6 +287,62 @@ impl Peer {
         // The network's event channel closes with it, which ends the
         // consensus task after its last commit.
         let _ = self.consensus_task.await;
+    }
+}
+
+/// What this peer serves to others: heads and blocks from fjall, pin
+/// statuses from its tracker.
+struct PeerSource {
+    reader: pincluster_crdt::Reader<FjallStore>,
+    state: crate::state::PinState,
+    tracker: PinTracker<KuboConnector>,
+    peername: String,
+}
+
+impl StateSource for PeerSource {
+    fn heads(&self) -> Vec<cid::Cid> {
+        match self.reader.heads() {
+            Ok(heads) => heads.into_iter().map(|h| h.cid).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read heads");
+                Vec::new()
+            }
+        }
+    }
+
+    fn block(&self, cid: &cid::Cid) -> Option<Vec<u8>> {
+        self.reader.block(cid).unwrap_or_else(|e| {
+            tracing::error!(error = %e, %cid, "cannot read block");
+            None
+        })
+    }
+
+    fn status(&self, cid: cid::Cid, recover: bool) -> BoxFuture<'static, RemoteStatus> {
+        let tracker = self.tracker.clone();
+        let state = self.state.clone();
+        let peername = self.peername.clone();
+        async move {
+            if recover {
+                tracker.recover(&cid);
+            }
+            let pin = state.get(&cid).unwrap_or_else(|e| {
+                tracing::warn!(%cid, error = %e, "cannot read pin");
+                None
+            });
+            let local = tracker.status(&cid, pin.as_ref()).await;
+            RemoteStatus {
+                peername,
+                status: local.status.as_str().to_string(),
+                error: local.error,
+                attempts: local.attempts,
+                priority: local.priority,
+                updated: local
+                    .updated
+                    .map(|t| go_time::format(&t))
+                    .unwrap_or_default(),
+            }
+        }
+        .boxed()
     }
 }
 

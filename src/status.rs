@@ -77,6 +77,13 @@ impl TrackerStatus {
         }
     }
 
+    /// The status named `name` (unknown names are `undefined`).
+    pub fn from_name(name: &str) -> Self {
+        ALL.into_iter()
+            .find(|t| t.as_str() == name)
+            .unwrap_or_default()
+    }
+
     /// The reference's bit (undefined is 0).
     fn bit(self) -> u32 {
         match self {

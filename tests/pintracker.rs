@@ -16,6 +16,14 @@ use pincluster::types::{Pin, PinOptions};
 use serde_json::Value;
 
 async fn start(dir: &std::path::Path, ipfs: &FakeKubo) -> (Peer, String) {
+    start_joining(dir, ipfs, vec![]).await
+}
+
+async fn start_joining(
+    dir: &std::path::Path,
+    ipfs: &FakeKubo,
+    bootstrap: Vec<libp2p::Multiaddr>,
+) -> (Peer, String) {
     let mut config = Config::new_default();
     config.cluster.listen_multiaddress = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.cluster.secret = None;
@@ -23,7 +31,7 @@ async fn start(dir: &std::path::Path, ipfs: &FakeKubo) -> (Peer, String) {
     if let Some(api) = config.api.restapi.as_mut() {
         api.http_listen_multiaddress = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     }
-    let peer = Peer::start(dir, config, Identity::generate(), vec![])
+    let peer = Peer::start(dir, config, Identity::generate(), bootstrap)
         .await
         .expect("peer starts");
     let api = format!("http://{}", peer.rest_addr().expect("REST API on"));
@@ -131,4 +139,70 @@ async fn pins_reach_ipfs_failures_end_in_pin_error_and_recover_heals() {
     ipfs.restart().await;
     wait_status(&api, &missing, "pinned").await;
     peer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_is_asked_of_every_peer_and_a_silent_peer_is_a_cluster_error() {
+    let (ipfs_a, ipfs_b) = (FakeKubo::start().await, FakeKubo::start().await);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, _) = start(da.path(), &ipfs_a).await;
+    let addr = a.network().listen_addrs().await.unwrap()[0].clone();
+    let (b, api_b) = start_joining(db.path(), &ipfs_b, vec![addr]).await;
+    let a_id = a.network().local_peer_id();
+    let b_id = b.network().local_peer_id();
+    wait_for("B to see A", DEADLINE, || async {
+        b.network()
+            .peers()
+            .await
+            .unwrap()
+            .contains(&a_id)
+            .then_some(())
+    })
+    .await;
+
+    // Allocated to A only.
+    let target = cid("allocated");
+    let mut pin = Pin::new(target, PinOptions::default());
+    pin.options.replication_factor_min = 1;
+    pin.options.replication_factor_max = 1;
+    pin.allocations = vec![a_id];
+    a.consensus().log_pin(pin).await.unwrap();
+    let info = wait_for("A pinned and B remote, seen from B", DEADLINE, || async {
+        let v: Value = reqwest::get(format!("{api_b}/pins/{target}"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let map = v["peer_map"].as_object()?;
+        (map.get(&a_id.to_string())?["status"] == "pinned"
+            && map.get(&b_id.to_string())?["status"] == "remote")
+            .then_some(v)
+    })
+    .await;
+    assert_eq!(info["allocations"], serde_json::json!([a_id.to_string()]));
+    assert!(ipfs_a.pinned().contains(&target));
+    assert!(!ipfs_b.pinned().contains(&target));
+
+    // local=true: B alone.
+    let v: Value = reqwest::get(format!("{api_b}/pins/{target}?local=true"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["peer_map"].as_object().unwrap().len(), 1);
+
+    // A stops: B still answers, with A as a cluster_error.
+    a.shutdown().await;
+    let v: Value = reqwest::get(format!("{api_b}/pins/{target}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let a_entry = &v["peer_map"][a_id.to_string()];
+    assert_eq!(a_entry["status"], "cluster_error", "{v}");
+    assert!(!a_entry["error"].as_str().unwrap().is_empty());
+    b.shutdown().await;
 }

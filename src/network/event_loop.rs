@@ -24,8 +24,8 @@ use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{
-    HeadsMessage, MAX_BLOCKS_PER_RESPONSE, MAX_RESPONSE_BYTES, RemoteId, SyncCodec, SyncRequest,
-    SyncResponse,
+    HeadsMessage, MAX_BLOCKS_PER_RESPONSE, MAX_RESPONSE_BYTES, RemoteId, RemoteStatus, SyncCodec,
+    SyncRequest, SyncResponse,
 };
 use super::{Command, NetEvent, NetworkConfig, NetworkError, Reply, StateSource, Trust};
 
@@ -53,6 +53,19 @@ enum Pending {
     Heads(Reply<Vec<Cid>>),
     Blocks(Reply<Vec<(Cid, Vec<u8>)>>),
     Id(Reply<RemoteId>),
+    Status(Reply<RemoteStatus>),
+}
+
+impl Pending {
+    fn fail(self, error: NetworkError) {
+        // The asker may have given up meanwhile; nothing to do then.
+        match self {
+            Pending::Heads(r) => drop(r.send(Err(error))),
+            Pending::Blocks(r) => drop(r.send(Err(error))),
+            Pending::Id(r) => drop(r.send(Err(error))),
+            Pending::Status(r) => drop(r.send(Err(error))),
+        }
+    }
 }
 
 /// How often the loop prunes the peerset and redials lost peers.
@@ -274,11 +287,7 @@ impl EventLoop {
             }
         }
         for (_, pending) in self.pending.drain() {
-            match pending {
-                Pending::Heads(r) => drop(r.send(Err(NetworkError::Closed))),
-                Pending::Blocks(r) => drop(r.send(Err(NetworkError::Closed))),
-                Pending::Id(r) => drop(r.send(Err(NetworkError::Closed))),
-            }
+            pending.fail(NetworkError::Closed);
         }
         tracing::debug!("network event loop stopped");
     }
@@ -371,6 +380,14 @@ impl EventLoop {
                     .sync
                     .send_request(&peer, SyncRequest::Id);
                 self.pending.insert(id, Pending::Id(reply));
+            }
+            Command::RemoteStatus(peer, cid, recover, reply) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer, SyncRequest::Status { cid, recover });
+                self.pending.insert(id, Pending::Status(reply));
             }
             Command::LocalId(reply) => {
                 let _ = reply.send(self.local_id());
@@ -549,11 +566,8 @@ impl EventLoop {
                     peer,
                     reason: error.to_string(),
                 };
-                match self.pending.remove(&request_id) {
-                    Some(Pending::Heads(r)) => drop(r.send(Err(err))),
-                    Some(Pending::Blocks(r)) => drop(r.send(Err(err))),
-                    Some(Pending::Id(r)) => drop(r.send(Err(err))),
-                    None => {}
+                if let Some(pending) = self.pending.remove(&request_id) {
+                    pending.fail(err);
                 }
             }
             _ => {}
@@ -580,6 +594,14 @@ impl EventLoop {
                     .sync
                     .send_response(channel, SyncResponse::Heads(heads));
             }
+            SyncRequest::Status { cid, recover } => {
+                let status = self.source.status(cid, recover);
+                let answers = self.answers_tx.clone();
+                tokio::spawn(async move {
+                    let answer = SyncResponse::Status(status.await);
+                    let _ = answers.send((channel, answer)).await;
+                });
+            }
             SyncRequest::Blocks { cids, ancestors } => {
                 let source = self.source.clone();
                 let answers = self.answers_tx.clone();
@@ -596,20 +618,19 @@ impl EventLoop {
             peer,
             reason: what.to_string(),
         };
-        match (self.pending.remove(&request_id), response) {
-            (Some(Pending::Heads(r)), SyncResponse::Heads(heads)) => drop(r.send(Ok(heads))),
-            (Some(Pending::Blocks(r)), SyncResponse::Blocks(blocks)) => {
+        let Some(pending) = self.pending.remove(&request_id) else {
+            return;
+        };
+        match (pending, response) {
+            (Pending::Heads(r), SyncResponse::Heads(heads)) => drop(r.send(Ok(heads))),
+            (Pending::Blocks(r), SyncResponse::Blocks(blocks)) => {
                 let blocks = blocks.into_iter().map(|(c, b)| (c, b.into_vec())).collect();
                 drop(r.send(Ok(blocks)));
             }
-            (Some(Pending::Id(r)), SyncResponse::Id(id)) => drop(r.send(Ok(id))),
-            (Some(Pending::Heads(r)), SyncResponse::Error(e)) => drop(r.send(Err(bad(&e)))),
-            (Some(Pending::Blocks(r)), SyncResponse::Error(e)) => drop(r.send(Err(bad(&e)))),
-            (Some(Pending::Id(r)), SyncResponse::Error(e)) => drop(r.send(Err(bad(&e)))),
-            (Some(Pending::Heads(r)), _) => drop(r.send(Err(bad("unexpected answer")))),
-            (Some(Pending::Blocks(r)), _) => drop(r.send(Err(bad("unexpected answer")))),
-            (Some(Pending::Id(r)), _) => drop(r.send(Err(bad("unexpected answer")))),
-            (None, _) => {}
+            (Pending::Id(r), SyncResponse::Id(id)) => drop(r.send(Ok(id))),
+            (Pending::Status(r), SyncResponse::Status(status)) => drop(r.send(Ok(status))),
+            (pending, SyncResponse::Error(e)) => pending.fail(bad(&e)),
+            (pending, _) => pending.fail(bad("unexpected answer")),
         }
     }
 

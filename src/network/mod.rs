@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::TrustedPeers;
 pub use event_loop::EventLoop;
-pub use protocol::RemoteId;
+pub use protocol::{RemoteId, RemoteStatus};
 
 /// What the network needs to know to start.
 #[derive(Debug, Clone)]
@@ -62,13 +62,17 @@ impl NetworkConfig {
     }
 }
 
-/// Reads the state the network serves to peers directly (heads and blocks
-/// come from fjall; no round trip through the consensus task).
+/// What the network serves to peers without a round trip through the
+/// consensus task: heads and blocks straight from fjall, pin statuses from
+/// the tracker.
 pub trait StateSource: Send + Sync + 'static {
     /// Current heads.
     fn heads(&self) -> Vec<Cid>;
     /// A block's bytes.
     fn block(&self, cid: &Cid) -> Option<Vec<u8>>;
+    /// This peer's status of `cid`, after re-queueing it if `recover` and
+    /// it failed.
+    fn status(&self, cid: Cid, recover: bool) -> futures::future::BoxFuture<'static, RemoteStatus>;
 }
 
 /// What the network reports to the consensus task.
@@ -111,6 +115,7 @@ pub(crate) enum Command {
     Heads(PeerId, Reply<Vec<Cid>>),
     Blocks(PeerId, Vec<Cid>, u32, Reply<Vec<(Cid, Vec<u8>)>>),
     RemoteId(PeerId, Reply<RemoteId>),
+    RemoteStatus(PeerId, Cid, bool, Reply<RemoteStatus>),
     LocalId(oneshot::Sender<RemoteId>),
     Peers(oneshot::Sender<Vec<PeerId>>),
     PeerAddrs(PeerId, oneshot::Sender<Vec<Multiaddr>>),
@@ -192,6 +197,18 @@ impl Network {
     /// Asks `peer` who it is.
     pub async fn remote_id(&self, peer: PeerId) -> Result<RemoteId, NetworkError> {
         self.ask(|r| Command::RemoteId(peer, r)).await?
+    }
+
+    /// Asks `peer` for its status of `cid` (re-queueing it first if
+    /// `recover` and it failed).
+    pub async fn remote_status(
+        &self,
+        peer: PeerId,
+        cid: Cid,
+        recover: bool,
+    ) -> Result<RemoteStatus, NetworkError> {
+        self.ask(|r| Command::RemoteStatus(peer, cid, recover, r))
+            .await?
     }
 
     /// This peer as others see it.

@@ -36,6 +36,9 @@ pub enum SyncRequest {
     Blocks { cids: Vec<Cid>, ancestors: u32 },
     /// "Who are you?" for `GET /peers`.
     Id,
+    /// "What is the status of this pin on you?" (`recover`: re-queue it
+    /// first if it failed).
+    Status { cid: Cid, recover: bool },
 }
 
 /// The answer to a [`SyncRequest`].
@@ -47,6 +50,8 @@ pub enum SyncResponse {
     Blocks(Vec<(Cid, ByteBuf)>),
     /// The responder's identity as `GET /id` shows it.
     Id(RemoteId),
+    /// The responder's status of one pin.
+    Status(RemoteStatus),
     /// The request could not be served.
     Error(String),
 }
@@ -64,6 +69,24 @@ pub struct RemoteId {
     pub peername: String,
     /// Its software version.
     pub version: String,
+}
+
+/// One peer's status of one pin; the REST layer turns it into a
+/// `PinInfoShort`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteStatus {
+    /// The peer's name.
+    pub peername: String,
+    /// A tracker status name (`pinned`, `pin_error`, ...).
+    pub status: String,
+    /// The error of an error status.
+    pub error: String,
+    /// Attempts of the tracked operation.
+    pub attempts: u32,
+    /// Whether it is in the priority lane.
+    pub priority: bool,
+    /// When the status last changed, RFC 3339.
+    pub updated: String,
 }
 
 /// The gossip message announcing a replica's heads.

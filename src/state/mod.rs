@@ -8,7 +8,6 @@ use cid::Cid;
 use pincluster_crdt::Reader;
 use pincluster_crdt::store::FjallStore;
 
-use crate::network::StateSource;
 use crate::types::{Pin, StateDecodeError, pin_key};
 
 /// Why the pinset could not be read.
@@ -53,24 +52,4 @@ impl PinState {
 
 fn decode(bytes: &[u8]) -> Result<Pin, StateError> {
     Ok(Pin::from_state_bytes(bytes)?)
-}
-
-/// Serves heads and blocks to peers straight from fjall.
-impl StateSource for Reader<FjallStore> {
-    fn heads(&self) -> Vec<Cid> {
-        match Reader::heads(self) {
-            Ok(heads) => heads.into_iter().map(|h| h.cid).collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read heads");
-                Vec::new()
-            }
-        }
-    }
-
-    fn block(&self, cid: &Cid) -> Option<Vec<u8>> {
-        Reader::block(self, cid).unwrap_or_else(|e| {
-            tracing::error!(error = %e, %cid, "cannot read block");
-            None
-        })
-    }
 }

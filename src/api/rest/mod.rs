@@ -20,9 +20,10 @@ use warp::http::StatusCode;
 use crate::allocator;
 use crate::consensus::{Consensus, ConsensusError};
 use crate::ipfsconn::{IpfsConnector, KuboConnector};
-use crate::network::{Network, RemoteId};
+use crate::network::{Network, RemoteId, RemoteStatus};
 use crate::pintracker::PinTracker;
-use crate::status::{GlobalPinInfo, PinInfoShort};
+use crate::status::{GlobalPinInfo, PinInfoShort, TrackerStatus};
+use crate::types::go_time;
 use crate::types::{self, IdInfo, IpfsIdInfo, Pin, PinOptions, PinTypeFilter, Version};
 use reply::{ApiReply, error, json, ndjson};
 
@@ -197,10 +198,12 @@ pub fn routes(
         .then(get_allocation);
     let status = warp::path!("pins" / String)
         .and(warp::get())
+        .and(query())
         .and(with_ctx(ctx.clone()))
         .then(get_status);
     let recover = warp::path!("pins" / String / "recover")
         .and(warp::post())
+        .and(query())
         .and(with_ctx(ctx.clone()))
         .then(post_recover);
     id.or(version)
@@ -430,29 +433,81 @@ async fn get_allocation(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {
     }
 }
 
-/// This peer's status of `cid`, in the `GlobalPinInfo` shape. The other
-/// peers' entries come with the cluster-wide status call (not yet: this
-/// peer answers for itself).
-async fn local_status(ctx: &ApiContext, cid: &Cid) -> Result<GlobalPinInfo, String> {
+/// `local=true` exactly (anything else is false, as in the reference).
+fn local_only(query: &[(String, String)]) -> bool {
+    query.iter().any(|(k, v)| k == "local" && v == "true")
+}
+
+/// A peer's answer as a `peer_map` entry.
+fn entry(remote: RemoteStatus) -> PinInfoShort {
+    PinInfoShort {
+        peername: remote.peername,
+        ipfs_peer_id: None,
+        ipfs_peer_addresses: Vec::new(),
+        status: TrackerStatus::from_name(&remote.status),
+        timestamp: go_time::parse(&remote.updated).ok().flatten(),
+        error: remote.error,
+        attempt_count: remote.attempts,
+        priority_pin: remote.priority,
+    }
+}
+
+/// The status of `cid` on this peer and, unless `local`, on every peer of
+/// the peerset, asked in parallel with a timeout: a peer that does not
+/// answer is a `cluster_error` entry, never a hang. With `recover`, each
+/// peer first re-queues a failed operation.
+async fn cluster_status(
+    ctx: &ApiContext,
+    cid: &Cid,
+    local: bool,
+    recover: bool,
+) -> Result<GlobalPinInfo, String> {
     let pin = ctx.consensus.state().get(cid).map_err(|e| e.to_string())?;
-    let local = ctx.tracker.status(cid, pin.as_ref()).await;
+    if recover {
+        ctx.tracker.recover(cid);
+    }
+    let mine = ctx.tracker.status(cid, pin.as_ref()).await;
     let peername = ctx
         .network
         .local_id()
         .await
         .map(|id| id.peername)
         .unwrap_or_default();
-    let entry = PinInfoShort {
-        peername,
-        ipfs_peer_id: None,
-        ipfs_peer_addresses: Vec::new(),
-        status: local.status,
-        timestamp: local.updated,
-        error: local.error,
-        attempt_count: local.attempts,
-        priority_pin: local.priority,
-    };
-    let peer_map = [(ctx.network.local_peer_id().to_string(), entry)].into();
+    let mut peer_map = std::collections::BTreeMap::new();
+    peer_map.insert(
+        ctx.network.local_peer_id().to_string(),
+        PinInfoShort {
+            peername,
+            ipfs_peer_id: None,
+            ipfs_peer_addresses: Vec::new(),
+            status: mine.status,
+            timestamp: mine.updated,
+            error: mine.error,
+            attempt_count: mine.attempts,
+            priority_pin: mine.priority,
+        },
+    );
+    if !local {
+        let peers = ctx.network.peers().await.unwrap_or_default();
+        let asks = peers.into_iter().map(|peer| {
+            let network = ctx.network.clone();
+            let cid = *cid;
+            async move {
+                let answer = tokio::time::timeout(
+                    PEER_ID_TIMEOUT,
+                    network.remote_status(peer, cid, recover),
+                )
+                .await;
+                let info = match answer {
+                    Ok(Ok(remote)) => entry(remote),
+                    Ok(Err(e)) => unreachable_entry(e.to_string()),
+                    Err(_) => unreachable_entry("timed out".to_string()),
+                };
+                (peer.to_string(), info)
+            }
+        });
+        peer_map.extend(join_all(asks).await);
+    }
     Ok(match pin {
         Some(pin) => GlobalPinInfo {
             cid: *cid,
@@ -476,24 +531,46 @@ async fn local_status(ctx: &ApiContext, cid: &Cid) -> Result<GlobalPinInfo, Stri
     })
 }
 
-async fn get_status(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {
-    let cid = match types::decode_cid(&raw_cid) {
-        Ok(cid) => cid,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    match local_status(&ctx, &cid).await {
-        Ok(info) => json(StatusCode::OK, &info),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+fn unreachable_entry(error: String) -> PinInfoShort {
+    PinInfoShort {
+        peername: String::new(),
+        ipfs_peer_id: None,
+        ipfs_peer_addresses: Vec::new(),
+        status: TrackerStatus::ClusterError,
+        timestamp: Some(chrono::Utc::now().fixed_offset()),
+        error,
+        attempt_count: 0,
+        priority_pin: false,
     }
 }
 
-async fn post_recover(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {
-    let cid = match types::decode_cid(&raw_cid) {
+async fn get_status(
+    raw_cid: String,
+    query: Vec<(String, String)>,
+    ctx: Arc<ApiContext>,
+) -> ApiReply {
+    status_reply(&raw_cid, &query, &ctx, false).await
+}
+
+async fn post_recover(
+    raw_cid: String,
+    query: Vec<(String, String)>,
+    ctx: Arc<ApiContext>,
+) -> ApiReply {
+    status_reply(&raw_cid, &query, &ctx, true).await
+}
+
+async fn status_reply(
+    raw_cid: &str,
+    query: &[(String, String)],
+    ctx: &ApiContext,
+    recover: bool,
+) -> ApiReply {
+    let cid = match types::decode_cid(raw_cid) {
         Ok(cid) => cid,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    ctx.tracker.recover(&cid);
-    match local_status(&ctx, &cid).await {
+    match cluster_status(ctx, &cid, local_only(query), recover).await {
         Ok(info) => json(StatusCode::OK, &info),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
