@@ -319,3 +319,4 @@ pub fn temp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 pub mod fake_kubo;
+pub mod jsipfs;

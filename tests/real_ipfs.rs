@@ -1,0 +1,150 @@
+//! Cluster peers driving real IPFS daemons (js-ipfs 0.66.1, one beside each
+//! peer): what the cluster allocates ends up pinned on exactly the allocated
+//! daemons, as each daemon tells through its own API.
+
+mod common;
+
+use common::jsipfs::JsIpfs;
+use common::*;
+use serde_json::Value;
+
+const SECRET: &str = "2fd1a5c1e0a8b7f6c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a";
+
+fn beside(daemon: &JsIpfs, bootstrap: Option<&str>) -> PeerSpec {
+    PeerSpec {
+        secret: Some(SECRET.to_string()),
+        bootstrap: bootstrap.map(|b| vec![b.to_string()]).unwrap_or_default(),
+        env: vec![(
+            "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
+            daemon.api_multiaddr(),
+        )],
+    }
+}
+
+/// The status map of `GET /pins/{cid}`: peer id → status.
+async fn statuses(peer: &TestPeer, cid: &str) -> Option<Vec<(String, String)>> {
+    let v: Value = peer.get_json(&format!("/pins/{cid}")).await?;
+    let mut out: Vec<(String, String)> = v["peer_map"]
+        .as_object()?
+        .iter()
+        .map(|(id, e)| (id.clone(), e["status"].as_str().unwrap_or("").to_string()))
+        .collect();
+    out.sort();
+    Some(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replication_two_pins_on_exactly_the_two_allocated_daemons() {
+    let tmp = temp();
+    let dirs = ["ipfs-a", "ipfs-b", "ipfs-c"].map(|d| tmp.path().join(d));
+    let (da, db, dc) = tokio::join!(
+        JsIpfs::start(&dirs[0]),
+        JsIpfs::start(&dirs[1]),
+        JsIpfs::start(&dirs[2])
+    );
+    // The daemons know each other (bitswap between allocated peers).
+    db.connect(&da).await;
+    dc.connect(&da).await;
+    dc.connect(&db).await;
+
+    let a = TestPeer::start(tmp.path().join("a"), beside(&da, None)).await;
+    let addr = a.cluster_addr().await;
+    let b = TestPeer::start(tmp.path().join("b"), beside(&db, Some(&addr))).await;
+    let c = TestPeer::start(tmp.path().join("c"), beside(&dc, Some(&addr))).await;
+    for p in [&a, &b, &c] {
+        wait_for("a full peerset", DEADLINE, || async {
+            (p.peer_ids().await?.len() == 3).then_some(())
+        })
+        .await;
+    }
+
+    // Content that only A's daemon holds, not pinned by it.
+    let added = da
+        .add_with(
+            "add?pin=false",
+            "data.txt",
+            b"pincluster replication test\n",
+        )
+        .await;
+    let cid = added.last().unwrap()["Hash"].as_str().unwrap().to_string();
+    assert!(da.recursive_pins().await.is_empty());
+
+    let (status, pin) = a.pin(&cid, "replication=2&name=two").await;
+    assert_eq!(status, 200, "{pin}");
+    let allocated: Vec<String> = pin["allocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(allocated.len(), 2);
+
+    let daemons = [(&a, &da), (&b, &db), (&c, &dc)];
+    let mut expected: Vec<(String, String)> = daemons
+        .iter()
+        .map(|(p, _)| {
+            let want = if allocated.contains(&p.id) {
+                "pinned"
+            } else {
+                "remote"
+            };
+            (p.id.clone(), want.to_string())
+        })
+        .collect();
+    expected.sort();
+    // Every peer shows the same cluster-wide picture.
+    for (peer, _) in daemons {
+        wait_for("two pinned and one remote", DEADLINE, || async {
+            (statuses(peer, &cid).await? == expected).then_some(())
+        })
+        .await;
+    }
+    // And each daemon, asked directly, agrees.
+    for (peer, daemon) in daemons {
+        let has = daemon.recursive_pins().await.contains(&cid);
+        assert_eq!(
+            has,
+            allocated.contains(&peer.id),
+            "daemon beside {}",
+            peer.id
+        );
+    }
+
+    // Unpinning from the cluster unpins from the daemons.
+    assert_eq!(b.unpin(&cid).await, 200);
+    for (_, daemon) in daemons {
+        wait_for("the daemon to drop the pin", DEADLINE, || async {
+            (!daemon.recursive_pins().await.contains(&cid)).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_daemon_shows_as_errors_and_its_return_heals() {
+    let tmp = temp();
+    let mut daemon = JsIpfs::start(&tmp.path().join("ipfs")).await;
+    let peer = TestPeer::start(tmp.path().join("peer"), beside(&daemon, None)).await;
+    let cid = daemon
+        .add_with("add?pin=false", "x.txt", b"dead daemon test\n")
+        .await;
+    let cid = cid.last().unwrap()["Hash"].as_str().unwrap().to_string();
+    assert_eq!(peer.pin(&cid, "").await.0, 200);
+    wait_for("pinned", DEADLINE, || async {
+        (statuses(&peer, &cid).await?[0].1 == "pinned").then_some(())
+    })
+    .await;
+
+    daemon.kill();
+    let id = peer.get_json("/id").await.expect("the peer still answers");
+    assert!(!id["ipfs"]["error"].as_str().unwrap().is_empty(), "{id}");
+    assert_eq!(statuses(&peer, &cid).await.unwrap()[0].1, "cluster_error");
+
+    daemon.restart().await;
+    wait_for("pinned again", DEADLINE, || async {
+        (statuses(&peer, &cid).await?[0].1 == "pinned").then_some(())
+    })
+    .await;
+    let id = peer.get_json("/id").await.unwrap();
+    assert_eq!(id["ipfs"]["id"], daemon.id());
+}
