@@ -146,11 +146,13 @@ impl Peer {
             },
         );
         let (events_tx, events_rx) = mpsc::channel(1024);
+        let ipfs_seen = Arc::new(std::sync::Mutex::new((String::new(), Vec::new())));
         let source: Arc<dyn StateSource> = Arc::new(PeerSource {
             reader: engine.reader(),
             state: crate::state::PinState::new(engine.reader()),
             tracker: tracker.clone(),
             peername: config.cluster.peername.clone(),
+            ipfs: ipfs_seen.clone(),
         });
         let network = Network::start(
             NetworkConfig {
@@ -174,6 +176,12 @@ impl Peer {
             tracing::info!(%addr, "cluster peer listening");
         }
 
+        tokio::spawn(connect_ipfs_swarms(
+            ipfs.clone(),
+            network.clone(),
+            ipfs_seen,
+            config.ipfs_connector.ipfshttp.connect_swarms_delay.0,
+        ));
         let (changes_tx, changes_rx) = mpsc::channel(4096);
         tokio::spawn(feed_tracker(tracker.clone(), changes_rx));
         tokio::spawn(recover_periodically(
@@ -297,6 +305,7 @@ struct PeerSource {
     state: crate::state::PinState,
     tracker: PinTracker<KuboConnector>,
     peername: String,
+    ipfs: Arc<std::sync::Mutex<(String, Vec<Multiaddr>)>>,
 }
 
 impl StateSource for PeerSource {
@@ -315,6 +324,10 @@ impl StateSource for PeerSource {
             tracing::error!(error = %e, %cid, "cannot read block");
             None
         })
+    }
+
+    fn ipfs(&self) -> (String, Vec<Multiaddr>) {
+        self.ipfs.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
     fn status(&self, cid: cid::Cid, recover: bool) -> BoxFuture<'static, RemoteStatus> {
@@ -350,6 +363,58 @@ impl StateSource for PeerSource {
 async fn feed_tracker(tracker: PinTracker<KuboConnector>, mut changes: mpsc::Receiver<PinChange>) {
     while let Some(change) = changes.recv().await {
         tracker.on_change(change);
+    }
+}
+
+/// How often the IPFS daemons of new peers are connected.
+const SWARM_CONNECT_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps what this peer publishes about its IPFS daemon current, and
+/// connects that daemon to the other peers' daemons (first after
+/// `connect_swarms_delay`, then every 5 s for peers not connected yet), so
+/// allocated peers can fetch content from each other over bitswap.
+async fn connect_ipfs_swarms(
+    ipfs: KuboConnector,
+    network: Network,
+    seen: Arc<std::sync::Mutex<(String, Vec<Multiaddr>)>>,
+    delay: Duration,
+) {
+    use crate::ipfsconn::IpfsConnector;
+    let mut connected = std::collections::HashSet::new();
+    let mut first = true;
+    loop {
+        match ipfs.id().await {
+            Ok(id) => {
+                if let Ok(mut s) = seen.lock() {
+                    *s = (id.id.to_string(), id.addresses);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "IPFS daemon not reachable"),
+        }
+        tokio::time::sleep(if first { delay } else { SWARM_CONNECT_EVERY }).await;
+        first = false;
+        for peer in network.peers().await.unwrap_or_default() {
+            if connected.contains(&peer) {
+                continue;
+            }
+            let Ok(remote) = network.remote_id(peer).await else {
+                continue;
+            };
+            let mut ok = false;
+            for addr in remote
+                .ipfs_addresses
+                .iter()
+                .filter_map(|a| a.parse::<Multiaddr>().ok())
+            {
+                match ipfs.swarm_connect(&addr).await {
+                    Ok(()) => ok = true,
+                    Err(e) => tracing::debug!(%addr, error = %e, "swarm connect failed"),
+                }
+            }
+            if ok {
+                connected.insert(peer);
+            }
+        }
     }
 }
 

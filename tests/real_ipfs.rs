@@ -42,11 +42,6 @@ async fn replication_two_pins_on_exactly_the_two_allocated_daemons() {
         JsIpfs::start(&dirs[1]),
         JsIpfs::start(&dirs[2])
     );
-    // The daemons know each other (bitswap between allocated peers).
-    db.connect(&da).await;
-    dc.connect(&da).await;
-    dc.connect(&db).await;
-
     let a = TestPeer::start(tmp.path().join("a"), beside(&da, None)).await;
     let addr = a.cluster_addr().await;
     let b = TestPeer::start(tmp.path().join("b"), beside(&db, Some(&addr))).await;

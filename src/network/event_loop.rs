@@ -318,7 +318,10 @@ impl EventLoop {
             self.live_peers().iter().map(PeerId::to_string).collect();
         cluster_peers.push(local.to_string());
         cluster_peers.sort();
+        let (ipfs_id, ipfs_addresses) = self.source.ipfs();
         RemoteId {
+            ipfs_id,
+            ipfs_addresses: ipfs_addresses.iter().map(Multiaddr::to_string).collect(),
             id: local.to_string(),
             addresses: self
                 .listen_addrs()

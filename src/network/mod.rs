@@ -70,6 +70,9 @@ pub trait StateSource: Send + Sync + 'static {
     fn heads(&self) -> Vec<Cid>;
     /// A block's bytes.
     fn block(&self, cid: &Cid) -> Option<Vec<u8>>;
+    /// The IPFS daemon beside this peer, as last seen: its id and swarm
+    /// addresses (empty when unknown).
+    fn ipfs(&self) -> (String, Vec<Multiaddr>);
     /// This peer's status of `cid`, after re-queueing it if `recover` and
     /// it failed.
     fn status(&self, cid: Cid, recover: bool) -> futures::future::BoxFuture<'static, RemoteStatus>;

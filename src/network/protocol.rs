@@ -69,6 +69,12 @@ pub struct RemoteId {
     pub peername: String,
     /// Its software version.
     pub version: String,
+    /// Its IPFS daemon's id, if it knows it.
+    #[serde(default)]
+    pub ipfs_id: String,
+    /// Its IPFS daemon's swarm addresses (what other peers' daemons dial).
+    #[serde(default)]
+    pub ipfs_addresses: Vec<String>,
 }
 
 /// One peer's status of one pin; the REST layer turns it into a

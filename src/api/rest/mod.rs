@@ -253,6 +253,15 @@ fn errored(id: PeerId, error: String) -> IdInfo {
 /// What a peer said about itself, as an `ID`. Entries that do not parse
 /// are dropped: a peer's answer is input like any other.
 fn id_info(asked: PeerId, remote: RemoteId) -> IdInfo {
+    let ipfs = IpfsIdInfo {
+        id: remote.ipfs_id.parse().ok(),
+        addresses: remote
+            .ipfs_addresses
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect(),
+        error: String::new(),
+    };
     IdInfo {
         id: remote.id.parse().unwrap_or(asked),
         addresses: remote
@@ -270,7 +279,7 @@ fn id_info(asked: PeerId, remote: RemoteId) -> IdInfo {
         commit: String::new(),
         rpc_protocol_version: "/pincluster/1.0/sync".to_string(),
         error: String::new(),
-        ipfs: IpfsIdInfo::default(),
+        ipfs,
         peername: remote.peername,
     }
 }
