@@ -13,6 +13,7 @@
 //! | [`types`] | wire shapes shared by every part: `Pin`, `ID`, `Version`, ... |
 //! | [`pintracker`] | makes the local IPFS daemon hold what is allocated here |
 //! | [`status`] | pin statuses: `TrackerStatus`, filters, `GlobalPinInfo` |
+//! | [`monitor`] | metrics over gossipsub, bound to their author; liveness and alerts |
 //! | [`network`] | the only owner of the libp2p Swarm: a handle and one event loop |
 //! | [`consensus`] | the only writer of the pinset: batching, announcing, fetching, trust |
 //! | [`state`] | the pinset, read-only and typed |
@@ -29,6 +30,7 @@ pub mod consensus;
 pub mod duration;
 pub mod identity;
 pub mod ipfsconn;
+pub mod monitor;
 pub mod network;
 pub mod peer;
 pub mod pintracker;

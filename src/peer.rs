@@ -24,6 +24,7 @@ use crate::consensus::PinChange;
 use crate::consensus::{Consensus, ConsensusConfig, PeerSigner, PeerVerifier};
 use crate::identity::Identity;
 use crate::ipfsconn::{IpfsConnConfig, KuboConnector};
+use crate::monitor::{self, MetricWire, Monitor};
 use crate::network::{Network, NetworkConfig, RemoteStatus, StateSource};
 use crate::pintracker::{PinTracker, RetryPolicy, TrackerConfig};
 use crate::types::go_time;
@@ -154,6 +155,7 @@ impl Peer {
             peername: config.cluster.peername.clone(),
             ipfs: ipfs_seen.clone(),
         });
+        let monitor = Monitor::new();
         let network = Network::start(
             NetworkConfig {
                 keypair: identity.keypair.clone(),
@@ -170,12 +172,28 @@ impl Peer {
             },
             source,
             events_tx,
+            monitor.clone(),
         )
         .await?;
         for addr in network.listen_addrs().await? {
             tracing::info!(%addr, "cluster peer listening");
         }
 
+        tokio::spawn(publish_metrics(
+            Informers {
+                ipfs: ipfs.clone(),
+                tracker: tracker.clone(),
+                seen: ipfs_seen.clone(),
+                peername: config.cluster.peername.clone(),
+                ping_interval: config.cluster.monitor_ping_interval.0,
+                informers: config.informer.clone(),
+            },
+            network.clone(),
+        ));
+        tokio::spawn(check_metrics(
+            monitor.clone(),
+            config.monitor.pubsubmon.check_interval.0,
+        ));
         tokio::spawn(connect_ipfs_swarms(
             ipfs.clone(),
             network.clone(),
@@ -235,6 +253,7 @@ impl Peer {
                     consensus: consensus.clone(),
                     tracker: tracker.clone(),
                     ipfs: ipfs.clone(),
+                    monitor: monitor.clone(),
                     replication_min: config.cluster.replication_factor_min,
                     replication_max: config.cluster.replication_factor_max,
                 };
@@ -363,6 +382,99 @@ impl StateSource for PeerSource {
 async fn feed_tracker(tracker: PinTracker<KuboConnector>, mut changes: mpsc::Receiver<PinChange>) {
     while let Some(change) = changes.recv().await {
         tracker.on_change(change);
+    }
+}
+
+/// What this peer measures about itself.
+struct Informers {
+    ipfs: KuboConnector,
+    tracker: PinTracker<KuboConnector>,
+    seen: Arc<std::sync::Mutex<(String, Vec<Multiaddr>)>>,
+    peername: String,
+    ping_interval: Duration,
+    informers: crate::config::InformerConfig,
+}
+
+impl Informers {
+    /// The ping (TTL twice the ping interval) and every configured
+    /// informer's metric. A failing informer is left out, never a stale value.
+    async fn collect(&self) -> Vec<MetricWire> {
+        use crate::ipfsconn::IpfsConnector;
+        let (ipfs_id, addrs) = self.seen.lock().map(|g| g.clone()).unwrap_or_default();
+        let addrs: Vec<String> = addrs.iter().map(Multiaddr::to_string).collect();
+        let mut metrics = vec![monitor::ping(
+            self.ping_interval * 2,
+            &self.peername,
+            &ipfs_id,
+            &addrs,
+        )];
+        let ttl_ms = |d: Duration| d.as_millis() as u64;
+        if let Some(disk) = &self.informers.disk
+            && let Ok(stat) = self.ipfs.repo_stat().await
+        {
+            let (name, value) = match disk.metric_type {
+                crate::config::DiskMetricType::Freespace => {
+                    ("freespace", stat.storage_max.saturating_sub(stat.repo_size))
+                }
+                crate::config::DiskMetricType::Reposize => ("reposize", stat.repo_size),
+            };
+            metrics.push(MetricWire {
+                name: name.into(),
+                value: value.to_string(),
+                ttl_ms: ttl_ms(disk.metric_ttl.0),
+                // No limit configured on the daemon: nothing to compare.
+                valid: value > 0,
+                weight: i64::try_from(value).unwrap_or(i64::MAX),
+                partitionable: false,
+            });
+        }
+        if let Some(tags) = &self.informers.tags {
+            for (tag, value) in &tags.tags {
+                metrics.push(MetricWire {
+                    name: format!("tag:{tag}"),
+                    value: value.clone(),
+                    ttl_ms: ttl_ms(tags.metric_ttl.0),
+                    valid: true,
+                    weight: 0,
+                    partitionable: true,
+                });
+            }
+        }
+        if let Some(queue) = &self.informers.pinqueue {
+            let len = self.tracker.queued() as u64;
+            metrics.push(MetricWire {
+                name: "pinqueue".into(),
+                value: len.to_string(),
+                ttl_ms: ttl_ms(queue.metric_ttl.0),
+                valid: true,
+                weight: -i64::try_from(len / queue.weight_bucket_size.max(1)).unwrap_or(i64::MAX),
+                partitionable: false,
+            });
+        }
+        metrics
+    }
+}
+
+/// Publishes this peer's metrics every ping interval.
+async fn publish_metrics(informers: Informers, network: Network) {
+    let mut tick = tokio::time::interval(informers.ping_interval.max(Duration::from_millis(100)));
+    loop {
+        tick.tick().await;
+        let metrics = informers.collect().await;
+        if network.publish_metrics(metrics).await.is_err() {
+            return; // shutting down
+        }
+    }
+}
+
+/// Raises alerts for expired metrics every `check_interval`.
+async fn check_metrics(monitor: Monitor, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    loop {
+        tick.tick().await;
+        for alert in monitor.check(chrono::Utc::now()) {
+            tracing::warn!(peer = %alert.metric.peer, metric = %alert.metric.name, "metric expired");
+        }
     }
 }
 

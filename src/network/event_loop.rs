@@ -28,6 +28,7 @@ use super::protocol::{
     SyncRequest, SyncResponse,
 };
 use super::{Command, NetEvent, NetworkConfig, NetworkError, Reply, StateSource, Trust};
+use crate::monitor::Monitor;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -86,6 +87,8 @@ pub struct EventLoop {
     answers_tx: mpsc::Sender<(ResponseChannel<SyncResponse>, SyncResponse)>,
     answers_rx: mpsc::Receiver<(ResponseChannel<SyncResponse>, SyncResponse)>,
     topic: gossipsub::IdentTopic,
+    metrics_topic: gossipsub::IdentTopic,
+    monitor: Monitor,
     sync_protocol: StreamProtocol,
     pending: HashMap<OutboundRequestId, Pending>,
     peers: HashMap<PeerId, PeerState>,
@@ -156,12 +159,14 @@ impl EventLoop {
         config: NetworkConfig,
         source: Arc<dyn StateSource>,
         events: mpsc::Sender<NetEvent>,
+        monitor: Monitor,
         commands: mpsc::Receiver<Command>,
     ) -> Result<Self, NetworkError> {
         let tag = config.cluster_tag();
         let sync_protocol = protocol(format!("/pincluster/{tag}/sync/1.0.0"))?;
         let kad_protocol = protocol(format!("/pincluster/{tag}/kad/1.0.0"))?;
         let topic = gossipsub::IdentTopic::new(format!("pincluster/{tag}/heads/1"));
+        let metrics_topic = gossipsub::IdentTopic::new(format!("pincluster/{tag}/metrics/1"));
         let transport = build_transport(&config.keypair, config.secret)?;
         let local = config.keypair.public().to_peer_id();
 
@@ -212,11 +217,13 @@ impl EventLoop {
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
             .build();
 
-        swarm
-            .behaviour_mut()
-            .gossip
-            .subscribe(&topic)
-            .map_err(|e| NetworkError::Build(e.to_string()))?;
+        for t in [&topic, &metrics_topic] {
+            swarm
+                .behaviour_mut()
+                .gossip
+                .subscribe(t)
+                .map_err(|e| NetworkError::Build(e.to_string()))?;
+        }
         let mut listeners = HashSet::new();
         for addr in &config.listen {
             let id = swarm
@@ -246,6 +253,8 @@ impl EventLoop {
             answers_tx,
             answers_rx,
             topic,
+            metrics_topic,
+            monitor,
             sync_protocol,
             pending: HashMap::new(),
             peers: HashMap::new(),
@@ -358,6 +367,22 @@ impl EventLoop {
                 {
                     // No subscribed peer yet is normal for a lone peer.
                     tracing::debug!(error = %e, "heads not published");
+                }
+            }
+            Command::PublishMetrics(metrics) => {
+                let local = *self.swarm.local_peer_id();
+                self.monitor
+                    .record(local, metrics.clone(), chrono::Utc::now());
+                let Ok(data) = super::protocol::encode(&metrics) else {
+                    return;
+                };
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossip
+                    .publish(self.metrics_topic.clone(), data)
+                {
+                    tracing::debug!(error = %e, "metrics not published");
                 }
             }
             Command::Heads(peer, reply) => {
@@ -512,6 +537,29 @@ impl EventLoop {
                     .addresses(addresses.into_vec())
                     .build();
                 let _ = self.swarm.dial(opts);
+            }
+            BehaviourEvent::Gossip(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) if message.topic == self.metrics_topic.hash() => {
+                // Any peer of the cluster may publish metrics (followers
+                // too), but only about itself: the metric's peer is the
+                // signed author of the message, whatever the payload says.
+                let decoded =
+                    super::protocol::decode::<Vec<crate::monitor::MetricWire>>(&message.data);
+                let acceptance = match (&decoded, message.source) {
+                    (Ok(_), Some(_)) => gossipsub::MessageAcceptance::Accept,
+                    _ => gossipsub::MessageAcceptance::Reject,
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossip
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+                if let (Ok(metrics), Some(author)) = (decoded, message.source) {
+                    self.monitor.record(author, metrics, chrono::Utc::now());
+                }
             }
             BehaviourEvent::Gossip(gossipsub::Event::Message {
                 propagation_source,

@@ -115,6 +115,7 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
 pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Publish(Vec<Cid>),
+    PublishMetrics(Vec<crate::monitor::MetricWire>),
     Heads(PeerId, Reply<Vec<Cid>>),
     Blocks(PeerId, Vec<Cid>, u32, Reply<Vec<(Cid, Vec<u8>)>>),
     RemoteId(PeerId, Reply<RemoteId>),
@@ -142,10 +143,11 @@ impl Network {
         config: NetworkConfig,
         source: Arc<dyn StateSource>,
         events: mpsc::Sender<NetEvent>,
+        monitor: crate::monitor::Monitor,
     ) -> Result<Network, NetworkError> {
         let local = config.keypair.public().to_peer_id();
         let (tx, rx) = mpsc::channel(256);
-        let event_loop = EventLoop::new(config, source, events, rx)?;
+        let event_loop = EventLoop::new(config, source, events, monitor, rx)?;
         tokio::spawn(event_loop.run());
         Ok(Network { tx, local })
     }
@@ -177,6 +179,18 @@ impl Network {
     pub async fn publish_heads(&self, heads: Vec<Cid>) -> Result<(), NetworkError> {
         self.tx
             .send(Command::Publish(heads))
+            .await
+            .map_err(|_| NetworkError::Closed)
+    }
+
+    /// Publishes this peer's metrics on the cluster's metrics topic (and
+    /// records them in its own monitor).
+    pub async fn publish_metrics(
+        &self,
+        metrics: Vec<crate::monitor::MetricWire>,
+    ) -> Result<(), NetworkError> {
+        self.tx
+            .send(Command::PublishMetrics(metrics))
             .await
             .map_err(|_| NetworkError::Closed)
     }

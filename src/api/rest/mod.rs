@@ -20,6 +20,7 @@ use warp::http::StatusCode;
 use crate::allocator;
 use crate::consensus::{Consensus, ConsensusError};
 use crate::ipfsconn::{IpfsConnector, KuboConnector};
+use crate::monitor::Monitor;
 use crate::network::{Network, RemoteId, RemoteStatus};
 use crate::pintracker::PinTracker;
 use crate::status::{GlobalPinInfo, PinInfoShort, TrackerStatus};
@@ -44,6 +45,8 @@ pub struct ApiContext {
     pub tracker: PinTracker<KuboConnector>,
     /// The IPFS daemon beside this peer.
     pub ipfs: KuboConnector,
+    /// Metrics and alerts.
+    pub monitor: Monitor,
     /// Cluster defaults for pins that do not say.
     pub replication_min: i32,
     /// Cluster defaults for pins that do not say.
@@ -196,6 +199,23 @@ pub fn routes(
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .then(get_allocation);
+    let metric_names = warp::path!("monitor" / "metrics")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .map(|ctx: Arc<ApiContext>| json(StatusCode::OK, &ctx.monitor.names()));
+    let metrics = warp::path!("monitor" / "metrics" / String)
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .map(|name: String, ctx: Arc<ApiContext>| {
+            json(
+                StatusCode::OK,
+                &ctx.monitor.metrics(&name, chrono::Utc::now()),
+            )
+        });
+    let alerts = warp::path!("health" / "alerts")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .map(|ctx: Arc<ApiContext>| json(StatusCode::OK, &ctx.monitor.alerts()));
     let status = warp::path!("pins" / String)
         .and(warp::get())
         .and(query())
@@ -221,6 +241,12 @@ pub fn routes(
         .or(status)
         .unify()
         .or(recover)
+        .unify()
+        .or(metric_names)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(alerts)
         .unify()
         .recover(reply::rejection)
         .unify()

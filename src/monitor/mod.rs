@@ -1,0 +1,267 @@
+//! Peer monitoring: metrics published over gossipsub, their liveness, and
+//! alerts when they expire.
+//!
+//! Two things differ from the reference on purpose. A metric belongs to the
+//! peer that *signed the gossip message*: the wire form has no peer field
+//! at all, so no peer can publish for another. And a metric carries a TTL,
+//! not an absolute expiry: the receiver computes the expiry on its own
+//! clock, so clock skew between peers cannot make a live peer look dead (or
+//! a dead one live).
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+/// How many alerts are kept for `GET /health/alerts`.
+const MAX_ALERTS: usize = 1000;
+
+/// A metric as a peer publishes it (the gossip payload carries a list).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricWire {
+    /// `ping`, `freespace`, `tag:<name>`, `pinqueue`, ...
+    pub name: String,
+    /// The value, as a string (the reference's convention).
+    pub value: String,
+    /// How long it stays valid after it is received, in milliseconds.
+    pub ttl_ms: u64,
+    /// Whether the value is meaningful.
+    pub valid: bool,
+    /// Allocation weight.
+    pub weight: i64,
+    /// Whether peers with the same value form one allocation partition.
+    pub partitionable: bool,
+}
+
+/// A metric as the REST API shows it (spec §1.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metric {
+    /// The metric's name.
+    pub name: String,
+    /// The peer it is about: always the author of the gossip message.
+    pub peer: String,
+    /// The value.
+    pub value: String,
+    /// Expiry, Unix nanoseconds, on this peer's clock.
+    pub expire: i64,
+    /// Whether the value is meaningful.
+    pub valid: bool,
+    /// Allocation weight.
+    pub weight: i64,
+    /// Whether it partitions allocations.
+    pub partitionable: bool,
+    /// When this peer received it, Unix nanoseconds.
+    pub received_at: i64,
+}
+
+/// An expired metric (spec §1.2: a metric plus `triggered_at`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// The metric that expired.
+    #[serde(flatten)]
+    pub metric: Metric,
+    /// When the alert was raised, RFC 3339.
+    pub triggered_at: String,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    latest: HashMap<(PeerId, String), Metric>,
+    alerted: HashSet<(PeerId, String)>,
+    alerts: VecDeque<Alert>,
+}
+
+/// The metrics this peer knows and the alerts it raised. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Monitor {
+    store: Arc<Mutex<Store>>,
+}
+
+fn nanos(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+impl Monitor {
+    /// An empty monitor.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        // Plain data, updated in small critical sections.
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records metrics `author` signed, received at `now`.
+    pub fn record(&self, author: PeerId, metrics: Vec<MetricWire>, now: DateTime<Utc>) {
+        let mut store = self.store();
+        for m in metrics {
+            let ttl = chrono::Duration::milliseconds(m.ttl_ms.min(i64::MAX as u64 / 2) as i64);
+            let metric = Metric {
+                peer: author.to_string(),
+                value: m.value,
+                expire: nanos(now + ttl),
+                valid: m.valid,
+                weight: m.weight,
+                partitionable: m.partitionable,
+                received_at: nanos(now),
+                name: m.name,
+            };
+            let key = (author, metric.name.clone());
+            // A fresh metric clears a past alert: the next expiry alerts again.
+            store.alerted.remove(&key);
+            store.latest.insert(key, metric);
+        }
+    }
+
+    /// Raises an alert for every latest metric expired at `now` that has
+    /// not alerted yet; returns the new alerts.
+    pub fn check(&self, now: DateTime<Utc>) -> Vec<Alert> {
+        let now_ns = nanos(now);
+        let mut store = self.store();
+        let expired: Vec<(PeerId, String)> = store
+            .latest
+            .iter()
+            .filter(|(key, m)| m.expire <= now_ns && !store.alerted.contains(*key))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut raised = Vec::new();
+        for key in expired {
+            let Some(metric) = store.latest.get(&key).cloned() else {
+                continue;
+            };
+            let alert = Alert {
+                metric,
+                triggered_at: now.to_rfc3339(),
+            };
+            store.alerted.insert(key);
+            if store.alerts.len() >= MAX_ALERTS {
+                store.alerts.pop_front();
+            }
+            store.alerts.push_back(alert.clone());
+            raised.push(alert);
+        }
+        raised
+    }
+
+    /// The latest valid, unexpired metric `name` of every peer.
+    pub fn metrics(&self, name: &str, now: DateTime<Utc>) -> Vec<Metric> {
+        let now_ns = nanos(now);
+        let mut out: Vec<Metric> = self
+            .store()
+            .latest
+            .iter()
+            .filter(|((_, n), m)| n == name && m.valid && m.expire > now_ns)
+            .map(|(_, m)| m.clone())
+            .collect();
+        out.sort_by(|a, b| a.peer.cmp(&b.peer));
+        out
+    }
+
+    /// The names of the metrics known.
+    pub fn names(&self) -> Vec<String> {
+        let names: BTreeSet<String> = self.store().latest.keys().map(|(_, n)| n.clone()).collect();
+        names.into_iter().collect()
+    }
+
+    /// The alerts raised, oldest first.
+    pub fn alerts(&self) -> Vec<Alert> {
+        self.store().alerts.iter().cloned().collect()
+    }
+
+    /// Peers whose `ping` is valid and unexpired at `now`.
+    pub fn live_peers(&self, now: DateTime<Utc>) -> Vec<PeerId> {
+        let now_ns = nanos(now);
+        self.store()
+            .latest
+            .iter()
+            .filter(|((_, n), m)| n == "ping" && m.valid && m.expire > now_ns)
+            .map(|((p, _), _)| *p)
+            .collect()
+    }
+}
+
+/// The metrics every peer publishes about itself each ping interval.
+pub fn ping(ttl: Duration, peername: &str, ipfs_id: &str, ipfs_addresses: &[String]) -> MetricWire {
+    let value = serde_json::json!({
+        "peer_name": peername,
+        "ipfs_id": ipfs_id,
+        "ipfs_addresses": ipfs_addresses,
+    });
+    MetricWire {
+        name: "ping".into(),
+        value: value.to_string(),
+        ttl_ms: ttl.as_millis() as u64,
+        valid: true,
+        weight: 0,
+        partitionable: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(name: &str, ttl_ms: u64) -> MetricWire {
+        MetricWire {
+            name: name.into(),
+            value: "1".into(),
+            ttl_ms,
+            valid: true,
+            weight: 1,
+            partitionable: false,
+        }
+    }
+
+    #[test]
+    fn metrics_belong_to_their_author_and_expire_on_the_receivers_clock() {
+        let m = Monitor::new();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let t0 = Utc::now();
+        m.record(a, vec![wire("ping", 1000)], t0);
+        m.record(b, vec![wire("ping", 5000)], t0);
+        let pings = m.metrics("ping", t0);
+        assert_eq!(pings.len(), 2);
+        assert!(pings.iter().any(|p| p.peer == a.to_string()));
+        assert_eq!(m.names(), vec!["ping".to_string()]);
+
+        // Two seconds later A's ping expired: one alert, once.
+        let t2 = t0 + chrono::Duration::seconds(2);
+        let alerts = m.check(t2);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].metric.peer, a.to_string());
+        assert!(m.check(t2).is_empty());
+        assert_eq!(m.live_peers(t2), vec![b]);
+        assert_eq!(m.metrics("ping", t2).len(), 1);
+
+        // A comes back; a later expiry alerts again.
+        m.record(a, vec![wire("ping", 1000)], t2);
+        assert!(m.check(t2).is_empty());
+        assert_eq!(m.check(t2 + chrono::Duration::seconds(2)).len(), 2);
+        assert_eq!(m.alerts().len(), 3);
+    }
+
+    #[test]
+    fn alerts_serialize_as_a_metric_plus_triggered_at() {
+        let m = Monitor::new();
+        m.record(PeerId::random(), vec![wire("freespace", 0)], Utc::now());
+        let alert = m.check(Utc::now() + chrono::Duration::seconds(1)).remove(0);
+        let v = serde_json::to_value(&alert).unwrap();
+        for key in [
+            "name",
+            "peer",
+            "value",
+            "expire",
+            "valid",
+            "weight",
+            "partitionable",
+            "received_at",
+            "triggered_at",
+        ] {
+            assert!(v.get(key).is_some(), "{key} missing in {v}");
+        }
+    }
+}
