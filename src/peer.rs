@@ -190,10 +190,6 @@ impl Peer {
             },
             network.clone(),
         ));
-        tokio::spawn(check_metrics(
-            monitor.clone(),
-            config.monitor.pubsubmon.check_interval.0,
-        ));
         tokio::spawn(connect_ipfs_swarms(
             ipfs.clone(),
             network.clone(),
@@ -221,6 +217,19 @@ impl Peer {
             },
         );
 
+        let repin =
+            (!config.cluster.disable_repinning && !config.cluster.follower_mode).then(|| {
+                Repinner {
+                    consensus: consensus.clone(),
+                    monitor: monitor.clone(),
+                    local,
+                }
+            });
+        tokio::spawn(check_metrics(
+            monitor.clone(),
+            config.monitor.pubsubmon.check_interval.0,
+            repin,
+        ));
         // Everything already in the state is checked against IPFS once at
         // start (the tracker skips what IPFS already holds).
         tokio::task::spawn_blocking(move || {
@@ -467,13 +476,79 @@ async fn publish_metrics(informers: Informers, network: Network) {
     }
 }
 
-/// Raises alerts for expired metrics every `check_interval`.
-async fn check_metrics(monitor: Monitor, every: Duration) {
+/// Raises alerts for expired metrics every `check_interval`; a `ping`
+/// alert re-allocates the peer's pins when repinning is on.
+async fn check_metrics(monitor: Monitor, every: Duration, repin: Option<Repinner>) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
     loop {
         tick.tick().await;
         for alert in monitor.check(chrono::Utc::now()) {
             tracing::warn!(peer = %alert.metric.peer, metric = %alert.metric.name, "metric expired");
+            if alert.metric.name != "ping" {
+                continue;
+            }
+            if let (Some(repin), Ok(down)) = (&repin, alert.metric.peer.parse::<libp2p::PeerId>()) {
+                let repin = repin.clone();
+                tokio::spawn(async move { repin.vacate(down).await });
+            }
+        }
+    }
+}
+
+/// Moves the pins of a peer that went down to live peers.
+#[derive(Clone)]
+struct Repinner {
+    consensus: Consensus,
+    monitor: Monitor,
+    local: libp2p::PeerId,
+}
+
+impl Repinner {
+    /// Re-allocates every pin allocated to `down`. Each pin is handled by
+    /// one live peer only, the first in the pin's rendezvous ranking of the
+    /// live peers: no coordination, no duplicate writes (and if two peers
+    /// disagree on who is live, the CRDT merges their writes).
+    async fn vacate(self, down: libp2p::PeerId) {
+        let mut live = self.monitor.live_peers(chrono::Utc::now());
+        live.retain(|p| *p != down);
+        if !live.contains(&self.local) {
+            live.push(self.local);
+        }
+        let state = self.consensus.state().clone();
+        let (tx, mut rx) = mpsc::channel(256);
+        tokio::task::spawn_blocking(move || {
+            for pin in state.list().flatten() {
+                if pin.allocations.contains(&down) && tx.blocking_send(pin).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut moved = 0;
+        while let Some(mut pin) = rx.recv().await {
+            let first = crate::allocator::allocate(&pin.cid, &live, 1, 1)
+                .ok()
+                .and_then(|v| v.first().copied());
+            if first != Some(self.local) {
+                continue;
+            }
+            let (min, max) = (
+                pin.options.replication_factor_min,
+                pin.options.replication_factor_max,
+            );
+            match crate::allocator::allocate(&pin.cid, &live, min, max) {
+                Ok(allocations) => {
+                    pin.allocations = allocations;
+                    pin.timestamp = Some(chrono::Utc::now().fixed_offset());
+                    match self.consensus.log_pin(pin).await {
+                        Ok(()) => moved += 1,
+                        Err(e) => tracing::warn!(error = %e, "re-allocation not written"),
+                    }
+                }
+                Err(e) => tracing::warn!(cid = %pin.cid, error = %e, "cannot re-allocate"),
+            }
+        }
+        if moved > 0 {
+            tracing::info!(%down, pins = moved, "re-allocated the pins of a peer that went down");
         }
     }
 }
