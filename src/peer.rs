@@ -358,6 +358,25 @@ impl StateSource for PeerSource {
         self.ipfs.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
+    fn status_many(&self, cids: Vec<cid::Cid>) -> BoxFuture<'static, Vec<RemoteStatus>> {
+        let tracker = self.tracker.clone();
+        let state = self.state.clone();
+        let peername = self.peername.clone();
+        async move {
+            let pins: Vec<(cid::Cid, Option<crate::types::Pin>)> = cids
+                .into_iter()
+                .map(|cid| (cid, state.get(&cid).ok().flatten()))
+                .collect();
+            tracker
+                .statuses(&pins)
+                .await
+                .into_iter()
+                .map(|local| remote_status(&peername, local))
+                .collect()
+        }
+        .boxed()
+    }
+
     fn status(&self, cid: cid::Cid, recover: bool) -> BoxFuture<'static, RemoteStatus> {
         let tracker = self.tracker.clone();
         let state = self.state.clone();
@@ -370,20 +389,23 @@ impl StateSource for PeerSource {
                 tracing::warn!(%cid, error = %e, "cannot read pin");
                 None
             });
-            let local = tracker.status(&cid, pin.as_ref()).await;
-            RemoteStatus {
-                peername,
-                status: local.status.as_str().to_string(),
-                error: local.error,
-                attempts: local.attempts,
-                priority: local.priority,
-                updated: local
-                    .updated
-                    .map(|t| go_time::format(&t))
-                    .unwrap_or_default(),
-            }
+            remote_status(&peername, tracker.status(&cid, pin.as_ref()).await)
         }
         .boxed()
+    }
+}
+
+fn remote_status(peername: &str, local: crate::pintracker::LocalStatus) -> RemoteStatus {
+    RemoteStatus {
+        peername: peername.to_string(),
+        status: local.status.as_str().to_string(),
+        error: local.error,
+        attempts: local.attempts,
+        priority: local.priority,
+        updated: local
+            .updated
+            .map(|t| go_time::format(&t))
+            .unwrap_or_default(),
     }
 }
 

@@ -193,6 +193,69 @@ async fn status_is_asked_of_every_peer_and_a_silent_peer_is_a_cluster_error() {
         .unwrap();
     assert_eq!(v["peer_map"].as_object().unwrap().len(), 1);
 
+    // GET /pins: every pin, every peer; filters keep matching peers only.
+    let everywhere = cid("everywhere");
+    a.consensus()
+        .log_pin(Pin::new(everywhere, PinOptions::default()))
+        .await
+        .unwrap();
+    let all = wait_for(
+        "both pins pinned where they should be",
+        DEADLINE,
+        || async {
+            let text = reqwest::get(format!("{api_b}/pins"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let items: Vec<Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            let done = items.len() == 2
+                && items.iter().all(|i| {
+                    i["peer_map"].as_object().is_some_and(|m| {
+                        m.len() == 2
+                            && m.values()
+                                .all(|e| e["status"] == "pinned" || e["status"] == "remote")
+                    })
+                });
+            done.then_some(items)
+        },
+    )
+    .await;
+    assert_eq!(all.len(), 2);
+    let remote: Vec<Value> = reqwest::get(format!("{api_b}/pins?filter=remote"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(remote.len(), 1, "{remote:?}");
+    assert_eq!(remote[0]["cid"], target.to_string());
+    assert_eq!(remote[0]["peer_map"].as_object().unwrap().len(), 1);
+    let bad = reqwest::get(format!("{api_b}/pins?filter=bogus"))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let one = reqwest::get(format!("{api_b}/pins?cids={everywhere}&local=true"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let one: Vec<Value> = one
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0]["peer_map"][b_id.to_string()]["status"], "pinned");
+    assert_eq!(one[0]["peer_map"].as_object().unwrap().len(), 1);
+
     // A stops: B still answers, with A as a cluster_error.
     a.shutdown().await;
     let v: Value = reqwest::get(format!("{api_b}/pins/{target}"))

@@ -55,6 +55,7 @@ enum Pending {
     Blocks(Reply<Vec<(Cid, Vec<u8>)>>),
     Id(Reply<RemoteId>),
     Status(Reply<RemoteStatus>),
+    StatusMany(Reply<Vec<RemoteStatus>>),
 }
 
 impl Pending {
@@ -65,6 +66,7 @@ impl Pending {
             Pending::Blocks(r) => drop(r.send(Err(error))),
             Pending::Id(r) => drop(r.send(Err(error))),
             Pending::Status(r) => drop(r.send(Err(error))),
+            Pending::StatusMany(r) => drop(r.send(Err(error))),
         }
     }
 }
@@ -417,6 +419,14 @@ impl EventLoop {
                     .send_request(&peer, SyncRequest::Status { cid, recover });
                 self.pending.insert(id, Pending::Status(reply));
             }
+            Command::RemoteStatusMany(peer, cids, reply) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer, SyncRequest::StatusMany { cids });
+                self.pending.insert(id, Pending::StatusMany(reply));
+            }
             Command::LocalId(reply) => {
                 let _ = reply.send(self.local_id());
             }
@@ -653,6 +663,14 @@ impl EventLoop {
                     let _ = answers.send((channel, answer)).await;
                 });
             }
+            SyncRequest::StatusMany { cids } => {
+                let statuses = self.source.status_many(cids);
+                let answers = self.answers_tx.clone();
+                tokio::spawn(async move {
+                    let answer = SyncResponse::StatusMany(statuses.await);
+                    let _ = answers.send((channel, answer)).await;
+                });
+            }
             SyncRequest::Blocks { cids, ancestors } => {
                 let source = self.source.clone();
                 let answers = self.answers_tx.clone();
@@ -680,6 +698,9 @@ impl EventLoop {
             }
             (Pending::Id(r), SyncResponse::Id(id)) => drop(r.send(Ok(id))),
             (Pending::Status(r), SyncResponse::Status(status)) => drop(r.send(Ok(status))),
+            (Pending::StatusMany(r), SyncResponse::StatusMany(statuses)) => {
+                drop(r.send(Ok(statuses)))
+            }
             (pending, SyncResponse::Error(e)) => pending.fail(bad(&e)),
             (pending, _) => pending.fail(bad("unexpected answer")),
         }

@@ -76,6 +76,9 @@ pub trait StateSource: Send + Sync + 'static {
     /// This peer's status of `cid`, after re-queueing it if `recover` and
     /// it failed.
     fn status(&self, cid: Cid, recover: bool) -> futures::future::BoxFuture<'static, RemoteStatus>;
+    /// This peer's statuses of `cids`, in order.
+    fn status_many(&self, cids: Vec<Cid>)
+    -> futures::future::BoxFuture<'static, Vec<RemoteStatus>>;
 }
 
 /// What the network reports to the consensus task.
@@ -120,6 +123,7 @@ pub(crate) enum Command {
     Blocks(PeerId, Vec<Cid>, u32, Reply<Vec<(Cid, Vec<u8>)>>),
     RemoteId(PeerId, Reply<RemoteId>),
     RemoteStatus(PeerId, Cid, bool, Reply<RemoteStatus>),
+    RemoteStatusMany(PeerId, Vec<Cid>, Reply<Vec<RemoteStatus>>),
     LocalId(oneshot::Sender<RemoteId>),
     Peers(oneshot::Sender<Vec<PeerId>>),
     PeerAddrs(PeerId, oneshot::Sender<Vec<Multiaddr>>),
@@ -225,6 +229,16 @@ impl Network {
         recover: bool,
     ) -> Result<RemoteStatus, NetworkError> {
         self.ask(|r| Command::RemoteStatus(peer, cid, recover, r))
+            .await?
+    }
+
+    /// Asks `peer` for its statuses of `cids` (at most 256), in order.
+    pub async fn remote_status_many(
+        &self,
+        peer: PeerId,
+        cids: Vec<Cid>,
+    ) -> Result<Vec<RemoteStatus>, NetworkError> {
+        self.ask(|r| Command::RemoteStatusMany(peer, cids, r))
             .await?
     }
 

@@ -39,6 +39,9 @@ pub enum SyncRequest {
     /// "What is the status of this pin on you?" (`recover`: re-queue it
     /// first if it failed).
     Status { cid: Cid, recover: bool },
+    /// "What are the statuses of these pins on you?" (at most
+    /// [`MAX_CIDS_PER_REQUEST`]), answered in the same order.
+    StatusMany { cids: Vec<Cid> },
 }
 
 /// The answer to a [`SyncRequest`].
@@ -52,6 +55,8 @@ pub enum SyncResponse {
     Id(RemoteId),
     /// The responder's status of one pin.
     Status(RemoteStatus),
+    /// The responder's statuses of several pins, in the order asked.
+    StatusMany(Vec<RemoteStatus>),
     /// The request could not be served.
     Error(String),
 }
@@ -159,7 +164,7 @@ impl request_response::Codec for SyncCodec {
         T: AsyncRead + Unpin + Send,
     {
         let request: SyncRequest = decode(&read_limited(io, MAX_REQUEST_BYTES).await?)?;
-        if let SyncRequest::Blocks { cids, .. } = &request
+        if let SyncRequest::Blocks { cids, .. } | SyncRequest::StatusMany { cids } = &request
             && cids.len() > MAX_CIDS_PER_REQUEST
         {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "too many CIDs"));

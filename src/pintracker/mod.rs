@@ -10,11 +10,13 @@
 
 pub mod optracker;
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
 use cid::Cid;
+use futures::StreamExt;
 use libp2p::PeerId;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -85,7 +87,13 @@ struct Inner<C> {
     priority: mpsc::Sender<Job>,
     normal: mpsc::Sender<Job>,
     unpins: mpsc::Sender<Job>,
+    /// The daemon's pinset as last listed, for statuses of many pins: one
+    /// `pin/ls` serves every page of a `GET /pins` for a few seconds.
+    snapshot: tokio::sync::Mutex<Option<(std::time::Instant, Arc<HashSet<Cid>>)>>,
 }
+
+/// How long a listing of the daemon's pinset serves status requests.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(5);
 
 fn now() -> DateTime<FixedOffset> {
     chrono::Utc::now().fixed_offset()
@@ -107,6 +115,7 @@ impl<C: IpfsConnector> PinTracker<C> {
                 priority,
                 normal,
                 unpins,
+                snapshot: tokio::sync::Mutex::new(None),
             }),
         };
         tokio::spawn(tracker.clone().dispatch(priority_rx, normal_rx));
@@ -275,6 +284,64 @@ impl<C: IpfsConnector> PinTracker<C> {
     /// Operations queued or running.
     pub fn queued(&self) -> usize {
         self.ops().queued()
+    }
+
+    /// The daemon's recursive and direct pins, listed at most every few
+    /// seconds. (The set holds the CIDs themselves: about 100 bytes a pin.)
+    async fn ipfs_pinset(&self) -> Result<Arc<HashSet<Cid>>, crate::ipfsconn::IpfsError> {
+        let mut snapshot = self.inner.snapshot.lock().await;
+        if let Some((at, set)) = snapshot.as_ref()
+            && at.elapsed() < SNAPSHOT_TTL
+        {
+            return Ok(set.clone());
+        }
+        let mut set = HashSet::new();
+        let mut pins = std::pin::pin!(self.inner.ipfs.pin_ls());
+        while let Some(pin) = pins.next().await {
+            set.insert(pin?.0);
+        }
+        let set = Arc::new(set);
+        *snapshot = Some((std::time::Instant::now(), set.clone()));
+        Ok(set)
+    }
+
+    /// This peer's statuses of many pins of the state (or CIDs not in it),
+    /// in order, from one listing of the daemon's pinset.
+    pub async fn statuses(&self, pins: &[(Cid, Option<Pin>)]) -> Vec<LocalStatus> {
+        let pinned = self.ipfs_pinset().await;
+        let at = Some(now());
+        pins.iter()
+            .map(|(cid, pin)| {
+                if let Some(op) = self.operation(cid) {
+                    return LocalStatus {
+                        status: op.status(),
+                        error: op.error.clone(),
+                        attempts: op.attempts,
+                        priority: op.priority,
+                        updated: Some(op.updated),
+                    };
+                }
+                let (status, error) = match (pin, &pinned) {
+                    (Some(p), _) if !self.allocated_here(p) => {
+                        (TrackerStatus::Remote, String::new())
+                    }
+                    (_, Err(e)) => (TrackerStatus::ClusterError, e.to_string()),
+                    (_, Ok(set)) if set.contains(cid) => (TrackerStatus::Pinned, String::new()),
+                    (Some(_), Ok(_)) => (
+                        TrackerStatus::UnexpectedlyUnpinned,
+                        "the item should be pinned but it is not".to_string(),
+                    ),
+                    (None, Ok(_)) => (TrackerStatus::Unpinned, String::new()),
+                };
+                LocalStatus {
+                    status,
+                    error,
+                    attempts: 0,
+                    priority: false,
+                    updated: at,
+                }
+            })
+            .collect()
     }
 
     /// This peer's status of a pin of the state (or of a CID not in it):

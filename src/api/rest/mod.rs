@@ -7,6 +7,7 @@
 
 mod reply;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use crate::ipfsconn::{IpfsConnector, KuboConnector};
 use crate::monitor::Monitor;
 use crate::network::{Network, RemoteId, RemoteStatus};
 use crate::pintracker::PinTracker;
-use crate::status::{GlobalPinInfo, PinInfoShort, TrackerStatus};
+use crate::status::{GlobalPinInfo, PinInfoShort, StatusFilter, TrackerStatus};
 use crate::types::go_time;
 use crate::types::{self, IdInfo, IpfsIdInfo, Pin, PinOptions, PinTypeFilter, Version};
 use reply::{ApiReply, error, json, ndjson};
@@ -216,6 +217,11 @@ pub fn routes(
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .map(|ctx: Arc<ApiContext>| json(StatusCode::OK, &ctx.monitor.alerts()));
+    let all_statuses = warp::path!("pins")
+        .and(warp::get())
+        .and(query())
+        .and(with_ctx(ctx.clone()))
+        .then(get_pins);
     let status = warp::path!("pins" / String)
         .and(warp::get())
         .and(query())
@@ -237,6 +243,8 @@ pub fn routes(
         .or(allocations)
         .unify()
         .or(allocation)
+        .unify()
+        .or(all_statuses)
         .unify()
         .or(status)
         .unify()
@@ -508,7 +516,7 @@ async fn cluster_status(
         .await
         .map(|id| id.peername)
         .unwrap_or_default();
-    let mut peer_map = std::collections::BTreeMap::new();
+    let mut peer_map = BTreeMap::new();
     peer_map.insert(
         ctx.network.local_peer_id().to_string(),
         PinInfoShort {
@@ -543,9 +551,18 @@ async fn cluster_status(
         });
         peer_map.extend(join_all(asks).await);
     }
-    Ok(match pin {
+    Ok(global_info(*cid, pin, peer_map))
+}
+
+/// A `GlobalPinInfo` from the pin (if in the pinset) and the peers' views.
+fn global_info(
+    cid: Cid,
+    pin: Option<Pin>,
+    peer_map: BTreeMap<String, PinInfoShort>,
+) -> GlobalPinInfo {
+    match pin {
         Some(pin) => GlobalPinInfo {
-            cid: *cid,
+            cid,
             name: pin.options.name,
             allocations: pin.allocations,
             origins: pin.options.origins,
@@ -555,7 +572,7 @@ async fn cluster_status(
         },
         // Not in the pinset: still 200, as the reference answers.
         None => GlobalPinInfo {
-            cid: *cid,
+            cid,
             name: String::new(),
             allocations: Vec::new(),
             origins: Vec::new(),
@@ -563,7 +580,148 @@ async fn cluster_status(
             metadata: Default::default(),
             peer_map,
         },
-    })
+    }
+}
+
+/// CIDs per status page asked of every peer.
+const STATUS_PAGE: usize = 256;
+
+/// `GET /pins`: the status of every pin (or of `cids=`), on this peer and,
+/// unless `local=true`, on every peer, streamed page by page: each page of
+/// 256 CIDs is asked of all peers at once and each peer answers it from one
+/// listing of its IPFS daemon. `filter` keeps the peers whose status
+/// matches, and the CIDs that keep at least one.
+async fn get_pins(query: Vec<(String, String)>, ctx: Arc<ApiContext>) -> ApiReply {
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let filter = match StatusFilter::parse(&param("filter")) {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let mut explicit = Vec::new();
+    for raw in param("cids")
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
+        match types::decode_cid(raw) {
+            Ok(cid) => explicit.push(cid),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        }
+    }
+    let filtering = !param("filter").trim().is_empty() && explicit.is_empty();
+    let local = local_only(&query);
+    let (tx, rx) = tokio::sync::mpsc::channel(STATUS_PAGE);
+    tokio::spawn(async move {
+        let state = ctx.consensus.state().clone();
+        let (page_tx, mut pages) = tokio::sync::mpsc::channel::<Vec<(Cid, Option<Pin>)>>(2);
+        tokio::task::spawn_blocking(move || {
+            let mut page = Vec::with_capacity(STATUS_PAGE);
+            let flush = |page: &mut Vec<(Cid, Option<Pin>)>| {
+                page_tx.blocking_send(std::mem::take(page)).is_ok()
+            };
+            if explicit.is_empty() {
+                for pin in state.list() {
+                    match pin {
+                        Ok(pin) => page.push((pin.cid, Some(pin))),
+                        Err(e) => tracing::warn!(error = %e, "unreadable pin skipped"),
+                    }
+                    if page.len() == STATUS_PAGE && !flush(&mut page) {
+                        return;
+                    }
+                }
+            } else {
+                for cid in explicit {
+                    page.push((cid, state.get(&cid).ok().flatten()));
+                    if page.len() == STATUS_PAGE && !flush(&mut page) {
+                        return;
+                    }
+                }
+            }
+            if !page.is_empty() {
+                flush(&mut page);
+            }
+        });
+        let local_id = ctx.network.local_peer_id().to_string();
+        let peername = ctx
+            .network
+            .local_id()
+            .await
+            .map(|id| id.peername)
+            .unwrap_or_default();
+        let peers = if local {
+            Vec::new()
+        } else {
+            ctx.network.peers().await.unwrap_or_default()
+        };
+        while let Some(page) = pages.recv().await {
+            let cids: Vec<Cid> = page.iter().map(|(c, _)| *c).collect();
+            let asks = peers.iter().map(|peer| {
+                let network = ctx.network.clone();
+                let cids = cids.clone();
+                let peer = *peer;
+                async move {
+                    let answer = tokio::time::timeout(
+                        PEER_ID_TIMEOUT,
+                        network.remote_status_many(peer, cids),
+                    )
+                    .await;
+                    let answer = match answer {
+                        Ok(Ok(statuses)) => Ok(statuses),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("timed out".to_string()),
+                    };
+                    (peer.to_string(), answer)
+                }
+            });
+            let (mine, theirs) = tokio::join!(ctx.tracker.statuses(&page), join_all(asks));
+            for (i, ((cid, pin), my)) in page.into_iter().zip(mine).enumerate() {
+                let mut peer_map = BTreeMap::new();
+                peer_map.insert(
+                    local_id.clone(),
+                    PinInfoShort {
+                        peername: peername.clone(),
+                        ipfs_peer_id: None,
+                        ipfs_peer_addresses: Vec::new(),
+                        status: my.status,
+                        timestamp: my.updated,
+                        error: my.error,
+                        attempt_count: my.attempts,
+                        priority_pin: my.priority,
+                    },
+                );
+                for (peer, answer) in &theirs {
+                    let info = match answer {
+                        Ok(statuses) => match statuses.get(i) {
+                            Some(s) => entry(s.clone()),
+                            None => unreachable_entry("short answer".to_string()),
+                        },
+                        Err(e) => unreachable_entry(e.clone()),
+                    };
+                    peer_map.insert(peer.clone(), info);
+                }
+                if filtering {
+                    peer_map.retain(|_, e| filter.matches(e.status));
+                    if peer_map.is_empty() {
+                        continue;
+                    }
+                }
+                if tx
+                    .send(Ok::<_, String>(global_info(cid, pin, peer_map)))
+                    .await
+                    .is_err()
+                {
+                    return; // the client went away
+                }
+            }
+        }
+    });
+    ndjson(tokio_stream::wrappers::ReceiverStream::new(rx)).await
 }
 
 fn unreachable_entry(error: String) -> PinInfoShort {
