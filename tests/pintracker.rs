@@ -38,6 +38,20 @@ async fn start_joining(
     (peer, api)
 }
 
+/// Runs the `pincluster` client against `api`: (exit code, stdout).
+fn client(api: &str, args: &[&str]) -> (i32, String) {
+    let port = api.rsplit(':').next().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["--host", &format!("/ip4/127.0.0.1/tcp/{port}")])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 fn cid(name: &str) -> Cid {
     common::cids(name, 1)[0].parse().unwrap()
 }
@@ -95,15 +109,35 @@ async fn pins_reach_ipfs_failures_end_in_pin_error_and_recover_heals() {
     assert!(!failed["error"].as_str().unwrap().is_empty());
     assert!(!ipfs.pinned().contains(&missing));
 
-    // The content shows up; recover pins it.
+    // The client shows it as ipfs-cluster-ctl does.
+    let (code, out) = client(&api, &["status", &missing.to_string()]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with(&format!("{missing}:\n")), "{out}");
+    assert!(
+        out.contains(": PIN_ERROR: ") && out.contains("| Attempts: 5 |"),
+        "{out}"
+    );
+
+    // The content shows up; recover (all) pins it.
     ipfs.clear_pin_behaviour(&missing);
+    let (code, out) = client(&api, &["recover"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&missing.to_string()), "{out}");
+    wait_status(&api, &missing, "pinned").await;
+    let (code, out) = client(&api, &["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&good.to_string()) && out.contains(&missing.to_string()),
+        "{out}"
+    );
+    // Nothing failed any more: recover all has nothing to say.
+    assert_eq!(client(&api, &["recover"]), (0, String::new()));
     let res = reqwest::Client::new()
         .post(format!("{api}/pins/{missing}/recover"))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    wait_status(&api, &missing, "pinned").await;
 
     // Unpinning from the cluster unpins from the daemon.
     peer.consensus().log_unpin(good).await.unwrap();

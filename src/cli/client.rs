@@ -22,6 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::duration::parse_time_delta;
+use crate::status::GlobalPinInfo;
 use crate::types::{ApiError, IdInfo, Pin, PinMode, PinOptions, PinType, Version, decode_cid};
 
 /// Where ipfs-cluster-ctl looks for the REST API by default.
@@ -150,6 +151,28 @@ pub enum ClientCommand {
     Pin {
         #[command(subcommand)]
         cmd: PinCmd,
+    },
+    /// Show the status of pins on every peer (all pins, or the CIDs given)
+    Status {
+        /// CIDs to show; none shows every pin.
+        #[arg(value_parser = decode_cid)]
+        cids: Vec<Cid>,
+        /// Only pins with these statuses (comma-separated; `error` and
+        /// `queued` group several), when no CID is given.
+        #[arg(long, default_value = "")]
+        filter: String,
+        /// Only the contacted peer's view.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Retry failed pin and unpin operations (of one CID, or all)
+    Recover {
+        /// The CID to recover; none recovers every failed operation.
+        #[arg(value_parser = decode_cid)]
+        cid: Option<Cid>,
+        /// Only on the contacted peer.
+        #[arg(long)]
+        local: bool,
     },
 }
 
@@ -347,6 +370,56 @@ async fn execute(
                     .await?;
             }
         },
+        ClientCommand::Status {
+            cids,
+            filter,
+            local,
+        } => {
+            let local = ("local".to_owned(), local.to_string());
+            if let [cid] = cids.as_slice() {
+                let path = format!("/pins/{cid}");
+                let info = api
+                    .call::<GlobalPinInfo>(Method::GET, &path, &[local], log)
+                    .await?;
+                print_some(out, enc, info.as_ref());
+            } else {
+                let list = cids
+                    .iter()
+                    .map(Cid::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let filter = if cids.is_empty() {
+                    filter.clone()
+                } else {
+                    String::new()
+                };
+                let query = [
+                    local,
+                    ("filter".to_owned(), filter),
+                    ("cids".to_owned(), list),
+                ];
+                let mut print = |info: GlobalPinInfo| emit(out, &render(enc, &info));
+                api.stream(Method::GET, "/pins", &query, log, &mut print)
+                    .await?;
+            }
+        }
+        ClientCommand::Recover { cid, local } => {
+            let local = [("local".to_owned(), local.to_string())];
+            match cid {
+                Some(cid) => {
+                    let path = format!("/pins/{cid}/recover");
+                    let info = api
+                        .call::<GlobalPinInfo>(Method::POST, &path, &local, log)
+                        .await?;
+                    print_some(out, enc, info.as_ref());
+                }
+                None => {
+                    let mut print = |info: GlobalPinInfo| emit(out, &render(enc, &info));
+                    api.stream(Method::POST, "/pins/recover", &local, log, &mut print)
+                        .await?;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -673,6 +746,42 @@ impl Render for Pin {
     fn text(&self) -> String {
         format_pin(self)
     }
+}
+
+impl Render for GlobalPinInfo {
+    fn text(&self) -> String {
+        format_global(self)
+    }
+}
+
+/// ipfs-cluster-ctl's status lines: `<cid>[ | <name>]:`, then one line per
+/// peer sorted by peer id.
+fn format_global(info: &GlobalPinInfo) -> String {
+    let mut text = info.cid.to_string();
+    if !info.name.is_empty() {
+        text.push_str(&format!(" | {}", info.name));
+    }
+    text.push_str(":\n");
+    for (peer, e) in &info.peer_map {
+        let who = if e.peername.is_empty() {
+            peer.as_str()
+        } else {
+            e.peername.as_str()
+        };
+        let mut status = e.status.as_str().to_uppercase();
+        if !e.error.is_empty() {
+            status.push_str(&format!(": {}", e.error));
+        }
+        let when = e
+            .timestamp
+            .map(|t| crate::types::go_time::format(&t))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "    > {who:<20} : {status} | {when} | Attempts: {} | Priority: {}\n",
+            e.attempt_count, e.priority_pin
+        ));
+    }
+    text
 }
 
 impl Render for Version {

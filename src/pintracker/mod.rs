@@ -265,15 +265,18 @@ impl<C: IpfsConnector> PinTracker<C> {
         }
     }
 
-    /// Re-queues every failed operation; returns how many.
-    pub fn recover_all(&self) -> usize {
-        let failed: Vec<Cid> = self
-            .ops()
+    /// The CIDs whose operation failed for good.
+    pub fn failed(&self) -> Vec<Cid> {
+        self.ops()
             .iter()
             .filter(|op| op.phase == Phase::Error)
             .map(|op| op.pin.cid)
-            .collect();
-        failed.iter().filter(|cid| self.recover(cid)).count()
+            .collect()
+    }
+
+    /// Re-queues every failed operation; returns how many.
+    pub fn recover_all(&self) -> usize {
+        self.failed().iter().filter(|cid| self.recover(cid)).count()
     }
 
     /// The operation tracked for `cid`, if any.

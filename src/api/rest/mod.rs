@@ -217,6 +217,10 @@ pub fn routes(
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .map(|ctx: Arc<ApiContext>| json(StatusCode::OK, &ctx.monitor.alerts()));
+    let recover_all = warp::path!("pins" / "recover")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .then(post_recover_all);
     let all_statuses = warp::path!("pins")
         .and(warp::get())
         .and(query())
@@ -232,7 +236,10 @@ pub fn routes(
         .and(query())
         .and(with_ctx(ctx.clone()))
         .then(post_recover);
-    id.or(version)
+    recover_all
+        .or(id)
+        .unify()
+        .or(version)
         .unify()
         .or(peers)
         .unify()
@@ -581,6 +588,22 @@ fn global_info(
             peer_map,
         },
     }
+}
+
+/// `POST /pins/recover`: re-queues this peer's failed operations and
+/// streams their new status (this peer's view; 204 when nothing failed).
+async fn post_recover_all(ctx: Arc<ApiContext>) -> ApiReply {
+    let failed: Vec<Cid> = ctx.tracker.failed();
+    let mut infos = Vec::new();
+    for cid in failed {
+        if ctx.tracker.recover(&cid) {
+            match cluster_status(&ctx, &cid, true, false).await {
+                Ok(info) => infos.push(Ok(info)),
+                Err(e) => infos.push(Err(e)),
+            }
+        }
+    }
+    ndjson(futures::stream::iter(infos)).await
 }
 
 /// CIDs per status page asked of every peer.
