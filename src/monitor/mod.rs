@@ -237,10 +237,12 @@ mod tests {
         assert_eq!(m.live_peers(t2), vec![b]);
         assert_eq!(m.metrics("ping", t2).len(), 1);
 
-        // A comes back; a later expiry alerts again.
+        // A comes back; its next expiry alerts again (at t0 + 4 s B's
+        // 5 s ping is still valid; at t0 + 6 s it has expired too).
         m.record(a, vec![wire("ping", 1000)], t2);
         assert!(m.check(t2).is_empty());
-        assert_eq!(m.check(t2 + chrono::Duration::seconds(2)).len(), 2);
+        assert_eq!(m.check(t0 + chrono::Duration::seconds(4)).len(), 1);
+        assert_eq!(m.check(t0 + chrono::Duration::seconds(6)).len(), 1);
         assert_eq!(m.alerts().len(), 3);
     }
 
