@@ -202,6 +202,11 @@ impl Peer {
             tracker.clone(),
             config.cluster.pin_recover_interval.0,
         ));
+        tokio::spawn(sync_periodically(
+            tracker.clone(),
+            crate::state::PinState::new(engine.reader()),
+            config.cluster.state_sync_interval.0,
+        ));
         let reader = crate::state::PinState::new(engine.reader());
         let (consensus, consensus_task) = Consensus::start(
             engine,
@@ -623,6 +628,51 @@ async fn connect_ipfs_swarms(
             if ok {
                 connected.insert(peer);
             }
+        }
+    }
+}
+
+/// Every `state_sync_interval`, compares the pinset with what the IPFS
+/// daemon holds, page by page (one listing of the daemon serves them all),
+/// and queues again the pins allocated here that the daemon lost
+/// (`unexpectedly_unpinned`), e.g. after a `pin rm` behind the cluster's back.
+async fn sync_periodically(
+    tracker: PinTracker<KuboConnector>,
+    state: crate::state::PinState,
+    every: Duration,
+) {
+    const PAGE: usize = 256;
+    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    tick.tick().await; // start-up already queued everything
+    loop {
+        tick.tick().await;
+        let (tx, mut pages) = mpsc::channel::<Vec<(cid::Cid, Option<crate::types::Pin>)>>(2);
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut page = Vec::with_capacity(PAGE);
+            for pin in state.list().flatten() {
+                page.push((pin.cid, Some(pin)));
+                if page.len() == PAGE && tx.blocking_send(std::mem::take(&mut page)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.blocking_send(page);
+        });
+        let mut requeued = 0;
+        while let Some(page) = pages.recv().await {
+            let statuses = tracker.statuses(&page).await;
+            for ((_, pin), status) in page.into_iter().zip(statuses) {
+                if status.status == crate::status::TrackerStatus::UnexpectedlyUnpinned {
+                    tracker.on_change(PinChange {
+                        old: None,
+                        new: pin,
+                    });
+                    requeued += 1;
+                }
+            }
+        }
+        if requeued > 0 {
+            tracing::info!(pins = requeued, "queued again pins the IPFS daemon lost");
         }
     }
 }

@@ -28,6 +28,7 @@ async fn start_joining(
     config.cluster.listen_multiaddress = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.cluster.secret = None;
     config.ipfs_connector.ipfshttp.node_multiaddress = ipfs.multiaddr();
+    config.cluster.state_sync_interval.0 = std::time::Duration::from_secs(1);
     if let Some(api) = config.api.restapi.as_mut() {
         api.http_listen_multiaddress = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     }
@@ -36,6 +37,17 @@ async fn start_joining(
         .expect("peer starts");
     let api = format!("http://{}", peer.rest_addr().expect("REST API on"));
     (peer, api)
+}
+
+async fn post_kubo(ipfs: &FakeKubo, cmd: &str) -> (u16, String) {
+    let addr = ipfs.multiaddr().to_string();
+    let port = addr.rsplit('/').next().unwrap();
+    let res = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/v0/{cmd}"))
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap_or_default())
 }
 
 /// Runs the `pincluster` client against `api`: (exit code, stdout).
@@ -138,6 +150,16 @@ async fn pins_reach_ipfs_failures_end_in_pin_error_and_recover_heals() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+
+    // Someone unpins it on the daemon behind the cluster's back: the next
+    // state sync notices and pins it again.
+    let (rm_status, _) = post_kubo(&ipfs, &format!("pin/rm?arg={good}")).await;
+    assert_eq!(rm_status, 200);
+    assert!(!ipfs.pinned().contains(&good));
+    wait_for("the state sync to pin it again", DEADLINE, || async {
+        ipfs.pinned().contains(&good).then_some(())
+    })
+    .await;
 
     // Unpinning from the cluster unpins from the daemon.
     peer.consensus().log_unpin(good).await.unwrap();
