@@ -21,7 +21,13 @@ use pincluster::ipfsconn::{IpfsConnConfig, KuboConnector};
 use pincluster::pintracker::{PinTracker, RetryPolicy, TrackerConfig};
 use pincluster::types::{Pin, PinOptions};
 
-const PINS: usize = 100_000;
+/// 100,000 unless `PINCLUSTER_BENCH_PINS` says otherwise (for quick runs).
+fn pins() -> usize {
+    std::env::var("PINCLUSTER_BENCH_PINS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
 
 async fn throughput(concurrent_pins: usize) {
     let ipfs = FakeKubo::start().await;
@@ -31,7 +37,7 @@ async fn throughput(concurrent_pins: usize) {
         libp2p::PeerId::random(),
         TrackerConfig {
             concurrent_pins,
-            max_queue: PINS * 2,
+            max_queue: pins() * 2,
             priority_max_age: Duration::from_secs(86_400),
             priority_max_retries: 5,
             retry: RetryPolicy {
@@ -41,7 +47,7 @@ async fn throughput(concurrent_pins: usize) {
             },
         },
     );
-    let cids: Vec<cid::Cid> = cids("tracker", PINS)
+    let cids: Vec<cid::Cid> = cids("tracker", pins())
         .iter()
         .map(|c| c.parse().unwrap())
         .collect();
@@ -54,13 +60,14 @@ async fn throughput(concurrent_pins: usize) {
             new: Some(pin),
         });
     }
-    while ipfs.pinned().len() < PINS {
+    while ipfs.pinned().len() < pins() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = start.elapsed();
     println!(
-        "tracker, concurrent_pins {concurrent_pins}: {PINS} pins reconciled in {took:?}: {:.0} pins/s",
-        PINS as f64 / took.as_secs_f64()
+        "tracker, concurrent_pins {concurrent_pins}: {} pins reconciled in {took:?}: {:.0} pins/s",
+        pins(),
+        pins() as f64 / took.as_secs_f64()
     );
 }
 
@@ -79,7 +86,7 @@ async fn global_status() {
                 "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
                 k.multiaddr().to_string(),
             ),
-            ("PINCLUSTER_LOG".into(), "warn".into()),
+            ("PINCLUSTER_LOG".into(), "warn,pincluster=info".into()),
         ],
     };
     let a = TestPeer::start(dirs[0].path().into(), spec(&kubos[0], None)).await;
@@ -92,7 +99,7 @@ async fn global_status() {
         })
         .await;
     }
-    let set = cids("status", PINS);
+    let set = cids("status", pins());
     use futures::StreamExt;
     let writer = &a;
     futures::stream::iter(&set)
@@ -103,7 +110,7 @@ async fn global_status() {
     // Wait for every daemon to hold every pin, so the figure is of a quiet
     // cluster, not of one busy pinning.
     for k in &kubos {
-        while k.pinned().len() < PINS {
+        while k.pinned().len() < pins() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

@@ -137,9 +137,15 @@ impl FakeKubo {
             counts: HashMap::new(),
             queries: HashMap::new(),
         }));
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
+        // Accepted sockets inherit TCP_NODELAY from the listener on Linux;
+        // warp offers no other way to set it, and without it hyper's
+        // separate head and body writes meet delayed ACKs: 40 ms a request.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_nodelay(true).expect("nodelay");
+        socket
+            .bind("127.0.0.1:0".parse().unwrap())
             .expect("bind fake kubo");
+        let listener = socket.listen(1024).expect("listen");
         let backend = listener.local_addr().expect("fake kubo address");
         let server = tokio::spawn(warp::serve(routes(state.clone())).incoming(listener).run());
         let front = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
@@ -299,6 +305,11 @@ impl Relay {
                         return;
                     };
                     let mut client = client;
+                    // A relay that lets Nagle hold back small writes meets the
+                    // peer's delayed ACKs: 40 ms per request. Real daemons
+                    // answer without it.
+                    let _ = client.set_nodelay(true);
+                    let _ = upstream.set_nodelay(true);
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
                         _ = stopped.changed() => {}
