@@ -388,45 +388,26 @@ impl EventLoop {
                 }
             }
             Command::Heads(peer, reply) => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_request(&peer, SyncRequest::Heads);
-                self.pending.insert(id, Pending::Heads(reply));
+                self.request(peer, SyncRequest::Heads, Pending::Heads(reply))
             }
-            Command::Blocks(peer, cids, ancestors, reply) => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_request(&peer, SyncRequest::Blocks { cids, ancestors });
-                self.pending.insert(id, Pending::Blocks(reply));
-            }
+            Command::Blocks(peer, cids, ancestors, reply) => self.request(
+                peer,
+                SyncRequest::Blocks { cids, ancestors },
+                Pending::Blocks(reply),
+            ),
             Command::RemoteId(peer, reply) => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_request(&peer, SyncRequest::Id);
-                self.pending.insert(id, Pending::Id(reply));
+                self.request(peer, SyncRequest::Id, Pending::Id(reply))
             }
-            Command::RemoteStatus(peer, cid, recover, reply) => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_request(&peer, SyncRequest::Status { cid, recover });
-                self.pending.insert(id, Pending::Status(reply));
-            }
-            Command::RemoteStatusMany(peer, cids, reply) => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_request(&peer, SyncRequest::StatusMany { cids });
-                self.pending.insert(id, Pending::StatusMany(reply));
-            }
+            Command::RemoteStatus(peer, cid, recover, reply) => self.request(
+                peer,
+                SyncRequest::Status { cid, recover },
+                Pending::Status(reply),
+            ),
+            Command::RemoteStatusMany(peer, cids, reply) => self.request(
+                peer,
+                SyncRequest::StatusMany { cids },
+                Pending::StatusMany(reply),
+            ),
             Command::LocalId(reply) => {
                 let _ = reply.send(self.local_id());
             }
@@ -463,6 +444,12 @@ impl EventLoop {
             }
             Command::Shutdown(_) => unreachable!("handled by the loop"),
         }
+    }
+
+    /// Sends `request` to `peer`; the answer goes to `pending`'s reply.
+    fn request(&mut self, peer: PeerId, request: SyncRequest, pending: Pending) {
+        let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+        self.pending.insert(id, pending);
     }
 
     async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
