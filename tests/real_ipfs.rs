@@ -143,3 +143,144 @@ async fn a_dead_daemon_shows_as_errors_and_its_return_heals() {
     let id = peer.get_json("/id").await.unwrap();
     assert_eq!(id["ipfs"]["id"], daemon.id());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cid_nobody_has_ends_in_pin_error_and_recover_pins_it_once_it_exists() {
+    let tmp = temp();
+    let daemon = JsIpfs::start(&tmp.path().join("ipfs")).await;
+    let mut spec = beside(&daemon, None);
+    // js-ipfs waits for missing blocks for ever: the pin timeout bounds
+    // each attempt, the attempt limit bounds them all.
+    spec.env
+        .push(("CLUSTER_IPFSHTTP_PINTIMEOUT".into(), "1s".into()));
+    let peer = TestPeer::start(tmp.path().join("peer"), spec).await;
+
+    // A raw CID of bytes no daemon holds yet.
+    let data = b"nobody-0";
+    let cid = cids("nobody", 1).remove(0);
+    assert_eq!(peer.pin(&cid, "").await.0, 200);
+    let failed = wait_for("pin_error", DEADLINE, || async {
+        let v = peer.get_json(&format!("/pins/{cid}")).await?;
+        let entry = v["peer_map"][&peer.id].clone();
+        (entry["status"] == "pin_error").then_some(entry)
+    })
+    .await;
+    assert_eq!(failed["attempt_count"], 5, "{failed}");
+    assert!(!pinned_on(&daemon).await.contains(&cid));
+
+    // The content appears (the same bytes, so the same raw CID)...
+    let added = daemon
+        .add_with("add?cid-version=1&raw-leaves=true&pin=false", "x", data)
+        .await;
+    // js-ipfs prints CIDv1 in base58: compare CIDs, not strings.
+    let got: cid::Cid = added.last().unwrap()["Hash"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(got.to_string(), cid);
+    // ...and recover pins it.
+    let res = reqwest::Client::new()
+        .post(format!("{}/pins/{cid}/recover", peer.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    wait_for("pinned after recover", DEADLINE, || async {
+        (statuses(&peer, &cid).await?[0].1 == "pinned").then_some(())
+    })
+    .await;
+    assert!(pinned_on(&daemon).await.contains(&cid));
+}
+
+/// A daemon's recursive pins as canonical CID strings (js-ipfs answers
+/// CIDv1 in base58, the cluster in base32).
+async fn pinned_on(daemon: &JsIpfs) -> Vec<String> {
+    daemon
+        .recursive_pins()
+        .await
+        .iter()
+        .filter_map(|c| c.parse::<cid::Cid>().ok())
+        .map(|c| c.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_peer_raises_an_alert_and_its_pins_move_to_a_live_peer() {
+    let tmp = temp();
+    let dirs = ["ipfs-a", "ipfs-b", "ipfs-c"].map(|d| tmp.path().join(d));
+    let (da, db, dc) = tokio::join!(
+        JsIpfs::start(&dirs[0]),
+        JsIpfs::start(&dirs[1]),
+        JsIpfs::start(&dirs[2])
+    );
+    let repinning = |d: &JsIpfs, bootstrap: Option<&str>| {
+        let mut spec = beside(d, bootstrap);
+        spec.env
+            .push(("CLUSTER_DISABLEREPINNING".into(), "false".into()));
+        spec
+    };
+    let a = TestPeer::start(tmp.path().join("a"), repinning(&da, None)).await;
+    let addr = a.cluster_addr().await;
+    let b = TestPeer::start(tmp.path().join("b"), repinning(&db, Some(&addr))).await;
+    let c = TestPeer::start(tmp.path().join("c"), repinning(&dc, Some(&addr))).await;
+    for p in [&a, &b, &c] {
+        wait_for("a full peerset", DEADLINE, || async {
+            (p.peer_ids().await?.len() == 3).then_some(())
+        })
+        .await;
+    }
+
+    let added = da
+        .add_with("add?pin=false", "moving.txt", b"this pin moves\n")
+        .await;
+    let cid = added.last().unwrap()["Hash"].as_str().unwrap().to_string();
+    let (status, pin) = b.pin(&cid, "replication=1").await;
+    assert_eq!(status, 200, "{pin}");
+    let first = pin["allocations"][0].as_str().unwrap().to_string();
+    let mut peers = vec![a, b, c];
+    let daemons = [&da, &db, &dc];
+    let i = peers.iter().position(|p| p.id == first).unwrap();
+    wait_for("the allocated daemon to pin it", DEADLINE, || async {
+        daemons[i]
+            .recursive_pins()
+            .await
+            .contains(&cid)
+            .then_some(())
+    })
+    .await;
+
+    // The allocated peer stops (its daemon keeps serving the content).
+    assert!(peers[i].stop());
+    let live: Vec<usize> = (0..3).filter(|j| *j != i).collect();
+    let watcher = &peers[live[0]];
+    wait_for("a ping alert for the stopped peer", DEADLINE, || async {
+        let alerts = watcher.get_json("/health/alerts").await?;
+        alerts
+            .as_array()?
+            .iter()
+            .any(|al| al["peer"] == first.as_str() && al["name"] == "ping")
+            .then_some(())
+    })
+    .await;
+    let moved = wait_for("the pin to move to a live peer", DEADLINE, || async {
+        let v = watcher.get_json(&format!("/allocations/{cid}")).await?;
+        let now = v["allocations"][0].as_str()?.to_string();
+        (now != first).then_some(now)
+    })
+    .await;
+    let j = live
+        .iter()
+        .copied()
+        .find(|j| peers[*j].id == moved)
+        .expect("moved to a live peer");
+    wait_for("the new peer's daemon to pin it", DEADLINE, || async {
+        daemons[j]
+            .recursive_pins()
+            .await
+            .contains(&cid)
+            .then_some(())
+    })
+    .await;
+    peers.clear();
+}
