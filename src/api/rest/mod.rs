@@ -140,7 +140,7 @@ fn query()
 
 /// Decodes `a=1&b=2` (percent-decoding, `+` as space) keeping order and
 /// repeats, which the pin options need (`meta-*`).
-fn url_pairs(raw: &str) -> Vec<(String, String)> {
+pub fn url_pairs(raw: &str) -> Vec<(String, String)> {
     raw.split('&')
         .filter(|p| !p.is_empty())
         .map(|pair| {
