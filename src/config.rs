@@ -886,6 +886,11 @@ pub struct StatelessConfig {
     pub priority_pin_max_age: GoDuration,
     pub priority_pin_max_retries: u32,
     pub max_pin_queue_size: usize,
+    /// Attempts before an operation stays in `pin_error`/`unpin_error` until
+    /// recovered (beyond the reference, which retries only on recover).
+    pub max_attempts: u32,
+    /// The wait before the first retry; it doubles with each attempt.
+    pub retry_backoff: GoDuration,
 }
 
 impl Default for StatelessConfig {
@@ -895,6 +900,8 @@ impl Default for StatelessConfig {
             priority_pin_max_age: GoDuration::from_secs(24 * 60 * 60),
             priority_pin_max_retries: 5,
             max_pin_queue_size: 1_000_000,
+            max_attempts: 5,
+            retry_backoff: GoDuration(Duration::from_millis(500)),
         }
     }
 }
@@ -934,7 +941,7 @@ pub struct BalancedConfig {
 impl Default for BalancedConfig {
     fn default() -> Self {
         BalancedConfig {
-            allocate_by: strings(&["tag:group", "freespace"]),
+            allocate_by: strings(&["tag:group", "pinqueue", "freespace"]),
         }
     }
 }
@@ -2167,6 +2174,8 @@ fn read_pin_tracker(
         s.set("priority_pin_max_age", &mut c.priority_pin_max_age)?;
         s.set_nonzero("priority_pin_max_retries", &mut c.priority_pin_max_retries)?;
         s.set_nonzero("max_pin_queue_size", &mut c.max_pin_queue_size)?;
+        s.set_nonzero("max_attempts", &mut c.max_attempts)?;
+        s.set("retry_backoff", &mut c.retry_backoff)?;
         s.finish(w);
     }
     o.finish(w);

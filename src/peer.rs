@@ -18,6 +18,7 @@ use pincluster_crdt::{Engine, Limits};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::allocator::{self, Allocator, TrustFilter};
 use crate::api::rest::{self, ApiContext};
 use crate::config::{self, Config, TrustedPeers};
 use crate::consensus::PinChange;
@@ -60,11 +61,6 @@ pub enum PeerError {
     #[error("ipfs_connector.ipfshttp: {0}")]
     Ipfs(#[from] crate::ipfsconn::IpfsError),
 }
-
-/// Attempts of a pin or unpin before it stays in `pin_error`/`unpin_error`
-/// until recovered (the reference retries for ever, which leaves CIDs
-/// nobody has in `pin_queued`).
-const MAX_ATTEMPTS: u32 = 5;
 
 /// A running peer.
 #[derive(Debug)]
@@ -140,8 +136,8 @@ impl Peer {
                 priority_max_age: stateless.priority_pin_max_age.0,
                 priority_max_retries: stateless.priority_pin_max_retries,
                 retry: RetryPolicy {
-                    max_attempts: MAX_ATTEMPTS,
-                    first_backoff: Duration::from_millis(500),
+                    max_attempts: stateless.max_attempts,
+                    first_backoff: stateless.retry_backoff.0,
                     max_backoff: Duration::from_secs(60),
                 },
             },
@@ -163,7 +159,7 @@ impl Peer {
                 secret: config.cluster.secret,
                 cluster_name: crdt.cluster_name.clone(),
                 bootstrap: dial,
-                trusted,
+                trusted: trusted.clone(),
                 peername: config.cluster.peername.clone(),
                 max_connections: config.cluster.connection_manager.high_water,
                 peer_ttl: config.cluster.monitor_ping_interval.0 * 2,
@@ -189,6 +185,7 @@ impl Peer {
                 informers: config.informer.clone(),
             },
             network.clone(),
+            monitor.clone(),
         ));
         tokio::spawn(connect_ipfs_swarms(
             ipfs.clone(),
@@ -222,11 +219,30 @@ impl Peer {
             },
         );
 
+        // A peer always trusts itself.
+        let mut trusted_here = trusted.clone();
+        if let TrustedPeers::Only(list) = &mut trusted_here {
+            list.push(local);
+        }
+        let trust = if config.cluster.pin_only_on_trusted_peers {
+            TrustFilter::TrustedOnly(trusted_here.clone())
+        } else if config.cluster.pin_only_on_untrusted_peers {
+            TrustFilter::UntrustedOnly(trusted_here.clone())
+        } else {
+            TrustFilter::Any
+        };
+        let allocator = Allocator::new(
+            monitor.clone(),
+            config.allocator.balanced.allocate_by.clone(),
+            trust,
+        );
         let repin =
             (!config.cluster.disable_repinning && !config.cluster.follower_mode).then(|| {
                 Repinner {
                     consensus: consensus.clone(),
                     monitor: monitor.clone(),
+                    allocator: allocator.clone(),
+                    trusted: trusted_here.clone(),
                     local,
                 }
             });
@@ -268,6 +284,7 @@ impl Peer {
                     tracker: tracker.clone(),
                     ipfs: ipfs.clone(),
                     monitor: monitor.clone(),
+                    allocator: allocator.clone(),
                     replication_min: config.cluster.replication_factor_min,
                     replication_max: config.cluster.replication_factor_max,
                 };
@@ -382,6 +399,10 @@ impl StateSource for PeerSource {
         .boxed()
     }
 
+    fn recover_all(&self) -> Vec<cid::Cid> {
+        self.tracker.recover_all()
+    }
+
     fn status(&self, cid: cid::Cid, recover: bool) -> BoxFuture<'static, RemoteStatus> {
         let tracker = self.tracker.clone();
         let state = self.state.clone();
@@ -476,6 +497,33 @@ impl Informers {
                 });
             }
         }
+        if let Some(numpin) = &self.informers.numpin {
+            use futures::StreamExt;
+            // Counted off the stream: the list itself is never held. A
+            // failed listing sends no metric rather than a wrong count.
+            let mut pins = std::pin::pin!(self.ipfs.pin_ls());
+            let mut count = Ok(0u64);
+            while let Some(item) = pins.next().await {
+                match item {
+                    Ok(_) => count = count.map(|n| n + 1),
+                    Err(e) => {
+                        count = Err(e);
+                        break;
+                    }
+                }
+            }
+            if let Ok(count) = count {
+                metrics.push(MetricWire {
+                    name: "numpin".into(),
+                    value: count.to_string(),
+                    ttl_ms: ttl_ms(numpin.metric_ttl.0),
+                    valid: true,
+                    // Fewer pins ranks first, should anyone allocate by it.
+                    weight: -i64::try_from(count).unwrap_or(i64::MAX),
+                    partitionable: false,
+                });
+            }
+        }
         if let Some(queue) = &self.informers.pinqueue {
             let len = self.tracker.queued() as u64;
             metrics.push(MetricWire {
@@ -491,11 +539,15 @@ impl Informers {
     }
 }
 
-/// Publishes this peer's metrics every ping interval.
-async fn publish_metrics(informers: Informers, network: Network) {
+/// Publishes this peer's metrics every ping interval, and at once when a
+/// peer subscribes to them.
+async fn publish_metrics(informers: Informers, network: Network, monitor: Monitor) {
     let mut tick = tokio::time::interval(informers.ping_interval.max(Duration::from_millis(100)));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = monitor.metrics_wanted() => {}
+        }
         let metrics = informers.collect().await;
         if network.publish_metrics(metrics).await.is_err() {
             return; // shutting down
@@ -503,12 +555,24 @@ async fn publish_metrics(informers: Informers, network: Network) {
     }
 }
 
-/// Raises alerts for expired metrics every `check_interval`; a `ping`
-/// alert re-allocates the peer's pins when repinning is on.
+/// Raises alerts for expired metrics; a `ping` alert re-allocates the
+/// peer's pins when repinning is on. It wakes when the earliest metric
+/// expires (so a dead peer is reported within its ping TTL, twice the ping
+/// interval) and at least every `check_interval`.
 async fn check_metrics(monitor: Monitor, every: Duration, repin: Option<Repinner>) {
-    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    let every = every.max(Duration::from_millis(100));
     loop {
-        tick.tick().await;
+        let now = chrono::Utc::now();
+        let wait = monitor
+            .next_expiry()
+            .map(|at| (at - now).to_std().unwrap_or_default())
+            .map_or(every, |until| until.min(every))
+            // Never spin: expiries are judged in whole milliseconds anyway.
+            .max(Duration::from_millis(10));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = monitor.metrics_recorded() => {}
+        }
         for alert in monitor.check(chrono::Utc::now()) {
             tracing::warn!(peer = %alert.metric.peer, metric = %alert.metric.name, "metric expired");
             if alert.metric.name != "ping" {
@@ -527,19 +591,26 @@ async fn check_metrics(monitor: Monitor, every: Duration, repin: Option<Repinner
 struct Repinner {
     consensus: Consensus,
     monitor: Monitor,
+    allocator: Allocator,
+    /// Whose writes the cluster accepts: only they may re-allocate.
+    trusted: crate::config::TrustedPeers,
     local: libp2p::PeerId,
 }
 
 impl Repinner {
     /// Re-allocates every pin allocated to `down`. Each pin is handled by
-    /// one live peer only, the first in the pin's rendezvous ranking of the
-    /// live peers: no coordination, no duplicate writes (and if two peers
+    /// one live trusted peer only, the first in the pin's rendezvous ranking
+    /// of them: no coordination, no duplicate writes (and if two peers
     /// disagree on who is live, the CRDT merges their writes).
     async fn vacate(self, down: libp2p::PeerId) {
-        let mut live = self.monitor.live_peers(chrono::Utc::now());
-        live.retain(|p| *p != down);
-        if !live.contains(&self.local) {
-            live.push(self.local);
+        let mut writers: Vec<libp2p::PeerId> = self
+            .monitor
+            .live_peers(chrono::Utc::now())
+            .into_iter()
+            .filter(|p| *p != down && self.trusted.is_trusted(p))
+            .collect();
+        if !writers.contains(&self.local) {
+            writers.push(self.local);
         }
         let state = self.consensus.state().clone();
         let (tx, mut rx) = mpsc::channel(256);
@@ -552,17 +623,24 @@ impl Repinner {
         });
         let mut moved = 0;
         while let Some(mut pin) = rx.recv().await {
-            let first = crate::allocator::allocate(&pin.cid, &live, 1, 1)
-                .ok()
-                .and_then(|v| v.first().copied());
-            if first != Some(self.local) {
+            if allocator::responsible(&pin.cid, &writers) != Some(self.local) {
                 continue;
             }
-            let (min, max) = (
-                pin.options.replication_factor_min,
-                pin.options.replication_factor_max,
-            );
-            match crate::allocator::allocate(&pin.cid, &live, min, max) {
+            let current: Vec<libp2p::PeerId> = pin
+                .allocations
+                .iter()
+                .filter(|p| **p != down)
+                .copied()
+                .collect();
+            let request = allocator::Request {
+                cid: &pin.cid,
+                replication_min: pin.options.replication_factor_min,
+                replication_max: pin.options.replication_factor_max,
+                current: &current,
+                priority: &pin.options.user_allocations,
+                exclude: &[down],
+            };
+            match self.allocator.allocate(request) {
                 Ok(allocations) => {
                     pin.allocations = allocations;
                     pin.timestamp = Some(chrono::Utc::now().fixed_offset());
@@ -683,7 +761,7 @@ async fn recover_periodically(tracker: PinTracker<KuboConnector>, every: Duratio
     tick.tick().await; // the first tick is immediate: nothing failed yet
     loop {
         tick.tick().await;
-        let n = tracker.recover_all();
+        let n = tracker.recover_all().len();
         if n > 0 {
             tracing::info!(operations = n, "recovering failed pin operations");
         }

@@ -662,5 +662,12 @@ fn a_reference_service_json_loads_with_our_differences_reported() {
     let default = Config::new_default();
     config.cluster.peername = default.cluster.peername.clone();
     config.cluster.secret = None;
+    // Our default also balances by pin queue length; a file that names
+    // its own list keeps it.
+    assert_eq!(
+        config.allocator.balanced.allocate_by,
+        ["tag:group", "freespace"]
+    );
+    config.allocator.balanced.allocate_by = default.allocator.balanced.allocate_by.clone();
     assert_eq!(config, default);
 }

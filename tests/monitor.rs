@@ -27,8 +27,20 @@ async fn start_with(
     bootstrap: Vec<libp2p::Multiaddr>,
     disable_repinning: bool,
 ) -> (Peer, String) {
+    start_config(dir, ipfs, bootstrap, |c| {
+        c.cluster.disable_repinning = disable_repinning
+    })
+    .await
+}
+
+async fn start_config(
+    dir: &std::path::Path,
+    ipfs: &FakeKubo,
+    bootstrap: Vec<libp2p::Multiaddr>,
+    tweak: impl FnOnce(&mut Config),
+) -> (Peer, String) {
     let mut config = Config::new_default();
-    config.cluster.disable_repinning = disable_repinning;
+    tweak(&mut config);
     config.cluster.listen_multiaddress = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.cluster.secret = None;
     config.cluster.monitor_ping_interval.0 = Duration::from_millis(500);
@@ -159,4 +171,92 @@ async fn with_repinning_on_the_pins_of_a_peer_that_went_down_move_to_a_live_peer
     assert_eq!(moved, target.network().local_peer_id().to_string());
     b.shutdown().await;
     c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_balanced_allocator_alternates_groups_puts_user_allocations_first_and_explains_shortage()
+ {
+    let kubos = [
+        FakeKubo::start().await,
+        FakeKubo::start().await,
+        FakeKubo::start().await,
+    ];
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let group = |g: &'static str| {
+        move |c: &mut Config| {
+            let tags = c
+                .informer
+                .tags
+                .as_mut()
+                .expect("tags informer on by default");
+            tags.tags.insert("group".into(), g.into());
+        }
+    };
+    let (eu, api) = start_config(dirs[0].path(), &kubos[0], vec![], group("eu")).await;
+    let addr = eu.network().listen_addrs().await.unwrap()[0].clone();
+    let (us1, _) = start_config(dirs[1].path(), &kubos[1], vec![addr.clone()], group("us")).await;
+    let (us2, _) = start_config(dirs[2].path(), &kubos[2], vec![addr], group("us")).await;
+    wait_for("every peer's group and free space", DEADLINE, || async {
+        let tags = get(format!("{api}/monitor/metrics/tag:group")).await?;
+        let free = get(format!("{api}/monitor/metrics/freespace")).await?;
+        (tags.as_array()?.len() == 3 && free.as_array()?.len() == 3).then_some(())
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let pin = |cid: String, query: String| {
+        let http = http.clone();
+        let api = api.clone();
+        async move {
+            let res = http
+                .post(format!("{api}/pins/{cid}?{query}"))
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let eu_id = eu.network().local_peer_id().to_string();
+    let us2_id = us2.network().local_peer_id().to_string();
+
+    // Two copies land in two groups: the lone "eu" peer holds one of each
+    // pair (rendezvous hashing alone would skip it for a third of them).
+    for cid in common::cids("groups", 12) {
+        let (status, body) = pin(cid, "replication-min=2&replication-max=2".into()).await;
+        assert_eq!(status, 200, "{body}");
+        let allocations = body["allocations"].as_array().unwrap();
+        assert_eq!(allocations.len(), 2, "{body}");
+        assert!(allocations.iter().any(|a| a == eu_id.as_str()), "{body}");
+    }
+
+    // A user allocation comes first.
+    for cid in common::cids("user", 4) {
+        let (status, body) = pin(
+            cid,
+            format!("replication-min=1&replication-max=1&user-allocations={us2_id}"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["allocations"], serde_json::json!([us2_id]), "{body}");
+    }
+
+    // Asking for more copies than peers says how many were needed and found,
+    // and writes nothing.
+    let cid = common::cids("too-many", 1).remove(0);
+    let (status, body) = pin(cid.clone(), "replication-min=4&replication-max=5".into()).await;
+    assert_eq!(status, 500, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("Needed at least: 4"), "{message}");
+    assert!(message.contains("Available candidates: 3"), "{message}");
+    let (status, _) = {
+        let res = http
+            .get(format!("{api}/allocations/{cid}"))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), ())
+    };
+    assert_eq!(status, 404);
+    for p in [eu, us1, us2] {
+        p.shutdown().await;
+    }
 }

@@ -78,6 +78,14 @@ struct Store {
 #[derive(Debug, Clone, Default)]
 pub struct Monitor {
     store: Arc<Mutex<Store>>,
+    /// Set when a peer starts listening to our metrics: publishing at once
+    /// means a new peer never waits a whole ping interval to see us, and a
+    /// peer that stops right after joining was still seen alive, so its
+    /// death raises an alert.
+    wanted: Arc<tokio::sync::Notify>,
+    /// Wakes the expiry checker when metrics arrive: a new metric may
+    /// expire before the checker's next planned look.
+    recorded: Arc<tokio::sync::Notify>,
 }
 
 fn nanos(t: DateTime<Utc>) -> i64 {
@@ -115,6 +123,7 @@ impl Monitor {
             store.alerted.remove(&key);
             store.latest.insert(key, metric);
         }
+        self.recorded.notify_one();
     }
 
     /// Raises an alert for every latest metric expired at `now` that has
@@ -161,10 +170,48 @@ impl Monitor {
         out
     }
 
+    /// The latest valid, unexpired metric `name`, by peer.
+    pub fn valid_by_peer(&self, name: &str, now: DateTime<Utc>) -> HashMap<PeerId, Metric> {
+        let now_ns = nanos(now);
+        self.store()
+            .latest
+            .iter()
+            .filter(|((_, n), m)| n == name && m.valid && m.expire > now_ns)
+            .map(|((p, _), m)| (*p, m.clone()))
+            .collect()
+    }
+
     /// The names of the metrics known.
     pub fn names(&self) -> Vec<String> {
         let names: BTreeSet<String> = self.store().latest.keys().map(|(_, n)| n.clone()).collect();
         names.into_iter().collect()
+    }
+
+    /// When the earliest metric not yet alerted expires, if any.
+    pub fn next_expiry(&self) -> Option<DateTime<Utc>> {
+        let store = self.store();
+        store
+            .latest
+            .iter()
+            .filter(|(key, _)| !store.alerted.contains(*key))
+            .map(|(_, m)| m.expire)
+            .min()
+            .map(DateTime::from_timestamp_nanos)
+    }
+
+    /// Resolves when metrics were recorded.
+    pub async fn metrics_recorded(&self) {
+        self.recorded.notified().await;
+    }
+
+    /// Asks the publisher to send this peer's metrics now.
+    pub fn want_metrics(&self) {
+        self.wanted.notify_one();
+    }
+
+    /// Resolves when someone asked for this peer's metrics.
+    pub async fn metrics_wanted(&self) {
+        self.wanted.notified().await;
     }
 
     /// The alerts raised, oldest first.

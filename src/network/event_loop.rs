@@ -56,6 +56,7 @@ enum Pending {
     Id(Reply<RemoteId>),
     Status(Reply<RemoteStatus>),
     StatusMany(Reply<Vec<RemoteStatus>>),
+    Recovered(Reply<Vec<Cid>>),
 }
 
 impl Pending {
@@ -67,6 +68,7 @@ impl Pending {
             Pending::Id(r) => drop(r.send(Err(error))),
             Pending::Status(r) => drop(r.send(Err(error))),
             Pending::StatusMany(r) => drop(r.send(Err(error))),
+            Pending::Recovered(r) => drop(r.send(Err(error))),
         }
     }
 }
@@ -408,6 +410,9 @@ impl EventLoop {
                 SyncRequest::StatusMany { cids },
                 Pending::StatusMany(reply),
             ),
+            Command::RemoteRecoverAll(peer, reply) => {
+                self.request(peer, SyncRequest::RecoverAll, Pending::Recovered(reply))
+            }
             Command::LocalId(reply) => {
                 let _ = reply.send(self.local_id());
             }
@@ -535,6 +540,11 @@ impl EventLoop {
                     .build();
                 let _ = self.swarm.dial(opts);
             }
+            BehaviourEvent::Gossip(gossipsub::Event::Subscribed { topic, .. })
+                if topic == self.metrics_topic.hash() =>
+            {
+                self.monitor.want_metrics();
+            }
             BehaviourEvent::Gossip(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
@@ -658,6 +668,15 @@ impl EventLoop {
                     let _ = answers.send((channel, answer)).await;
                 });
             }
+            SyncRequest::RecoverAll => {
+                let mut recovered = self.source.recover_all();
+                recovered.truncate(super::protocol::MAX_RECOVERED_LISTED);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, SyncResponse::Recovered(recovered));
+            }
             SyncRequest::Blocks { cids, ancestors } => {
                 let source = self.source.clone();
                 let answers = self.answers_tx.clone();
@@ -688,6 +707,7 @@ impl EventLoop {
             (Pending::StatusMany(r), SyncResponse::StatusMany(statuses)) => {
                 drop(r.send(Ok(statuses)))
             }
+            (Pending::Recovered(r), SyncResponse::Recovered(cids)) => drop(r.send(Ok(cids))),
             (pending, SyncResponse::Error(e)) => pending.fail(bad(&e)),
             (pending, _) => pending.fail(bad("unexpected answer")),
         }

@@ -79,6 +79,8 @@ pub trait StateSource: Send + Sync + 'static {
     /// This peer's statuses of `cids`, in order.
     fn status_many(&self, cids: Vec<Cid>)
     -> futures::future::BoxFuture<'static, Vec<RemoteStatus>>;
+    /// Re-queues every failed pin operation of this peer; returns their CIDs.
+    fn recover_all(&self) -> Vec<Cid>;
 }
 
 /// What the network reports to the consensus task.
@@ -124,6 +126,7 @@ pub(crate) enum Command {
     RemoteId(PeerId, Reply<RemoteId>),
     RemoteStatus(PeerId, Cid, bool, Reply<RemoteStatus>),
     RemoteStatusMany(PeerId, Vec<Cid>, Reply<Vec<RemoteStatus>>),
+    RemoteRecoverAll(PeerId, Reply<Vec<Cid>>),
     LocalId(oneshot::Sender<RemoteId>),
     Peers(oneshot::Sender<Vec<PeerId>>),
     PeerAddrs(PeerId, oneshot::Sender<Vec<Multiaddr>>),
@@ -240,6 +243,12 @@ impl Network {
     ) -> Result<Vec<RemoteStatus>, NetworkError> {
         self.ask(|r| Command::RemoteStatusMany(peer, cids, r))
             .await?
+    }
+
+    /// Asks `peer` to re-queue its failed pin operations; returns the CIDs
+    /// it re-queued.
+    pub async fn remote_recover_all(&self, peer: PeerId) -> Result<Vec<Cid>, NetworkError> {
+        self.ask(|r| Command::RemoteRecoverAll(peer, r)).await?
     }
 
     /// This peer as others see it.

@@ -25,6 +25,10 @@ pub const MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
 pub const MAX_CIDS_PER_REQUEST: usize = 256;
 /// Most blocks in one response, ancestors included.
 pub const MAX_BLOCKS_PER_RESPONSE: usize = 1024;
+/// CIDs listed in a recover-all answer: about 40 bytes each, this keeps the
+/// answer far below [`MAX_RESPONSE_BYTES`]. A peer with more failures
+/// re-queues them all and lists the first ones.
+pub const MAX_RECOVERED_LISTED: usize = 100_000;
 
 /// A request to another peer of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +46,8 @@ pub enum SyncRequest {
     /// "What are the statuses of these pins on you?" (at most
     /// [`MAX_CIDS_PER_REQUEST`]), answered in the same order.
     StatusMany { cids: Vec<Cid> },
+    /// "Re-queue every pin that failed on you, and say which."
+    RecoverAll,
 }
 
 /// The answer to a [`SyncRequest`].
@@ -57,6 +63,8 @@ pub enum SyncResponse {
     Status(RemoteStatus),
     /// The responder's statuses of several pins, in the order asked.
     StatusMany(Vec<RemoteStatus>),
+    /// The pins the responder re-queued (at most [`MAX_RECOVERED_LISTED`]).
+    Recovered(Vec<Cid>),
     /// The request could not be served.
     Error(String),
 }

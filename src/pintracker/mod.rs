@@ -274,9 +274,12 @@ impl<C: IpfsConnector> PinTracker<C> {
             .collect()
     }
 
-    /// Re-queues every failed operation; returns how many.
-    pub fn recover_all(&self) -> usize {
-        self.failed().iter().filter(|cid| self.recover(cid)).count()
+    /// Re-queues every failed operation; returns their CIDs.
+    pub fn recover_all(&self) -> Vec<Cid> {
+        self.failed()
+            .into_iter()
+            .filter(|cid| self.recover(cid))
+            .collect()
     }
 
     /// The operation tracked for `cid`, if any.

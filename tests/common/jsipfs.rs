@@ -315,6 +315,20 @@ impl JsIpfs {
         );
     }
 
+    /// The peer ids this daemon is connected to.
+    pub async fn swarm_peer_ids(&self) -> Vec<String> {
+        let reply = self.call("swarm/peers").await;
+        reply["Peers"]
+            .as_array()
+            .map(|peers| {
+                peers
+                    .iter()
+                    .filter_map(|p| p["Peer"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The recursively pinned CIDs (as js-ipfs prints them), sorted.
     pub async fn recursive_pins(&self) -> Vec<String> {
         let reply = self.call("pin/ls?type=recursive").await;

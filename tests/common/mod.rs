@@ -298,6 +298,16 @@ impl TestPeer {
 
 impl Drop for TestPeer {
     fn drop(&mut self) {
+        // A failing test shows what each of its daemons was doing.
+        if std::thread::panicking() {
+            let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+            let tail = &log[log.len().saturating_sub(80)..];
+            eprintln!(
+                "--- last log lines of peer {} ---\n{}",
+                self.id,
+                tail.join("\n")
+            );
+        }
         self.kill();
     }
 }

@@ -7,7 +7,7 @@
 
 mod reply;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use libp2p::{Multiaddr, PeerId};
 use warp::Filter;
 use warp::http::StatusCode;
 
-use crate::allocator;
+use crate::allocator::{self, Allocator};
 use crate::consensus::{Consensus, ConsensusError};
 use crate::ipfsconn::{IpfsConnector, KuboConnector};
 use crate::monitor::Monitor;
@@ -48,6 +48,8 @@ pub struct ApiContext {
     pub ipfs: KuboConnector,
     /// Metrics and alerts.
     pub monitor: Monitor,
+    /// Who gets new pins.
+    pub allocator: Allocator,
     /// Cluster defaults for pins that do not say.
     pub replication_min: i32,
     /// Cluster defaults for pins that do not say.
@@ -412,9 +414,20 @@ async fn post_pin(raw_cid: String, query: Vec<(String, String)>, ctx: Arc<ApiCon
             format!("cluster.replication_factor_min and max are invalid: min {min}, max {max}"),
         );
     }
-    let mut candidates = ctx.network.peers().await.unwrap_or_default();
-    candidates.push(ctx.network.local_peer_id());
-    pin.allocations = match allocator::allocate(&cid, &candidates, min, max) {
+    // Re-pinning keeps the live allocations the pin already has.
+    let current = match ctx.consensus.state().get(&cid) {
+        Ok(existing) => existing.map(|p| p.allocations).unwrap_or_default(),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let request = allocator::Request {
+        cid: &cid,
+        replication_min: min,
+        replication_max: max,
+        current: &current,
+        priority: &pin.options.user_allocations,
+        exclude: &[],
+    };
+    pin.allocations = match ctx.allocator.allocate(request) {
         Ok(a) => a,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
@@ -604,18 +617,32 @@ fn global_info(
 
 /// `POST /pins/recover`: re-queues this peer's failed operations and
 /// streams their new status (this peer's view; 204 when nothing failed).
+/// `POST /pins/recover`: every peer re-queues its failed operations; the
+/// answer is the cluster status of each pin some peer re-queued.
 async fn post_recover_all(ctx: Arc<ApiContext>) -> ApiReply {
-    let failed: Vec<Cid> = ctx.tracker.failed();
-    let mut infos = Vec::new();
-    for cid in failed {
-        if ctx.tracker.recover(&cid) {
-            match cluster_status(&ctx, &cid, true, false).await {
-                Ok(info) => infos.push(Ok(info)),
-                Err(e) => infos.push(Err(e)),
+    let peers = ctx.network.peers().await.unwrap_or_default();
+    let asks = peers.into_iter().map(|peer| {
+        let network = ctx.network.clone();
+        async move {
+            match tokio::time::timeout(PEER_ID_TIMEOUT, network.remote_recover_all(peer)).await {
+                Ok(Ok(cids)) => cids,
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "recover-all not relayed");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "recover-all not answered in time");
+                    Vec::new()
+                }
             }
         }
+    });
+    let mut recovered: BTreeSet<Cid> = ctx.tracker.recover_all().into_iter().collect();
+    recovered.extend(join_all(asks).await.into_iter().flatten());
+    if recovered.is_empty() {
+        return ndjson(futures::stream::empty::<Result<GlobalPinInfo, String>>()).await;
     }
-    ndjson(futures::stream::iter(infos)).await
+    statuses_reply(ctx, recovered.into_iter().collect(), None, false).await
 }
 
 /// CIDs per status page asked of every peer.
@@ -651,6 +678,17 @@ async fn get_pins(query: Vec<(String, String)>, ctx: Arc<ApiContext>) -> ApiRepl
     }
     let filtering = !param("filter").trim().is_empty() && explicit.is_empty();
     let local = local_only(&query);
+    statuses_reply(ctx, explicit, filtering.then_some(filter), local).await
+}
+
+/// Streams the cluster status of `explicit` (every pin when empty), page
+/// by page, keeping only the peers whose status passes `filter`.
+async fn statuses_reply(
+    ctx: Arc<ApiContext>,
+    explicit: Vec<Cid>,
+    filter: Option<StatusFilter>,
+    local: bool,
+) -> ApiReply {
     let (tx, rx) = tokio::sync::mpsc::channel(STATUS_PAGE);
     tokio::spawn(async move {
         let state = ctx.consensus.state().clone();
@@ -740,7 +778,7 @@ async fn get_pins(query: Vec<(String, String)>, ctx: Arc<ApiContext>) -> ApiRepl
                     };
                     peer_map.insert(peer.clone(), info);
                 }
-                if filtering {
+                if let Some(filter) = &filter {
                     peer_map.retain(|_, e| filter.matches(e.status));
                     if peer_map.is_empty() {
                         continue;
