@@ -154,6 +154,7 @@ impl Peer {
             tracker: tracker.clone(),
             peername: config.cluster.peername.clone(),
             ipfs: ipfs_seen.clone(),
+            connector: ipfs.clone(),
         });
         let monitor = Monitor::new();
         let network = Network::start(
@@ -163,7 +164,7 @@ impl Peer {
                 secret: config.cluster.secret,
                 cluster_name: crdt.cluster_name.clone(),
                 bootstrap: dial,
-                trusted,
+                trusted: trusted.clone(),
                 peername: config.cluster.peername.clone(),
                 max_connections: config.cluster.connection_manager.high_water,
                 peer_ttl: config.cluster.monitor_ping_interval.0 * 2,
@@ -268,6 +269,7 @@ impl Peer {
                     tracker: tracker.clone(),
                     ipfs: ipfs.clone(),
                     monitor: monitor.clone(),
+                    trusted: trusted.clone(),
                     replication_min: config.cluster.replication_factor_min,
                     replication_max: config.cluster.replication_factor_max,
                 };
@@ -339,6 +341,7 @@ struct PeerSource {
     tracker: PinTracker<KuboConnector>,
     peername: String,
     ipfs: Arc<std::sync::Mutex<(String, Vec<Multiaddr>)>>,
+    connector: KuboConnector,
 }
 
 impl StateSource for PeerSource {
@@ -380,6 +383,11 @@ impl StateSource for PeerSource {
                 .collect()
         }
         .boxed()
+    }
+
+    fn ipfs_links(&self) -> BoxFuture<'static, (String, Vec<String>)> {
+        let connector = self.connector.clone();
+        async move { crate::graph::ipfs_links(&connector).await }.boxed()
     }
 
     fn status(&self, cid: cid::Cid, recover: bool) -> BoxFuture<'static, RemoteStatus> {
