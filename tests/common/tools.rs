@@ -89,3 +89,37 @@ pub async fn set_stopped(pid: u32, stopped: bool) {
     })
     .await;
 }
+
+/// Headless Chromium on `url` with the flags this machine needs (no
+/// sandbox as root, no GPU, no background traffic to the closed network),
+/// a fresh profile, and `extra` (`--dump-dom`, `--screenshot=...`).
+/// Virtual time lets the page's scripts fetch and render before Chromium
+/// reports. Returns stdout.
+pub fn chromium(url: &str, extra: &[&str]) -> String {
+    let profile = tempfile::tempdir().expect("a Chromium profile folder");
+    let out = Command::new(program("chromium", "chromium"))
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1280,1000",
+            "--virtual-time-budget=10000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -6,6 +6,7 @@
 //! `POST|DELETE /pins/{cid}`, `GET /allocations`, `GET /allocations/{cid}`.
 
 mod reply;
+mod ui;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -282,6 +283,8 @@ pub fn routes(
         .or(metrics)
         .unify()
         .or(alerts)
+        .unify()
+        .or(ui::routes())
         .unify()
         .recover(reply::rejection)
         .unify()
