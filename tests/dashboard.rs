@@ -77,6 +77,40 @@ async fn dashboard_shows_three_peers_pins_and_the_graph() {
     })
     .await;
 
+    // Served by the REST API itself, self-contained, under a policy that
+    // lets it load nothing from elsewhere; `/ui/` leads back to `/ui`.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http
+        .get(format!("{}/ui", a.api))
+        .send()
+        .await
+        .expect("GET /ui");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "{html}"
+    );
+    let slash = http
+        .get(format!("{}/ui/", a.api))
+        .send()
+        .await
+        .expect("GET /ui/");
+    assert_eq!(slash.status(), 301);
+    assert_eq!(slash.headers()["location"], "../ui");
+
     let url = format!("{}/ui", a.api);
     let dom = chromium(&url, &["--dump-dom"]);
     assert!(
