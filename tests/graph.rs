@@ -274,3 +274,71 @@ async fn a_frozen_peer_and_a_silent_daemon_never_hang_the_graph() {
     graphviz(&dot, "svg");
     drop(silent);
 }
+
+/// A peer that died stays in the graph as unreachable (no links, no daemon,
+/// its last known name) after it has left the peerset, so the graph shows
+/// it rather than forgetting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_peer_stays_in_the_graph_as_unreachable() {
+    let tmp = temp();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_api = format!("/ip4/127.0.0.1/tcp/{}", closed.local_addr().unwrap().port());
+    drop(closed);
+    let named = |name: &str, bootstrap: Option<&str>| {
+        let mut s = spec(closed_api.clone(), bootstrap);
+        s.env.push(("CLUSTER_PEERNAME".into(), name.into()));
+        s.env
+            .push(("CLUSTER_PUBSUBMON_CHECKINTERVAL".into(), "500ms".into()));
+        s
+    };
+    let a = TestPeer::start(tmp.path().join("a"), named("peer-a", None)).await;
+    let addr = a.cluster_addr().await;
+    let b = TestPeer::start(tmp.path().join("b"), named("peer-b", Some(&addr))).await;
+    let mut c = TestPeer::start(tmp.path().join("c"), named("peer-c", Some(&addr))).await;
+    wait_for("a's graph with three named peers", DEADLINE, || async {
+        let g = a.get_json("/health/graph").await?;
+        (g["id_to_peername"][&c.id] == "peer-c"
+            && sorted_strings(&g["cluster_links"][&a.id]).len() == 2)
+            .then_some(())
+    })
+    .await;
+    // c's ping must have reached a, or nothing remembers c once it is gone.
+    wait_for("c's ping on a", DEADLINE, || async {
+        let pings = a.get_json("/monitor/metrics/ping").await?;
+        pings
+            .as_array()?
+            .iter()
+            .any(|m| m["peer"] == c.id.as_str())
+            .then_some(())
+    })
+    .await;
+
+    let c_id = c.id.clone();
+    c.kill();
+    let graph = wait_for(
+        "c out of the peerset but in the graph",
+        DEADLINE,
+        || async {
+            if a.peer_ids().await?.contains(&c_id) {
+                return None;
+            }
+            let g = a.get_json("/health/graph").await?;
+            (g["cluster_links"][&c_id] == Value::Array(vec![])).then_some(g)
+        },
+    )
+    .await;
+    assert_eq!(graph["id_to_peername"][&c_id], "peer-c", "{graph}");
+    assert_eq!(
+        sorted_strings(&graph["cluster_links"][&a.id]),
+        vec![b.id.clone()],
+        "{graph}"
+    );
+    let (code, dot, err) = client(&a.api, &["health", "graph"]);
+    assert_eq!(code, 0, "{err}");
+    let c_node = dot
+        .lines()
+        .find(|l| l.contains(&format!("group=\"{c_id}\"")) && l.contains("box3d"))
+        .unwrap_or_else(|| panic!("no node for the dead peer:\n{dot}"));
+    assert!(c_node.contains("<B> peer-c </B>"), "{dot}");
+    graphviz(&dot, "svg");
+}
