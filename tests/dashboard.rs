@@ -7,18 +7,14 @@
 mod common;
 
 use common::jsipfs::JsIpfs;
-use common::tools::{artifact_dir, chromium};
+use common::tools::{artifact_dir, beside_daemon, chromium, nothing_listening};
 use common::*;
 use serde_json::Value;
 
 const SECRET: &str = "1b3f5c1e0a8b7f6c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293c4";
 
 fn spec(ipfs_api: String, bootstrap: Option<&str>) -> PeerSpec {
-    PeerSpec {
-        secret: Some(SECRET.to_string()),
-        bootstrap: bootstrap.map(|b| vec![b.to_string()]).unwrap_or_default(),
-        env: vec![("CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(), ipfs_api)],
-    }
+    beside_daemon(SECRET, ipfs_api, bootstrap)
 }
 
 /// The elements of `dom` that open with `<tag` and carry `attr` (in
@@ -38,9 +34,7 @@ async fn dashboard_shows_three_peers_pins_and_the_graph() {
     let (da, db) = tokio::join!(JsIpfs::start(&dir_a), JsIpfs::start(&dir_b));
     da.connect(&db).await;
     // Peer c's daemon is not there at all.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let closed_api = format!("/ip4/127.0.0.1/tcp/{}", closed.local_addr().unwrap().port());
-    drop(closed);
+    let closed_api = nothing_listening();
 
     let a = TestPeer::start(tmp.path().join("a"), spec(da.api_multiaddr(), None)).await;
     let addr = a.cluster_addr().await;

@@ -8,18 +8,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::jsipfs::JsIpfs;
-use common::tools::{artifact_dir, client, graphviz, set_stopped};
+use common::tools::{
+    artifact_dir, beside_daemon, client, graphviz, nothing_listening, set_stopped,
+};
 use common::*;
 use serde_json::Value;
 
 const SECRET: &str = "7a3f5c1e0a8b7f6c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f607182930b";
 
 fn spec(ipfs_api: String, bootstrap: Option<&str>) -> PeerSpec {
-    PeerSpec {
-        secret: Some(SECRET.to_string()),
-        bootstrap: bootstrap.map(|b| vec![b.to_string()]).unwrap_or_default(),
-        env: vec![("CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(), ipfs_api)],
-    }
+    beside_daemon(SECRET, ipfs_api, bootstrap)
 }
 
 fn sorted_strings(v: &Value) -> Vec<String> {
@@ -223,9 +221,7 @@ async fn a_frozen_peer_and_a_silent_daemon_never_hang_the_graph() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let silent_api = format!("/ip4/127.0.0.1/tcp/{}", silent.local_addr().unwrap().port());
     // And one that is simply not there.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let closed_api = format!("/ip4/127.0.0.1/tcp/{}", closed.local_addr().unwrap().port());
-    drop(closed);
+    let closed_api = nothing_listening();
     let [a, b, c] = three_peers(tmp.path(), [silent_api, closed_api.clone(), closed_api]).await;
 
     let pid = c.pid().expect("c runs");
@@ -281,9 +277,7 @@ async fn a_frozen_peer_and_a_silent_daemon_never_hang_the_graph() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_peer_stays_in_the_graph_as_unreachable() {
     let tmp = temp();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let closed_api = format!("/ip4/127.0.0.1/tcp/{}", closed.local_addr().unwrap().port());
-    drop(closed);
+    let closed_api = nothing_listening();
     let named = |name: &str, bootstrap: Option<&str>| {
         let mut s = spec(closed_api.clone(), bootstrap);
         s.env.push(("CLUSTER_PEERNAME".into(), name.into()));

@@ -6,7 +6,24 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::BIN;
+use super::{BIN, PeerSpec};
+
+/// A peer of the test cluster that shares `secret`, with its IPFS daemon's
+/// API at `ipfs_api`, bootstrapping from `bootstrap`.
+pub fn beside_daemon(secret: &str, ipfs_api: String, bootstrap: Option<&str>) -> PeerSpec {
+    PeerSpec {
+        secret: Some(secret.to_string()),
+        bootstrap: bootstrap.map(|b| vec![b.to_string()]).unwrap_or_default(),
+        env: vec![("CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(), ipfs_api)],
+    }
+}
+
+/// An IPFS API address where nothing listens: a daemon that is down.
+pub fn nothing_listening() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("bound address").port();
+    format!("/ip4/127.0.0.1/tcp/{port}")
+}
 
 /// Runs the `pincluster` client against the REST API at `api`
 /// (`http://127.0.0.1:<port>`): exit code, stdout, stderr.
