@@ -18,6 +18,7 @@
 //! | [`consensus`] | the only writer of the pinset: batching, announcing, fetching, trust |
 //! | [`state`] | the pinset, read-only and typed |
 //! | [`allocator`] | who pins what |
+//! | [`graph`] | the health graph: who is connected to whom, as JSON and Graphviz DOT |
 //! | [`api`] | the REST API (warp) |
 //! | [`peer`] | the composition root: start everything, stop it in order |
 //! | [`cli`] | `init`, `daemon`, and the client commands |
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod consensus;
 pub mod duration;
+pub mod graph;
 pub mod identity;
 pub mod ipfsconn;
 pub mod monitor;

@@ -150,6 +150,7 @@ impl Peer {
             tracker: tracker.clone(),
             peername: config.cluster.peername.clone(),
             ipfs: ipfs_seen.clone(),
+            connector: ipfs.clone(),
         });
         let monitor = Monitor::new();
         let network = Network::start(
@@ -285,6 +286,7 @@ impl Peer {
                     ipfs: ipfs.clone(),
                     monitor: monitor.clone(),
                     allocator: allocator.clone(),
+                    trusted: trusted.clone(),
                     replication_min: config.cluster.replication_factor_min,
                     replication_max: config.cluster.replication_factor_max,
                 };
@@ -356,6 +358,7 @@ struct PeerSource {
     tracker: PinTracker<KuboConnector>,
     peername: String,
     ipfs: Arc<std::sync::Mutex<(String, Vec<Multiaddr>)>>,
+    connector: KuboConnector,
 }
 
 impl StateSource for PeerSource {
@@ -401,6 +404,11 @@ impl StateSource for PeerSource {
 
     fn recover_all(&self) -> Vec<cid::Cid> {
         self.tracker.recover_all()
+    }
+
+    fn ipfs_links(&self) -> BoxFuture<'static, (String, Vec<String>)> {
+        let connector = self.connector.clone();
+        async move { crate::graph::ipfs_links(&connector).await }.boxed()
     }
 
     fn status(&self, cid: cid::Cid, recover: bool) -> BoxFuture<'static, RemoteStatus> {

@@ -132,7 +132,7 @@ async fn with_repinning_on_the_pins_of_a_peer_that_went_down_move_to_a_live_peer
     let (a, _) = start_with(dirs[0].path(), &kubos[0], vec![], false).await;
     let addr = a.network().listen_addrs().await.unwrap()[0].clone();
     let (b, api_b) = start_with(dirs[1].path(), &kubos[1], vec![addr.clone()], false).await;
-    let (c, _) = start_with(dirs[2].path(), &kubos[2], vec![addr], false).await;
+    let (c, api_c) = start_with(dirs[2].path(), &kubos[2], vec![addr], false).await;
     wait_for("B sees three pings", DEADLINE, || async {
         let v = get(format!("{api_b}/monitor/metrics/ping")).await?;
         (v.as_array()?.len() == 3).then_some(())
@@ -150,6 +150,14 @@ async fn with_repinning_on_the_pins_of_a_peer_that_went_down_move_to_a_live_peer
         kubos[0].pinned().contains(&cid).then_some(())
     })
     .await;
+    // B and C must know the pin before A goes, or nobody can move it.
+    for api in [&api_b, &api_c] {
+        wait_for("the pin on every peer", DEADLINE, || async {
+            let v = get(format!("{api}/allocations/{cid}")).await?;
+            v.get("cid").map(|_| ())
+        })
+        .await;
+    }
 
     a.shutdown().await;
     let moved = wait_for("the pin to move to B or C", DEADLINE, || async {

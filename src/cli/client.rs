@@ -22,6 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::duration::parse_time_delta;
+use crate::graph::ConnectGraph;
 use crate::status::GlobalPinInfo;
 use crate::types::{ApiError, IdInfo, Pin, PinMode, PinOptions, PinType, Version, decode_cid};
 
@@ -165,6 +166,11 @@ pub enum ClientCommand {
         #[arg(long)]
         local: bool,
     },
+    /// The cluster's health
+    Health {
+        #[command(subcommand)]
+        cmd: HealthCmd,
+    },
     /// Retry failed pin and unpin operations (of one CID, or all)
     Recover {
         /// The CID to recover; none recovers every failed operation.
@@ -181,6 +187,23 @@ pub enum ClientCommand {
 pub enum PeersCmd {
     /// List the cluster's peers as the contacted peer sees them
     Ls,
+}
+
+/// `health` subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum HealthCmd {
+    /// Print the cluster's connectivity graph as Graphviz DOT (render it
+    /// with `dot -Tpng`): cluster peers, their IPFS daemons, who is
+    /// connected to whom, which daemons are down
+    Graph {
+        /// Write the DOT to this file instead of standard output
+        #[arg(long, short = 'f', value_name = "FILE")]
+        file: Option<std::path::PathBuf>,
+        /// Draw every swarm peer of the cluster's IPFS daemons, not only
+        /// the links among the cluster's own daemons
+        #[arg(long = "all-ipfs-peers")]
+        all_ipfs_peers: bool,
+    },
 }
 
 /// `pin` subcommands.
@@ -403,6 +426,26 @@ async fn execute(
                     .await?;
             }
         }
+        ClientCommand::Health {
+            cmd:
+                HealthCmd::Graph {
+                    file,
+                    all_ipfs_peers,
+                },
+        } => {
+            let graph = api
+                .call::<ConnectGraph>(Method::GET, "/health/graph", &[], log)
+                .await?
+                .unwrap_or_default();
+            let dot = crate::graph::dot::render(&graph, *all_ipfs_peers);
+            match file {
+                Some(path) => std::fs::write(path, dot).map_err(|source| CallError::WriteFile {
+                    path: path.clone(),
+                    source,
+                })?,
+                None => emit(out, &dot),
+            }
+        }
         ClientCommand::Recover { cid, local } => {
             let local = [("local".to_owned(), local.to_string())];
             match cid {
@@ -487,6 +530,12 @@ enum CallError {
     Truncated,
     #[error("response larger than {MAX_BODY_BYTES} bytes")]
     TooLarge,
+    #[error("writing {}: {source}", path.display())]
+    WriteFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl CallError {
@@ -506,7 +555,7 @@ impl CallError {
     fn exit_code(&self) -> i32 {
         match self {
             CallError::Transport(e) if e.is_timeout() => 62,
-            CallError::Setup(_) | CallError::ExpiryOutOfRange => 1,
+            CallError::Setup(_) | CallError::ExpiryOutOfRange | CallError::WriteFile { .. } => 1,
             _ if self.as_api_error().code == 0 => 1,
             _ => 2,
         }
@@ -514,7 +563,9 @@ impl CallError {
 
     fn report(&self, enc: Encoding) -> String {
         match self {
-            CallError::Setup(_) | CallError::ExpiryOutOfRange => format!("error {self}\n"),
+            CallError::Setup(_) | CallError::ExpiryOutOfRange | CallError::WriteFile { .. } => {
+                format!("error {self}\n")
+            }
             _ => render(enc, &self.as_api_error()),
         }
     }

@@ -24,8 +24,8 @@ use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{
-    HeadsMessage, MAX_BLOCKS_PER_RESPONSE, MAX_RESPONSE_BYTES, RemoteId, RemoteStatus, SyncCodec,
-    SyncRequest, SyncResponse,
+    HeadsMessage, MAX_BLOCKS_PER_RESPONSE, MAX_RESPONSE_BYTES, RemoteGraph, RemoteId, RemoteStatus,
+    SyncCodec, SyncRequest, SyncResponse,
 };
 use super::{Command, NetEvent, NetworkConfig, NetworkError, Reply, StateSource, Trust};
 use crate::monitor::Monitor;
@@ -57,6 +57,7 @@ enum Pending {
     Status(Reply<RemoteStatus>),
     StatusMany(Reply<Vec<RemoteStatus>>),
     Recovered(Reply<Vec<Cid>>),
+    Graph(Reply<RemoteGraph>),
 }
 
 impl Pending {
@@ -69,6 +70,7 @@ impl Pending {
             Pending::Status(r) => drop(r.send(Err(error))),
             Pending::StatusMany(r) => drop(r.send(Err(error))),
             Pending::Recovered(r) => drop(r.send(Err(error))),
+            Pending::Graph(r) => drop(r.send(Err(error))),
         }
     }
 }
@@ -325,6 +327,19 @@ impl EventLoop {
         peers
     }
 
+    /// Cluster peers with an open connection now (the peerset also counts
+    /// peers seen within the TTL; the health graph shows actual links).
+    fn connected_peers(&self) -> Vec<PeerId> {
+        let mut peers: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.connections > 0)
+            .map(|(p, _)| *p)
+            .collect();
+        peers.sort();
+        peers
+    }
+
     fn local_id(&self) -> RemoteId {
         let local = *self.swarm.local_peer_id();
         let mut cluster_peers: Vec<String> =
@@ -446,6 +461,12 @@ impl EventLoop {
                     list.unblock_peer(peer);
                     let _ = self.swarm.dial(peer);
                 }
+            }
+            Command::Connected(reply) => {
+                let _ = reply.send(self.connected_peers());
+            }
+            Command::RemoteGraph(peer, reply) => {
+                self.request(peer, SyncRequest::Graph, Pending::Graph(reply))
             }
             Command::Shutdown(_) => unreachable!("handled by the loop"),
         }
@@ -677,6 +698,28 @@ impl EventLoop {
                     .sync
                     .send_response(channel, SyncResponse::Recovered(recovered));
             }
+            SyncRequest::Graph => {
+                // The IPFS daemon is asked off the loop: a slow daemon
+                // delays this answer only, never the Swarm.
+                let cluster_peers = self
+                    .connected_peers()
+                    .iter()
+                    .map(PeerId::to_string)
+                    .collect();
+                let peername = self.config.peername.clone();
+                let ipfs = self.source.ipfs_links();
+                let answers = self.answers_tx.clone();
+                tokio::spawn(async move {
+                    let (ipfs_id, ipfs_peers) = ipfs.await;
+                    let answer = SyncResponse::Graph(RemoteGraph {
+                        peername,
+                        cluster_peers,
+                        ipfs_id,
+                        ipfs_peers,
+                    });
+                    let _ = answers.send((channel, answer)).await;
+                });
+            }
             SyncRequest::Blocks { cids, ancestors } => {
                 let source = self.source.clone();
                 let answers = self.answers_tx.clone();
@@ -708,6 +751,7 @@ impl EventLoop {
                 drop(r.send(Ok(statuses)))
             }
             (Pending::Recovered(r), SyncResponse::Recovered(cids)) => drop(r.send(Ok(cids))),
+            (Pending::Graph(r), SyncResponse::Graph(graph)) => drop(r.send(Ok(graph))),
             (pending, SyncResponse::Error(e)) => pending.fail(bad(&e)),
             (pending, _) => pending.fail(bad("unexpected answer")),
         }

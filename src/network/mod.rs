@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::TrustedPeers;
 pub use event_loop::EventLoop;
-pub use protocol::{RemoteId, RemoteStatus};
+pub use protocol::{RemoteGraph, RemoteId, RemoteStatus};
 
 /// What the network needs to know to start.
 #[derive(Debug, Clone)]
@@ -81,6 +81,9 @@ pub trait StateSource: Send + Sync + 'static {
     -> futures::future::BoxFuture<'static, Vec<RemoteStatus>>;
     /// Re-queues every failed pin operation of this peer; returns their CIDs.
     fn recover_all(&self) -> Vec<Cid>;
+    /// This peer's IPFS daemon, asked now (bounded by a timeout): its id
+    /// (empty when it did not answer) and the peers it is connected to.
+    fn ipfs_links(&self) -> futures::future::BoxFuture<'static, (String, Vec<String>)>;
 }
 
 /// What the network reports to the consensus task.
@@ -132,6 +135,8 @@ pub(crate) enum Command {
     PeerAddrs(PeerId, oneshot::Sender<Vec<Multiaddr>>),
     KnownAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Block(PeerId, bool),
+    Connected(oneshot::Sender<Vec<PeerId>>),
+    RemoteGraph(PeerId, Reply<RemoteGraph>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -278,6 +283,17 @@ impl Network {
             .send(Command::Block(peer, blocked))
             .await
             .map_err(|_| NetworkError::Closed)
+    }
+
+    /// The cluster peers this peer has a live connection to, sorted.
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>, NetworkError> {
+        self.ask(Command::Connected).await
+    }
+
+    /// Asks `peer` for its connections and its IPFS daemon's, for the
+    /// health graph.
+    pub async fn remote_graph(&self, peer: PeerId) -> Result<RemoteGraph, NetworkError> {
+        self.ask(|r| Command::RemoteGraph(peer, r)).await?
     }
 
     /// Stops the event loop; pending requests fail with [`NetworkError::Closed`].

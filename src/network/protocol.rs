@@ -48,6 +48,9 @@ pub enum SyncRequest {
     StatusMany { cids: Vec<Cid> },
     /// "Re-queue every pin that failed on you, and say which."
     RecoverAll,
+    /// "Which cluster peers are you connected to, and which peers does your
+    /// IPFS daemon see?" for `GET /health/graph`.
+    Graph,
 }
 
 /// The answer to a [`SyncRequest`].
@@ -67,6 +70,8 @@ pub enum SyncResponse {
     Recovered(Vec<Cid>),
     /// The request could not be served.
     Error(String),
+    /// The responder's connections, for the health graph.
+    Graph(RemoteGraph),
 }
 
 /// What a peer says about itself; the REST layer turns it into an `ID`.
@@ -88,6 +93,19 @@ pub struct RemoteId {
     /// Its IPFS daemon's swarm addresses (what other peers' daemons dial).
     #[serde(default)]
     pub ipfs_addresses: Vec<String>,
+}
+
+/// What a peer says about its connections for the health graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteGraph {
+    /// Its peer name.
+    pub peername: String,
+    /// The cluster peers it has a connection to, itself excluded.
+    pub cluster_peers: Vec<String>,
+    /// Its IPFS daemon's id; empty when the daemon did not answer.
+    pub ipfs_id: String,
+    /// The peers its IPFS daemon is connected to (empty when unknown).
+    pub ipfs_peers: Vec<String>,
 }
 
 /// One peer's status of one pin; the REST layer turns it into a
@@ -224,6 +242,7 @@ mod tests {
         for msg in [
             SyncRequest::Heads,
             SyncRequest::Id,
+            SyncRequest::Graph,
             SyncRequest::Blocks {
                 cids: vec![cid],
                 ancestors: 7,
@@ -233,6 +252,16 @@ mod tests {
         }
         let res = SyncResponse::Blocks(vec![(cid, ByteBuf::from(vec![1, 2]))]);
         assert_eq!(decode::<SyncResponse>(&encode(&res).unwrap()).unwrap(), res);
+        let graph = SyncResponse::Graph(RemoteGraph {
+            peername: "p1".into(),
+            cluster_peers: vec!["12D3KooWA".into()],
+            ipfs_id: "12D3KooWB".into(),
+            ipfs_peers: vec![],
+        });
+        assert_eq!(
+            decode::<SyncResponse>(&encode(&graph).unwrap()).unwrap(),
+            graph
+        );
 
         let future = serde_ipld_dagcbor::to_vec(&Envelope {
             v: 2,

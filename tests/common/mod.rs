@@ -262,6 +262,11 @@ impl TestPeer {
         .await;
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL, no shutdown.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -330,3 +335,4 @@ pub fn temp() -> tempfile::TempDir {
 }
 pub mod fake_kubo;
 pub mod jsipfs;
+pub mod tools;

@@ -6,6 +6,7 @@
 //! `POST|DELETE /pins/{cid}`, `GET /allocations`, `GET /allocations/{cid}`.
 
 mod reply;
+mod ui;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -50,6 +51,8 @@ pub struct ApiContext {
     pub monitor: Monitor,
     /// Who gets new pins.
     pub allocator: Allocator,
+    /// Whose deltas this peer accepts (the health graph's trust links).
+    pub trusted: crate::config::TrustedPeers,
     /// Cluster defaults for pins that do not say.
     pub replication_min: i32,
     /// Cluster defaults for pins that do not say.
@@ -250,7 +253,13 @@ pub fn routes(
         .and(query())
         .and(with_ctx(ctx.clone()))
         .then(post_recover);
+    let graph = warp::path!("health" / "graph")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .then(get_graph);
     recover_all
+        .or(graph)
+        .unify()
         .or(id)
         .unify()
         .or(version)
@@ -276,6 +285,8 @@ pub fn routes(
         .or(metrics)
         .unify()
         .or(alerts)
+        .unify()
+        .or(ui::routes())
         .unify()
         .recover(reply::rejection)
         .unify()
@@ -365,6 +376,16 @@ async fn get_id(ctx: Arc<ApiContext>) -> ApiReply {
         }
     }
     json(StatusCode::OK, &info)
+}
+
+async fn get_graph(ctx: Arc<ApiContext>) -> ApiReply {
+    let sources = crate::graph::GraphSources {
+        network: ctx.network.clone(),
+        ipfs: ctx.ipfs.clone(),
+        monitor: ctx.monitor.clone(),
+        trusted: ctx.trusted.clone(),
+    };
+    json(StatusCode::OK, &crate::graph::connect_graph(&sources).await)
 }
 
 async fn get_peers(ctx: Arc<ApiContext>) -> ApiReply {
