@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::TrustedPeers;
 pub use event_loop::EventLoop;
-pub use protocol::{RemoteId, RemoteStatus};
+pub use protocol::{RemoteId, RemoteRepoGc, RemoteRepoStat, RemoteStatus};
 
 /// What the network needs to know to start.
 #[derive(Debug, Clone)]
@@ -79,6 +79,10 @@ pub trait StateSource: Send + Sync + 'static {
     /// This peer's statuses of `cids`, in order.
     fn status_many(&self, cids: Vec<Cid>)
     -> futures::future::BoxFuture<'static, Vec<RemoteStatus>>;
+    /// This peer's IPFS repository usage.
+    fn repo_stat(&self) -> futures::future::BoxFuture<'static, Result<RemoteRepoStat, String>>;
+    /// Runs `repo/gc` on this peer's IPFS daemon.
+    fn repo_gc(&self) -> futures::future::BoxFuture<'static, RemoteRepoGc>;
 }
 
 /// What the network reports to the consensus task.
@@ -130,6 +134,8 @@ pub(crate) enum Command {
     KnownAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Block(PeerId, bool),
     Shutdown(oneshot::Sender<()>),
+    RepoStat(PeerId, Reply<RemoteRepoStat>),
+    RepoGc(PeerId, Reply<RemoteRepoGc>),
 }
 
 /// A handle to the network. Cheap to clone.
@@ -240,6 +246,16 @@ impl Network {
     ) -> Result<Vec<RemoteStatus>, NetworkError> {
         self.ask(|r| Command::RemoteStatusMany(peer, cids, r))
             .await?
+    }
+
+    /// Asks `peer` for its IPFS repository usage.
+    pub async fn remote_repo_stat(&self, peer: PeerId) -> Result<RemoteRepoStat, NetworkError> {
+        self.ask(|r| Command::RepoStat(peer, r)).await?
+    }
+
+    /// Asks `peer` to garbage-collect its IPFS repository.
+    pub async fn remote_repo_gc(&self, peer: PeerId) -> Result<RemoteRepoGc, NetworkError> {
+        self.ask(|r| Command::RepoGc(peer, r)).await?
     }
 
     /// This peer as others see it.

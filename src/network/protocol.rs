@@ -42,6 +42,12 @@ pub enum SyncRequest {
     /// "What are the statuses of these pins on you?" (at most
     /// [`MAX_CIDS_PER_REQUEST`]), answered in the same order.
     StatusMany { cids: Vec<Cid> },
+    /// "How big is your IPFS repository?" (the proxy's cluster-wide
+    /// `repo/stat`).
+    RepoStat,
+    /// "Run `repo/gc` on your IPFS daemon and tell what it removed" (the
+    /// proxy's `repo/gc` and `POST /ipfs/gc`).
+    RepoGc,
 }
 
 /// The answer to a [`SyncRequest`].
@@ -59,6 +65,35 @@ pub enum SyncResponse {
     StatusMany(Vec<RemoteStatus>),
     /// The request could not be served.
     Error(String),
+    /// The responder's IPFS repository usage.
+    RepoStat(RemoteRepoStat),
+    /// What `repo/gc` did on the responder's IPFS daemon.
+    RepoGc(RemoteRepoGc),
+}
+
+/// One peer's IPFS repository usage (`repo/stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RemoteRepoStat {
+    /// Bytes used.
+    pub repo_size: u64,
+    /// The configured limit, in bytes.
+    pub storage_max: u64,
+    /// Blocks stored.
+    pub num_objects: u64,
+}
+
+/// One peer's garbage collection: the keys its IPFS daemon removed, the
+/// errors it streamed, or why it could not run at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteRepoGc {
+    /// The peer's name.
+    pub peername: String,
+    /// Removed blocks, in the daemon's order.
+    pub removed: Vec<Cid>,
+    /// Per-key errors the daemon reported.
+    pub errors: Vec<String>,
+    /// Set when the collection failed as a whole.
+    pub error: String,
 }
 
 /// What a peer says about itself; the REST layer turns it into an `ID`.
@@ -216,6 +251,8 @@ mod tests {
         for msg in [
             SyncRequest::Heads,
             SyncRequest::Id,
+            SyncRequest::RepoStat,
+            SyncRequest::RepoGc,
             SyncRequest::Blocks {
                 cids: vec![cid],
                 ancestors: 7,
@@ -225,6 +262,13 @@ mod tests {
         }
         let res = SyncResponse::Blocks(vec![(cid, ByteBuf::from(vec![1, 2]))]);
         assert_eq!(decode::<SyncResponse>(&encode(&res).unwrap()).unwrap(), res);
+        let gc = SyncResponse::RepoGc(RemoteRepoGc {
+            peername: "p".into(),
+            removed: vec![cid],
+            errors: vec!["e".into()],
+            error: String::new(),
+        });
+        assert_eq!(decode::<SyncResponse>(&encode(&gc).unwrap()).unwrap(), gc);
 
         let future = serde_ipld_dagcbor::to_vec(&Envelope {
             v: 2,

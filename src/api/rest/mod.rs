@@ -248,7 +248,20 @@ pub fn routes(
         .and(query())
         .and(with_ctx(ctx.clone()))
         .then(post_recover);
+    let ipfs_gc = warp::path!("ipfs" / "gc")
+        .and(warp::post())
+        .and(query())
+        .and(with_ctx(ctx.clone()))
+        .then(
+            |query: Vec<(String, String)>, ctx: Arc<ApiContext>| async move {
+                let local = local_only(&query);
+                let gc = crate::api::cluster_ipfs::repo_gc(&ctx.network, &ctx.ipfs, local).await;
+                json(StatusCode::OK, &gc)
+            },
+        );
     recover_all
+        .or(ipfs_gc)
+        .unify()
         .or(id)
         .unify()
         .or(version)
