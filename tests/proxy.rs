@@ -514,3 +514,153 @@ async fn everything_else_passes_through_unchanged() {
     assert_eq!(len, 100 << 20);
     assert_eq!(hash.finalize(), want);
 }
+
+/// The jsipfs CLI (`ipfs-testpeer/node_modules/.bin/jsipfs`) pointed at
+/// the proxy with `--api`, with an empty `IPFS_PATH`: no local repo.
+async fn jsipfs(c: &Cluster, ipfs_path: &std::path::Path, args: &[&str]) -> String {
+    let bin = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/ipfs-testpeer/node_modules/.bin/jsipfs"
+    );
+    let port = c.proxy(0).rsplit(':').next().unwrap().to_string();
+    let api = format!("/ip4/127.0.0.1/tcp/{port}");
+    let out = tokio::process::Command::new(bin)
+        .args(["--api", &api])
+        .args(args)
+        .env("IPFS_PATH", ipfs_path)
+        .output()
+        .await
+        .expect("run jsipfs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "jsipfs {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_jsipfs_cli_adds_and_pins_in_the_cluster() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let c = Cluster::start(2).await;
+    let other = &c.peers[1];
+    let files = temp();
+    let repo = files.path().join("no-repo");
+    let file = files.path().join("cli.txt");
+    std::fs::write(&file, "added by the jsipfs CLI\n").unwrap();
+    let folder = files.path().join("folder");
+    std::fs::create_dir_all(folder.join("d")).unwrap();
+    std::fs::write(folder.join("a.txt"), "a\n").unwrap();
+    std::fs::write(folder.join("d/b.txt"), "b\n").unwrap();
+
+    // add FILE: "added <cid> <name>", and a cluster pin another peer lists.
+    let out = jsipfs(
+        &c,
+        &repo,
+        &["add", "--progress=false", file.to_str().unwrap()],
+    )
+    .await;
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!((words[0], words[2]), ("added", "cli.txt"), "{out}");
+    let file_cid = words[1].to_string();
+    wait_pinned(other, &file_cid, true).await;
+
+    // add -r FOLDER: every entry listed, only the folder pinned.
+    let out = jsipfs(
+        &c,
+        &repo,
+        &["add", "--progress=false", "-r", folder.to_str().unwrap()],
+    )
+    .await;
+    let added: Vec<(String, String)> = out
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w[2].to_string(), w[1].to_string())
+        })
+        .collect();
+    let names: Vec<&str> = added.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["folder/a.txt", "folder/d/b.txt", "folder/d", "folder"],
+        "{out}"
+    );
+    let folder_cid = added[3].1.clone();
+    wait_pinned(other, &folder_cid, true).await;
+    assert!(!other.pinset().await.unwrap().contains(&added[0].1));
+
+    // cat goes through to the daemon.
+    let out = jsipfs(&c, &repo, &["cat", &file_cid]).await;
+    assert_eq!(out, "added by the jsipfs CLI\n");
+
+    // pin add of an entry of the folder, pin ls, pin rm.
+    let a_cid = added[0].1.clone();
+    let out = jsipfs(&c, &repo, &["pin", "add", &a_cid]).await;
+    assert_eq!(out.trim(), format!("pinned {a_cid} recursively"));
+    wait_pinned(other, &a_cid, true).await;
+    let out = jsipfs(&c, &repo, &["pin", "ls"]).await;
+    let mut listed: Vec<&str> = out.lines().collect();
+    listed.sort();
+    let mut want = [
+        format!("{a_cid} recursive"),
+        format!("{file_cid} recursive"),
+        format!("{folder_cid} recursive"),
+    ];
+    want.sort();
+    assert_eq!(listed, want, "the cluster pinset: {out}");
+    let out = jsipfs(&c, &repo, &["pin", "ls", &a_cid]).await;
+    assert_eq!(out.trim(), format!("{a_cid} recursive"));
+    let out = jsipfs(&c, &repo, &["pin", "rm", &a_cid]).await;
+    assert_eq!(out.trim(), format!("unpinned {a_cid}"));
+    wait_pinned(other, &a_cid, false).await;
+    assert!(!repo.exists(), "the CLI used a local repo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubo_rpc_client_works_against_the_proxy() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let c = Cluster::start(2).await;
+    let other = &c.peers[1];
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/ipfs-testpeer/kubo-client.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(c.proxy(0))
+        .output()
+        .await
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "kubo-rpc-client: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON");
+    let s = |k: &str| seen[k].as_str().unwrap().to_string();
+
+    wait_pinned(other, &s("added"), true).await;
+    assert_eq!(s("pinAdd"), s("unpinned"));
+    let listed = seen["pinLs"].as_array().unwrap();
+    for cid in [s("added"), s("unpinned")] {
+        assert!(
+            listed.contains(&json!({"cid": cid, "type": "recursive"})),
+            "{cid} in {listed:?}"
+        );
+    }
+    assert_eq!(
+        seen["pinLsOne"],
+        json!([{"cid": s("unpinned"), "type": "recursive"}])
+    );
+    assert_eq!(s("pinRm"), s("unpinned"));
+    wait_pinned(other, &s("unpinned"), false).await;
+    let stat = &seen["repoStat"];
+    for k in ["repoSize", "storageMax", "numObjects"] {
+        assert!(
+            stat[k].as_str().unwrap().parse::<u64>().unwrap() > 0,
+            "{stat}"
+        );
+    }
+    wait_pinned(other, &s("block"), true).await;
+    wait_pinned(other, &s("dag"), true).await;
+    assert!(seen["gc"].is_array());
+}
