@@ -445,6 +445,55 @@ async fn repo_stat_and_gc_reach_every_daemon() {
         1,
         "--local: one peer: {text}"
     );
+    assert_eq!(
+        c.error("repo/gc?stream-errors=maybe", 400).await,
+        "Could not convert value 'maybe' to type 'bool' (for option '-stream-errors')"
+    );
+
+    // A peer whose daemon is down: skipped by repo/stat, reported by repo/gc.
+    let mut c = c;
+    c.daemons[2].stop();
+    let c = c;
+    wait_for(
+        "repo/stat to be the sum of the live daemons'",
+        DEADLINE,
+        || async {
+            let mut want = 0;
+            for d in &c.daemons[..2] {
+                want += count(&d.call("repo/stat").await, "RepoSize");
+            }
+            (c.call("repo/stat").await["RepoSize"].as_u64() == Some(want)).then_some(())
+        },
+    )
+    .await;
+    let (status, _, body) = c.post("repo/gc?stream-errors=true").await;
+    assert_eq!(status, 200, "{body}");
+    let down = &c.peers[2].id;
+    assert!(
+        lines(&body).iter().any(|l| l["Key"].is_null()
+            && l["Error"]
+                .as_str()
+                .is_some_and(|e| e.contains(down.as_str()))),
+        "the failed peer is reported: {body}"
+    );
+    let gc: Value = reqwest::Client::new()
+        .post(format!("{}/ipfs/gc", c.peers[0].api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        gc["peer_map"][down]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{gc}"
+    );
+    assert!(
+        gc["peer_map"][&c.peers[0].id].get("error").is_none(),
+        "{gc}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

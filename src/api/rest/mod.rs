@@ -259,9 +259,12 @@ pub fn routes(
                 json(StatusCode::OK, &gc)
             },
         );
+    // Boxed: one more level of nested filter types overflows the trait
+    // solver's recursion limit in release builds.
     recover_all
         .or(ipfs_gc)
         .unify()
+        .boxed()
         .or(id)
         .unify()
         .or(version)
