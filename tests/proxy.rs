@@ -713,3 +713,89 @@ async fn kubo_rpc_client_works_against_the_proxy() {
     wait_pinned(other, &s("dag"), true).await;
     assert!(seen["gc"].is_array());
 }
+
+/// A stand-in daemon with headers js-ipfs cannot be made to send: a
+/// custom header (exposed through `Access-Control-Expose-Headers`) on
+/// `version`, and a CORS answer to preflights. Counts `version` calls.
+async fn header_daemon() -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use warp::Filter;
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let version = warp::path!("api" / "v0" / "version")
+        .and(warp::post())
+        .map(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let reply = warp::reply::json(&json!({"Version": "0.30.0"}));
+            let reply = warp::reply::with_header(reply, "X-Daemon-Custom", "custom-value");
+            warp::reply::with_header(reply, "Access-Control-Expose-Headers", "X-Daemon-Custom")
+        });
+    let preflight = warp::options()
+        .and(warp::header::<String>("origin"))
+        .map(|origin: String| {
+            let reply =
+                warp::reply::with_header(warp::reply(), "Access-Control-Allow-Origin", origin);
+            warp::reply::with_header(reply, "Vary", "Origin")
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(warp::serve(version.or(preflight)).incoming(listener).run());
+    (format!("/ip4/127.0.0.1/tcp/{port}"), calls, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn intercepted_replies_carry_the_daemons_headers() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (daemon, version_calls, server) = header_daemon().await;
+    let tmp = temp();
+    let dir = tmp.path().join("peer");
+    std::fs::create_dir_all(&dir).unwrap();
+    init_folder(&dir, &PeerSpec::default());
+    let path = dir.join("service.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["api"]["ipfsproxy"]["extract_headers_extra"] = json!(["X-Daemon-Custom"]);
+    config["api"]["ipfsproxy"]["extract_headers_ttl"] = json!("0s");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let peer = TestPeer::start(
+        dir,
+        PeerSpec {
+            env: vec![
+                ("CLUSTER_IPFSPROXY_NODEMULTIADDRESS".into(), daemon.clone()),
+                ("CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(), daemon),
+            ],
+            ..PeerSpec::default()
+        },
+    )
+    .await;
+    let port = peer
+        .log_value("IPFS proxy listening", "addr=")
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        let res = http
+            .post(format!("http://127.0.0.1:{port}/api/v0/pin/ls"))
+            .header("origin", "http://app.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let h = res.headers();
+        assert_eq!(h["server"], "ipfs-cluster/ipfsproxy/1.1.6");
+        assert_eq!(h["access-control-allow-origin"], "http://app.example");
+        assert_eq!(h["vary"], "Origin");
+        assert_eq!(h["x-daemon-custom"], "custom-value");
+        assert_eq!(h["access-control-expose-headers"], "X-Daemon-Custom");
+        assert_eq!(res.json::<Value>().await.unwrap(), json!({"Keys": {}}));
+    }
+    // extract_headers_ttl 0s: fetched once, then kept.
+    assert_eq!(version_calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    server.abort();
+}
