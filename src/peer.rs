@@ -19,6 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::allocator::{self, Allocator, TrustFilter};
+use crate::api::cluster_ipfs::Daemon;
+use crate::api::proxy::{HeaderConfig, ProxyContext};
 use crate::api::rest::{self, ApiContext};
 use crate::config::{self, Config, TrustedPeers};
 use crate::consensus::PinChange;
@@ -27,6 +29,7 @@ use crate::identity::Identity;
 use crate::ipfsconn::{IpfsConnConfig, KuboConnector};
 use crate::monitor::{self, MetricWire, Monitor};
 use crate::network::{Network, NetworkConfig, RemoteStatus, StateSource};
+use crate::network::{RemoteRepoGc, RemoteRepoStat};
 use crate::pintracker::{PinTracker, RetryPolicy, TrackerConfig};
 use crate::types::go_time;
 use futures::FutureExt;
@@ -60,6 +63,9 @@ pub enum PeerError {
     /// The IPFS connector's configuration is unusable.
     #[error("ipfs_connector.ipfshttp: {0}")]
     Ipfs(#[from] crate::ipfsconn::IpfsError),
+    /// An IPFS daemon address HTTP cannot reach.
+    #[error(transparent)]
+    IpfsNode(#[from] crate::api::cluster_ipfs::BadNodeAddress),
 }
 
 /// A running peer.
@@ -70,6 +76,7 @@ pub struct Peer {
     consensus_task: JoinHandle<()>,
     tracker: PinTracker<KuboConnector>,
     rest: Option<(SocketAddr, oneshot::Sender<()>, JoinHandle<()>)>,
+    proxy: Option<(SocketAddr, oneshot::Sender<()>, JoinHandle<()>)>,
     peerstore: PathBuf,
     _lock: File,
 }
@@ -151,6 +158,7 @@ impl Peer {
             peername: config.cluster.peername.clone(),
             ipfs: ipfs_seen.clone(),
             connector: ipfs.clone(),
+            daemon: Daemon::new(&ipfs_config.node_multiaddress, false)?,
         });
         let monitor = Monitor::new();
         let network = Network::start(
@@ -301,12 +309,46 @@ impl Peer {
             None => None,
         };
 
+        let proxy = match &config.api.ipfsproxy {
+            Some(proxy) => {
+                let addr = proxy
+                    .listen_multiaddress
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| rest::ServeError::Address(Multiaddr::empty()))?;
+                let (stop_tx, stop_rx) = oneshot::channel::<()>();
+                let ctx = ProxyContext {
+                    network: network.clone(),
+                    consensus: consensus.clone(),
+                    ipfs: ipfs.clone(),
+                    daemon: Daemon::new(&proxy.node_multiaddress, proxy.node_https)?,
+                    allocator: allocator.clone(),
+                    replication_min: config.cluster.replication_factor_min,
+                    replication_max: config.cluster.replication_factor_max,
+                    headers: HeaderConfig {
+                        extra: proxy.extract_headers_extra.clone(),
+                        path: proxy.extract_headers_path.clone(),
+                        ttl: proxy.extract_headers_ttl.0,
+                    },
+                };
+                let (bound, task) =
+                    crate::api::proxy::serve(&addr, ctx, proxy.read_header_timeout.0, async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await?;
+                tracing::info!(addr = %socket_multiaddr(bound), "IPFS proxy listening");
+                Some((bound, stop_tx, task))
+            }
+            None => None,
+        };
+
         Ok(Peer {
             network,
             consensus,
             consensus_task,
             tracker,
             rest,
+            proxy,
             peerstore,
             _lock: lock,
         })
@@ -315,6 +357,11 @@ impl Peer {
     /// The REST API's bound address, if it runs.
     pub fn rest_addr(&self) -> Option<SocketAddr> {
         self.rest.as_ref().map(|(a, _, _)| *a)
+    }
+
+    /// The IPFS proxy's bound address, if it runs.
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.proxy.as_ref().map(|(a, _, _)| *a)
     }
 
     /// The network handle.
@@ -334,7 +381,7 @@ impl Peer {
 
     /// Stops everything in order; writes accepted before this still land.
     pub async fn shutdown(self) {
-        if let Some((_, stop, task)) = self.rest {
+        for (_, stop, task) in self.rest.into_iter().chain(self.proxy) {
             let _ = stop.send(());
             let _ = task.await;
         }
@@ -359,6 +406,7 @@ struct PeerSource {
     peername: String,
     ipfs: Arc<std::sync::Mutex<(String, Vec<Multiaddr>)>>,
     connector: KuboConnector,
+    daemon: Daemon,
 }
 
 impl StateSource for PeerSource {
@@ -426,6 +474,17 @@ impl StateSource for PeerSource {
             remote_status(&peername, tracker.status(&cid, pin.as_ref()).await)
         }
         .boxed()
+    }
+
+    fn repo_stat(&self) -> BoxFuture<'static, Result<RemoteRepoStat, String>> {
+        let daemon = self.daemon.clone();
+        async move { daemon.repo_stat().await.map(|s| s.usage) }.boxed()
+    }
+
+    fn repo_gc(&self) -> BoxFuture<'static, RemoteRepoGc> {
+        let connector = self.connector.clone();
+        let peername = self.peername.clone();
+        async move { crate::api::cluster_ipfs::local_repo_gc(&connector, peername).await }.boxed()
     }
 }
 

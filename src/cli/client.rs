@@ -21,6 +21,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::api::cluster_ipfs::GlobalRepoGc;
 use crate::duration::parse_time_delta;
 use crate::graph::ConnectGraph;
 use crate::status::GlobalPinInfo;
@@ -177,6 +178,22 @@ pub enum ClientCommand {
         #[arg(value_parser = decode_cid)]
         cid: Option<Cid>,
         /// Only on the contacted peer.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Act on the IPFS daemons of the cluster's peers
+    Ipfs {
+        #[command(subcommand)]
+        cmd: IpfsCmd,
+    },
+}
+
+/// `ipfs` subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum IpfsCmd {
+    /// Run garbage collection on every peer's IPFS daemon and list what it removed
+    Gc {
+        /// Only on the contacted peer's daemon.
         #[arg(long)]
         local: bool,
     },
@@ -462,6 +479,15 @@ async fn execute(
                         .await?;
                 }
             }
+        }
+        ClientCommand::Ipfs {
+            cmd: IpfsCmd::Gc { local },
+        } => {
+            let local = [("local".to_owned(), local.to_string())];
+            let gc = api
+                .call::<GlobalRepoGc>(Method::POST, "/ipfs/gc", &local, log)
+                .await?;
+            print_some(out, enc, gc.as_ref());
         }
     }
     Ok(())
@@ -835,6 +861,38 @@ fn format_global(info: &GlobalPinInfo) -> String {
     text
 }
 
+impl Render for GlobalRepoGc {
+    fn text(&self) -> String {
+        format_repo_gc(self)
+    }
+}
+
+/// ipfs-cluster-ctl's `ipfs gc` output: per peer, sorted by peer id, its
+/// name (or id) padded to 15, then the removed CIDs or errors.
+fn format_repo_gc(gc: &GlobalRepoGc) -> String {
+    let mut text = String::new();
+    for (peer, info) in &gc.peer_map {
+        let who = if info.peername.is_empty() {
+            peer.as_str()
+        } else {
+            info.peername.as_str()
+        };
+        if info.error.is_empty() {
+            text.push_str(&format!("{who:<15}\n"));
+        } else {
+            text.push_str(&format!("{who:<15} | ERROR: {}\n", info.error));
+        }
+        text.push_str("  > CIDs:\n");
+        for key in &info.keys {
+            match (&key.key, key.error.is_empty()) {
+                (Some(cid), true) => text.push_str(&format!("    - {cid}\n")),
+                _ => text.push_str(&format!("    - ERROR: {}\n", key.error)),
+            }
+        }
+    }
+    text
+}
+
 impl Render for Version {
     fn text(&self) -> String {
         format_version(self)
@@ -1105,6 +1163,23 @@ mod tests {
         let text = format_pin(&pin);
         assert!(text.contains(" | SHARD-PIN | "), "{text}");
         assert!(text.contains(" | Recursive-1 | "), "{text}");
+    }
+
+    #[test]
+    fn repo_gc_text() {
+        let gc: GlobalRepoGc = serde_json::from_value(serde_json::json!({"peer_map": {
+            "12D3KooWB": {"peer": "12D3KooWB", "peername": "", "keys": null, "error": "rpc failure"},
+            "12D3KooWA": {"peer": "12D3KooWA", "peername": "peer1", "keys": [
+                {"key": "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"},
+                {"key": null, "error": "some gc error"}
+            ]}
+        }}))
+        .unwrap();
+        assert_eq!(
+            gc.text(),
+            "peer1          \n  > CIDs:\n    - QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o\n    - ERROR: some gc error\n\
+             12D3KooWB       | ERROR: rpc failure\n  > CIDs:\n"
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ use super::protocol::{
     HeadsMessage, MAX_BLOCKS_PER_RESPONSE, MAX_RESPONSE_BYTES, RemoteGraph, RemoteId, RemoteStatus,
     SyncCodec, SyncRequest, SyncResponse,
 };
+use super::protocol::{RemoteRepoGc, RemoteRepoStat};
 use super::{Command, NetEvent, NetworkConfig, NetworkError, Reply, StateSource, Trust};
 use crate::monitor::Monitor;
 
@@ -58,6 +59,8 @@ enum Pending {
     StatusMany(Reply<Vec<RemoteStatus>>),
     Recovered(Reply<Vec<Cid>>),
     Graph(Reply<RemoteGraph>),
+    RepoStat(Reply<RemoteRepoStat>),
+    RepoGc(Reply<RemoteRepoGc>),
 }
 
 impl Pending {
@@ -71,6 +74,8 @@ impl Pending {
             Pending::StatusMany(r) => drop(r.send(Err(error))),
             Pending::Recovered(r) => drop(r.send(Err(error))),
             Pending::Graph(r) => drop(r.send(Err(error))),
+            Pending::RepoStat(r) => drop(r.send(Err(error))),
+            Pending::RepoGc(r) => drop(r.send(Err(error))),
         }
     }
 }
@@ -469,6 +474,12 @@ impl EventLoop {
                 self.request(peer, SyncRequest::Graph, Pending::Graph(reply))
             }
             Command::Shutdown(_) => unreachable!("handled by the loop"),
+            Command::RepoStat(peer, reply) => {
+                self.request(peer, SyncRequest::RepoStat, Pending::RepoStat(reply))
+            }
+            Command::RepoGc(peer, reply) => {
+                self.request(peer, SyncRequest::RepoGc, Pending::RepoGc(reply))
+            }
         }
     }
 
@@ -624,6 +635,20 @@ impl EventLoop {
             }
             BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. }) => {
                 match message {
+                    // Garbage collection deletes data: only trusted peers
+                    // may trigger it on our daemon.
+                    request_response::Message::Request {
+                        request: SyncRequest::RepoGc,
+                        channel,
+                        ..
+                    } if !self.trust.is_trusted(&peer) => {
+                        let answer = SyncResponse::Error("not trusted to run repo/gc".into());
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_response(channel, answer);
+                    }
                     request_response::Message::Request {
                         request, channel, ..
                     } => self.on_request(request, channel),
@@ -720,6 +745,25 @@ impl EventLoop {
                     let _ = answers.send((channel, answer)).await;
                 });
             }
+            SyncRequest::RepoStat => {
+                let stat = self.source.repo_stat();
+                let answers = self.answers_tx.clone();
+                tokio::spawn(async move {
+                    let answer = match stat.await {
+                        Ok(stat) => SyncResponse::RepoStat(stat),
+                        Err(e) => SyncResponse::Error(e),
+                    };
+                    let _ = answers.send((channel, answer)).await;
+                });
+            }
+            SyncRequest::RepoGc => {
+                let gc = self.source.repo_gc();
+                let answers = self.answers_tx.clone();
+                tokio::spawn(async move {
+                    let answer = SyncResponse::RepoGc(gc.await);
+                    let _ = answers.send((channel, answer)).await;
+                });
+            }
             SyncRequest::Blocks { cids, ancestors } => {
                 let source = self.source.clone();
                 let answers = self.answers_tx.clone();
@@ -752,6 +796,8 @@ impl EventLoop {
             }
             (Pending::Recovered(r), SyncResponse::Recovered(cids)) => drop(r.send(Ok(cids))),
             (Pending::Graph(r), SyncResponse::Graph(graph)) => drop(r.send(Ok(graph))),
+            (Pending::RepoStat(r), SyncResponse::RepoStat(stat)) => drop(r.send(Ok(stat))),
+            (Pending::RepoGc(r), SyncResponse::RepoGc(gc)) => drop(r.send(Ok(gc))),
             (pending, SyncResponse::Error(e)) => pending.fail(bad(&e)),
             (pending, _) => pending.fail(bad("unexpected answer")),
         }

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::TrustedPeers;
 pub use event_loop::EventLoop;
-pub use protocol::{RemoteGraph, RemoteId, RemoteStatus};
+pub use protocol::{RemoteGraph, RemoteId, RemoteRepoGc, RemoteRepoStat, RemoteStatus};
 
 /// What the network needs to know to start.
 #[derive(Debug, Clone)]
@@ -84,6 +84,10 @@ pub trait StateSource: Send + Sync + 'static {
     /// This peer's IPFS daemon, asked now (bounded by a timeout): its id
     /// (empty when it did not answer) and the peers it is connected to.
     fn ipfs_links(&self) -> futures::future::BoxFuture<'static, (String, Vec<String>)>;
+    /// This peer's IPFS repository usage.
+    fn repo_stat(&self) -> futures::future::BoxFuture<'static, Result<RemoteRepoStat, String>>;
+    /// Runs `repo/gc` on this peer's IPFS daemon.
+    fn repo_gc(&self) -> futures::future::BoxFuture<'static, RemoteRepoGc>;
 }
 
 /// What the network reports to the consensus task.
@@ -138,6 +142,8 @@ pub(crate) enum Command {
     Connected(oneshot::Sender<Vec<PeerId>>),
     RemoteGraph(PeerId, Reply<RemoteGraph>),
     Shutdown(oneshot::Sender<()>),
+    RepoStat(PeerId, Reply<RemoteRepoStat>),
+    RepoGc(PeerId, Reply<RemoteRepoGc>),
 }
 
 /// A handle to the network. Cheap to clone.
@@ -254,6 +260,16 @@ impl Network {
     /// it re-queued.
     pub async fn remote_recover_all(&self, peer: PeerId) -> Result<Vec<Cid>, NetworkError> {
         self.ask(|r| Command::RemoteRecoverAll(peer, r)).await?
+    }
+
+    /// Asks `peer` for its IPFS repository usage.
+    pub async fn remote_repo_stat(&self, peer: PeerId) -> Result<RemoteRepoStat, NetworkError> {
+        self.ask(|r| Command::RepoStat(peer, r)).await?
+    }
+
+    /// Asks `peer` to garbage-collect its IPFS repository.
+    pub async fn remote_repo_gc(&self, peer: PeerId) -> Result<RemoteRepoGc, NetworkError> {
+        self.ask(|r| Command::RepoGc(peer, r)).await?
     }
 
     /// This peer as others see it.

@@ -51,6 +51,12 @@ pub enum SyncRequest {
     /// "Which cluster peers are you connected to, and which peers does your
     /// IPFS daemon see?" for `GET /health/graph`.
     Graph,
+    /// "How big is your IPFS repository?" (the proxy's cluster-wide
+    /// `repo/stat`).
+    RepoStat,
+    /// "Run `repo/gc` on your IPFS daemon and tell what it removed" (the
+    /// proxy's `repo/gc` and `POST /ipfs/gc`).
+    RepoGc,
 }
 
 /// The answer to a [`SyncRequest`].
@@ -72,6 +78,35 @@ pub enum SyncResponse {
     Error(String),
     /// The responder's connections, for the health graph.
     Graph(RemoteGraph),
+    /// The responder's IPFS repository usage.
+    RepoStat(RemoteRepoStat),
+    /// What `repo/gc` did on the responder's IPFS daemon.
+    RepoGc(RemoteRepoGc),
+}
+
+/// One peer's IPFS repository usage (`repo/stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RemoteRepoStat {
+    /// Bytes used.
+    pub repo_size: u64,
+    /// The configured limit, in bytes.
+    pub storage_max: u64,
+    /// Blocks stored.
+    pub num_objects: u64,
+}
+
+/// One peer's garbage collection: the keys its IPFS daemon removed, the
+/// errors it streamed, or why it could not run at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteRepoGc {
+    /// The peer's name.
+    pub peername: String,
+    /// Removed blocks, in the daemon's order.
+    pub removed: Vec<Cid>,
+    /// Per-key errors the daemon reported.
+    pub errors: Vec<String>,
+    /// Set when the collection failed as a whole.
+    pub error: String,
 }
 
 /// What a peer says about itself; the REST layer turns it into an `ID`.
@@ -243,6 +278,8 @@ mod tests {
             SyncRequest::Heads,
             SyncRequest::Id,
             SyncRequest::Graph,
+            SyncRequest::RepoStat,
+            SyncRequest::RepoGc,
             SyncRequest::Blocks {
                 cids: vec![cid],
                 ancestors: 7,
@@ -262,6 +299,13 @@ mod tests {
             decode::<SyncResponse>(&encode(&graph).unwrap()).unwrap(),
             graph
         );
+        let gc = SyncResponse::RepoGc(RemoteRepoGc {
+            peername: "p".into(),
+            removed: vec![cid],
+            errors: vec!["e".into()],
+            error: String::new(),
+        });
+        assert_eq!(decode::<SyncResponse>(&encode(&gc).unwrap()).unwrap(), gc);
 
         let future = serde_ipld_dagcbor::to_vec(&Envelope {
             v: 2,

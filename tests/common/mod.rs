@@ -90,6 +90,11 @@ impl TestPeer {
                 "CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS",
                 "/ip4/127.0.0.1/tcp/0",
             )
+            // `init` turns the IPFS proxy on: peers side by side need their own ports.
+            .env(
+                "CLUSTER_IPFSPROXY_LISTENMULTIADDRESS",
+                "/ip4/127.0.0.1/tcp/0",
+            )
             .env("CLUSTER_MONITORPINGINTERVAL", "2s")
             .env("CLUSTER_CRDT_REBROADCASTINTERVAL", "2s")
             .env("PINCLUSTER_LOG", "warn,pincluster=debug")

@@ -257,9 +257,25 @@ pub fn routes(
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .then(get_graph);
+    let ipfs_gc = warp::path!("ipfs" / "gc")
+        .and(warp::post())
+        .and(query())
+        .and(with_ctx(ctx.clone()))
+        .then(
+            |query: Vec<(String, String)>, ctx: Arc<ApiContext>| async move {
+                let local = local_only(&query);
+                let gc = crate::api::cluster_ipfs::repo_gc(&ctx.network, &ctx.ipfs, local).await;
+                json(StatusCode::OK, &gc)
+            },
+        );
+    // Boxed: one more level of nested filter types overflows the trait
+    // solver's recursion limit in release builds.
     recover_all
         .or(graph)
         .unify()
+        .or(ipfs_gc)
+        .unify()
+        .boxed()
         .or(id)
         .unify()
         .or(version)

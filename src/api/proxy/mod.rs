@@ -1,0 +1,387 @@
+//! The IPFS proxy (ipfs-cluster's `api/ipfsproxy`): a Kubo RPC API that
+//! any IPFS client can be pointed at. Most requests go through to the IPFS
+//! daemon unchanged, streamed both ways ([`forward`]); a few are hijacked
+//! and become cluster operations:
+//!
+//! | path (POST, GET, PUT) | what happens |
+//! |---|---|
+//! | `add` | the daemon adds (unpinned), every root becomes a cluster pin ([`put`]) |
+//! | `pin/add`, `pin/rm`, `pin/update`, `pin/ls` | the cluster pinset ([`pins`]) |
+//! | `repo/stat`, `repo/gc` | every peer's daemon, over the sync protocol ([`repo`]) |
+//! | `block/put`, `dag/put` with `pin=true` | stored by the daemon, pinned in the cluster ([`put`]) |
+//!
+//! `pin/*` also accept the argument as the last path segment
+//! (`/api/v0/pin/add/<cid>`). Hijacked replies carry Kubo's shapes and
+//! errors (`{"Message","Code","Type"}`), the CORS headers the daemon would
+//! send to the same origin, the headers configured for extraction, and
+//! `Server: ipfs-cluster/ipfsproxy/<version>`.
+//!
+//! Served with hyper directly: a reverse proxy wants the request and the
+//! response bodies as streams, untouched, which is what hyper hands out.
+
+mod forward;
+mod headers;
+mod pins;
+mod put;
+mod repo;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use libp2p::Multiaddr;
+use tokio::sync::mpsc;
+
+use crate::api::cluster_ipfs::Daemon;
+use crate::api::rest::{ServeError, socket_addr, url_pairs};
+use crate::consensus::Consensus;
+use crate::ipfsconn::KuboConnector;
+use crate::network::Network;
+
+pub use headers::HeaderConfig;
+
+/// The `Server` header of hijacked replies (the reference's, with the
+/// version of ipfs-cluster we are compatible with).
+const SERVER: &str = "ipfs-cluster/ipfsproxy/1.1.6";
+
+/// Every reply body: streamed, possibly with trailers.
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// What the handlers need.
+#[derive(Debug, Clone)]
+pub struct ProxyContext {
+    /// The peerset and the cluster-wide calls.
+    pub network: Network,
+    /// The pinset and writes.
+    pub consensus: Consensus,
+    /// The daemon behind `ipfs_connector` (resolve, gc).
+    pub ipfs: KuboConnector,
+    /// The daemon requests are forwarded to (`node_multiaddress`).
+    pub daemon: Daemon,
+    /// Who gets new pins.
+    pub allocator: crate::allocator::Allocator,
+    /// Cluster defaults for new pins.
+    pub replication_min: i32,
+    /// Cluster defaults for new pins.
+    pub replication_max: i32,
+    /// Which daemon headers hijacked replies copy, and for how long.
+    pub headers: HeaderConfig,
+}
+
+/// Binds `addr` and serves until `shutdown` resolves; in-flight requests
+/// then finish. Returns the bound address (port 0 resolved) and the task.
+pub async fn serve(
+    addr: &Multiaddr,
+    ctx: ProxyContext,
+    read_header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
+    let socket = socket_addr(addr)?;
+    let bind = |socket: SocketAddr| -> std::io::Result<tokio::net::TcpListener> {
+        let s = if socket.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        s.set_reuseaddr(true)?;
+        s.bind(socket)?;
+        s.listen(1024)
+    };
+    let listener = bind(socket).map_err(|source| ServeError::Bind {
+        addr: socket,
+        source,
+    })?;
+    let bound = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: socket,
+        source,
+    })?;
+    let state = Arc::new(headers::Shared::new(ctx));
+    let task = tokio::spawn(accept_loop(listener, state, read_header_timeout, shutdown));
+    Ok((bound, task))
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    state: Arc<headers::Shared>,
+    read_header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: the next accept may work.
+                    tracing::warn!(error = %e, "IPFS proxy: accept failed");
+                    continue;
+                }
+            },
+        };
+        // Small writes (NDJSON lines, a head then its body) must not wait
+        // for the client's delayed ACK.
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(state, req, remote).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout((!read_header_timeout.is_zero()).then_some(read_header_timeout));
+        let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "IPFS proxy connection ended");
+            }
+        });
+    }
+    graceful.shutdown().await;
+}
+
+/// The hijacked commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hijack {
+    PinAdd,
+    PinRm,
+    PinLs,
+    PinUpdate,
+    Add,
+    RepoStat,
+    RepoGc,
+    BlockPut,
+    DagPut,
+}
+
+/// Which hijacked command `path` names, and the argument carried as its
+/// last segment (`/api/v0/pin/add/<arg>`).
+fn route(path: &str) -> Option<(Hijack, Option<String>)> {
+    let cmd = path.strip_prefix("/api/v0/")?;
+    let exact = match cmd {
+        "pin/add" => Some(Hijack::PinAdd),
+        "pin/rm" => Some(Hijack::PinRm),
+        "pin/ls" => Some(Hijack::PinLs),
+        "pin/update" => Some(Hijack::PinUpdate),
+        "add" => Some(Hijack::Add),
+        "repo/stat" => Some(Hijack::RepoStat),
+        "repo/gc" => Some(Hijack::RepoGc),
+        "block/put" => Some(Hijack::BlockPut),
+        "dag/put" => Some(Hijack::DagPut),
+        _ => None,
+    };
+    if let Some(h) = exact {
+        return Some((h, None));
+    }
+    let (prefix, arg) = cmd.rsplit_once('/')?;
+    let h = match prefix {
+        "pin/add" => Hijack::PinAdd,
+        "pin/rm" => Hijack::PinRm,
+        "pin/ls" => Hijack::PinLs,
+        _ => return None,
+    };
+    (!arg.is_empty()).then(|| (h, Some(percent_decode_segment(arg))))
+}
+
+fn percent_decode_segment(s: &str) -> String {
+    // A path segment: `+` is a plus, not a space.
+    url_pairs(&format!("a={}", s.replace('+', "%2B")))
+        .pop()
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}
+
+async fn handle(
+    state: Arc<headers::Shared>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<Body> {
+    let hijackable = matches!(*req.method(), Method::GET | Method::POST | Method::PUT);
+    let routed = if hijackable {
+        route(req.uri().path())
+    } else {
+        None
+    };
+    let Some((cmd, path_arg)) = routed else {
+        return forward::passthrough(&state.ctx.daemon, req, remote).await;
+    };
+    let mut query = url_pairs(req.uri().query().unwrap_or(""));
+    if let Some(arg) = path_arg {
+        tracing::warn!(
+            path = req.uri().path(),
+            "non-standard IPFS API use: argument in the path"
+        );
+        query.retain(|(k, _)| k != "arg");
+        query.push(("arg".into(), arg));
+    }
+    // block/put and dag/put stay the daemon's business unless they pin.
+    if matches!(cmd, Hijack::BlockPut | Hijack::DagPut) {
+        match flag(&query, "pin", false) {
+            Ok(true) => {}
+            Ok(false) => return forward::passthrough(&state.ctx.daemon, req, remote).await,
+            Err(e) => return kubo_error(StatusCode::BAD_REQUEST, e),
+        }
+    }
+    let cors = state.cors(&req).await;
+    let extracted = state.extracted().await;
+    let ctx = &state.ctx;
+    let mut res = match cmd {
+        Hijack::PinAdd => pins::add(ctx, &query).await,
+        Hijack::PinRm => pins::rm(ctx, &query).await,
+        Hijack::PinLs => pins::ls(ctx, &query).await,
+        Hijack::PinUpdate => pins::update(ctx, &query).await,
+        Hijack::Add => put::add(ctx, req, query).await,
+        Hijack::BlockPut => put::block_put(ctx, req).await,
+        Hijack::DagPut => put::dag_put(ctx, req).await,
+        Hijack::RepoStat => repo::stat(ctx).await,
+        Hijack::RepoGc => repo::gc(ctx, &query).await,
+    };
+    let h = res.headers_mut();
+    for (name, value) in extracted.iter().chain(cors.iter()) {
+        h.insert(name.clone(), value.clone());
+    }
+    h.insert(header::SERVER, HeaderValue::from_static(SERVER));
+    res
+}
+
+/// A boolean option as Kubo reads it (Go's `strconv.ParseBool`); a key
+/// given without a value is set. Absent: `default`.
+fn flag(query: &[(String, String)], key: &str, default: bool) -> Result<bool, String> {
+    let Some((_, v)) = query.iter().find(|(k, _)| k == key) else {
+        return Ok(default);
+    };
+    match v.as_str() {
+        "" | "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        other => Err(format!(
+            "Could not convert value '{other}' to type 'bool' (for option '-{key}')"
+        )),
+    }
+}
+
+/// Every value of `key`, in order.
+fn values<'a>(query: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+    query
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// Kubo's error reply: `{"Message","Code","Type":"error"}`, `Code` 1 for
+/// a client error, 0 otherwise.
+fn kubo_error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    let code = if status.is_client_error() { 1 } else { 0 };
+    let body = serde_json::json!({"Message": message.into(), "Code": code, "Type": "error"});
+    json_reply(status, &body)
+}
+
+/// A JSON value and a newline, as Kubo ends every reply.
+fn json_reply<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut res = Response::new(full(bytes));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A streamed reply: what the producer sends on the channel, as it comes,
+/// ending with the trailers it sends (if the client accepts trailers).
+/// Bounded, so a slow client slows the producer down.
+fn channel_body() -> (mpsc::Sender<Frame<Bytes>>, Body) {
+    let (tx, rx) = mpsc::channel::<Frame<Bytes>>(16);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
+    (tx, http_body_util::StreamBody::new(stream).boxed_unsync())
+}
+
+/// NDJSON reply headers as Kubo sends them for streamed output, with the
+/// `X-Stream-Error` trailer announced.
+fn streaming(status: StatusCode, body: Body) -> Response<Body> {
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert("x-chunked-output", HeaderValue::from_static("1"));
+    h.insert(header::TRAILER, HeaderValue::from_static("X-Stream-Error"));
+    res
+}
+
+/// One NDJSON line.
+fn line<T: serde::Serialize>(value: &T) -> Frame<Bytes> {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.push(b'\n');
+    Frame::data(bytes.into())
+}
+
+/// The `X-Stream-Error` trailer (errors that happened after the status
+/// was sent).
+fn stream_error(message: &str) -> Frame<Bytes> {
+    let mut trailers = hyper::HeaderMap::new();
+    let clean: String = message.chars().filter(|c| !c.is_control()).collect();
+    if let Ok(v) = HeaderValue::from_str(&clean) {
+        trailers.insert("x-stream-error", v);
+    }
+    Frame::trailers(trailers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_exact_paths_and_path_arguments() {
+        assert_eq!(route("/api/v0/add"), Some((Hijack::Add, None)));
+        assert_eq!(route("/api/v0/repo/gc"), Some((Hijack::RepoGc, None)));
+        assert_eq!(
+            route("/api/v0/pin/add/QmX"),
+            Some((Hijack::PinAdd, Some("QmX".into())))
+        );
+        assert_eq!(
+            route("/api/v0/pin/ls/a%2Fb"),
+            Some((Hijack::PinLs, Some("a/b".into())))
+        );
+        assert_eq!(route("/api/v0/pin/update/QmX"), None);
+        assert_eq!(route("/api/v0/add/"), None);
+        assert_eq!(route("/api/v0/pin/add/"), None);
+        assert_eq!(route("/api/v0/cat"), None);
+        assert_eq!(route("/api/v0/pin/verify"), None);
+        assert_eq!(route("/pin/add"), None);
+    }
+
+    #[test]
+    fn booleans_parse_as_kubo_parses_them() {
+        let q = |v: &str| vec![("pin".to_string(), v.to_string())];
+        for v in ["true", "True", "TRUE", "t", "T", "1", ""] {
+            assert_eq!(flag(&q(v), "pin", false), Ok(true), "{v}");
+        }
+        for v in ["false", "False", "FALSE", "f", "F", "0"] {
+            assert_eq!(flag(&q(v), "pin", true), Ok(false), "{v}");
+        }
+        assert!(flag(&q("yes"), "pin", true).is_err());
+        assert_eq!(flag(&[], "pin", true), Ok(true));
+    }
+}

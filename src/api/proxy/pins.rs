@@ -1,0 +1,318 @@
+//! `pin/add`, `pin/rm`, `pin/update` and `pin/ls` on the cluster's pinset
+//! instead of the daemon's: what a client pins here is allocated and
+//! pinned across the cluster, and `pin/ls` lists the shared pinset.
+
+use cid::Cid;
+use hyper::body::Frame;
+use hyper::{Response, StatusCode};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::{
+    Body, ProxyContext, channel_body, flag, json_reply, kubo_error, line, stream_error, streaming,
+    values,
+};
+use crate::allocator;
+use crate::ipfsconn::IpfsConnector;
+use crate::types::{Pin, PinMode, PinOptions};
+
+/// Pins read ahead of a slow `pin/ls` client.
+const LIST_AHEAD: usize = 256;
+
+/// `pin/add?arg=<cid|path>[&recursive=<bool>][&type=direct][&name=<n>]`.
+pub(super) async fn add(ctx: &ProxyContext, query: &[(String, String)]) -> Response<Body> {
+    let Some(arg) = values(query, "arg").first().copied() else {
+        return kubo_error(
+            StatusCode::BAD_REQUEST,
+            "argument \"ipfs-path\" is required",
+        );
+    };
+    let recursive = match flag(query, "recursive", true) {
+        Ok(r) => r,
+        Err(e) => return kubo_error(StatusCode::BAD_REQUEST, e),
+    };
+    // Kubo's `recursive=false`, or the reference's `type=direct`.
+    let direct = !recursive || values(query, "type").first() == Some(&"direct");
+    let mode = if direct {
+        PinMode::Direct
+    } else {
+        PinMode::Recursive
+    };
+    let cid = match resolve(ctx, arg).await {
+        Ok(cid) => cid,
+        Err(e) => return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let name = values(query, "name").first().unwrap_or(&"").to_string();
+    match cluster_pin(ctx, cid, mode, name).await {
+        Ok(()) => json_reply(StatusCode::OK, &json!({"Pins": [cid.to_string()]})),
+        Err(e) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `pin/rm?arg=<cid|path>`.
+pub(super) async fn rm(ctx: &ProxyContext, query: &[(String, String)]) -> Response<Body> {
+    let Some(arg) = values(query, "arg").first().copied() else {
+        return kubo_error(
+            StatusCode::BAD_REQUEST,
+            "argument \"ipfs-path\" is required",
+        );
+    };
+    let cid = match resolve(ctx, arg).await {
+        Ok(cid) => cid,
+        Err(e) => return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    match ctx.consensus.state().get(&cid) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return kubo_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{cid} is not pinned or pinned indirectly"),
+            );
+        }
+        Err(e) => return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+    match ctx.consensus.log_unpin(cid).await {
+        Ok(()) => json_reply(StatusCode::OK, &json!({"Pins": [cid.to_string()]})),
+        Err(e) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `pin/update?arg=<from>&arg=<to>[&unpin=<bool>]`: `to` is pinned with
+/// `from`'s options and allocations (so the same peers fetch only the
+/// difference), then `from` is unpinned unless `unpin=false`.
+pub(super) async fn update(ctx: &ProxyContext, query: &[(String, String)]) -> Response<Body> {
+    let args = values(query, "arg");
+    let Some(from) = args.first().copied() else {
+        return kubo_error(
+            StatusCode::BAD_REQUEST,
+            "argument \"from-path\" is required",
+        );
+    };
+    let Some(to) = args.get(1).copied() else {
+        return kubo_error(StatusCode::BAD_REQUEST, "argument \"to-path\" is required");
+    };
+    let unpin = match flag(query, "unpin", true) {
+        Ok(u) => u,
+        Err(e) => return kubo_error(StatusCode::BAD_REQUEST, e),
+    };
+    let (from, to) = match tokio::join!(resolve(ctx, from), resolve(ctx, to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let existing = match ctx.consensus.state().get(&from) {
+        Ok(Some(pin)) => pin,
+        Ok(None) => {
+            return kubo_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "'from' cid was not recursively pinned already",
+            );
+        }
+        Err(e) => return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let reply = json!({"Pins": [from.to_string(), to.to_string()]});
+    if from == to {
+        return json_reply(StatusCode::OK, &reply);
+    }
+    let mut pin = existing;
+    pin.cid = to;
+    pin.options.pin_update = Some(from);
+    pin.timestamp = Some(chrono::Utc::now().fixed_offset());
+    if let Err(e) = ctx.consensus.log_pin(pin).await {
+        return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    if unpin && let Err(e) = ctx.consensus.log_unpin(from).await {
+        return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    json_reply(StatusCode::OK, &reply)
+}
+
+/// Which pins `pin/ls?type=` asks for.
+#[derive(Clone, Copy)]
+enum Wanted {
+    All,
+    Only(PinMode),
+    /// The cluster pinset holds no indirect pins.
+    Indirect,
+}
+
+impl Wanted {
+    fn matches(self, mode: PinMode) -> bool {
+        match self {
+            Wanted::All => true,
+            Wanted::Only(m) => m == mode,
+            Wanted::Indirect => false,
+        }
+    }
+}
+
+/// `pin/ls[?arg=<cid>][&type=...][&stream=<bool>]`: the cluster pinset,
+/// streamed from the state as it is read, in both of Kubo's shapes.
+pub(super) async fn ls(ctx: &ProxyContext, query: &[(String, String)]) -> Response<Body> {
+    let wanted = match values(query, "type").first().copied().unwrap_or("all") {
+        "all" | "" => Wanted::All,
+        "recursive" => Wanted::Only(PinMode::Recursive),
+        "direct" => Wanted::Only(PinMode::Direct),
+        "indirect" => Wanted::Indirect,
+        other => {
+            return kubo_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid type '{other}', must be one of {{direct, indirect, recursive, all}}"
+                ),
+            );
+        }
+    };
+    let stream = match (flag(query, "stream", false), flag(query, "s", false)) {
+        (Ok(a), Ok(b)) => a || b,
+        (Err(e), _) | (_, Err(e)) => return kubo_error(StatusCode::BAD_REQUEST, e),
+    };
+    if let Some(arg) = values(query, "arg").first().copied() {
+        return ls_one(ctx, arg, wanted, stream);
+    }
+    let (pins_tx, mut pins) = mpsc::channel::<Result<Pin, String>>(LIST_AHEAD);
+    let state = ctx.consensus.state().clone();
+    tokio::task::spawn_blocking(move || {
+        for pin in state.list() {
+            if pins_tx
+                .blocking_send(pin.map_err(|e| e.to_string()))
+                .is_err()
+            {
+                return; // the client went away
+            }
+        }
+    });
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        let mut first = true;
+        if !stream && tx.send(Frame::data("{\"Keys\":{".into())).await.is_err() {
+            return;
+        }
+        while let Some(pin) = pins.recv().await {
+            let pin = match pin {
+                Ok(pin) => pin,
+                Err(e) => {
+                    let _ = tx.send(stream_error(&e)).await;
+                    return;
+                }
+            };
+            let mode = PinMode::from_max_depth(pin.max_depth);
+            if !wanted.matches(mode) {
+                continue;
+            }
+            let frame = if stream {
+                line(&json!({"Cid": pin.cid.to_string(), "Type": mode.as_str()}))
+            } else {
+                let sep = if first { "" } else { "," };
+                let entry = format!("{sep}\"{}\":{{\"Type\":\"{}\"}}", pin.cid, mode.as_str());
+                Frame::data(entry.into())
+            };
+            first = false;
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+        if !stream {
+            let _ = tx.send(Frame::data("}}\n".into())).await;
+        }
+    });
+    if stream {
+        streaming(StatusCode::OK, body)
+    } else {
+        let mut res = Response::new(body);
+        res.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        res
+    }
+}
+
+fn ls_one(ctx: &ProxyContext, arg: &str, wanted: Wanted, stream: bool) -> Response<Body> {
+    let plain = arg.strip_prefix("/ipfs/").unwrap_or(arg);
+    let cid = match Cid::try_from(plain) {
+        Ok(cid) => cid,
+        Err(e) => {
+            return kubo_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("invalid path {arg:?}: {e}"),
+            );
+        }
+    };
+    let pin = match ctx.consensus.state().get(&cid) {
+        Ok(pin) => pin.filter(|p| wanted.matches(PinMode::from_max_depth(p.max_depth))),
+        Err(e) => return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let Some(pin) = pin else {
+        return kubo_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("path '{arg}' is not pinned"),
+        );
+    };
+    let mode = PinMode::from_max_depth(pin.max_depth).as_str();
+    if stream {
+        json_reply(
+            StatusCode::OK,
+            &json!({"Cid": cid.to_string(), "Type": mode}),
+        )
+    } else {
+        json_reply(
+            StatusCode::OK,
+            &json!({"Keys": {cid.to_string(): {"Type": mode}}}),
+        )
+    }
+}
+
+/// A CID from `<cid>`, `/ipfs/<cid>`, or any path the daemon resolves.
+pub(super) async fn resolve(ctx: &ProxyContext, arg: &str) -> Result<Cid, String> {
+    let plain = arg.strip_prefix("/ipfs/").unwrap_or(arg);
+    match Cid::try_from(plain) {
+        Ok(cid) => Ok(cid),
+        Err(_) if arg.starts_with("/ipfs/") || arg.starts_with("/ipns/") => ctx
+            .ipfs
+            .resolve(arg)
+            .await
+            .map_err(|e| format!("Error resolving IPFS path {arg:?}: {e}")),
+        Err(e) => Err(format!(
+            "Error parsing IPFS Path: invalid path {arg:?}: {e}"
+        )),
+    }
+}
+
+/// Pins `cid` in the cluster with the cluster's default replication,
+/// allocated by the balanced allocator (a re-pin keeps live allocations).
+pub(super) async fn cluster_pin(
+    ctx: &ProxyContext,
+    cid: Cid,
+    mode: PinMode,
+    name: String,
+) -> Result<(), String> {
+    let (min, max) = (ctx.replication_min, ctx.replication_max);
+    let options = PinOptions {
+        replication_factor_min: min,
+        replication_factor_max: max,
+        name,
+        mode,
+        ..PinOptions::default()
+    };
+    let mut pin = Pin::new(cid, options);
+    let current = ctx
+        .consensus
+        .state()
+        .get(&cid)
+        .map_err(|e| e.to_string())?
+        .map(|p| p.allocations)
+        .unwrap_or_default();
+    pin.allocations = ctx
+        .allocator
+        .allocate(allocator::Request {
+            cid: &cid,
+            replication_min: min,
+            replication_max: max,
+            current: &current,
+            priority: &[],
+            exclude: &[],
+        })
+        .map_err(|e| e.to_string())?;
+    pin.timestamp = Some(chrono::Utc::now().fixed_offset());
+    ctx.consensus.log_pin(pin).await.map_err(|e| e.to_string())
+}
