@@ -1,0 +1,298 @@
+//! The pinset of a stopped peer: `state export`, `state import` and
+//! `state cleanup` (spec §5.2). Each takes the folder's `cluster.lock`, as
+//! the daemon does, so none runs beside a daemon on the same folder.
+//!
+//! The export format is ipfs-cluster's: a stream of JSON [`Pin`] objects,
+//! one per line. Import reads any whitespace between objects, as the
+//! reference does.
+//!
+//! **Import** replaces the pinset in three steps:
+//!
+//! 1. Read and check *every* pin first (JSON, CID, type), encoding each into
+//!    its state record in memory. Bad input stops here, before anything on
+//!    disk has changed.
+//! 2. Write the new pinset into a fresh store beside the live one
+//!    (`<store>.import`), as ordinary signed deltas of up to
+//!    [`IMPORT_DELTA_BYTES`] each: about a hundred blocks for a million
+//!    pins, so the import costs a hundred batched commits instead of a
+//!    million, and the daemon, once started, announces the new heads and
+//!    other peers fetch and merge them like any other change.
+//! 3. Swap the folders by renames: the old store goes only once the new one
+//!    is complete.
+//!
+//! A snapshot install (`Engine::install_state`) would be faster still, but
+//! its elements belong to no block another peer could fetch: the imported
+//! pins would never leave this peer.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use libp2p::PeerId;
+use pincluster_crdt::store::{Durability, FjallOptions, FjallStore};
+use pincluster_crdt::{BatchError, Engine, Limits};
+
+use crate::config::{self, Config};
+use crate::consensus::{PeerSigner, PeerVerifier};
+use crate::identity::Identity;
+use crate::types::{Pin, PinType, pin_key};
+
+use super::{PinState, StateError};
+
+/// The largest delta an import writes. A quarter of a block's limit:
+/// small enough that a peer fetching the import gets several blocks per
+/// response, large enough that a million pins take about a hundred.
+pub const IMPORT_DELTA_BYTES: usize = 1 << 20;
+
+/// Why an offline state command failed; every message names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    /// A daemon (or another state command) holds the folder.
+    #[error("{0} is locked: stop the pincluster daemon running on this folder first")]
+    Locked(PathBuf),
+    /// A file or folder could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The input is not a stream of pins; nothing was changed.
+    #[error("pin #{index} of the input: {message}; nothing was imported")]
+    BadPin { index: usize, message: String },
+    /// Reading or writing the store failed.
+    #[error("state store: {0}")]
+    Store(#[from] pincluster_crdt::Error),
+    /// The store's backend failed.
+    #[error("state store: {0}")]
+    Backend(#[from] pincluster_crdt::store::StoreError),
+    /// A pin does not fit in a delta (a value over the size limit).
+    #[error("pin too large for the state: {0}")]
+    Batch(#[from] BatchError),
+    /// A stored pin could not be read.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Writing the export failed.
+    #[error("writing the export: {0}")]
+    Write(#[source] std::io::Error),
+}
+
+/// Overrides `state import` applies to every pin, as the reference's
+/// `--replication-min`, `--replication-max` and `--allocations` do.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOverrides {
+    pub replication_min: Option<i32>,
+    pub replication_max: Option<i32>,
+    pub allocations: Option<Vec<PeerId>>,
+}
+
+/// A configuration folder whose daemon is stopped, locked for as long as
+/// this value lives.
+#[derive(Debug)]
+pub struct OfflineFolder {
+    dir: PathBuf,
+    config: Config,
+    _lock: File,
+}
+
+impl OfflineFolder {
+    /// Locks `dir` (failing if a daemon runs on it) with its loaded `config`.
+    pub fn lock(dir: &Path, config: Config) -> Result<Self, OfflineError> {
+        let path = dir.join("cluster.lock");
+        let io = |source| OfflineError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(OfflineError::Locked(path)),
+            Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            config,
+            _lock: file,
+        })
+    }
+
+    fn store_dir(&self) -> PathBuf {
+        self.config.datastore.fjall.path(&self.dir)
+    }
+
+    fn open_engine(
+        &self,
+        path: &Path,
+        identity: &Identity,
+    ) -> Result<Engine<FjallStore>, OfflineError> {
+        let fjall = &self.config.datastore.fjall;
+        let store = FjallStore::open(
+            path,
+            FjallOptions {
+                durability: match fjall.durability {
+                    config::Durability::Process => Durability::Process,
+                    config::Durability::Sync => Durability::Sync,
+                },
+                cache_bytes: fjall.cache_size_bytes,
+                memtable_bytes: fjall.memtable_size_bytes,
+            },
+        )?;
+        Ok(Engine::open(
+            store,
+            Arc::new(PeerSigner::new(identity.keypair.clone())),
+            Arc::new(PeerVerifier::new(
+                self.config.consensus.crdt.trusted_peers.clone(),
+                identity.peer_id,
+            )),
+            Limits::default(),
+        )?)
+    }
+
+    /// Writes every pin to `out`, one JSON object per line; returns how
+    /// many. A folder without a store exports nothing.
+    pub fn export(&self, identity: &Identity, out: &mut dyn Write) -> Result<u64, OfflineError> {
+        let path = self.store_dir();
+        if !path.exists() {
+            return Ok(0);
+        }
+        let engine = self.open_engine(&path, identity)?;
+        let state = PinState::new(engine.reader());
+        let mut n = 0;
+        for pin in state.list() {
+            serde_json::to_writer(&mut *out, &pin?).map_err(|e| OfflineError::Write(e.into()))?;
+            out.write_all(b"\n").map_err(OfflineError::Write)?;
+            n += 1;
+        }
+        out.flush().map_err(OfflineError::Write)?;
+        Ok(n)
+    }
+
+    /// Replaces the pinset with the pins read from `input` (see the module
+    /// doc); returns how many distinct pins it now holds. On any error in
+    /// the input the state is untouched.
+    pub fn import(
+        &self,
+        identity: &Identity,
+        input: impl Read,
+        overrides: &ImportOverrides,
+    ) -> Result<u64, OfflineError> {
+        let records = read_pins(input, overrides)?;
+        let live = self.store_dir();
+        let staging = sibling(&live, "import");
+        let old = sibling(&live, "old");
+        remove_dir(&staging)?;
+        {
+            let mut engine = self.open_engine(&staging, identity)?;
+            write_pins(&mut engine, records.iter())?;
+        }
+        // The new store is complete and closed: swap it in.
+        remove_dir(&old)?;
+        if live.exists() {
+            rename(&live, &old)?;
+        }
+        rename(&staging, &live)?;
+        remove_dir(&old)?;
+        Ok(records.len() as u64)
+    }
+
+    /// Removes the whole pinset: the store and its history.
+    pub fn cleanup(&self) -> Result<(), OfflineError> {
+        let live = self.store_dir();
+        for path in [sibling(&live, "import"), sibling(&live, "old"), live] {
+            remove_dir(&path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a stream of JSON pins into their state records, keyed and sorted
+/// by key; a CID given twice keeps its last pin, as the reference's
+/// successive puts do.
+pub fn read_pins(
+    input: impl Read,
+    overrides: &ImportOverrides,
+) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, OfflineError> {
+    let mut records = BTreeMap::new();
+    let stream = serde_json::Deserializer::from_reader(BufReader::with_capacity(1 << 20, input))
+        .into_iter::<Pin>();
+    for (i, pin) in stream.enumerate() {
+        let index = i + 1;
+        let bad = |message: String| OfflineError::BadPin { index, message };
+        let mut pin = pin.map_err(|e| bad(e.to_string()))?;
+        if pin.pin_type == PinType::BadType {
+            return Err(bad(format!(
+                "{}: missing or unknown type (expected pin, meta-pin, clusterdag-pin or shard-pin)",
+                pin.cid
+            )));
+        }
+        if let Some(min) = overrides.replication_min {
+            pin.options.replication_factor_min = min;
+        }
+        if let Some(max) = overrides.replication_max {
+            pin.options.replication_factor_max = max;
+        }
+        if let Some(allocations) = &overrides.allocations {
+            pin.allocations = allocations.clone();
+        }
+        records.insert(pin_key(&pin.cid), pin.to_state_bytes());
+    }
+    Ok(records)
+}
+
+/// Commits `records` as deltas of at most [`IMPORT_DELTA_BYTES`].
+pub fn write_pins<'a>(
+    engine: &mut Engine<FjallStore>,
+    records: impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>,
+) -> Result<(), OfflineError> {
+    let limits = Limits {
+        max_block_bytes: IMPORT_DELTA_BYTES,
+        ..*engine.limits()
+    };
+    let mut batch = pincluster_crdt::Batch::new(limits);
+    for (key, value) in records {
+        match batch.put(key.clone(), value.clone()) {
+            Ok(()) => continue,
+            Err(BatchError::FullOps { .. } | BatchError::FullBytes { .. }) => {
+                engine.commit(std::mem::replace(
+                    &mut batch,
+                    pincluster_crdt::Batch::new(limits),
+                ))?;
+                batch.put(key.clone(), value.clone())?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    engine.commit(batch)?;
+    Ok(())
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".{suffix}"));
+    path.with_file_name(name)
+}
+
+fn remove_dir(path: &Path) -> Result<(), OfflineError> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(OfflineError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), OfflineError> {
+    std::fs::rename(from, to).map_err(|source| OfflineError::Io {
+        path: from.to_owned(),
+        source,
+    })
+}
