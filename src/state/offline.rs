@@ -296,3 +296,92 @@ fn rename(from: &Path, to: &Path) -> Result<(), OfflineError> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::PinOptions;
+
+    const CID: &str = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
+
+    fn folder(dir: &Path) -> (OfflineFolder, Identity) {
+        (
+            OfflineFolder::lock(dir, Config::new_default()).unwrap(),
+            Identity::generate(),
+        )
+    }
+
+    fn export(f: &OfflineFolder, id: &Identity) -> String {
+        let mut out = Vec::new();
+        f.export(id, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn bad_input_names_the_pin_and_keeps_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (f, id) = folder(dir.path());
+        let good = format!("{{\"cid\":\"{CID}\",\"type\":\"pin\",\"max_depth\":-1}}\n");
+        assert_eq!(
+            f.import(&id, good.as_bytes(), &Default::default()).unwrap(),
+            1
+        );
+        let before = export(&f, &id);
+        for (input, index) in [
+            (format!("{good}{{\"cid\":\"nope\",\"type\":\"pin\"}}"), 2),
+            (format!("{good}{{\"cid\":\"{CID}\"}}"), 2),
+            (format!("{good}{good}[1,2]"), 3),
+            ("\u{0}garbage".to_owned(), 1),
+        ] {
+            let err = f
+                .import(&id, input.as_bytes(), &Default::default())
+                .unwrap_err();
+            assert!(
+                matches!(err, OfflineError::BadPin { index: i, .. } if i == index),
+                "{input}: {err}"
+            );
+            assert_eq!(export(&f, &id), before);
+        }
+        // A second lock on the folder is refused while this one lives.
+        let again = OfflineFolder::lock(dir.path(), Config::new_default()).unwrap_err();
+        assert!(matches!(again, OfflineError::Locked(_)), "{again}");
+    }
+
+    #[test]
+    fn overrides_apply_to_every_pin_and_many_pins_split_into_deltas() {
+        let dir = tempfile::tempdir().unwrap();
+        let (f, id) = folder(dir.path());
+        let peer = PeerId::random();
+        let mut input = Vec::new();
+        let n = 20_000u32;
+        for i in 0..n {
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(i.to_be_bytes());
+            let mh = cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
+            let pin = Pin::new(cid::Cid::new_v1(0x55, mh), PinOptions::default());
+            serde_json::to_writer(&mut input, &pin).unwrap();
+        }
+        let overrides = ImportOverrides {
+            replication_min: Some(2),
+            replication_max: Some(3),
+            allocations: Some(vec![peer]),
+        };
+        assert_eq!(f.import(&id, &input[..], &overrides).unwrap(), u64::from(n));
+        let text = export(&f, &id);
+        assert_eq!(text.lines().count(), n as usize);
+        let pin: Pin = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(pin.options.replication_factor_min, 2);
+        assert_eq!(pin.options.replication_factor_max, 3);
+        assert_eq!(pin.allocations, vec![peer]);
+
+        // Several deltas, each under the import's size, chained as heads.
+        let engine = f.open_engine(&f.store_dir(), &id).unwrap();
+        let heads = engine.heads();
+        assert_eq!(heads.len(), 1);
+        assert!(heads[0].height > 1, "one giant delta: {heads:?}");
+        let head = engine.block(&heads[0].cid).unwrap().unwrap();
+        assert!(head.len() <= IMPORT_DELTA_BYTES);
+
+        f.cleanup().unwrap();
+        assert_eq!(export(&f, &id), "");
+    }
+}
