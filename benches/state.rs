@@ -22,21 +22,40 @@ fn pins() -> usize {
         .unwrap_or(1_000_000)
 }
 
-fn run(args: &[&str], dir: &std::path::Path) -> f64 {
+/// GNU time, when installed, reports the command's peak memory.
+const GNU_TIME: &str = "/usr/bin/time";
+
+/// Runs `pincluster ARGS --config DIR`; its wall time in seconds and, with
+/// GNU time, its peak resident memory in MB.
+fn run(args: &[&str], dir: &std::path::Path) -> (f64, Option<f64>) {
+    let timed = std::path::Path::new(GNU_TIME).exists();
+    let mut cmd = if timed {
+        let mut c = Command::new(GNU_TIME);
+        c.args(["-f", "peak-rss-kb=%M", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
     let start = Instant::now();
-    let out = Command::new(BIN)
+    let out = cmd
         .args(args)
         .arg("--config")
         .arg(dir)
         .output()
         .expect("run pincluster");
     let secs = start.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    secs
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    let rss = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-rss-kb="))
+        .and_then(|kb| kb.trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0);
+    (secs, rss)
+}
+
+fn mb(rss: Option<f64>) -> String {
+    rss.map_or_else(String::new, |m| format!(", peak memory {m:.0} MB"))
 }
 
 fn main() {
@@ -76,26 +95,28 @@ fn main() {
     let size = std::fs::metadata(&file).unwrap().len();
     let path = file.to_str().unwrap();
 
-    let import = run(&["state", "import", "--force", path], dir.path());
+    let (import, import_rss) = run(&["state", "import", "--force", path], dir.path());
     let export_file = dir.path().join("out.json");
-    let export = run(
+    let (export, export_rss) = run(
         &["state", "export", "--file", export_file.to_str().unwrap()],
         dir.path(),
     );
-    let reimport = run(&["state", "import", "--force", path], dir.path());
+    let (reimport, _) = run(&["state", "import", "--force", path], dir.path());
     let exported = std::fs::read_to_string(&export_file)
         .unwrap()
         .lines()
         .count();
     assert_eq!(exported, n);
     println!(
-        "state import of {n} pins ({:.0} MB of JSON): {import:.2} s ({:.0} pins/s)",
+        "state import of {n} pins ({:.0} MB of JSON): {import:.2} s ({:.0} pins/s){}",
         size as f64 / 1e6,
-        n as f64 / import
+        n as f64 / import,
+        mb(import_rss)
     );
     println!("state import again (replacing {n} pins): {reimport:.2} s");
     println!(
-        "state export of {n} pins: {export:.2} s ({:.0} pins/s)",
-        n as f64 / export
+        "state export of {n} pins: {export:.2} s ({:.0} pins/s){}",
+        n as f64 / export,
+        mb(export_rss)
     );
 }

@@ -36,6 +36,16 @@ async fn client_commands_against_a_daemon() {
 
     let (code, out, _) = client(&peer.api, &["version"]);
     assert_eq!((code, out.trim()), (0, env!("CARGO_PKG_VERSION")));
+    let local = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(local.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&local.stdout).trim(),
+        format!("pincluster {}", env!("CARGO_PKG_VERSION"))
+    );
+    // A bad flag is a usage error: exit 1, as ctl.
+    let (code, _, err) = client(&peer.api, &["pin", "add", cid, "--mode", "sideways"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("expected recursive or direct"), "{err}");
 
     let (code, out, _) = client(&peer.api, &["peers", "ls"]);
     assert_eq!(code, 0);

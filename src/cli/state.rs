@@ -16,7 +16,7 @@ use crate::state::offline::{ImportOverrides, OfflineFolder};
 #[derive(Debug, Args)]
 pub struct StateArgs {
     /// Configuration folder [default: $PINCLUSTER_PATH, else ~/.pincluster].
-    #[arg(long, short = 'c', value_name = "DIR")]
+    #[arg(long, short = 'c', value_name = "DIR", global = true)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub cmd: StateCmd,
@@ -121,7 +121,7 @@ fn execute(dir: &Path, cmd: StateCmd) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                     folder.import(&identity, f, &overrides)?
                 }
-                None => folder.import(&identity, std::io::stdin().lock(), &overrides)?,
+                None => folder.import(&identity, std::io::stdin(), &overrides)?,
             };
             eprintln!("imported {n} pins");
         }

@@ -59,7 +59,8 @@ pub struct ClientOpts {
     /// Use https for a multiaddr --host
     #[arg(long, short = 's')]
     pub https: bool,
-    /// Do not verify the server's TLS certificate (with --https)
+    /// Do not verify the server's TLS certificate (with --https; accepted
+    /// so ctl's scripts run, but this build has no TLS to relax)
     #[arg(long = "no-check-certificate")]
     pub no_check_certificate: bool,
     /// Keep plain http even with --basic-auth
