@@ -1352,6 +1352,99 @@ mod tests {
         );
     }
 
+    /// Answers one chunked upload (read to its last chunk) with `response`;
+    /// yields the whole request.
+    async fn serve_upload(response: String) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.ends_with(b"\r\n0\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the upload ended early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            socket.write_all(response.as_bytes()).await.unwrap();
+            socket.shutdown().await.unwrap();
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        (format!("/ip4/127.0.0.1/tcp/{port}"), handle)
+    }
+
+    #[tokio::test]
+    async fn add_uploads_multipart_and_prints_what_was_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hello.txt");
+        std::fs::write(&file, "hello world").unwrap();
+        let items = [
+            r#"{"name":"hello.txt","cid":"QmLeaf","size":19}"#,
+            r#"{"name":"","cid":"QmRoot","size":60,"allocations":["p1"]}"#,
+        ];
+        let body = format!("{}\n{}\n", items[0], items[1]);
+        for (flags, want) in [
+            (&[][..], "added QmLeaf hello.txt\nadded QmRoot \n"),
+            (&["-q"][..], "QmLeaf\nQmRoot\n"),
+            (&["-Q"][..], "QmRoot\n"),
+        ] {
+            let (host, server) = serve_upload(http_response("200 OK", &body)).await;
+            let path = file.to_str().unwrap();
+            let mut args = vec!["-l", host.as_str(), "add", "--rmin", "2", "-n", "greeting"];
+            args.extend_from_slice(flags);
+            args.push(path);
+            let cli = parse(&args);
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let code = run_with(&cli.opts, &cli.cmd, &mut out, &mut err).await;
+            let request = server.await.unwrap();
+            assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{flags:?}");
+            let head = request.lines().next().unwrap();
+            assert!(head.starts_with("POST /add?"), "{head}");
+            for param in [
+                "name=greeting",
+                "replication-min=2",
+                "stream-channels=true",
+                "wrap-with-directory=false",
+                "format=unixfs",
+                "shard-size=104857600",
+            ] {
+                assert!(head.contains(param), "{param} missing: {head}");
+            }
+            assert!(
+                request.contains("content-type: multipart/form-data; boundary="),
+                "{request}"
+            );
+            // Chunked on the wire: the part's header, then the file's bytes.
+            assert!(
+                request.contains(
+                    "Content-Disposition: form-data; name=\"file\"; filename=\"hello.txt\"\r\n\
+                     Content-Type: application/octet-stream\r\n\r\n"
+                ),
+                "{request}"
+            );
+            assert!(request.contains("\r\nhello world\r\n"), "{request}");
+        }
+
+        // --no-stream with JSON: one array, as ctl prints it.
+        let (host, server) = serve_upload(http_response("200 OK", &body)).await;
+        let cli = parse(&[
+            "-l",
+            &host,
+            "--enc",
+            "json",
+            "add",
+            "--no-stream",
+            file.to_str().unwrap(),
+        ]);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        assert_eq!(run_with(&cli.opts, &cli.cmd, &mut out, &mut err).await, 0);
+        server.await.unwrap();
+        let printed: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(printed.len(), 2);
+        assert_eq!(printed[1]["allocations"][0], "p1");
+    }
+
     #[tokio::test]
     async fn debug_prints_the_query_and_the_raw_answer() {
         let body = serde_json::to_string(&sample_pin()).unwrap();
