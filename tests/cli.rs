@@ -5,6 +5,7 @@ mod common;
 
 use std::process::Command;
 
+use common::fake_kubo::{FakeKubo, PinBehaviour};
 use common::*;
 
 fn client(api: &str, args: &[&str]) -> (i32, String, String) {
@@ -31,9 +32,20 @@ async fn client_commands_against_a_daemon() {
     assert_eq!(code, 0);
     assert!(out.starts_with(&format!("{} | ", peer.id)), "{out}");
     assert!(out.contains("Sees 0 other peers"), "{out}");
+    assert!(out.contains("  > Addresses:\n    - /ip4/"), "{out}");
 
     let (code, out, _) = client(&peer.api, &["version"]);
     assert_eq!((code, out.trim()), (0, env!("CARGO_PKG_VERSION")));
+    let local = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(local.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&local.stdout).trim(),
+        format!("pincluster {}", env!("CARGO_PKG_VERSION"))
+    );
+    // A bad flag is a usage error: exit 1, as ctl.
+    let (code, _, err) = client(&peer.api, &["pin", "add", cid, "--mode", "sideways"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("expected recursive or direct"), "{err}");
 
     let (code, out, _) = client(&peer.api, &["peers", "ls"]);
     assert_eq!(code, 0);
@@ -41,7 +53,16 @@ async fn client_commands_against_a_daemon() {
 
     let (code, out, _) = client(
         &peer.api,
-        &["pin", "add", cid, "--name", "hello", "--replication", "1"],
+        &[
+            "pin",
+            "add",
+            cid,
+            "--name",
+            "hello",
+            "--replication",
+            "1",
+            "--no-status",
+        ],
     );
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -62,15 +83,24 @@ async fn client_commands_against_a_daemon() {
     assert_eq!(pin["name"], "hello");
     assert_eq!(pin["replication_factor_min"], 1);
 
-    let (code, _, _) = client(&peer.api, &["pin", "rm", cid]);
+    let (code, _, _) = client(&peer.api, &["pin", "rm", "--no-status", cid]);
     assert_eq!(code, 0);
-    // Gone: the API answers 404 and the client exits 2 with the error.
-    let (code, out, err) = client(&peer.api, &["pin", "ls", cid]);
-    assert_eq!(code, 2, "{out}{err}");
-    assert!(format!("{out}{err}").contains("pin is not part of the pinset"));
+    // Gone: the API answers 404 and the client exits 2 with the error, on
+    // stdout as ipfs-cluster-ctl prints it.
+    let (code, out, _) = client(&peer.api, &["pin", "ls", cid]);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(
+        out,
+        "An error occurred:\n  Code: 404\n  Message: pin is not part of the pinset\n"
+    );
+    let (code, out, _) = client(&peer.api, &["--enc", "json", "pin", "ls", cid]);
+    assert_eq!(code, 2);
+    let err: serde_json::Value = serde_json::from_str(&out).expect("json error");
+    assert_eq!(err["code"], 404);
 
     let (code, _, err) = client(&peer.api, &["pin", "add", "not-a-cid"]);
     assert_eq!(code, 1, "{err}");
+    assert!(err.contains("error decoding Cid"), "{err}");
 
     // The API itself refuses bad input with the reference's messages.
     let (status, body) = peer.pin("not-a-cid", "").await;
@@ -102,6 +132,168 @@ async fn client_commands_against_a_daemon() {
     assert_eq!(empty.status(), 204);
 
     assert!(peer.stop(), "the daemon exits 0 on SIGTERM");
+}
+
+/// Every pin option, status, recover, --wait, health, --debug and the exit
+/// codes, against a peer whose IPFS daemon is a fake Kubo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_options_status_wait_and_health() {
+    let ipfs = FakeKubo::start().await;
+    let dir = temp();
+    let spec = PeerSpec {
+        env: vec![(
+            "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
+            ipfs.multiaddr().to_string(),
+        )],
+        ..PeerSpec::default()
+    };
+    let peer = TestPeer::start(dir.path().into(), spec).await;
+    let [a, b, stuck]: [String; 3] = cids("options", 3).try_into().unwrap();
+    ipfs.set_pin_behaviour(stuck.parse().unwrap(), PinBehaviour::Hang);
+
+    // Every option reaches the pinset; JSON output is the API's object.
+    let (code, out, err) = client(
+        &peer.api,
+        &[
+            "--enc",
+            "json",
+            "pin",
+            "add",
+            &a,
+            "--rmin",
+            "1",
+            "--rmax",
+            "1",
+            "--allocations",
+            &peer.id,
+            "--metadata",
+            "team=infra",
+            "--metadata",
+            "kind=test",
+            "--expire-in",
+            "1h",
+            "--name",
+            "first",
+            "--no-status",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let pin: serde_json::Value = serde_json::from_str(&out).expect("one JSON pin");
+    assert_eq!(pin["metadata"]["team"], "infra");
+    assert_eq!(pin["allocations"][0], peer.id.as_str());
+    assert_ne!(pin["expire_at"], "0001-01-01T00:00:00Z");
+    let (code, out, _) = client(&peer.api, &["pin", "ls", &a]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(" | first | PIN | Repl. Factor: 1--1 | "),
+        "{out}"
+    );
+    assert!(out.contains(" | Metadata: yes | Exp: 20"), "{out}");
+
+    // --wait polls the status until the peer has pinned it, then prints it.
+    let (code, out, err) = client(
+        &peer.api,
+        &[
+            "pin",
+            "add",
+            &b,
+            "--wait",
+            "--wait-timeout",
+            "60s",
+            "-n",
+            "second",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with(&format!("{b} | second:\n")), "{out}");
+    assert!(out.contains(" : PINNED | "), "{out}");
+    assert!(
+        ipfs.pinned().contains(&b.parse().unwrap()),
+        "the fake Kubo holds it"
+    );
+
+    // Without --wait, the status a second after pinning.
+    let (code, out, _) = client(&peer.api, &["pin", "add", &stuck]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with(&format!("{stuck}:\n    > ")), "{out}");
+    // A pin that never completes: --wait-timeout ends it with exit 62.
+    let (code, _, err) = client(
+        &peer.api,
+        &["pin", "add", &stuck, "--wait", "--wait-timeout", "2s"],
+    );
+    assert_eq!(code, 62, "{err}");
+    assert_eq!(
+        err,
+        "error waiting for pin status: context deadline exceeded\n"
+    );
+
+    // status: one CID, several, all, filtered, local; text and JSON.
+    let (code, out, _) = client(&peer.api, &["status", &b]);
+    assert_eq!(code, 0);
+    assert!(out.contains(" : PINNED | "), "{out}");
+    assert!(out.contains("| Attempts: "), "{out}");
+    let (code, out, _) = client(&peer.api, &["--enc", "json", "status", "--local", &a, &b]);
+    assert_eq!(code, 0);
+    let items: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("a stream of JSON objects");
+    assert_eq!(items.len(), 2, "{out}");
+    let (code, out, _) = client(&peer.api, &["status", "--filter", "pinned"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&b) && !out.contains(&stuck), "{out}");
+    let (code, _, err) = client(&peer.api, &["status", "--filter", "bogus"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid filter name"), "{err}");
+
+    // recover: one CID, and all (nothing failed: no output).
+    let (code, out, _) = client(&peer.api, &["recover", &b]);
+    assert_eq!(code, 0);
+    assert!(out.contains(" : PINNED | "), "{out}");
+    let (code, _, _) = client(&peer.api, &["recover", "--local"]);
+    assert_eq!(code, 0);
+
+    // pin rm --wait: until unpinned everywhere, then the status.
+    let (code, out, err) = client(&peer.api, &["pin", "rm", &b, "--wait", "--wt", "60s"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(" : UNPINNED | "), "{out}");
+    assert!(!ipfs.pinned().contains(&b.parse().unwrap()));
+
+    // health: the metric names, one metric, the alerts (none).
+    let out = wait_for("a ping metric", DEADLINE, || {
+        let (code, out, _) = client(&peer.api, &["health", "metrics", "ping"]);
+        async move { (code == 0 && !out.is_empty()).then_some(out) }
+    })
+    .await;
+    assert!(out.starts_with(&format!("{} | ping: ", peer.id)), "{out}");
+    assert!(out.contains(" | Expires in: "), "{out}");
+    let (code, out, _) = client(&peer.api, &["health", "metrics"]);
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l == "ping"), "{out}");
+    let (code, out, _) = client(&peer.api, &["--enc", "json", "health", "alerts"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "[]");
+
+    // --debug shows the call and the raw answer on stderr, not stdout.
+    let (code, out, err) = client(&peer.api, &["--debug", "pin", "ls", "--filter", "pin"]);
+    assert_eq!(code, 0);
+    assert!(err.contains("> GET http://127.0.0.1:"), "{err}");
+    assert!(
+        err.contains("/allocations?filter=pin\n>   filter=pin\n"),
+        "{err}"
+    );
+    assert!(err.contains("< 200 OK"), "{err}");
+    assert!(err.contains(&format!("\"cid\":\"{a}\"")), "{err}");
+    assert!(out.contains(&a) && !out.contains("> GET"), "{out}");
+
+    // Nobody listening: exit 1 with a code-0 error object.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (code, out, _) = client(&format!("http://127.0.0.1:{closed}"), &["id"]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("An error occurred:\n  Code: 0\n"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

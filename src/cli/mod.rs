@@ -1,8 +1,10 @@
-//! The command line: `init` and `daemon` run a peer, every other command
-//! is a client of a peer's REST API, as ipfs-cluster-ctl is.
+//! The command line: `init` and `daemon` run a peer, `state` works on a
+//! stopped peer's pinset, every other command is a client of a peer's REST
+//! API, as ipfs-cluster-ctl is.
 
 pub mod client;
 mod daemon;
+pub mod state;
 
 use std::path::PathBuf;
 
@@ -30,6 +32,8 @@ pub enum Command {
     Init(InitArgs),
     /// Runs the peer until SIGINT or SIGTERM (initialising the folder first if it is empty).
     Daemon(DaemonArgs),
+    /// Export, import or remove the pinset of a stopped peer.
+    State(state::StateArgs),
     /// Client commands, against --host.
     #[command(flatten)]
     Client(ClientCommand),
@@ -74,6 +78,7 @@ pub async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Init(args) => daemon::init(args),
         Command::Daemon(args) => daemon::run(args).await,
+        Command::State(args) => state::run(args),
         Command::Client(cmd) => client::run(&cli.client, &cmd).await,
     }
 }

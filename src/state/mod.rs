@@ -4,6 +4,8 @@
 //! Keys are CIDs in binary form, values DAG-CBOR pins (see
 //! [`Pin::to_state_bytes`]).
 
+pub mod offline;
+
 use cid::Cid;
 use pincluster_crdt::Reader;
 use pincluster_crdt::store::FjallStore;

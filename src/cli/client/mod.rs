@@ -1,14 +1,20 @@
-//! The client commands of the `pincluster` binary, after `ipfs-cluster-ctl`:
-//! `id`, `version`, `peers ls` and `pin add|rm|ls`. Each is one call to a
-//! peer's REST API, printed the way ipfs-cluster-ctl prints it so that its
-//! users' habits and scripts carry over.
+//! The client commands of the `pincluster` binary, after `ipfs-cluster-ctl`
+//! (spec §5.1): `id`, `version`, `peers ls|rm`, `add`, `pin
+//! add|rm|update|ls`, `status`, `recover`, `health metrics|alerts|bandwidth`.
+//! Each is a call (or a few) to a peer's REST API, printed the way
+//! ipfs-cluster-ctl prints it so that its users' habits and scripts carry
+//! over: text on stdout, error objects on stdout too, local errors on stderr.
 //!
-//! The `format_*` functions are pure; [`run`] does the HTTP and picks the
-//! exit code: 0 success, 1 local or transport failure, 2 the API answered
-//! with an error, 62 the `--timeout` expired. Streamed answers (`peers ls`,
-//! `pin ls`) are printed item by item as they arrive.
+//! [`format`] holds the pure printers, [`http`] the calls and the errors
+//! that pick the exit code: 0 success, 1 local or transport failure, 2 the
+//! API answered with an error, 62 a `--timeout` or `--wait-timeout`
+//! expired. Streamed answers (`peers ls`, `pin ls`, `status`, `add`) are
+//! printed item by item as they arrive.
 
-use std::error::Error as StdError;
+mod add;
+mod format;
+mod http;
+
 use std::io::{self, Write};
 use std::time::Duration;
 
@@ -17,22 +23,19 @@ use cid::Cid;
 use clap::{Args, Subcommand, ValueEnum};
 use libp2p::multiaddr::{self, Protocol};
 use libp2p::{Multiaddr, PeerId};
-use reqwest::{Method, StatusCode};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use reqwest::Method;
 
+use self::format::{Bandwidth, emit, print_some, render};
+use self::http::{Api, CallError};
 use crate::api::cluster_ipfs::GlobalRepoGc;
 use crate::duration::parse_time_delta;
 use crate::graph::ConnectGraph;
-use crate::status::GlobalPinInfo;
-use crate::types::{ApiError, IdInfo, Pin, PinMode, PinOptions, PinType, Version, decode_cid};
+use crate::monitor::{Alert, Metric};
+use crate::status::{GlobalPinInfo, StatusFilter, TrackerStatus};
+use crate::types::{IdInfo, Pin, PinMode, PinOptions, PinType, Version, decode_cid};
 
 /// Where ipfs-cluster-ctl looks for the REST API by default.
 const DEFAULT_HOST: &str = "/ip4/127.0.0.1/tcp/9094";
-
-/// The most we buffer of one response body or one streamed item. Pins and
-/// IDs are a few KiB; anything near this is not a cluster API talking.
-const MAX_BODY_BYTES: usize = 16 << 20;
 
 /// Options shared by every client command (ipfs-cluster-ctl's global flags).
 #[derive(Args, Debug, Clone)]
@@ -44,10 +47,11 @@ pub struct ClientOpts {
     /// Output format
     #[arg(long = "encoding", visible_alias = "enc", value_enum, default_value_t = Encoding::Text)]
     pub encoding: Encoding,
-    /// Seconds to wait for the whole answer; 0 waits forever
+    /// Seconds to wait for each answer; 0 waits forever
     #[arg(long, short = 't', default_value_t = 0)]
     pub timeout: u64,
-    /// USER or USER:PASSWORD for an API with basic authentication
+    /// USER or USER:PASSWORD for an API with basic authentication (implies
+    /// --https unless --force-http)
     #[arg(
         long = "basic-auth",
         env = "CLUSTER_CREDENTIALS",
@@ -57,7 +61,15 @@ pub struct ClientOpts {
     /// Use https for a multiaddr --host
     #[arg(long, short = 's')]
     pub https: bool,
-    /// Print each request and the raw response to stderr
+    /// Do not verify the server's TLS certificate (with --https; accepted
+    /// so ctl's scripts run, but this build has no TLS to relax)
+    #[arg(long = "no-check-certificate")]
+    pub no_check_certificate: bool,
+    /// Keep plain http even with --basic-auth
+    #[arg(long = "force-http", short = 'f')]
+    pub force_http: bool,
+    /// Print each request (method, URL, query, body) and the raw response
+    /// to stderr
     #[arg(long, short = 'd')]
     pub debug: bool,
 }
@@ -144,12 +156,14 @@ pub enum ClientCommand {
     Id,
     /// Show the contacted peer's cluster version
     Version,
-    /// List cluster peers
+    /// List and remove cluster peers
     Peers {
         #[command(subcommand)]
         cmd: PeersCmd,
     },
-    /// Pin, unpin and list the cluster's pinset
+    /// Add files or directories to IPFS through the cluster and pin them
+    Add(add::AddArgs),
+    /// Pin, unpin, update and list the cluster's pinset
     Pin {
         #[command(subcommand)]
         cmd: PinCmd,
@@ -161,16 +175,11 @@ pub enum ClientCommand {
         cids: Vec<Cid>,
         /// Only pins with these statuses (comma-separated; `error` and
         /// `queued` group several), when no CID is given.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", value_parser = parse_status_filter)]
         filter: String,
         /// Only the contacted peer's view.
         #[arg(long)]
         local: bool,
-    },
-    /// The cluster's health
-    Health {
-        #[command(subcommand)]
-        cmd: HealthCmd,
     },
     /// Retry failed pin and unpin operations (of one CID, or all)
     Recover {
@@ -180,6 +189,11 @@ pub enum ClientCommand {
         /// Only on the contacted peer.
         #[arg(long)]
         local: bool,
+    },
+    /// Metrics, alerts, traffic and the connectivity graph of the cluster
+    Health {
+        #[command(subcommand)]
+        cmd: HealthCmd,
     },
     /// Act on the IPFS daemons of the cluster's peers
     Ipfs {
@@ -204,11 +218,27 @@ pub enum IpfsCmd {
 pub enum PeersCmd {
     /// List the cluster's peers as the contacted peer sees them
     Ls,
+    /// Remove a peer from the cluster
+    Rm {
+        /// The peer's id.
+        #[arg(value_parser = parse_peer_id)]
+        peer: PeerId,
+    },
 }
 
 /// `health` subcommands.
 #[derive(Subcommand, Debug, Clone)]
 pub enum HealthCmd {
+    /// The latest valid metrics of one type for every peer, or the metric
+    /// types when no name is given
+    Metrics {
+        /// freespace, ping, tag:<name>, pinqueue...
+        name: Option<String>,
+    },
+    /// The latest alerts: metrics that expired without a newer one
+    Alerts,
+    /// Bytes sent and received per libp2p protocol
+    Bandwidth,
     /// Print the cluster's connectivity graph as Graphviz DOT (render it
     /// with `dot -Tpng`): cluster peers, their IPFS daemons, who is
     /// connected to whom, which daemons are down
@@ -223,13 +253,56 @@ pub enum HealthCmd {
     },
 }
 
+/// What `pin add|rm|update` act on: a CID, or an IPFS path the peer
+/// resolves (`/ipfs/...`, `/ipns/...`, `/ipld/...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinTarget {
+    Cid(Cid),
+    Path(String),
+}
+
+fn parse_target(s: &str) -> Result<PinTarget, String> {
+    if !s.starts_with('/') {
+        return decode_cid(s).map(PinTarget::Cid).map_err(|e| e.to_string());
+    }
+    let path = s.trim_end_matches('/');
+    let mut parts = path.splitn(4, '/').skip(1);
+    match (parts.next(), parts.next()) {
+        (Some("ipfs" | "ipns" | "ipld"), Some(root)) if !root.is_empty() => {
+            Ok(PinTarget::Path(path.to_owned()))
+        }
+        _ => Err(
+            "expected a CID or a path /ipfs/<cid>[/...], /ipns/<name>[/...], /ipld/<cid>[/...]"
+                .to_owned(),
+        ),
+    }
+}
+
+/// `--wait` and friends, shared by `pin add|rm|update`.
+#[derive(Args, Debug, Clone)]
+pub struct WaitArgs {
+    /// Print the pin itself rather than fetching its status
+    #[arg(long = "no-status", visible_alias = "ns")]
+    no_status: bool,
+    /// Wait until the target status is reached (on replication-min peers
+    /// for a pin, on every peer for an unpin)
+    #[arg(long, short = 'w')]
+    wait: bool,
+    /// How many peers must reach the status to stop waiting
+    #[arg(long = "wait-limit", visible_alias = "wl")]
+    wait_limit: Option<usize>,
+    /// How long to --wait, as a Go duration (e.g. 30s, 2m); 0 = forever
+    #[arg(long = "wait-timeout", visible_alias = "wt", value_parser = parse_duration, default_value = "0s")]
+    wait_timeout: Duration,
+}
+
 /// `pin` subcommands.
 #[derive(Subcommand, Debug, Clone)]
 pub enum PinCmd {
-    /// Add a CID to the cluster's pinset
+    /// Add a CID (or an IPFS path) to the cluster's pinset
     Add {
-        #[arg(value_parser = decode_cid)]
-        cid: Cid,
+        #[arg(value_parser = parse_target)]
+        target: PinTarget,
         /// Replication factor for both bounds (-1 = everywhere, 0 = the
         /// cluster's default); overrides --rmin and --rmax
         #[arg(long, short = 'r', default_value_t = 0, allow_negative_numbers = true)]
@@ -270,11 +343,33 @@ pub enum PinCmd {
             value_parser = parse_peer_id
         )]
         allocations: Vec<PeerId>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
-    /// Remove a CID from the cluster's pinset
+    /// Remove a CID (or an IPFS path) from the cluster's pinset
     Rm {
+        #[arg(value_parser = parse_target)]
+        target: PinTarget,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Pin a new CID with the allocations and options of a pinned one (the
+    /// old pin stays)
+    Update {
+        /// The pinned CID to copy from.
         #[arg(value_parser = decode_cid)]
-        cid: Cid,
+        from: Cid,
+        /// The new CID or path.
+        #[arg(value_parser = parse_target)]
+        to: PinTarget,
+        /// A name for the new pin
+        #[arg(long, short = 'n', default_value = "")]
+        name: String,
+        /// Unpin the new pin automatically after this Go duration
+        #[arg(long = "expire-in", value_parser = parse_time_delta)]
+        expire_in: Option<TimeDelta>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// List the pinset, or show one pin
     Ls {
@@ -307,8 +402,19 @@ fn parse_peer_id(s: &str) -> Result<PeerId, libp2p::identity::ParseError> {
     s.trim().parse()
 }
 
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::duration::parse_std_duration(s).map_err(|e| e.to_string())
+}
+
+/// Checked here, as ctl does, so a typo fails before any call.
+fn parse_status_filter(s: &str) -> Result<String, String> {
+    StatusFilter::parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|_| "invalid filter name".to_owned())
+}
+
 /// Runs a client command against the API, printing results to stdout and
-/// errors to stderr; returns the process exit code.
+/// errors where ipfs-cluster-ctl prints them; returns the exit code.
 pub async fn run(opts: &ClientOpts, cmd: &ClientCommand) -> i32 {
     run_with(opts, cmd, &mut io::stdout(), &mut io::stderr()).await
 }
@@ -319,14 +425,14 @@ async fn run_with(
     out: &mut (dyn Write + Send),
     log: &mut (dyn Write + Send),
 ) -> i32 {
-    let result = match Api::new(opts) {
+    let result = match Api::new(opts, log) {
         Ok(api) => execute(&api, opts.encoding, cmd, out, log).await,
-        Err(e) => Err(CallError::Setup(e)),
+        Err(e) => Err(e),
     };
     match result {
         Ok(()) => 0,
         Err(e) => {
-            emit(log, &e.report(opts.encoding));
+            e.report(opts.encoding, out, log);
             e.exit_code()
         }
     }
@@ -355,61 +461,15 @@ async fn execute(
             api.stream(Method::GET, "/peers", &[], log, &mut print)
                 .await?;
         }
-        ClientCommand::Pin { cmd } => match cmd {
-            PinCmd::Add {
-                cid,
-                replication,
-                replication_min,
-                replication_max,
-                name,
-                mode,
-                expire_in,
-                metadata,
-                allocations,
-            } => {
-                // As in ipfs-cluster-ctl: a non-zero -r sets both bounds, and
-                // the expiry is computed here and sent as expire-at.
-                let (min, max) = match *replication {
-                    0 => (*replication_min, *replication_max),
-                    both => (both, both),
-                };
-                let expire_at = expire_in.map(expiry_from_now).transpose()?;
-                let options = PinOptions {
-                    replication_factor_min: min,
-                    replication_factor_max: max,
-                    name: name.clone(),
-                    mode: *mode,
-                    user_allocations: allocations.clone(),
-                    expire_at,
-                    metadata: metadata.iter().cloned().collect(),
-                    ..PinOptions::default()
-                };
-                let path = format!("/pins/{cid}");
-                let pin = api
-                    .call::<Pin>(Method::POST, &path, &options.to_query(), log)
-                    .await?;
-                print_some(out, enc, pin.as_ref());
-            }
-            PinCmd::Rm { cid } => {
-                let path = format!("/pins/{cid}");
-                let pin = api.call::<Pin>(Method::DELETE, &path, &[], log).await?;
-                print_some(out, enc, pin.as_ref());
-            }
-            PinCmd::Ls {
-                cid: Some(cid),
-                filter: _,
-            } => {
-                let path = format!("/allocations/{cid}");
-                let pin = api.call::<Pin>(Method::GET, &path, &[], log).await?;
-                print_some(out, enc, pin.as_ref());
-            }
-            PinCmd::Ls { cid: None, filter } => {
-                let query = [("filter".to_owned(), allocations_filter(filter))];
-                let mut print = |pin: Pin| emit(out, &render(enc, &pin));
-                api.stream(Method::GET, "/allocations", &query, log, &mut print)
-                    .await?;
-            }
-        },
+        ClientCommand::Peers {
+            cmd: PeersCmd::Rm { peer },
+        } => {
+            let path = format!("/peers/{peer}");
+            api.call::<serde_json::Value>(Method::DELETE, &path, &[], log)
+                .await?;
+        }
+        ClientCommand::Add(args) => add::run(api, enc, args, out, log).await?,
+        ClientCommand::Pin { cmd } => pin(api, enc, cmd, out, log).await?,
         ClientCommand::Status {
             cids,
             filter,
@@ -443,26 +503,6 @@ async fn execute(
                     .await?;
             }
         }
-        ClientCommand::Health {
-            cmd:
-                HealthCmd::Graph {
-                    file,
-                    all_ipfs_peers,
-                },
-        } => {
-            let graph = api
-                .call::<ConnectGraph>(Method::GET, "/health/graph", &[], log)
-                .await?
-                .unwrap_or_default();
-            let dot = crate::graph::dot::render(&graph, *all_ipfs_peers);
-            match file {
-                Some(path) => std::fs::write(path, dot).map_err(|source| CallError::WriteFile {
-                    path: path.clone(),
-                    source,
-                })?,
-                None => emit(out, &dot),
-            }
-        }
         ClientCommand::Recover { cid, local } => {
             let local = [("local".to_owned(), local.to_string())];
             match cid {
@@ -480,6 +520,49 @@ async fn execute(
                 }
             }
         }
+        ClientCommand::Health { cmd } => match cmd {
+            HealthCmd::Metrics { name: None } => {
+                let names = api
+                    .call::<Vec<String>>(Method::GET, "/monitor/metrics", &[], log)
+                    .await?;
+                print_some(out, enc, names.as_ref());
+            }
+            HealthCmd::Metrics { name: Some(name) } => {
+                let path = format!("/monitor/metrics/{name}");
+                let metrics = api
+                    .call::<Vec<Metric>>(Method::GET, &path, &[], log)
+                    .await?;
+                print_some(out, enc, metrics.as_ref());
+            }
+            HealthCmd::Alerts => {
+                let alerts = api
+                    .call::<Vec<Alert>>(Method::GET, "/health/alerts", &[], log)
+                    .await?;
+                print_some(out, enc, alerts.as_ref());
+            }
+            HealthCmd::Bandwidth => {
+                let bw = api
+                    .call::<Bandwidth>(Method::GET, "/health/bandwidth", &[], log)
+                    .await?;
+                print_some(out, enc, bw.as_ref());
+            }
+            HealthCmd::Graph {
+                file,
+                all_ipfs_peers,
+            } => {
+                let graph = api
+                    .call::<ConnectGraph>(Method::GET, "/health/graph", &[], log)
+                    .await?
+                    .unwrap_or_default();
+                let dot = crate::graph::dot::render(&graph, *all_ipfs_peers);
+                match file {
+                    Some(path) => std::fs::write(path, dot).map_err(|e| {
+                        CallError::local("writing the graph", format!("{}: {e}", path.display()))
+                    })?,
+                    None => emit(out, &dot),
+                }
+            }
+        },
         ClientCommand::Ipfs {
             cmd: IpfsCmd::Gc { local },
         } => {
@@ -493,11 +576,229 @@ async fn execute(
     Ok(())
 }
 
+/// `pin add|rm|update|ls`.
+async fn pin(
+    api: &Api,
+    enc: Encoding,
+    cmd: &PinCmd,
+    out: &mut (dyn Write + Send),
+    log: &mut (dyn Write + Send),
+) -> Result<(), CallError> {
+    match cmd {
+        PinCmd::Add {
+            target,
+            replication,
+            replication_min,
+            replication_max,
+            name,
+            mode,
+            expire_in,
+            metadata,
+            allocations,
+            wait,
+        } => {
+            // As in ipfs-cluster-ctl: a non-zero -r sets both bounds, and
+            // the expiry is computed here and sent as expire-at.
+            let (min, max) = match *replication {
+                0 => (*replication_min, *replication_max),
+                both => (both, both),
+            };
+            let options = PinOptions {
+                replication_factor_min: min,
+                replication_factor_max: max,
+                name: name.clone(),
+                mode: *mode,
+                user_allocations: allocations.clone(),
+                expire_at: expire_in.map(expiry_from_now).transpose()?,
+                metadata: metadata.iter().cloned().collect(),
+                ..PinOptions::default()
+            };
+            let path = pin_path(target, *mode);
+            let pin = api
+                .call::<Pin>(Method::POST, &path, &options.to_query(), log)
+                .await?;
+            after_pin(api, enc, pin, TrackerStatus::Pinned, wait, out, log).await
+        }
+        PinCmd::Rm { target, wait } => {
+            let path = pin_path(target, PinMode::Recursive);
+            let pin = api.call::<Pin>(Method::DELETE, &path, &[], log).await?;
+            after_pin(api, enc, pin, TrackerStatus::Unpinned, wait, out, log).await
+        }
+        PinCmd::Update {
+            from,
+            to,
+            name,
+            expire_in,
+            wait,
+        } => {
+            let options = PinOptions {
+                name: name.clone(),
+                expire_at: expire_in.map(expiry_from_now).transpose()?,
+                pin_update: Some(*from),
+                ..PinOptions::default()
+            };
+            let path = pin_path(to, PinMode::Recursive);
+            let pin = api
+                .call::<Pin>(Method::POST, &path, &options.to_query(), log)
+                .await?;
+            after_pin(api, enc, pin, TrackerStatus::Pinned, wait, out, log).await
+        }
+        PinCmd::Ls {
+            cid: Some(cid),
+            filter: _,
+        } => {
+            let path = format!("/allocations/{cid}");
+            let pin = api.call::<Pin>(Method::GET, &path, &[], log).await?;
+            print_some(out, enc, pin.as_ref());
+            Ok(())
+        }
+        PinCmd::Ls { cid: None, filter } => {
+            let query = [("filter".to_owned(), allocations_filter(filter))];
+            let mut print = |pin: Pin| emit(out, &render(enc, &pin));
+            api.stream(Method::GET, "/allocations", &query, log, &mut print)
+                .await
+        }
+    }
+}
+
+/// The route for a pin or unpin. ctl always uses the path route
+/// `/pins/ipfs/<cid>`, which makes the peer resolve the CID through IPFS;
+/// a plain CID goes to `/pins/<cid>` instead, which needs no IPFS daemon.
+/// That route pins recursively whatever the mode (the reference's quirk),
+/// so a direct pin takes the path route, which honours it.
+fn pin_path(target: &PinTarget, mode: PinMode) -> String {
+    match (target, mode) {
+        (PinTarget::Cid(cid), PinMode::Direct) => format!("/pins/ipfs/{cid}"),
+        (PinTarget::Cid(cid), PinMode::Recursive) => format!("/pins/{cid}"),
+        (PinTarget::Path(path), _) => format!("/pins{path}"),
+    }
+}
+
+/// What ctl prints after a pin, unpin or update: the pin itself with
+/// `--no-status`, else its cluster status, after `--wait`ing for `target`
+/// or, without waiting, after a second for the peers to start on it.
+async fn after_pin(
+    api: &Api,
+    enc: Encoding,
+    pin: Option<Pin>,
+    target: TrackerStatus,
+    args: &WaitArgs,
+    out: &mut (dyn Write + Send),
+    log: &mut (dyn Write + Send),
+) -> Result<(), CallError> {
+    let Some(pin) = pin else {
+        return Ok(());
+    };
+    let mut status = None;
+    if args.wait {
+        let limit = args.wait_limit.unwrap_or(match target {
+            TrackerStatus::Pinned => {
+                usize::try_from(pin.options.replication_factor_min).unwrap_or(0)
+            }
+            _ => 0,
+        });
+        status = Some(wait_for(api, &pin.cid, target, args.wait_timeout, limit, log).await?);
+    }
+    if args.no_status {
+        emit(out, &render(enc, &pin));
+        return Ok(());
+    }
+    let status = match status {
+        Some(s) => s,
+        None => {
+            tokio::time::sleep(WAIT_CHECK_EVERY).await;
+            let path = format!("/pins/{}", pin.cid);
+            let query = [("local".to_owned(), "false".to_owned())];
+            match api
+                .call::<GlobalPinInfo>(Method::GET, &path, &query, log)
+                .await?
+            {
+                Some(s) => s,
+                None => return Ok(()),
+            }
+        }
+    };
+    emit(out, &render(enc, &status));
+    Ok(())
+}
+
+/// How often `--wait` polls the status (ctl's `defaultWaitCheckFreq`).
+const WAIT_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Polls `GET /pins/<cid>` every second until `limit` peers (0: every
+/// peer, `remote` ones aside when waiting for `pinned`) show `target`.
+/// Any peer in an error state ends the wait with an error, as in ctl.
+async fn wait_for(
+    api: &Api,
+    cid: &Cid,
+    target: TrackerStatus,
+    timeout: Duration,
+    limit: usize,
+    log: &mut (dyn Write + Send),
+) -> Result<GlobalPinInfo, CallError> {
+    let poll = async {
+        let path = format!("/pins/{cid}");
+        let query = [("local".to_owned(), "false".to_owned())];
+        loop {
+            tokio::time::sleep(WAIT_CHECK_EVERY).await;
+            let Some(status) = api
+                .call::<GlobalPinInfo>(Method::GET, &path, &query, log)
+                .await?
+            else {
+                continue;
+            };
+            if status_reached(&status, target, limit)? {
+                return Ok(status);
+            }
+        }
+    };
+    // Like ctl, a timeout under the poll interval means no timeout.
+    if timeout > WAIT_CHECK_EVERY {
+        tokio::time::timeout(timeout, poll)
+            .await
+            .unwrap_or(Err(CallError::WaitTimeout))
+    } else {
+        poll.await
+    }
+}
+
+/// ctl's `statusReached`.
+fn status_reached(
+    info: &GlobalPinInfo,
+    target: TrackerStatus,
+    limit: usize,
+) -> Result<bool, CallError> {
+    let statuses = || info.peer_map.values().map(|p| p.status);
+    if statuses().any(|s| {
+        matches!(
+            s,
+            TrackerStatus::Undefined
+                | TrackerStatus::ClusterError
+                | TrackerStatus::PinError
+                | TrackerStatus::UnpinError
+        )
+    }) {
+        return Err(CallError::local(
+            "waiting for pin status",
+            format!(
+                "error has occurred while attempting to reach status: {}",
+                target.as_str()
+            ),
+        ));
+    }
+    let limit = limit.min(info.peer_map.len());
+    if limit > 0 {
+        return Ok(statuses().filter(|s| *s == target).count() >= limit);
+    }
+    Ok(statuses()
+        .all(|s| s == target || (s == TrackerStatus::Remote && target == TrackerStatus::Pinned)))
+}
+
 fn expiry_from_now(d: TimeDelta) -> Result<DateTime<FixedOffset>, CallError> {
     Local::now()
         .fixed_offset()
         .checked_add_signed(d)
-        .ok_or(CallError::ExpiryOutOfRange)
+        .ok_or_else(|| CallError::local("parsing expire-in", "the expiry time is out of range"))
 }
 
 /// ipfs-cluster-ctl's reading of `pin ls --filter`: names OR-ed together,
@@ -526,486 +827,6 @@ fn allocations_filter(filter: &str) -> String {
     }
 }
 
-/// Why a command failed. Like the Go client, everything but local setup
-/// problems is reported as an API error object (code 0 when no HTTP status
-/// applies).
-#[derive(Debug, thiserror::Error)]
-enum CallError {
-    #[error("creating API client: {}", chain(.0))]
-    Setup(#[source] reqwest::Error),
-    #[error("parsing expire-in: the expiry time is out of range")]
-    ExpiryOutOfRange,
-    /// The API answered with an error status.
-    #[error("{}", .0.message)]
-    Api(ApiError),
-    /// The request did not complete: connection, TLS, timeout, body read.
-    #[error("{}", chain(.0))]
-    Transport(#[source] reqwest::Error),
-    /// A success answer whose body is not the expected JSON.
-    #[error("{source}")]
-    Decode {
-        status: u16,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("expected streaming response with code 200/204")]
-    NotAStream(u16),
-    #[error("bad JSON in the response stream: {0}")]
-    StreamDecode(#[source] serde_json::Error),
-    #[error("the response stream ended inside a JSON object")]
-    Truncated,
-    #[error("response larger than {MAX_BODY_BYTES} bytes")]
-    TooLarge,
-    #[error("writing {}: {source}", path.display())]
-    WriteFile {
-        path: std::path::PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-impl CallError {
-    /// The error as the API error object ipfs-cluster-ctl would print.
-    fn as_api_error(&self) -> ApiError {
-        let code = match self {
-            CallError::Api(e) => return e.clone(),
-            CallError::Decode { status, .. } | CallError::NotAStream(status) => *status,
-            _ => 0,
-        };
-        ApiError {
-            code,
-            message: self.to_string(),
-        }
-    }
-
-    fn exit_code(&self) -> i32 {
-        match self {
-            CallError::Transport(e) if e.is_timeout() => 62,
-            CallError::Setup(_) | CallError::ExpiryOutOfRange | CallError::WriteFile { .. } => 1,
-            _ if self.as_api_error().code == 0 => 1,
-            _ => 2,
-        }
-    }
-
-    fn report(&self, enc: Encoding) -> String {
-        match self {
-            CallError::Setup(_) | CallError::ExpiryOutOfRange | CallError::WriteFile { .. } => {
-                format!("error {self}\n")
-            }
-            _ => render(enc, &self.as_api_error()),
-        }
-    }
-}
-
-/// An error with its causes, which reqwest keeps out of its own message
-/// ("error sending request" says nothing about the refused connection).
-fn chain(e: &dyn StdError) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
-}
-
-/// An HTTP client for one REST API endpoint.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    auth: Option<(String, String)>,
-    debug: bool,
-}
-
-impl Api {
-    fn new(opts: &ClientOpts) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder();
-        if opts.timeout > 0 {
-            builder = builder.timeout(Duration::from_secs(opts.timeout));
-        }
-        Ok(Api {
-            http: builder.build()?,
-            base: opts.host.base_url(opts.https),
-            auth: opts.basic_auth.as_deref().and_then(parse_credentials),
-            debug: opts.debug,
-        })
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(String, String)],
-        log: &mut (dyn Write + Send),
-    ) -> Result<reqwest::Response, CallError> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if !query.is_empty() {
-            request = request.query(query);
-        }
-        if let Some((user, password)) = &self.auth {
-            request = request.basic_auth(user, Some(password));
-        }
-        let request = request.build().map_err(CallError::Transport)?;
-        if self.debug {
-            // No client command sends a request body.
-            emit(log, &format!("> {} {}\n", request.method(), request.url()));
-        }
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(CallError::Transport)?;
-        if self.debug {
-            emit(log, &format!("< {}\n", response.status()));
-        }
-        Ok(response)
-    }
-
-    async fn read_body(
-        &self,
-        mut response: reqwest::Response,
-        log: &mut (dyn Write + Send),
-    ) -> Result<Vec<u8>, CallError> {
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(CallError::Transport)? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(CallError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        if self.debug {
-            emit(log, &format!("{}\n", String::from_utf8_lossy(&body)));
-        }
-        Ok(body)
-    }
-
-    /// One request, one JSON answer; `None` for 202 and 204 (no content).
-    async fn call<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(String, String)],
-        log: &mut (dyn Write + Send),
-    ) -> Result<Option<T>, CallError> {
-        let response = self.send(method, path, query, log).await?;
-        let status = response.status();
-        let body = self.read_body(response, log).await?;
-        if status.is_client_error() || status.is_server_error() {
-            return Err(CallError::Api(error_from_body(status, &body)));
-        }
-        if status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
-            return Ok(None);
-        }
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|source| CallError::Decode {
-                status: status.as_u16(),
-                source,
-            })
-    }
-
-    /// One request answered by a stream of JSON objects (204 when there are
-    /// none), each handed to `on_item` as soon as it is complete.
-    async fn stream<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(String, String)],
-        log: &mut (dyn Write + Send),
-        on_item: &mut (dyn FnMut(T) + Send),
-    ) -> Result<(), CallError> {
-        let mut response = self.send(method, path, query, log).await?;
-        let status = response.status();
-        if status.is_client_error() || status.is_server_error() {
-            let body = self.read_body(response, log).await?;
-            return Err(CallError::Api(error_from_body(status, &body)));
-        }
-        if status != StatusCode::OK && status != StatusCode::NO_CONTENT {
-            return Err(CallError::NotAStream(status.as_u16()));
-        }
-        let mut splitter = JsonSplitter::default();
-        while let Some(chunk) = response.chunk().await.map_err(CallError::Transport)? {
-            if self.debug {
-                emit(log, &String::from_utf8_lossy(&chunk));
-            }
-            splitter.push(&chunk, on_item)?;
-        }
-        splitter.finish()
-    }
-}
-
-/// `user[:password]`; no user means no authentication, as in the reference.
-fn parse_credentials(s: &str) -> Option<(String, String)> {
-    let (user, password) = s.split_once(':').unwrap_or((s, ""));
-    (!user.is_empty()).then(|| (user.to_owned(), password.to_owned()))
-}
-
-/// The error object of an error answer. Like the Go client, a body that is
-/// not one (a proxy's HTML, gorilla's empty 405) becomes the message.
-fn error_from_body(status: StatusCode, body: &[u8]) -> ApiError {
-    serde_json::from_slice(body).unwrap_or_else(|_| ApiError {
-        code: status.as_u16(),
-        message: String::from_utf8_lossy(body).into_owned(),
-    })
-}
-
-/// Cuts a body into consecutive JSON values as its bytes arrive. Like Go's
-/// `json.Decoder`, values may be separated by any whitespace (the server
-/// writes one per line, but nothing promises it).
-#[derive(Default)]
-struct JsonSplitter {
-    pending: Vec<u8>,
-}
-
-impl JsonSplitter {
-    fn push<T: DeserializeOwned>(
-        &mut self,
-        chunk: &[u8],
-        on_item: &mut (dyn FnMut(T) + Send),
-    ) -> Result<(), CallError> {
-        self.pending.extend_from_slice(chunk);
-        let mut values = serde_json::Deserializer::from_slice(&self.pending).into_iter::<T>();
-        let mut consumed = 0;
-        loop {
-            match values.next() {
-                Some(Ok(value)) => {
-                    consumed = values.byte_offset();
-                    on_item(value);
-                }
-                // The rest of this value is still on its way.
-                Some(Err(e)) if e.is_eof() => break,
-                Some(Err(e)) => return Err(CallError::StreamDecode(e)),
-                None => break,
-            }
-        }
-        self.pending.drain(..consumed);
-        if self.pending.len() > MAX_BODY_BYTES {
-            return Err(CallError::TooLarge);
-        }
-        Ok(())
-    }
-
-    fn finish(&self) -> Result<(), CallError> {
-        if self.pending.iter().all(u8::is_ascii_whitespace) {
-            Ok(())
-        } else {
-            Err(CallError::Truncated)
-        }
-    }
-}
-
-/// Writes to stdout or stderr. Like ipfs-cluster-ctl, a failed write (a
-/// closed pipe) does not turn a successful call into a failure.
-fn emit(w: &mut (dyn Write + Send), s: &str) {
-    let _ = w.write_all(s.as_bytes());
-    let _ = w.flush();
-}
-
-fn print_some<T: Render>(out: &mut (dyn Write + Send), enc: Encoding, item: Option<&T>) {
-    if let Some(item) = item {
-        emit(out, &render(enc, item));
-    }
-}
-
-/// An API object with a text form as printed by ipfs-cluster-ctl.
-trait Render: Serialize {
-    fn text(&self) -> String;
-}
-
-impl Render for IdInfo {
-    fn text(&self) -> String {
-        format_id(self)
-    }
-}
-
-impl Render for Pin {
-    fn text(&self) -> String {
-        format_pin(self)
-    }
-}
-
-impl Render for GlobalPinInfo {
-    fn text(&self) -> String {
-        format_global(self)
-    }
-}
-
-/// ipfs-cluster-ctl's status lines: `<cid>[ | <name>]:`, then one line per
-/// peer sorted by peer id.
-fn format_global(info: &GlobalPinInfo) -> String {
-    let mut text = info.cid.to_string();
-    if !info.name.is_empty() {
-        text.push_str(&format!(" | {}", info.name));
-    }
-    text.push_str(":\n");
-    for (peer, e) in &info.peer_map {
-        let who = if e.peername.is_empty() {
-            peer.as_str()
-        } else {
-            e.peername.as_str()
-        };
-        let mut status = e.status.as_str().to_uppercase();
-        if !e.error.is_empty() {
-            status.push_str(&format!(": {}", e.error));
-        }
-        let when = e
-            .timestamp
-            .map(|t| crate::types::go_time::format(&t))
-            .unwrap_or_default();
-        text.push_str(&format!(
-            "    > {who:<20} : {status} | {when} | Attempts: {} | Priority: {}\n",
-            e.attempt_count, e.priority_pin
-        ));
-    }
-    text
-}
-
-impl Render for GlobalRepoGc {
-    fn text(&self) -> String {
-        format_repo_gc(self)
-    }
-}
-
-/// ipfs-cluster-ctl's `ipfs gc` output: per peer, sorted by peer id, its
-/// name (or id) padded to 15, then the removed CIDs or errors.
-fn format_repo_gc(gc: &GlobalRepoGc) -> String {
-    let mut text = String::new();
-    for (peer, info) in &gc.peer_map {
-        let who = if info.peername.is_empty() {
-            peer.as_str()
-        } else {
-            info.peername.as_str()
-        };
-        if info.error.is_empty() {
-            text.push_str(&format!("{who:<15}\n"));
-        } else {
-            text.push_str(&format!("{who:<15} | ERROR: {}\n", info.error));
-        }
-        text.push_str("  > CIDs:\n");
-        for key in &info.keys {
-            match (&key.key, key.error.is_empty()) {
-                (Some(cid), true) => text.push_str(&format!("    - {cid}\n")),
-                _ => text.push_str(&format!("    - ERROR: {}\n", key.error)),
-            }
-        }
-    }
-    text
-}
-
-impl Render for Version {
-    fn text(&self) -> String {
-        format_version(self)
-    }
-}
-
-impl Render for ApiError {
-    fn text(&self) -> String {
-        format_error(self)
-    }
-}
-
-fn render<T: Render>(enc: Encoding, item: &T) -> String {
-    match enc {
-        Encoding::Text => item.text(),
-        Encoding::Json => format_json(item),
-    }
-}
-
-/// Go's `json.MarshalIndent(obj, "", "    ")` plus the newline ctl prints.
-fn format_json<T: Serialize>(item: &T) -> String {
-    let mut buf = Vec::new();
-    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut ser = serde_json::Serializer::with_formatter(&mut buf, formatter);
-    item.serialize(&mut ser)
-        .expect("API types always serialize: string keys, no fallible fields");
-    buf.push(b'\n');
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
-fn sorted_strings<T: ToString>(items: &[T]) -> Vec<String> {
-    let mut v: Vec<String> = items.iter().map(ToString::to_string).collect();
-    v.sort();
-    v
-}
-
-fn format_id(id: &IdInfo) -> String {
-    if !id.error.is_empty() {
-        return format!("{} | ERROR: {}\n", id.id, id.error);
-    }
-    // The reference counts itself among the cluster peers.
-    let others = id.cluster_peers.len() as i64 - 1;
-    let mut s = format!("{} | {} | Sees {others} other peers\n", id.id, id.peername);
-    s.push_str("  > Addresses:\n");
-    for a in sorted_strings(&id.addresses) {
-        s.push_str(&format!("    - {a}\n"));
-    }
-    if !id.ipfs.error.is_empty() {
-        s.push_str(&format!("  > IPFS ERROR: {}\n", id.ipfs.error));
-        return s;
-    }
-    let ipfs_id = id.ipfs.id.map(|p| p.to_string()).unwrap_or_default();
-    s.push_str(&format!("  > IPFS: {ipfs_id}\n"));
-    for a in sorted_strings(&id.ipfs.addresses) {
-        s.push_str(&format!("    - {a}\n"));
-    }
-    s
-}
-
-/// Go's `Format("2006-01-02 15:04:05")`: wall-clock time in the time's own
-/// offset.
-fn format_short_time(t: &DateTime<FixedOffset>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
-fn format_pin(pin: &Pin) -> String {
-    let o = &pin.options;
-    let mut kind = pin.pin_type.as_str().to_uppercase();
-    if o.mode == PinMode::Direct {
-        kind.push_str("-DIRECT");
-    }
-    let replication = if o.replication_factor_min == -1 && o.replication_factor_max == -1 {
-        "Repl. Factor: -1 | Allocations: [everywhere]".to_owned()
-    } else {
-        // Go prints a []string as [a b c].
-        format!(
-            "Repl. Factor: {}--{} | Allocations: [{}]",
-            o.replication_factor_min,
-            o.replication_factor_max,
-            sorted_strings(&pin.allocations).join(" ")
-        )
-    };
-    let depth = match pin.max_depth {
-        0 => "Direct".to_owned(),
-        -1 => "Recursive".to_owned(),
-        n => format!("Recursive-{n}"),
-    };
-    let metadata = if o.metadata.is_empty() { "no" } else { "yes" };
-    let expiry = o
-        .expire_at
-        .as_ref()
-        .map_or_else(|| "∞".to_owned(), format_short_time);
-    let added = pin
-        .timestamp
-        .as_ref()
-        .map_or_else(|| "unknown".to_owned(), format_short_time);
-    format!(
-        "{} | {} | {kind} | {replication} | {depth} | Metadata: {metadata} | Exp: {expiry} | Added: {added}\n",
-        pin.cid, o.name
-    )
-}
-
-fn format_version(v: &Version) -> String {
-    format!("{}\n", v.version)
-}
-
-fn format_error(e: &ApiError) -> String {
-    format!(
-        "An error occurred:\n  Code: {}\n  Message: {}\n",
-        e.code, e.message
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -1014,8 +835,10 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
+    use super::format::{format_id, format_pin};
+    use super::http::{JsonSplitter, parse_credentials};
     use super::*;
-    use crate::types::IpfsIdInfo;
+    use crate::types::{ApiError, IpfsIdInfo, PinType};
 
     const CID1: &str = "QmP63DkAFEnDYNjDYBpyNDfttu1fvUw99x1brscPzpqmmq";
     const PEER_A: &str = "12D3KooWGHTKzeT4KaLGLrbKKyT8zKrBPXAUBRzCAN6ZMDMo4M6M";
@@ -1163,23 +986,6 @@ mod tests {
         let text = format_pin(&pin);
         assert!(text.contains(" | SHARD-PIN | "), "{text}");
         assert!(text.contains(" | Recursive-1 | "), "{text}");
-    }
-
-    #[test]
-    fn repo_gc_text() {
-        let gc: GlobalRepoGc = serde_json::from_value(serde_json::json!({"peer_map": {
-            "12D3KooWB": {"peer": "12D3KooWB", "peername": "", "keys": null, "error": "rpc failure"},
-            "12D3KooWA": {"peer": "12D3KooWA", "peername": "peer1", "keys": [
-                {"key": "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"},
-                {"key": null, "error": "some gc error"}
-            ]}
-        }}))
-        .unwrap();
-        assert_eq!(
-            gc.text(),
-            "peer1          \n  > CIDs:\n    - QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o\n    - ERROR: some gc error\n\
-             12D3KooWB       | ERROR: rpc failure\n  > CIDs:\n"
-        );
     }
 
     #[test]
@@ -1383,9 +1189,10 @@ mod tests {
         let body = r#"{"code":404,"message":"pin is not part of the pinset"}"#;
         let o = run_against(http_response("404 Not Found", body), &["pin", "rm", CID1]).await;
         assert_eq!(o.code, 2);
-        assert_eq!(o.stdout, "");
+        assert_eq!(o.stderr, "");
+        // ctl prints error objects on stdout.
         assert_eq!(
-            o.stderr,
+            o.stdout,
             "An error occurred:\n  Code: 404\n  Message: pin is not part of the pinset\n"
         );
         assert!(
@@ -1403,7 +1210,7 @@ mod tests {
         .await;
         assert_eq!(o.code, 2);
         assert_eq!(
-            o.stderr,
+            o.stdout,
             "{\n    \"code\": 405,\n    \"message\": \"\"\n}\n"
         );
     }
@@ -1445,8 +1252,12 @@ mod tests {
         let body = format!("{pin}\n{{\"cid\":");
         let o = run_against(http_response("200 OK", &body), &["pin", "ls"]).await;
         assert_eq!(o.code, 1);
-        assert_eq!(o.stdout, format_pin(&sample_pin()));
-        assert!(o.stderr.contains("Code: 0"), "{}", o.stderr);
+        assert!(
+            o.stdout.starts_with(&format_pin(&sample_pin())),
+            "{}",
+            o.stdout
+        );
+        assert!(o.stdout.contains("Code: 0"), "{}", o.stdout);
         assert!(
             o.request
                 .starts_with("GET /allocations?filter=all HTTP/1.1\r\n")
@@ -1461,8 +1272,10 @@ mod tests {
             &[
                 "--basic-auth",
                 "u:p",
+                "--force-http",
                 "pin",
                 "add",
+                "--no-status",
                 CID1,
                 "-r",
                 "2",
@@ -1499,7 +1312,7 @@ mod tests {
     async fn bad_success_body_exits_2() {
         let o = run_against(http_response("200 OK", "{\"version\":"), &["version"]).await;
         assert_eq!(o.code, 2);
-        assert!(o.stderr.contains("Code: 200"), "{}", o.stderr);
+        assert!(o.stdout.contains("Code: 200"), "{}", o.stdout);
     }
 
     #[tokio::test]
@@ -1511,8 +1324,207 @@ mod tests {
         let cli = parse(&["-l", &host, "id"]);
         let (mut out, mut err) = (Vec::new(), Vec::new());
         assert_eq!(run_with(&cli.opts, &cli.cmd, &mut out, &mut err).await, 1);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("An error occurred:\n  Code: 0\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn basic_auth_implies_https_which_needs_tls() {
+        let cli = parse(&["--basic-auth", "u:p", "id"]);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        assert_eq!(run_with(&cli.opts, &cli.cmd, &mut out, &mut err).await, 1);
         let err = String::from_utf8(err).unwrap();
-        assert!(err.starts_with("An error occurred:\n  Code: 0\n"), "{err}");
+        assert!(err.starts_with("SSL automatically enabled"), "{err}");
+        assert!(
+            err.contains("error creating API client: this build has no TLS"),
+            "{err}"
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn wait_stops_on_the_target_or_an_error() {
+        let info = |statuses: &[(&str, TrackerStatus)]| GlobalPinInfo {
+            cid: decode_cid(CID1).unwrap(),
+            name: String::new(),
+            allocations: vec![],
+            origins: vec![],
+            created: None,
+            metadata: BTreeMap::new(),
+            peer_map: statuses
+                .iter()
+                .map(|(p, s)| {
+                    let e = serde_json::json!({"peername": p, "status": s.as_str()});
+                    (p.to_string(), serde_json::from_value(e).unwrap())
+                })
+                .collect(),
+        };
+        use TrackerStatus::*;
+        let pinned = TrackerStatus::Pinned;
+        let two = info(&[("a", Pinned), ("b", Pinning)]);
+        assert!(!status_reached(&two, pinned, 0).unwrap());
+        assert!(status_reached(&two, pinned, 1).unwrap());
+        assert!(status_reached(&info(&[("a", Pinned), ("b", Remote)]), pinned, 0).unwrap());
+        assert!(!status_reached(&info(&[("a", Unpinned), ("b", Remote)]), Unpinned, 0).unwrap());
+        let err = status_reached(&info(&[("a", Pinned), ("b", PinError)]), pinned, 1).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert!(
+            err.to_string()
+                .contains("attempting to reach status: pinned"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn pin_update_and_peers_rm_requests() {
+        let body = serde_json::to_string(&sample_pin()).unwrap();
+        let o = run_against(
+            http_response("200 OK", &body),
+            &[
+                "pin",
+                "update",
+                "--ns",
+                CID1,
+                "/ipfs/bafkqaaa/sub",
+                "-n",
+                "new",
+            ],
+        )
+        .await;
+        assert_eq!(o.code, 0, "{}", o.stdout);
+        let want = format!(
+            "POST /pins/ipfs/bafkqaaa/sub?mode=recursive&name=new&pin-update={CID1}&\
+             replication-max=0&replication-min=0&shard-size=0&user-allocations= HTTP/1.1\r\n"
+        );
+        assert!(o.request.starts_with(&want), "{}", o.request);
+
+        let response = "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".to_owned();
+        let o = run_against(response, &["peers", "rm", PEER_A]).await;
+        assert_eq!((o.code, o.stdout.as_str()), (0, ""));
+        assert!(
+            o.request
+                .starts_with(&format!("DELETE /peers/{PEER_A} HTTP/1.1\r\n"))
+        );
+    }
+
+    /// Answers one chunked upload (read to its last chunk) with `response`;
+    /// yields the whole request.
+    async fn serve_upload(response: String) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.ends_with(b"\r\n0\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the upload ended early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            socket.write_all(response.as_bytes()).await.unwrap();
+            socket.shutdown().await.unwrap();
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        (format!("/ip4/127.0.0.1/tcp/{port}"), handle)
+    }
+
+    #[tokio::test]
+    async fn add_uploads_multipart_and_prints_what_was_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hello.txt");
+        std::fs::write(&file, "hello world").unwrap();
+        let items = [
+            r#"{"name":"hello.txt","cid":"QmLeaf","size":19}"#,
+            r#"{"name":"","cid":"QmRoot","size":60,"allocations":["p1"]}"#,
+        ];
+        let body = format!("{}\n{}\n", items[0], items[1]);
+        for (flags, want) in [
+            (&[][..], "added QmLeaf hello.txt\nadded QmRoot \n"),
+            (&["-q"][..], "QmLeaf\nQmRoot\n"),
+            (&["-Q"][..], "QmRoot\n"),
+        ] {
+            let (host, server) = serve_upload(http_response("200 OK", &body)).await;
+            let path = file.to_str().unwrap();
+            let mut args = vec!["-l", host.as_str(), "add", "--rmin", "2", "-n", "greeting"];
+            args.extend_from_slice(flags);
+            args.push(path);
+            let cli = parse(&args);
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let code = run_with(&cli.opts, &cli.cmd, &mut out, &mut err).await;
+            let request = server.await.unwrap();
+            assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{flags:?}");
+            let head = request.lines().next().unwrap();
+            assert!(head.starts_with("POST /add?"), "{head}");
+            for param in [
+                "name=greeting",
+                "replication-min=2",
+                "stream-channels=true",
+                "wrap-with-directory=false",
+                "format=unixfs",
+                "shard-size=104857600",
+            ] {
+                assert!(head.contains(param), "{param} missing: {head}");
+            }
+            assert!(
+                request.contains("content-type: multipart/form-data; boundary="),
+                "{request}"
+            );
+            // Chunked on the wire: the part's header, then the file's bytes.
+            assert!(
+                request.contains(
+                    "Content-Disposition: form-data; name=\"file\"; filename=\"hello.txt\"\r\n\
+                     Content-Type: application/octet-stream\r\n\r\n"
+                ),
+                "{request}"
+            );
+            assert!(request.contains("\r\nhello world\r\n"), "{request}");
+        }
+
+        // --no-stream with JSON: one array, as ctl prints it.
+        let (host, server) = serve_upload(http_response("200 OK", &body)).await;
+        let cli = parse(&[
+            "-l",
+            &host,
+            "--enc",
+            "json",
+            "add",
+            "--no-stream",
+            file.to_str().unwrap(),
+        ]);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        assert_eq!(run_with(&cli.opts, &cli.cmd, &mut out, &mut err).await, 0);
+        server.await.unwrap();
+        let printed: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(printed.len(), 2);
+        assert_eq!(printed[1]["allocations"][0], "p1");
+    }
+
+    #[tokio::test]
+    async fn debug_prints_the_query_and_the_raw_answer() {
+        let body = serde_json::to_string(&sample_pin()).unwrap();
+        let o = run_against(
+            http_response("200 OK", &body),
+            &[
+                "-d", "pin", "add", "--ns", CID1, "--mode", "direct", "-n", "x",
+            ],
+        )
+        .await;
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert!(
+            o.request.starts_with(&format!("POST /pins/ipfs/{CID1}?")),
+            "{}",
+            o.request
+        );
+        assert!(
+            o.stderr.contains("> POST http://127.0.0.1:"),
+            "{}",
+            o.stderr
+        );
+        assert!(o.stderr.contains(">   mode=direct\n"), "{}", o.stderr);
+        assert!(o.stderr.contains(">   name=x\n"), "{}", o.stderr);
+        assert!(o.stderr.contains("< 200 OK\n"), "{}", o.stderr);
+        assert!(o.stderr.contains(&body), "{}", o.stderr);
     }
 
     #[tokio::test]
