@@ -96,6 +96,12 @@ impl TestPeer {
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        let spec_auth = spec
+            .env
+            .iter()
+            .find(|(k, _)| k == "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS")
+            .and_then(|(_, v)| v.split(',').next()?.split_once(':'))
+            .map(|(u, p)| (u.to_string(), p.to_string()));
         let mut child = cmd.spawn().expect("spawn pincluster daemon");
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("piped stderr");
@@ -112,7 +118,7 @@ impl TestPeer {
             log,
             api: String::new(),
             id: String::new(),
-            http: reqwest::Client::new(),
+            http: api_client(&spec_auth),
         };
         let api = wait_for("the REST API address in the log", DEADLINE, || {
             let found = peer.log_value("REST API listening", "addr=");
@@ -314,9 +320,28 @@ pub fn cids(seed: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// The harness's HTTP client: with basic auth as the first user of
+/// `CLUSTER_RESTAPI_BASICAUTHCREDENTIALS` when the spec sets it.
+fn api_client(auth: &Option<(String, String)>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some((user, password)) = auth {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Basic {token}").parse().expect("a header value"),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
+}
+
 /// A fresh temp folder that lives as long as the returned guard.
 pub fn temp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 pub mod fake_kubo;
+pub mod http;
 pub mod jsipfs;

@@ -5,7 +5,13 @@
 //! Endpoints so far: `GET /id`, `GET /version`, `GET /peers`,
 //! `POST|DELETE /pins/{cid}`, `GET /allocations`, `GET /allocations/{cid}`.
 
+mod auth;
+mod cors;
+mod paths;
+mod peers;
 mod reply;
+mod server;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,9 +22,11 @@ use cid::Cid;
 use futures::future::join_all;
 use libp2p::{Multiaddr, PeerId};
 use warp::Filter;
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 
 use crate::allocator;
+use crate::config::RestApiConfig;
 use crate::consensus::{Consensus, ConsensusError};
 use crate::ipfsconn::{IpfsConnector, KuboConnector};
 use crate::monitor::Monitor;
@@ -84,23 +92,29 @@ pub fn socket_addr(addr: &Multiaddr) -> Result<SocketAddr, ServeError> {
     }
 }
 
-/// Binds `addr` and serves the API until `shutdown` resolves. Returns the
-/// bound address (port 0 resolved) and the server task.
+/// Binds the first `http_listen_multiaddress` of `config` and serves the
+/// API until `shutdown` resolves. Returns the bound address (port 0
+/// resolved) and the server task.
 pub async fn serve(
-    addr: &Multiaddr,
+    config: &RestApiConfig,
     ctx: ApiContext,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
-    let socket = socket_addr(addr)?;
+    let addr = config
+        .http_listen_multiaddress
+        .first()
+        .cloned()
+        .unwrap_or_else(Multiaddr::empty);
+    let socket = socket_addr(&addr)?;
     let bind = |socket: SocketAddr| -> std::io::Result<tokio::net::TcpListener> {
         let s = if socket.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
         } else {
             tokio::net::TcpSocket::new_v6()?
         };
-        // Accepted sockets inherit TCP_NODELAY from the listener (Linux),
-        // the only way to set it under warp: without it, a response written
-        // as head then body meets the client's delayed ACK, 40 ms a request.
+        // Accepted sockets inherit TCP_NODELAY from the listener (Linux):
+        // without it, a response written as head then body meets the
+        // client's delayed ACK, 40 ms a request.
         s.set_nodelay(true)?;
         s.set_reuseaddr(true)?;
         s.bind(socket)?;
@@ -114,13 +128,12 @@ pub async fn serve(
         addr: socket,
         source,
     })?;
-    let routes = routes(Arc::new(ctx));
-    let task = tokio::spawn(
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(shutdown)
-            .run(),
-    );
+    let task = tokio::spawn(server::run(
+        listener,
+        config.clone(),
+        Arc::new(ctx),
+        shutdown,
+    ));
     Ok((bound, task))
 }
 
@@ -248,33 +261,80 @@ pub fn routes(
         .and(query())
         .and(with_ctx(ctx.clone()))
         .then(post_recover);
-    recover_all
-        .or(id)
-        .unify()
-        .or(version)
-        .unify()
-        .or(peers)
-        .unify()
-        .or(pin)
-        .unify()
-        .or(unpin)
-        .unify()
-        .or(allocations)
-        .unify()
-        .or(allocation)
-        .unify()
-        .or(all_statuses)
-        .unify()
-        .or(status)
-        .unify()
-        .or(recover)
-        .unify()
-        .or(metric_names)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(alerts)
-        .unify()
+    let health = warp::path!("health").and(warp::get()).map(|| {
+        let mut res = warp::reply::Response::new(Vec::new().into());
+        *res.status_mut() = StatusCode::NO_CONTENT;
+        res
+    });
+    // Per-protocol byte counters are not kept (libp2p's need its metrics
+    // registry): the object is empty, which clients read as "no traffic
+    // recorded".
+    let bandwidth = warp::path!("health" / "bandwidth")
+        .and(warp::get())
+        .map(|| json(StatusCode::OK, &serde_json::Map::new()));
+    let add_peer = warp::path!("peers")
+        .and(warp::post())
+        .and(warp::body::bytes())
+        .and(with_ctx(ctx.clone()))
+        .then(peers::add);
+    let remove_peer = warp::path!("peers" / String)
+        .and(warp::delete())
+        .and(with_ctx(ctx.clone()))
+        .then(peers::remove);
+    let sync_all = warp::path!("pins" / "sync")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .then(sync::all);
+    let sync_one = warp::path!("pins" / String / "sync")
+        .and(warp::post())
+        .and(query())
+        .and(with_ctx(ctx.clone()))
+        .then(sync::one);
+    let ipfs_path = || {
+        warp::path("pins")
+            .and(warp::path::tail())
+            .and_then(|tail: warp::path::Tail| async move {
+                paths::path_of(tail.as_str()).ok_or_else(warp::reject::not_found)
+            })
+    };
+    let pin_path = ipfs_path()
+        .and(warp::post())
+        .and(query())
+        .and(with_ctx(ctx.clone()))
+        .then(paths::post);
+    let unpin_path = ipfs_path()
+        .and(warp::delete())
+        .and(with_ctx(ctx.clone()))
+        .then(paths::delete);
+    // Each route boxed: a long chain of `or`s otherwise makes a type so
+    // deep that compiling it takes many minutes.
+    let all: Vec<BoxedFilter<(ApiReply,)>> = vec![
+        sync_all.boxed(),
+        health.boxed(),
+        bandwidth.boxed(),
+        add_peer.boxed(),
+        remove_peer.boxed(),
+        sync_one.boxed(),
+        pin_path.boxed(),
+        unpin_path.boxed(),
+        id.boxed(),
+        version.boxed(),
+        peers.boxed(),
+        pin.boxed(),
+        unpin.boxed(),
+        allocations.boxed(),
+        allocation.boxed(),
+        all_statuses.boxed(),
+        status.boxed(),
+        recover.boxed(),
+        metric_names.boxed(),
+        metrics.boxed(),
+        alerts.boxed(),
+    ];
+    all.into_iter()
+        .fold(recover_all.boxed(), |acc, route| {
+            acc.or(route).unify().boxed()
+        })
         .recover(reply::rejection)
         .unify()
 }
@@ -396,6 +456,13 @@ async fn post_pin(raw_cid: String, query: Vec<(String, String)>, ctx: Arc<ApiCon
     // The reference's CID route always pins recursively (its quirk, kept so
     // clients see the same thing).
     pin.max_depth = -1;
+    commit_pin(&ctx, pin).await
+}
+
+/// Fills in the cluster's replication defaults, allocates and commits
+/// `pin`; answers with the pin as committed.
+async fn commit_pin(ctx: &ApiContext, mut pin: Pin) -> ApiReply {
+    let cid = pin.cid;
     if pin.options.replication_factor_min == 0 {
         pin.options.replication_factor_min = ctx.replication_min;
     }
@@ -430,6 +497,11 @@ async fn delete_pin(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {
         Ok(cid) => cid,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    remove_pin(&ctx, cid).await
+}
+
+/// Removes `cid` from the pinset; answers with the pin as it was.
+async fn remove_pin(ctx: &ApiContext, cid: Cid) -> ApiReply {
     let existing = match ctx.consensus.state().get(&cid) {
         Ok(Some(pin)) => pin,
         Ok(None) => {

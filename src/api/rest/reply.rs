@@ -1,6 +1,7 @@
 //! Responses as the reference's `SendResponse` and `StreamResponse` make
 //! them: JSON plus a newline, `{"code","message"}` errors, NDJSON streams
-//! that answer 204 when empty and 500 when the first item already failed.
+//! that answer 204 when empty, 500 when the first item already failed, and
+//! report a later failure in the `X-Stream-Error` trailer.
 
 use futures::{Stream, StreamExt};
 use serde::Serialize;
@@ -8,6 +9,7 @@ use warp::Reply;
 use warp::http::{StatusCode, header};
 use warp::reject::{MethodNotAllowed, Rejection};
 
+use super::server::StreamErrors;
 use crate::types::ApiError;
 
 /// Every handler answers with a finished response.
@@ -66,23 +68,36 @@ where
         Some(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.clone()),
         Some(Ok(_)) => {}
     }
-    let lines = items.map(|item| match item {
-        Ok(value) => serde_json::to_vec(&value)
-            .map(|mut b| {
-                b.push(b'\n');
-                b
-            })
-            .map_err(std::io::Error::other),
-        // A mid-stream error cuts the stream short, which clients notice as a
-        // truncated body; the reference's X-Stream-Error trailer for it comes
-        // with the full API.
-        Err(e) => Err(std::io::Error::other(e)),
-    });
+    // An error ends the stream and is handed to the HTTP layer, which sends
+    // it as the `X-Stream-Error` trailer (see `server`).
+    let errors = StreamErrors::default();
+    let seen = errors.clone();
+    let lines = items
+        .map(move |item| {
+            match item.and_then(|v| serde_json::to_vec(&v).map_err(|e| e.to_string())) {
+                Ok(mut bytes) => {
+                    bytes.push(b'\n');
+                    Some(bytes)
+                }
+                Err(e) => {
+                    seen.push(e);
+                    None
+                }
+            }
+        })
+        .take_while(|line| futures::future::ready(line.is_some()))
+        .filter_map(futures::future::ready)
+        .map(Ok::<_, std::convert::Infallible>);
     let mut res = warp::reply::stream(lines).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
+    res.headers_mut().insert(
+        header::TRAILER,
+        header::HeaderValue::from_static("X-Stream-Error"),
+    );
+    res.extensions_mut().insert(errors);
     res
 }
 
