@@ -5,6 +5,7 @@
 //! Endpoints so far: `GET /id`, `GET /version`, `GET /peers`,
 //! `POST|DELETE /pins/{cid}`, `GET /allocations`, `GET /allocations/{cid}`.
 
+mod add;
 mod auth;
 mod cors;
 mod paths;
@@ -306,10 +307,18 @@ pub fn routes(
         .and(warp::delete())
         .and(with_ctx(ctx.clone()))
         .then(paths::delete);
+    let add = warp::path!("add")
+        .and(warp::post())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(query())
+        .and(warp::body::stream())
+        .and(with_ctx(ctx.clone()))
+        .then(add::add);
     // Each route boxed: a long chain of `or`s otherwise makes a type so
     // deep that compiling it takes many minutes.
     let all: Vec<BoxedFilter<(ApiReply,)>> = vec![
         sync_all.boxed(),
+        add.boxed(),
         health.boxed(),
         bandwidth.boxed(),
         add_peer.boxed(),
@@ -461,7 +470,17 @@ async fn post_pin(raw_cid: String, query: Vec<(String, String)>, ctx: Arc<ApiCon
 
 /// Fills in the cluster's replication defaults, allocates and commits
 /// `pin`; answers with the pin as committed.
-async fn commit_pin(ctx: &ApiContext, mut pin: Pin) -> ApiReply {
+async fn commit_pin(ctx: &ApiContext, pin: Pin) -> ApiReply {
+    match commit(ctx, pin, false).await {
+        Ok(pin) => json(StatusCode::OK, &pin),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// [`commit_pin`]'s work, answering with the pin or the error text. With
+/// `local`, this peer takes the last allocation if it has none (what
+/// `/add?local=true` asks: the content is on this peer's daemon).
+async fn commit(ctx: &ApiContext, mut pin: Pin, local: bool) -> Result<Pin, String> {
     let cid = pin.cid;
     if pin.options.replication_factor_min == 0 {
         pin.options.replication_factor_min = ctx.replication_min;
@@ -474,22 +493,27 @@ async fn commit_pin(ctx: &ApiContext, mut pin: Pin) -> ApiReply {
         pin.options.replication_factor_max,
     );
     if !(min == -1 && max == -1 || (1 <= min && min <= max)) {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cluster.replication_factor_min and max are invalid: min {min}, max {max}"),
-        );
+        return Err(format!(
+            "cluster.replication_factor_min and max are invalid: min {min}, max {max}"
+        ));
     }
+    let me = ctx.network.local_peer_id();
     let mut candidates = ctx.network.peers().await.unwrap_or_default();
-    candidates.push(ctx.network.local_peer_id());
-    pin.allocations = match allocator::allocate(&cid, &candidates, min, max) {
-        Ok(a) => a,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    pin.timestamp = Some(chrono::Utc::now().fixed_offset());
-    match ctx.consensus.log_pin(pin.clone()).await {
-        Ok(()) => json(StatusCode::OK, &pin),
-        Err(e) => consensus_error(e),
+    candidates.push(me);
+    pin.allocations =
+        allocator::allocate(&cid, &candidates, min, max).map_err(|e| e.to_string())?;
+    if local
+        && !pin.allocations.contains(&me)
+        && let Some(last) = pin.allocations.last_mut()
+    {
+        *last = me;
     }
+    pin.timestamp = Some(chrono::Utc::now().fixed_offset());
+    ctx.consensus
+        .log_pin(pin.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(pin)
 }
 
 async fn delete_pin(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {

@@ -384,9 +384,7 @@ mod tests {
                 let (layer, service) = (layer.clone(), service);
                 tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
                     TokioIo::new(stream),
-                    hyper::service::service_fn(move |req| {
-                        handle(layer.clone(), service, req)
-                    }),
+                    hyper::service::service_fn(move |req| handle(layer.clone(), service, req)),
                 ));
             }
         });
