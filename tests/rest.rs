@@ -271,3 +271,213 @@ async fn sync_rereads_ipfs_and_answers_with_the_refreshed_status() {
     assert_eq!(info["cid"], cid.to_string());
     assert!(info["peer_map"][&p.id]["status"].is_string());
 }
+
+async fn peer_count(p: &TestPeer, n: usize) {
+    wait_for(&format!("{n} peers seen by {}", p.id), DEADLINE, || async {
+        (p.peer_ids().await?.len() == n).then_some(())
+    })
+    .await;
+}
+
+/// Pins allocated to `peer` in `p`'s pinset.
+async fn allocated_to(p: &TestPeer, peer: &str) -> Option<usize> {
+    let pins = p.get_ndjson("/allocations").await?;
+    Some(
+        pins.iter()
+            .filter(|pin| {
+                pin["allocations"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == peer))
+            })
+            .count(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delete_peers_removes_a_peer_for_real_and_post_peers_takes_it_back() {
+    let dirs: Vec<_> = (0..3).map(|_| temp()).collect();
+    let a = TestPeer::start(dirs[0].path().into(), spec()).await;
+    let addr = a.cluster_addr().await;
+    let joining = PeerSpec {
+        bootstrap: vec![addr.clone()],
+        ..spec()
+    };
+    let b = TestPeer::start(dirs[1].path().into(), joining.clone()).await;
+    let c = TestPeer::start(dirs[2].path().into(), joining).await;
+    for p in [&a, &b, &c] {
+        peer_count(p, 3).await;
+    }
+    let before = cids("removal", 30);
+    for cid in &before {
+        assert_eq!(a.pin(cid, "replication=1").await.0, 200);
+    }
+    b.wait_pinset(&before).await;
+    assert!(allocated_to(&a, &c.id).await.unwrap() > 0);
+
+    let http = reqwest::Client::new();
+    // Bad ids: 400 with the reference's messages.
+    let res = http
+        .delete(format!("{}/peers/garbage", a.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let e: Value = res.json().await.unwrap();
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("error decoding Peer ID: "),
+        "{e}"
+    );
+    let res = http
+        .post(format!("{}/peers", a.api))
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["message"],
+        "error decoding request body"
+    );
+    let res = http
+        .post(format!("{}/peers", a.api))
+        .body(r#"{"peer_id":"nope"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["message"],
+        "error decoding peer_id"
+    );
+
+    // Remove C through A: 204, out of A's and B's peersets, its pins moved.
+    let res = http
+        .delete(format!("{}/peers/{}", a.api, c.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    peer_count(&a, 2).await;
+    peer_count(&b, 2).await;
+    assert_eq!(allocated_to(&a, &c.id).await, Some(0));
+    wait_for("B sees the moved allocations", DEADLINE, || async {
+        (allocated_to(&b, &c.id).await? == 0).then_some(())
+    })
+    .await;
+    // C still runs and keeps redialing the others (it still counts them as
+    // its peers); they do not take it back: new pins never land on it.
+    let after = cids("after-removal", 20);
+    for cid in &after {
+        let (status, pin) = b.pin(cid, "replication=1").await;
+        assert_eq!(status, 200);
+        assert_ne!(pin["allocations"][0], c.id.as_str(), "{pin}");
+    }
+    assert_eq!(a.peer_ids().await.unwrap().len(), 2);
+    assert_eq!(b.peer_ids().await.unwrap().len(), 2);
+
+    // POST /peers takes it back, everywhere.
+    let res = http
+        .post(format!("{}/peers", a.api))
+        .body(format!(r#"{{"peer_id":"{}"}}"#, c.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let id: Value = res.json().await.unwrap();
+    assert_eq!(id["id"], c.id.as_str());
+    assert!(
+        id["cluster_peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| *p == a.id.as_str())
+    );
+    for p in [&a, &b, &c] {
+        peer_count(p, 3).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_and_unpin_by_ipfs_path_resolve_through_the_daemon() {
+    let tmp = temp();
+    let daemon = common::jsipfs::JsIpfs::start(&tmp.path().join("ipfs")).await;
+    let mut s = spec();
+    s.env.push((
+        "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
+        daemon.api_multiaddr(),
+    ));
+    let p = TestPeer::start(tmp.path().join("peer"), s).await;
+    // A folder in the daemon: /ipfs/<dir>/a.txt resolves to the file's CID.
+    let lines = daemon
+        .add_with(
+            "add?pin=false&wrap-with-directory=true",
+            "a.txt",
+            b"by path\n",
+        )
+        .await;
+    let file = lines[0]["Hash"].as_str().unwrap().to_string();
+    let dir = lines.last().unwrap()["Hash"].as_str().unwrap().to_string();
+
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!(
+            "{}/pins/ipfs/{dir}/a.txt?mode=direct&name=byPath",
+            p.api
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let pin: Value = res.json().await.unwrap();
+    assert_eq!(pin["cid"], file.as_str());
+    assert_eq!(pin["name"], "byPath");
+    // Unlike the CID route, the path route honours mode=direct.
+    assert_eq!(pin["mode"], "direct");
+    assert_eq!(pin["max_depth"], 0);
+    p.wait_pinset(std::slice::from_ref(&file)).await;
+
+    // GET on a path route: 405; a bad path: 400; an unknown name: 404.
+    let res = http
+        .get(format!("{}/pins/ipfs/{dir}/a.txt", p.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    let res = http
+        .post(format!("{}/pins/ipfs/notacid/x", p.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let e: Value = res.json().await.unwrap();
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("error parsing path"),
+        "{e}"
+    );
+    let res = http
+        .post(format!("{}/pins/ipfs/{dir}/missing.txt", p.api))
+        .send()
+        .await
+        .unwrap();
+    // A path that does not resolve: the daemon's error, with its status.
+    let status = res.status().as_u16();
+    assert!(status == 404 || status == 500, "{status}");
+    let e: Value = res.json().await.unwrap();
+    assert_eq!(e["code"], status);
+    assert!(!e["message"].as_str().unwrap().is_empty());
+
+    let res = http
+        .delete(format!("{}/pins/ipfs/{dir}/a.txt", p.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["cid"], file.as_str());
+    p.wait_pinset(&[]).await;
+}

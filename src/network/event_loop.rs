@@ -56,6 +56,7 @@ enum Pending {
     Id(Reply<RemoteId>),
     Status(Reply<RemoteStatus>),
     StatusMany(Reply<Vec<RemoteStatus>>),
+    Done(Reply<()>),
 }
 
 impl Pending {
@@ -67,6 +68,7 @@ impl Pending {
             Pending::Id(r) => drop(r.send(Err(error))),
             Pending::Status(r) => drop(r.send(Err(error))),
             Pending::StatusMany(r) => drop(r.send(Err(error))),
+            Pending::Done(r) => drop(r.send(Err(error))),
         }
     }
 }
@@ -432,21 +434,33 @@ impl EventLoop {
                 addrs.dedup();
                 let _ = reply.send(addrs);
             }
-            Command::Block(peer, blocked) => {
-                let list = &mut self.swarm.behaviour_mut().blocked;
-                if blocked {
-                    list.block_peer(peer);
-                    self.peers.remove(&peer);
-                } else {
-                    list.unblock_peer(peer);
-                    let _ = self.swarm.dial(peer);
-                }
-            }
+            Command::Block(peer, blocked) => self.set_blocked(peer, blocked),
+            Command::SetRemoved(target, peer, removed, reply) => self.request(
+                target,
+                SyncRequest::SetRemoved {
+                    peer: peer.to_string(),
+                    removed,
+                },
+                Pending::Done(reply),
+            ),
             Command::Shutdown(_) => unreachable!("handled by the loop"),
         }
     }
 
     /// Sends `request` to `peer`; the answer goes to `pending`'s reply.
+    /// Blocks a peer (its connections closed and refused, forgotten from
+    /// the peerset) or lets it back in.
+    fn set_blocked(&mut self, peer: PeerId, blocked: bool) {
+        let list = &mut self.swarm.behaviour_mut().blocked;
+        if blocked {
+            list.block_peer(peer);
+            self.peers.remove(&peer);
+        } else {
+            list.unblock_peer(peer);
+            let _ = self.swarm.dial(peer);
+        }
+    }
+
     fn request(&mut self, peer: PeerId, request: SyncRequest, pending: Pending) {
         let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
         self.pending.insert(id, pending);
@@ -595,7 +609,7 @@ impl EventLoop {
                 match message {
                     request_response::Message::Request {
                         request, channel, ..
-                    } => self.on_request(request, channel),
+                    } => self.on_request(peer, request, channel),
                     request_response::Message::Response {
                         request_id,
                         response,
@@ -622,8 +636,33 @@ impl EventLoop {
         }
     }
 
-    fn on_request(&mut self, request: SyncRequest, channel: ResponseChannel<SyncResponse>) {
+    fn on_request(
+        &mut self,
+        from: PeerId,
+        request: SyncRequest,
+        channel: ResponseChannel<SyncResponse>,
+    ) {
         match request {
+            SyncRequest::SetRemoved { peer, removed } => {
+                let local = *self.swarm.local_peer_id();
+                let answer = match peer.parse::<PeerId>() {
+                    _ if !self.trust.is_trusted(&from) => {
+                        SyncResponse::Error("only trusted peers may change the peerset".into())
+                    }
+                    Ok(peer) if peer != local && peer != from => {
+                        tracing::info!(%peer, removed, %from, "peerset change asked by a trusted peer");
+                        self.set_blocked(peer, removed);
+                        SyncResponse::Done
+                    }
+                    Ok(_) => SyncResponse::Error("a peer cannot be removed by itself".into()),
+                    Err(e) => SyncResponse::Error(format!("bad peer id: {e}")),
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, answer);
+            }
             SyncRequest::Id => {
                 let id = self.local_id();
                 let _ = self
@@ -688,6 +727,7 @@ impl EventLoop {
             (Pending::StatusMany(r), SyncResponse::StatusMany(statuses)) => {
                 drop(r.send(Ok(statuses)))
             }
+            (Pending::Done(r), SyncResponse::Done) => drop(r.send(Ok(()))),
             (pending, SyncResponse::Error(e)) => pending.fail(bad(&e)),
             (pending, _) => pending.fail(bad("unexpected answer")),
         }

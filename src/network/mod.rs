@@ -129,6 +129,8 @@ pub(crate) enum Command {
     PeerAddrs(PeerId, oneshot::Sender<Vec<Multiaddr>>),
     KnownAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Block(PeerId, bool),
+    /// Asks a peer (first) to block or let back in another (second).
+    SetRemoved(PeerId, PeerId, bool, Reply<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -269,6 +271,18 @@ impl Network {
             .send(Command::Block(peer, blocked))
             .await
             .map_err(|_| NetworkError::Closed)
+    }
+
+    /// Asks `target` to take `peer` out of its peerset (`removed`) or back
+    /// in; `target` heeds it only if it trusts this peer.
+    pub async fn tell_removed(
+        &self,
+        target: PeerId,
+        peer: PeerId,
+        removed: bool,
+    ) -> Result<(), NetworkError> {
+        self.ask(|r| Command::SetRemoved(target, peer, removed, r))
+            .await?
     }
 
     /// Stops the event loop; pending requests fail with [`NetworkError::Closed`].

@@ -42,6 +42,10 @@ pub enum SyncRequest {
     /// "What are the statuses of these pins on you?" (at most
     /// [`MAX_CIDS_PER_REQUEST`]), answered in the same order.
     StatusMany { cids: Vec<Cid> },
+    /// "Take `peer` out of the peerset (`removed`), or back in", sent to
+    /// every peer by the one that served `DELETE /peers` or `POST /peers`.
+    /// Heeded from trusted peers only.
+    SetRemoved { peer: String, removed: bool },
 }
 
 /// The answer to a [`SyncRequest`].
@@ -59,6 +63,8 @@ pub enum SyncResponse {
     StatusMany(Vec<RemoteStatus>),
     /// The request could not be served.
     Error(String),
+    /// Done, nothing to report.
+    Done,
 }
 
 /// What a peer says about itself; the REST layer turns it into an `ID`.

@@ -3,10 +3,12 @@
 //! The reference cannot remove a peer under CRDT consensus (membership
 //! follows the `ping` metrics, so a removed peer that still runs comes
 //! back). Here removal is real: the peer is blocked on this peer's network
-//! (connections closed and refused, so it is not taken back in by
-//! accident), and every pin allocated to it is re-allocated among the
+//! and, through a request every other peer heeds if it trusts this one, on
+//! theirs (connections closed and refused, so it is not taken back in by
+//! accident); then every pin allocated to it is re-allocated among the
 //! remaining peers and committed, so its share moves to others.
-//! `POST /peers` is the deliberate way back: it lifts the block.
+//! `POST /peers` is the deliberate way back: it lifts the block everywhere.
+//! A peer offline at the time of the removal does not hear of it.
 
 use std::sync::Arc;
 
@@ -42,6 +44,7 @@ pub async fn add(body: bytes::Bytes, ctx: Arc<ApiContext>) -> ApiReply {
     if let Err(e) = ctx.network.set_blocked(peer, false).await {
         return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     }
+    tell_everyone(&ctx, peer, false).await;
     match tokio::time::timeout(PEER_ID_TIMEOUT, ctx.network.remote_id(peer)).await {
         Ok(Ok(remote)) => {
             let mut info = id_info(peer, remote);
@@ -80,6 +83,7 @@ pub async fn remove(raw: String, ctx: Arc<ApiContext>) -> ApiReply {
     if let Err(e) = ctx.network.set_blocked(peer, true).await {
         return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     }
+    tell_everyone(&ctx, peer, true).await;
     let mut remaining = ctx.network.peers().await.unwrap_or_default();
     remaining.retain(|p| *p != peer);
     remaining.push(local);
@@ -92,6 +96,29 @@ pub async fn remove(raw: String, ctx: Arc<ApiContext>) -> ApiReply {
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
+}
+
+/// Tells every other peer of the peerset that `peer` is out (`removed`) or
+/// back in, in parallel. A peer that does not answer is logged, not an
+/// error: the change holds wherever it was heard.
+async fn tell_everyone(ctx: &ApiContext, peer: PeerId, removed: bool) {
+    let others = ctx.network.peers().await.unwrap_or_default();
+    let asks = others.into_iter().filter(|p| *p != peer).map(|target| {
+        let network = ctx.network.clone();
+        async move {
+            let told =
+                tokio::time::timeout(PEER_ID_TIMEOUT, network.tell_removed(target, peer, removed))
+                    .await;
+            match told {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(%target, %peer, error = %e, "peerset change not heard")
+                }
+                Err(_) => tracing::warn!(%target, %peer, "peerset change not answered in time"),
+            }
+        }
+    });
+    futures::future::join_all(asks).await;
 }
 
 /// Re-allocates every pin allocated to `gone` among `remaining`; returns
