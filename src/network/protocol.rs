@@ -226,11 +226,20 @@ mod tests {
                 cids: vec![cid],
                 ancestors: 7,
             },
+            SyncRequest::SetRemoved {
+                peer: "12D3KooW".to_string(),
+                removed: true,
+            },
         ] {
             assert_eq!(decode::<SyncRequest>(&encode(&msg).unwrap()).unwrap(), msg);
         }
         let res = SyncResponse::Blocks(vec![(cid, ByteBuf::from(vec![1, 2]))]);
         assert_eq!(decode::<SyncResponse>(&encode(&res).unwrap()).unwrap(), res);
+        let done = SyncResponse::Done;
+        assert_eq!(
+            decode::<SyncResponse>(&encode(&done).unwrap()).unwrap(),
+            done
+        );
 
         let future = serde_ipld_dagcbor::to_vec(&Envelope {
             v: 2,

@@ -296,6 +296,18 @@ impl TestPeer {
         TestPeer::start(dir, spec).await
     }
 
+    /// The daemon's resident memory in KiB now and at its peak (`VmRSS`,
+    /// `VmHWM` of `/proc/<pid>/status`), for benchmarks.
+    pub fn memory_kib(&self) -> Option<(u64, u64)> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(name))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
     /// The daemon's log so far (for failure messages).
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")

@@ -2,8 +2,11 @@
 //! paths, JSON shapes, NDJSON streams (204 when empty) and error bodies
 //! (`{"code": n, "message": "..."}`).
 //!
-//! Endpoints so far: `GET /id`, `GET /version`, `GET /peers`,
-//! `POST|DELETE /pins/{cid}`, `GET /allocations`, `GET /allocations/{cid}`.
+//! Every endpoint of the reference's catalogue but those other components
+//! add (`/health/graph`, `/ipfs/gc`, the UI), plus `/pins/sync`. Files:
+//! `server` (the HTTP layer: auth, CORS, limits, the stream trailer),
+//! `auth`, `cors`, `reply` (JSON, errors, NDJSON), `add`, `paths` (pin by
+//! IPFS path), `peers` (add and remove), `sync`; the rest is here.
 
 mod add;
 mod auth;
@@ -69,6 +72,10 @@ pub enum ServeError {
     /// The listen address is not `/ip4|ip6/<addr>/tcp/<port>`.
     #[error("unsupported REST API listen address {0}: expected /ip4/<addr>/tcp/<port> or /ip6/...")]
     Address(Multiaddr),
+    /// HTTPS is configured but not served yet: refusing beats serving the
+    /// API in clear to clients that expect TLS.
+    #[error("api.restapi: ssl_cert_file/ssl_key_file are set, but HTTPS is not supported yet")]
+    Tls,
     /// Binding failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -106,6 +113,9 @@ pub async fn serve(
         .first()
         .cloned()
         .unwrap_or_else(Multiaddr::empty);
+    if config.ssl_cert_file.is_some() || config.ssl_key_file.is_some() {
+        return Err(ServeError::Tls);
+    }
     let socket = socket_addr(&addr)?;
     let bind = |socket: SocketAddr| -> std::io::Result<tokio::net::TcpListener> {
         let s = if socket.is_ipv4() {
@@ -557,24 +567,47 @@ async fn get_allocations(query: Vec<(String, String)>, ctx: Arc<ApiContext>) -> 
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let state = ctx.consensus.state().clone();
-    // Read on the blocking pool into a bounded channel: the pinset is
-    // streamed, never loaded whole.
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    // Read and encoded on the blocking pool, in batches of about 64 KiB,
+    // into a bounded channel: the pinset is streamed, never loaded whole,
+    // and the async side only moves bytes.
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
     tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::with_capacity(ALLOCATIONS_BATCH + 1024);
         for pin in state.list() {
-            let item = pin.map_err(|e| e.to_string());
-            if let Ok(p) = &item
-                && !wanted.matches(p.pin_type)
-            {
+            let pin = match pin {
+                Ok(p) => p,
+                Err(e) => {
+                    // What was read goes first, then the error.
+                    if !batch.is_empty() {
+                        let _ = tx.blocking_send(Ok(std::mem::take(&mut batch)));
+                    }
+                    let _ = tx.blocking_send(Err(e.to_string()));
+                    return;
+                }
+            };
+            if !wanted.matches(pin.pin_type) {
                 continue;
             }
-            if tx.blocking_send(item).is_err() {
-                break; // client went away
+            if let Err(e) = serde_json::to_writer(&mut batch, &pin) {
+                let _ = tx.blocking_send(Err(e.to_string()));
+                return;
+            }
+            batch.push(b'\n');
+            if batch.len() >= ALLOCATIONS_BATCH
+                && tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err()
+            {
+                return; // client went away
             }
         }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(Ok(batch));
+        }
     });
-    ndjson(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+    reply::ndjson_lines(tokio_stream::wrappers::ReceiverStream::new(rx)).await
 }
+
+/// Bytes of encoded pins per message from the reader to the response.
+const ALLOCATIONS_BATCH: usize = 64 << 10;
 
 async fn get_allocation(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {
     let cid = match types::decode_cid(&raw_cid) {

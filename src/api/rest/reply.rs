@@ -58,8 +58,25 @@ where
     T: Serialize + Send + Sync + 'static,
     S: Stream<Item = Result<T, String>> + Send + Sync + Unpin + 'static,
 {
-    let mut items = items.peekable();
-    match std::pin::Pin::new(&mut items).peek().await {
+    ndjson_lines(items.map(|item| {
+        item.and_then(|v| {
+            let mut line = serde_json::to_vec(&v).map_err(|e| e.to_string())?;
+            line.push(b'\n');
+            Ok(line)
+        })
+    }))
+    .await
+}
+
+/// Items already encoded: each `Ok` holds one or more whole lines. Lines
+/// ready at the same time go out in one chunk (the client sees them at
+/// once, and a million pins are not a million chunks).
+pub async fn ndjson_lines<S>(lines: S) -> ApiReply
+where
+    S: Stream<Item = Result<Vec<u8>, String>> + Send + Sync + Unpin + 'static,
+{
+    let mut lines = lines.peekable();
+    match std::pin::Pin::new(&mut lines).peek().await {
         None => {
             let mut res = warp::reply::Response::new(Vec::new().into());
             *res.status_mut() = StatusCode::NO_CONTENT;
@@ -72,23 +89,28 @@ where
     // it as the `X-Stream-Error` trailer (see `server`).
     let errors = StreamErrors::default();
     let seen = errors.clone();
-    let lines = items
-        .map(move |item| {
-            match item.and_then(|v| serde_json::to_vec(&v).map_err(|e| e.to_string())) {
-                Ok(mut bytes) => {
-                    bytes.push(b'\n');
-                    Some(bytes)
-                }
-                Err(e) => {
-                    seen.push(e);
-                    None
+    let chunks = lines
+        .ready_chunks(READY_LINES)
+        .scan(false, move |ended, batch| {
+            if *ended {
+                return futures::future::ready(None);
+            }
+            let mut chunk = Vec::new();
+            for line in batch {
+                match line {
+                    Ok(bytes) => chunk.extend_from_slice(&bytes),
+                    Err(e) => {
+                        seen.push(e);
+                        *ended = true;
+                        break;
+                    }
                 }
             }
+            futures::future::ready(Some(chunk))
         })
-        .take_while(|line| futures::future::ready(line.is_some()))
-        .filter_map(futures::future::ready)
+        .filter(|chunk| futures::future::ready(!chunk.is_empty()))
         .map(Ok::<_, std::convert::Infallible>);
-    let mut res = warp::reply::stream(lines).into_response();
+    let mut res = warp::reply::stream(chunks).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
@@ -100,6 +122,9 @@ where
     res.extensions_mut().insert(errors);
     res
 }
+
+/// The most items already produced that one chunk gathers.
+const READY_LINES: usize = 256;
 
 /// Unknown paths: 404 with the JSON error; known paths with another method:
 /// 405 with an empty body, as gorilla/mux answers.

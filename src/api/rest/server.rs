@@ -405,7 +405,7 @@ mod tests {
         let addr = failing_stream_server().await;
         let raw = get(addr, "TE: trailers\r\n").await;
         assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
-        assert!(raw.contains("\r\n1\n\r\n"), "{raw}");
+        assert!(raw.contains("1\n2\n\r\n"), "{raw}");
         assert!(
             raw.ends_with("0\r\nx-stream-error: disk on fire\r\n\r\n"),
             "{raw}"
