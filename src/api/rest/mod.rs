@@ -567,47 +567,80 @@ async fn get_allocations(query: Vec<(String, String)>, ctx: Arc<ApiContext>) -> 
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let state = ctx.consensus.state().clone();
-    // Read and encoded on the blocking pool, in batches of about 64 KiB,
-    // into a bounded channel: the pinset is streamed, never loaded whole,
-    // and the async side only moves bytes.
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    // One blocking thread scans the store into batches of stored pins; the
+    // decoding and JSON encoding, most of the work, run on two blocking
+    // threads at once, batch order kept. Every channel is bounded: the
+    // pinset is streamed, never loaded whole.
+    let (raw_tx, raw_rx) = tokio::sync::mpsc::channel::<Result<Vec<Vec<u8>>, String>>(4);
     tokio::task::spawn_blocking(move || {
-        let mut batch = Vec::with_capacity(ALLOCATIONS_BATCH + 1024);
-        for pin in state.list() {
-            let pin = match pin {
-                Ok(p) => p,
+        let mut batch = Vec::with_capacity(STORED_BATCH);
+        for value in state.list_stored() {
+            match value {
+                Ok(v) => batch.push(v),
                 Err(e) => {
                     // What was read goes first, then the error.
                     if !batch.is_empty() {
-                        let _ = tx.blocking_send(Ok(std::mem::take(&mut batch)));
+                        let _ = raw_tx.blocking_send(Ok(std::mem::take(&mut batch)));
                     }
-                    let _ = tx.blocking_send(Err(e.to_string()));
+                    let _ = raw_tx.blocking_send(Err(e.to_string()));
                     return;
                 }
-            };
-            if !wanted.matches(pin.pin_type) {
-                continue;
             }
-            if let Err(e) = serde_json::to_writer(&mut batch, &pin) {
-                let _ = tx.blocking_send(Err(e.to_string()));
-                return;
-            }
-            batch.push(b'\n');
-            if batch.len() >= ALLOCATIONS_BATCH
-                && tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err()
+            if batch.len() == STORED_BATCH
+                && raw_tx
+                    .blocking_send(Ok(std::mem::take(&mut batch)))
+                    .is_err()
             {
                 return; // client went away
             }
         }
         if !batch.is_empty() {
-            let _ = tx.blocking_send(Ok(batch));
+            let _ = raw_tx.blocking_send(Ok(batch));
+        }
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        let encoded = tokio_stream::wrappers::ReceiverStream::new(raw_rx)
+            .map(|batch| async move {
+                let values = batch?;
+                tokio::task::spawn_blocking(move || encode_pins(&values, wanted))
+                    .await
+                    .map_err(|e| e.to_string())?
+            })
+            .buffered(ENCODERS);
+        futures::pin_mut!(encoded);
+        while let Some(item) = encoded.next().await {
+            if matches!(&item, Ok(lines) if lines.is_empty()) {
+                continue; // all filtered out
+            }
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
         }
     });
     reply::ndjson_lines(tokio_stream::wrappers::ReceiverStream::new(rx)).await
 }
 
-/// Bytes of encoded pins per message from the reader to the response.
-const ALLOCATIONS_BATCH: usize = 64 << 10;
+/// Stored pins per batch handed to an encoder.
+const STORED_BATCH: usize = 1024;
+/// Batches decoded and encoded at once.
+const ENCODERS: usize = 2;
+
+/// NDJSON lines of the stored pins of `wanted` types.
+fn encode_pins(values: &[Vec<u8>], wanted: PinTypeFilter) -> Result<Vec<u8>, String> {
+    let mut lines = Vec::with_capacity(values.len() * 384);
+    for value in values {
+        let pin = crate::state::decode_stored(value).map_err(|e| e.to_string())?;
+        if !wanted.matches(pin.pin_type) {
+            continue;
+        }
+        serde_json::to_writer(&mut lines, &pin).map_err(|e| e.to_string())?;
+        lines.push(b'\n');
+    }
+    Ok(lines)
+}
 
 async fn get_allocation(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {
     let cid = match types::decode_cid(&raw_cid) {
