@@ -281,11 +281,6 @@ impl Peer {
 
         let rest = match &config.api.restapi {
             Some(api) => {
-                let addr = api
-                    .http_listen_multiaddress
-                    .first()
-                    .cloned()
-                    .ok_or_else(|| rest::ServeError::Address(Multiaddr::empty()))?;
                 let (stop_tx, stop_rx) = oneshot::channel::<()>();
                 let ctx = ApiContext {
                     network: network.clone(),
@@ -298,7 +293,7 @@ impl Peer {
                     replication_min: config.cluster.replication_factor_min,
                     replication_max: config.cluster.replication_factor_max,
                 };
-                let (bound, task) = rest::serve(&addr, ctx, async move {
+                let (bound, task) = rest::serve(api, ctx, async move {
                     let _ = stop_rx.await;
                 })
                 .await?;

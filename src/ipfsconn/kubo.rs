@@ -93,7 +93,7 @@ impl KuboConnector {
         &self,
         op: &'static str,
         url: Url,
-        body: Option<(String, Vec<u8>)>,
+        body: Option<(String, reqwest::Body)>,
     ) -> Result<Response, IpfsError> {
         self.limiter.wait().await;
         let mut req = self.http.post(url.clone());
@@ -142,6 +142,7 @@ impl KuboConnector {
         url: Url,
         body: Option<(String, Vec<u8>)>,
     ) -> Result<Vec<u8>, IpfsError> {
+        let body = body.map(|(content_type, bytes)| (content_type, bytes.into()));
         let res = self.send(op, url.clone(), body).await?;
         let bytes = read_capped(res, MAX_REPLY + 1)
             .await
@@ -153,6 +154,27 @@ impl KuboConnector {
             });
         }
         Ok(bytes)
+    }
+
+    /// `add` without pinning: streams `body`, a multipart form whose
+    /// `content_type` carries the boundary, to the daemon with the
+    /// chunking options of `query`, and hands back its output as it comes.
+    /// The body is never held whole: it flows as the client sends it. No
+    /// overall timeout (a large add takes as long as it takes); a daemon
+    /// that cannot be reached fails within the connect timeout.
+    pub async fn add(
+        &self,
+        query: &[(&str, String)],
+        content_type: String,
+        body: reqwest::Body,
+    ) -> Result<AddOutput, IpfsError> {
+        const OP: &str = "add";
+        let pairs: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let url = self.url(OP, &pairs);
+        let res = self
+            .send(OP, url.clone(), Some((content_type, body)))
+            .await?;
+        Ok(AddOutput(JsonLines::new(OP, res, url, MAX_REPLY)))
     }
 
     /// A plain call with a JSON reply, bounded by `request_timeout`.
@@ -576,6 +598,53 @@ impl JsonLines {
                 Err(e) => return Err(unreachable(&self.url, &e)),
             }
         }
+    }
+}
+
+/// The output of [`KuboConnector::add`], line by line.
+#[derive(Debug)]
+pub struct AddOutput(JsonLines);
+
+/// One line of `add`'s output: an added node, or progress (`bytes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedLine {
+    /// The path relative to the input (`""` for a single unnamed input).
+    pub name: String,
+    /// The node's CID; `None` on progress lines.
+    pub cid: Option<Cid>,
+    /// The node's cumulative size.
+    pub size: u64,
+    /// Bytes read so far, on progress lines.
+    pub bytes: u64,
+}
+
+impl AddOutput {
+    /// The next line, `None` at the end; an error line of the daemon is an
+    /// error.
+    pub async fn next(&mut self) -> Result<Option<AddedLine>, IpfsError> {
+        let Some(line) = self.0.next::<wire::AddLine>().await? else {
+            return Ok(None);
+        };
+        if let Some(message) = line.error() {
+            return Err(IpfsError::Daemon {
+                op: "add",
+                status: 200,
+                message: message.to_string(),
+            });
+        }
+        let cid = match line.hash.as_deref() {
+            Some(h) => Some(Cid::from_str(h).map_err(|e| IpfsError::Decode {
+                op: "add",
+                detail: format!("bad CID {h:?}: {e}"),
+            })?),
+            None => None,
+        };
+        Ok(Some(AddedLine {
+            name: line.name,
+            cid,
+            size: line.size.map_or(0, |s| s.0),
+            bytes: line.bytes.map_or(0, |b| b.0),
+        }))
     }
 }
 

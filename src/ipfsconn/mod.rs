@@ -23,7 +23,7 @@ use futures::Stream;
 use libp2p::{Multiaddr, PeerId};
 
 pub use crate::types::PinMode;
-pub use kubo::KuboConnector;
+pub use kubo::{AddOutput, AddedLine, KuboConnector};
 pub use wire::BlockFormat;
 
 /// The daemon's identity, from `id`.

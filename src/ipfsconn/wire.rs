@@ -196,6 +196,32 @@ impl PinAddLine {
     }
 }
 
+/// One line of `add`: `{"Name","Hash","Size"}` for an added node,
+/// `{"Name","Bytes"}` for progress, `{"Message","Type":"error"}` for a
+/// failure.
+#[derive(Debug, Deserialize)]
+pub(super) struct AddLine {
+    #[serde(rename = "Name", default)]
+    pub(super) name: String,
+    #[serde(rename = "Hash", default)]
+    pub(super) hash: Option<String>,
+    #[serde(rename = "Size", default)]
+    pub(super) size: Option<WireU64>,
+    #[serde(rename = "Bytes", default)]
+    pub(super) bytes: Option<WireU64>,
+    #[serde(rename = "Type", default)]
+    kind: Option<String>,
+    #[serde(rename = "Message", default)]
+    message: Option<String>,
+}
+
+impl AddLine {
+    /// The error this line carries, if any.
+    pub(super) fn error(&self) -> Option<&str> {
+        stream_error(&self.kind, &self.message)
+    }
+}
+
 /// One line of `pin/ls?stream=true` (`{"Cid":...,"Type":...}`), or the
 /// whole non-streamed reply (`{"Keys":{"<cid>":{"Type":...}}}`), which
 /// js-ipfs and old daemons may send instead.

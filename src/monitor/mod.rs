@@ -187,6 +187,13 @@ impl Monitor {
         names.into_iter().collect()
     }
 
+    /// Drops everything known of `peer` (it was removed from the cluster).
+    pub fn forget(&self, peer: &PeerId) {
+        let mut store = self.store();
+        store.latest.retain(|(p, _), _| p != peer);
+        store.alerted.retain(|(p, _)| p != peer);
+    }
+
     /// When the earliest metric not yet alerted expires, if any.
     pub fn next_expiry(&self) -> Option<DateTime<Utc>> {
         let store = self.store();

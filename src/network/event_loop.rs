@@ -61,6 +61,7 @@ enum Pending {
     Graph(Reply<RemoteGraph>),
     RepoStat(Reply<RemoteRepoStat>),
     RepoGc(Reply<RemoteRepoGc>),
+    Done(Reply<()>),
 }
 
 impl Pending {
@@ -76,6 +77,7 @@ impl Pending {
             Pending::Graph(r) => drop(r.send(Err(error))),
             Pending::RepoStat(r) => drop(r.send(Err(error))),
             Pending::RepoGc(r) => drop(r.send(Err(error))),
+            Pending::Done(r) => drop(r.send(Err(error))),
         }
     }
 }
@@ -457,22 +459,21 @@ impl EventLoop {
                 addrs.dedup();
                 let _ = reply.send(addrs);
             }
-            Command::Block(peer, blocked) => {
-                let list = &mut self.swarm.behaviour_mut().blocked;
-                if blocked {
-                    list.block_peer(peer);
-                    self.peers.remove(&peer);
-                } else {
-                    list.unblock_peer(peer);
-                    let _ = self.swarm.dial(peer);
-                }
-            }
             Command::Connected(reply) => {
                 let _ = reply.send(self.connected_peers());
             }
             Command::RemoteGraph(peer, reply) => {
                 self.request(peer, SyncRequest::Graph, Pending::Graph(reply))
             }
+            Command::Block(peer, blocked) => self.set_blocked(peer, blocked),
+            Command::SetRemoved(target, peer, removed, reply) => self.request(
+                target,
+                SyncRequest::SetRemoved {
+                    peer: peer.to_string(),
+                    removed,
+                },
+                Pending::Done(reply),
+            ),
             Command::Shutdown(_) => unreachable!("handled by the loop"),
             Command::RepoStat(peer, reply) => {
                 self.request(peer, SyncRequest::RepoStat, Pending::RepoStat(reply))
@@ -484,6 +485,21 @@ impl EventLoop {
     }
 
     /// Sends `request` to `peer`; the answer goes to `pending`'s reply.
+    /// Blocks a peer (its connections closed and refused, forgotten from
+    /// the peerset) or lets it back in.
+    fn set_blocked(&mut self, peer: PeerId, blocked: bool) {
+        let list = &mut self.swarm.behaviour_mut().blocked;
+        if blocked {
+            list.block_peer(peer);
+            self.peers.remove(&peer);
+            // Its metrics go too: a removed peer is no allocation candidate.
+            self.monitor.forget(&peer);
+        } else {
+            list.unblock_peer(peer);
+            let _ = self.swarm.dial(peer);
+        }
+    }
+
     fn request(&mut self, peer: PeerId, request: SyncRequest, pending: Pending) {
         let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
         self.pending.insert(id, pending);
@@ -596,7 +612,16 @@ impl EventLoop {
                     .behaviour_mut()
                     .gossip
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
-                if let (Ok(metrics), Some(author)) = (decoded, message.source) {
+                // A removed peer's metrics may still be relayed by peers
+                // that did not hear of the removal: ignore them.
+                if let (Ok(metrics), Some(author)) = (decoded, message.source)
+                    && !self
+                        .swarm
+                        .behaviour()
+                        .blocked
+                        .blocked_peers()
+                        .contains(&author)
+                {
                     self.monitor.record(author, metrics, chrono::Utc::now());
                 }
             }
@@ -651,7 +676,7 @@ impl EventLoop {
                     }
                     request_response::Message::Request {
                         request, channel, ..
-                    } => self.on_request(request, channel),
+                    } => self.on_request(peer, request, channel),
                     request_response::Message::Response {
                         request_id,
                         response,
@@ -678,8 +703,33 @@ impl EventLoop {
         }
     }
 
-    fn on_request(&mut self, request: SyncRequest, channel: ResponseChannel<SyncResponse>) {
+    fn on_request(
+        &mut self,
+        from: PeerId,
+        request: SyncRequest,
+        channel: ResponseChannel<SyncResponse>,
+    ) {
         match request {
+            SyncRequest::SetRemoved { peer, removed } => {
+                let local = *self.swarm.local_peer_id();
+                let answer = match peer.parse::<PeerId>() {
+                    _ if !self.trust.is_trusted(&from) => {
+                        SyncResponse::Error("only trusted peers may change the peerset".into())
+                    }
+                    Ok(peer) if peer != local && peer != from => {
+                        tracing::info!(%peer, removed, %from, "peerset change asked by a trusted peer");
+                        self.set_blocked(peer, removed);
+                        SyncResponse::Done
+                    }
+                    Ok(_) => SyncResponse::Error("a peer cannot be removed by itself".into()),
+                    Err(e) => SyncResponse::Error(format!("bad peer id: {e}")),
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, answer);
+            }
             SyncRequest::Id => {
                 let id = self.local_id();
                 let _ = self
@@ -798,6 +848,7 @@ impl EventLoop {
             (Pending::Graph(r), SyncResponse::Graph(graph)) => drop(r.send(Ok(graph))),
             (Pending::RepoStat(r), SyncResponse::RepoStat(stat)) => drop(r.send(Ok(stat))),
             (Pending::RepoGc(r), SyncResponse::RepoGc(gc)) => drop(r.send(Ok(gc))),
+            (Pending::Done(r), SyncResponse::Done) => drop(r.send(Ok(()))),
             (pending, SyncResponse::Error(e)) => pending.fail(bad(&e)),
             (pending, _) => pending.fail(bad("unexpected answer")),
         }

@@ -141,6 +141,8 @@ pub(crate) enum Command {
     Block(PeerId, bool),
     Connected(oneshot::Sender<Vec<PeerId>>),
     RemoteGraph(PeerId, Reply<RemoteGraph>),
+    /// Asks a peer (first) to block or let back in another (second).
+    SetRemoved(PeerId, PeerId, bool, Reply<()>),
     Shutdown(oneshot::Sender<()>),
     RepoStat(PeerId, Reply<RemoteRepoStat>),
     RepoGc(PeerId, Reply<RemoteRepoGc>),
@@ -310,6 +312,18 @@ impl Network {
     /// health graph.
     pub async fn remote_graph(&self, peer: PeerId) -> Result<RemoteGraph, NetworkError> {
         self.ask(|r| Command::RemoteGraph(peer, r)).await?
+    }
+
+    /// Asks `target` to take `peer` out of its peerset (`removed`) or back
+    /// in; `target` heeds it only if it trusts this peer.
+    pub async fn tell_removed(
+        &self,
+        target: PeerId,
+        peer: PeerId,
+        removed: bool,
+    ) -> Result<(), NetworkError> {
+        self.ask(|r| Command::SetRemoved(target, peer, removed, r))
+            .await?
     }
 
     /// Stops the event loop; pending requests fail with [`NetworkError::Closed`].

@@ -57,6 +57,10 @@ pub enum SyncRequest {
     /// "Run `repo/gc` on your IPFS daemon and tell what it removed" (the
     /// proxy's `repo/gc` and `POST /ipfs/gc`).
     RepoGc,
+    /// "Take `peer` out of the peerset (`removed`), or back in", sent to
+    /// every peer by the one that served `DELETE /peers` or `POST /peers`.
+    /// Heeded from trusted peers only.
+    SetRemoved { peer: String, removed: bool },
 }
 
 /// The answer to a [`SyncRequest`].
@@ -82,6 +86,8 @@ pub enum SyncResponse {
     RepoStat(RemoteRepoStat),
     /// What `repo/gc` did on the responder's IPFS daemon.
     RepoGc(RemoteRepoGc),
+    /// Done, nothing to report.
+    Done,
 }
 
 /// One peer's IPFS repository usage (`repo/stat`).
@@ -284,6 +290,10 @@ mod tests {
                 cids: vec![cid],
                 ancestors: 7,
             },
+            SyncRequest::SetRemoved {
+                peer: "12D3KooW".to_string(),
+                removed: true,
+            },
         ] {
             assert_eq!(decode::<SyncRequest>(&encode(&msg).unwrap()).unwrap(), msg);
         }
@@ -306,6 +316,11 @@ mod tests {
             error: String::new(),
         });
         assert_eq!(decode::<SyncResponse>(&encode(&gc).unwrap()).unwrap(), gc);
+        let done = SyncResponse::Done;
+        assert_eq!(
+            decode::<SyncResponse>(&encode(&done).unwrap()).unwrap(),
+            done
+        );
 
         let future = serde_ipld_dagcbor::to_vec(&Envelope {
             v: 2,

@@ -311,6 +311,40 @@ impl<C: IpfsConnector> PinTracker<C> {
         Ok(set)
     }
 
+    /// `POST /pins/sync`: re-reads the daemon's pinset now (not the cached
+    /// listing) and brings the operations in line with it. A failed pin
+    /// whose CID the daemon now holds is done, as is a failed unpin whose
+    /// CID it no longer holds; an allocated pin the daemon lost is queued
+    /// again. Returns each pin's status afterwards and whether the sync
+    /// changed it.
+    pub async fn sync(&self, pins: &[(Cid, Option<Pin>)]) -> Vec<(LocalStatus, bool)> {
+        *self.inner.snapshot.lock().await = None;
+        let mut changed = vec![false; pins.len()];
+        if let Ok(held) = self.ipfs_pinset().await {
+            let mut ops = self.ops();
+            for ((cid, _), changed) in pins.iter().zip(&mut changed) {
+                let settled = ops.get(cid).is_some_and(|op| {
+                    op.phase == Phase::Error && (op.kind == OpKind::Pin) == held.contains(cid)
+                });
+                if settled {
+                    ops.forget(cid);
+                    *changed = true;
+                }
+            }
+        }
+        let before = self.statuses(pins).await;
+        for (((_, pin), status), changed) in pins.iter().zip(&before).zip(&mut changed) {
+            if status.status == TrackerStatus::UnexpectedlyUnpinned {
+                self.on_change(PinChange {
+                    old: None,
+                    new: pin.clone(),
+                });
+                *changed = true;
+            }
+        }
+        self.statuses(pins).await.into_iter().zip(changed).collect()
+    }
+
     /// This peer's statuses of many pins of the state (or CIDs not in it),
     /// in order, from one listing of the daemon's pinset.
     pub async fn statuses(&self, pins: &[(Cid, Option<Pin>)]) -> Vec<LocalStatus> {

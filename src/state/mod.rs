@@ -50,6 +50,19 @@ impl PinState {
             decode(&value)
         })
     }
+
+    /// Every pin's stored bytes, in key order, not decoded: for readers
+    /// that decode on other threads (see [`decode_stored`]).
+    pub fn list_stored(&self) -> impl Iterator<Item = Result<Vec<u8>, StateError>> + Send + use<> {
+        self.reader
+            .iter()
+            .map(|entry| Ok(entry.map(|(_, value)| value)?))
+    }
+}
+
+/// A pin from the bytes [`PinState::list_stored`] gives.
+pub fn decode_stored(bytes: &[u8]) -> Result<Pin, StateError> {
+    decode(bytes)
 }
 
 fn decode(bytes: &[u8]) -> Result<Pin, StateError> {

@@ -101,6 +101,12 @@ impl TestPeer {
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        let spec_auth = spec
+            .env
+            .iter()
+            .find(|(k, _)| k == "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS")
+            .and_then(|(_, v)| v.split(',').next()?.split_once(':'))
+            .map(|(u, p)| (u.to_string(), p.to_string()));
         let mut child = cmd.spawn().expect("spawn pincluster daemon");
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("piped stderr");
@@ -117,7 +123,7 @@ impl TestPeer {
             log,
             api: String::new(),
             id: String::new(),
-            http: reqwest::Client::new(),
+            http: api_client(&spec_auth),
         };
         let api = wait_for("the REST API address in the log", DEADLINE, || {
             let found = peer.log_value("REST API listening", "addr=");
@@ -300,6 +306,18 @@ impl TestPeer {
         TestPeer::start(dir, spec).await
     }
 
+    /// The daemon's resident memory in KiB now and at its peak (`VmRSS`,
+    /// `VmHWM` of `/proc/<pid>/status`), for benchmarks.
+    pub fn memory_kib(&self) -> Option<(u64, u64)> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(name))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
     /// The daemon's log so far (for failure messages).
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
@@ -334,10 +352,29 @@ pub fn cids(seed: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// The harness's HTTP client: with basic auth as the first user of
+/// `CLUSTER_RESTAPI_BASICAUTHCREDENTIALS` when the spec sets it.
+fn api_client(auth: &Option<(String, String)>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some((user, password)) = auth {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Basic {token}").parse().expect("a header value"),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
+}
+
 /// A fresh temp folder that lives as long as the returned guard.
 pub fn temp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 pub mod fake_kubo;
+pub mod http;
 pub mod jsipfs;
 pub mod tools;

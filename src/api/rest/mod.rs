@@ -2,10 +2,20 @@
 //! paths, JSON shapes, NDJSON streams (204 when empty) and error bodies
 //! (`{"code": n, "message": "..."}`).
 //!
-//! Endpoints so far: `GET /id`, `GET /version`, `GET /peers`,
-//! `POST|DELETE /pins/{cid}`, `GET /allocations`, `GET /allocations/{cid}`.
+//! Every endpoint of the reference's catalogue but those other components
+//! add (`/health/graph`, `/ipfs/gc`, the UI), plus `/pins/sync`. Files:
+//! `server` (the HTTP layer: auth, CORS, limits, the stream trailer),
+//! `auth`, `cors`, `reply` (JSON, errors, NDJSON), `add`, `paths` (pin by
+//! IPFS path), `peers` (add and remove), `sync`; the rest is here.
 
+mod add;
+mod auth;
+mod cors;
+mod paths;
+mod peers;
 mod reply;
+mod server;
+mod sync;
 mod ui;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,9 +27,11 @@ use cid::Cid;
 use futures::future::join_all;
 use libp2p::{Multiaddr, PeerId};
 use warp::Filter;
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 
 use crate::allocator::{self, Allocator};
+use crate::config::RestApiConfig;
 use crate::consensus::{Consensus, ConsensusError};
 use crate::ipfsconn::{IpfsConnector, KuboConnector};
 use crate::monitor::Monitor;
@@ -65,6 +77,10 @@ pub enum ServeError {
     /// The listen address is not `/ip4|ip6/<addr>/tcp/<port>`.
     #[error("unsupported REST API listen address {0}: expected /ip4/<addr>/tcp/<port> or /ip6/...")]
     Address(Multiaddr),
+    /// HTTPS is configured but not served yet: refusing beats serving the
+    /// API in clear to clients that expect TLS.
+    #[error("api.restapi: ssl_cert_file/ssl_key_file are set, but HTTPS is not supported yet")]
+    Tls,
     /// Binding failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -89,23 +105,32 @@ pub fn socket_addr(addr: &Multiaddr) -> Result<SocketAddr, ServeError> {
     }
 }
 
-/// Binds `addr` and serves the API until `shutdown` resolves. Returns the
-/// bound address (port 0 resolved) and the server task.
+/// Binds the first `http_listen_multiaddress` of `config` and serves the
+/// API until `shutdown` resolves. Returns the bound address (port 0
+/// resolved) and the server task.
 pub async fn serve(
-    addr: &Multiaddr,
+    config: &RestApiConfig,
     ctx: ApiContext,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
-    let socket = socket_addr(addr)?;
+    let addr = config
+        .http_listen_multiaddress
+        .first()
+        .cloned()
+        .unwrap_or_else(Multiaddr::empty);
+    if config.ssl_cert_file.is_some() || config.ssl_key_file.is_some() {
+        return Err(ServeError::Tls);
+    }
+    let socket = socket_addr(&addr)?;
     let bind = |socket: SocketAddr| -> std::io::Result<tokio::net::TcpListener> {
         let s = if socket.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
         } else {
             tokio::net::TcpSocket::new_v6()?
         };
-        // Accepted sockets inherit TCP_NODELAY from the listener (Linux),
-        // the only way to set it under warp: without it, a response written
-        // as head then body meets the client's delayed ACK, 40 ms a request.
+        // Accepted sockets inherit TCP_NODELAY from the listener (Linux):
+        // without it, a response written as head then body meets the
+        // client's delayed ACK, 40 ms a request.
         s.set_nodelay(true)?;
         s.set_reuseaddr(true)?;
         s.bind(socket)?;
@@ -119,13 +144,12 @@ pub async fn serve(
         addr: socket,
         source,
     })?;
-    let routes = routes(Arc::new(ctx));
-    let task = tokio::spawn(
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(shutdown)
-            .run(),
-    );
+    let task = tokio::spawn(server::run(
+        listener,
+        config.clone(),
+        Arc::new(ctx),
+        shutdown,
+    ));
     Ok((bound, task))
 }
 
@@ -268,42 +292,91 @@ pub fn routes(
                 json(StatusCode::OK, &gc)
             },
         );
-    // Boxed: one more level of nested filter types overflows the trait
-    // solver's recursion limit in release builds.
-    recover_all
-        .or(graph)
-        .unify()
-        .or(ipfs_gc)
-        .unify()
-        .boxed()
-        .or(id)
-        .unify()
-        .or(version)
-        .unify()
-        .or(peers)
-        .unify()
-        .or(pin)
-        .unify()
-        .or(unpin)
-        .unify()
-        .or(allocations)
-        .unify()
-        .or(allocation)
-        .unify()
-        .or(all_statuses)
-        .unify()
-        .or(status)
-        .unify()
-        .or(recover)
-        .unify()
-        .or(metric_names)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(alerts)
-        .unify()
-        .or(ui::routes())
-        .unify()
+    let health = warp::path!("health").and(warp::get()).map(|| {
+        let mut res = warp::reply::Response::new(Vec::new().into());
+        *res.status_mut() = StatusCode::NO_CONTENT;
+        res
+    });
+    // Per-protocol byte counters are not kept (libp2p's need its metrics
+    // registry): the object is empty, which clients read as "no traffic
+    // recorded".
+    let bandwidth = warp::path!("health" / "bandwidth")
+        .and(warp::get())
+        .map(|| json(StatusCode::OK, &serde_json::Map::new()));
+    let add_peer = warp::path!("peers")
+        .and(warp::post())
+        .and(warp::body::bytes())
+        .and(with_ctx(ctx.clone()))
+        .then(peers::add);
+    let remove_peer = warp::path!("peers" / String)
+        .and(warp::delete())
+        .and(with_ctx(ctx.clone()))
+        .then(peers::remove);
+    let sync_all = warp::path!("pins" / "sync")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .then(sync::all);
+    let sync_one = warp::path!("pins" / String / "sync")
+        .and(warp::post())
+        .and(query())
+        .and(with_ctx(ctx.clone()))
+        .then(sync::one);
+    let ipfs_path = || {
+        warp::path("pins")
+            .and(warp::path::tail())
+            .and_then(|tail: warp::path::Tail| async move {
+                paths::path_of(tail.as_str()).ok_or_else(warp::reject::not_found)
+            })
+    };
+    let pin_path = ipfs_path()
+        .and(warp::post())
+        .and(query())
+        .and(with_ctx(ctx.clone()))
+        .then(paths::post);
+    let unpin_path = ipfs_path()
+        .and(warp::delete())
+        .and(with_ctx(ctx.clone()))
+        .then(paths::delete);
+    let add = warp::path!("add")
+        .and(warp::post())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(query())
+        .and(warp::body::stream())
+        .and(with_ctx(ctx.clone()))
+        .then(add::add);
+    // Each route boxed: a long chain of `or`s otherwise makes a type so
+    // deep that compiling it takes many minutes.
+    let all: Vec<BoxedFilter<(ApiReply,)>> = vec![
+        sync_all.boxed(),
+        add.boxed(),
+        health.boxed(),
+        bandwidth.boxed(),
+        add_peer.boxed(),
+        remove_peer.boxed(),
+        sync_one.boxed(),
+        pin_path.boxed(),
+        unpin_path.boxed(),
+        id.boxed(),
+        version.boxed(),
+        peers.boxed(),
+        pin.boxed(),
+        unpin.boxed(),
+        allocations.boxed(),
+        allocation.boxed(),
+        all_statuses.boxed(),
+        status.boxed(),
+        recover.boxed(),
+        metric_names.boxed(),
+        metrics.boxed(),
+        alerts.boxed(),
+        graph.boxed(),
+        ipfs_gc.boxed(),
+        ui::routes().boxed(),
+    ];
+    all.into_iter()
+        .fold(recover_all.boxed(), |acc, route| {
+            acc.or(route).unify().boxed()
+        })
         .recover(reply::rejection)
         .unify()
 }
@@ -435,6 +508,23 @@ async fn post_pin(raw_cid: String, query: Vec<(String, String)>, ctx: Arc<ApiCon
     // The reference's CID route always pins recursively (its quirk, kept so
     // clients see the same thing).
     pin.max_depth = -1;
+    commit_pin(&ctx, pin).await
+}
+
+/// Fills in the cluster's replication defaults, allocates and commits
+/// `pin`; answers with the pin as committed.
+async fn commit_pin(ctx: &ApiContext, pin: Pin) -> ApiReply {
+    match commit(ctx, pin, false).await {
+        Ok(pin) => json(StatusCode::OK, &pin),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// [`commit_pin`]'s work, answering with the pin or the error text. With
+/// `local`, this peer takes the last allocation if it has none (what
+/// `/add?local=true` asks: the content is on this peer's daemon).
+async fn commit(ctx: &ApiContext, mut pin: Pin, local: bool) -> Result<Pin, String> {
+    let cid = pin.cid;
     if pin.options.replication_factor_min == 0 {
         pin.options.replication_factor_min = ctx.replication_min;
     }
@@ -446,33 +536,49 @@ async fn post_pin(raw_cid: String, query: Vec<(String, String)>, ctx: Arc<ApiCon
         pin.options.replication_factor_max,
     );
     if !(min == -1 && max == -1 || (1 <= min && min <= max)) {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cluster.replication_factor_min and max are invalid: min {min}, max {max}"),
-        );
+        return Err(format!(
+            "cluster.replication_factor_min and max are invalid: min {min}, max {max}"
+        ));
     }
-    // Re-pinning keeps the live allocations the pin already has.
-    let current = match ctx.consensus.state().get(&cid) {
-        Ok(existing) => existing.map(|p| p.allocations).unwrap_or_default(),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    let request = allocator::Request {
-        cid: &cid,
-        replication_min: min,
-        replication_max: max,
-        current: &current,
-        priority: &pin.options.user_allocations,
-        exclude: &[],
-    };
-    pin.allocations = match ctx.allocator.allocate(request) {
-        Ok(a) => a,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
+    // Re-pinning keeps the live allocations the pin already has; `local`
+    // puts this peer first.
+    let me = ctx.network.local_peer_id();
+    let current = ctx
+        .consensus
+        .state()
+        .get(&cid)
+        .map_err(|e| e.to_string())?
+        .map(|p| p.allocations)
+        .unwrap_or_default();
+    let mut priority = pin.options.user_allocations.clone();
+    if local {
+        priority.insert(0, me);
+    }
+    pin.allocations = ctx
+        .allocator
+        .allocate(allocator::Request {
+            cid: &cid,
+            replication_min: min,
+            replication_max: max,
+            current: &current,
+            priority: &priority,
+            exclude: &[],
+        })
+        .map_err(|e| e.to_string())?;
+    // This peer holds the content of a local add even when its metrics do
+    // not make it a candidate (its daemon's free space unknown, say).
+    if local
+        && !pin.allocations.contains(&me)
+        && let Some(last) = pin.allocations.last_mut()
+    {
+        *last = me;
+    }
     pin.timestamp = Some(chrono::Utc::now().fixed_offset());
-    match ctx.consensus.log_pin(pin.clone()).await {
-        Ok(()) => json(StatusCode::OK, &pin),
-        Err(e) => consensus_error(e),
-    }
+    ctx.consensus
+        .log_pin(pin.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(pin)
 }
 
 async fn delete_pin(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {
@@ -480,6 +586,11 @@ async fn delete_pin(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {
         Ok(cid) => cid,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    remove_pin(&ctx, cid).await
+}
+
+/// Removes `cid` from the pinset; answers with the pin as it was.
+async fn remove_pin(ctx: &ApiContext, cid: Cid) -> ApiReply {
     let existing = match ctx.consensus.state().get(&cid) {
         Ok(Some(pin)) => pin,
         Ok(None) => {
@@ -511,23 +622,79 @@ async fn get_allocations(query: Vec<(String, String)>, ctx: Arc<ApiContext>) -> 
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let state = ctx.consensus.state().clone();
-    // Read on the blocking pool into a bounded channel: the pinset is
-    // streamed, never loaded whole.
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    // One blocking thread scans the store into batches of stored pins; the
+    // decoding and JSON encoding, most of the work, run on two blocking
+    // threads at once, batch order kept. Every channel is bounded: the
+    // pinset is streamed, never loaded whole.
+    let (raw_tx, raw_rx) = tokio::sync::mpsc::channel::<Result<Vec<Vec<u8>>, String>>(4);
     tokio::task::spawn_blocking(move || {
-        for pin in state.list() {
-            let item = pin.map_err(|e| e.to_string());
-            if let Ok(p) = &item
-                && !wanted.matches(p.pin_type)
-            {
-                continue;
+        let mut batch = Vec::with_capacity(STORED_BATCH);
+        for value in state.list_stored() {
+            match value {
+                Ok(v) => batch.push(v),
+                Err(e) => {
+                    // What was read goes first, then the error.
+                    if !batch.is_empty() {
+                        let _ = raw_tx.blocking_send(Ok(std::mem::take(&mut batch)));
+                    }
+                    let _ = raw_tx.blocking_send(Err(e.to_string()));
+                    return;
+                }
             }
-            if tx.blocking_send(item).is_err() {
-                break; // client went away
+            if batch.len() == STORED_BATCH
+                && raw_tx
+                    .blocking_send(Ok(std::mem::take(&mut batch)))
+                    .is_err()
+            {
+                return; // client went away
+            }
+        }
+        if !batch.is_empty() {
+            let _ = raw_tx.blocking_send(Ok(batch));
+        }
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        let encoded = tokio_stream::wrappers::ReceiverStream::new(raw_rx)
+            .map(|batch| async move {
+                let values = batch?;
+                tokio::task::spawn_blocking(move || encode_pins(&values, wanted))
+                    .await
+                    .map_err(|e| e.to_string())?
+            })
+            .buffered(ENCODERS);
+        futures::pin_mut!(encoded);
+        while let Some(item) = encoded.next().await {
+            if matches!(&item, Ok(lines) if lines.is_empty()) {
+                continue; // all filtered out
+            }
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
             }
         }
     });
-    ndjson(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+    reply::ndjson_lines(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+}
+
+/// Stored pins per batch handed to an encoder.
+const STORED_BATCH: usize = 1024;
+/// Batches decoded and encoded at once.
+const ENCODERS: usize = 2;
+
+/// NDJSON lines of the stored pins of `wanted` types.
+fn encode_pins(values: &[Vec<u8>], wanted: PinTypeFilter) -> Result<Vec<u8>, String> {
+    let mut lines = Vec::with_capacity(values.len() * 384);
+    for value in values {
+        let pin = crate::state::decode_stored(value).map_err(|e| e.to_string())?;
+        if !wanted.matches(pin.pin_type) {
+            continue;
+        }
+        serde_json::to_writer(&mut lines, &pin).map_err(|e| e.to_string())?;
+        lines.push(b'\n');
+    }
+    Ok(lines)
 }
 
 async fn get_allocation(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {

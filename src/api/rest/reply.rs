@@ -1,6 +1,7 @@
 //! Responses as the reference's `SendResponse` and `StreamResponse` make
 //! them: JSON plus a newline, `{"code","message"}` errors, NDJSON streams
-//! that answer 204 when empty and 500 when the first item already failed.
+//! that answer 204 when empty, 500 when the first item already failed, and
+//! report a later failure in the `X-Stream-Error` trailer.
 
 use futures::{Stream, StreamExt};
 use serde::Serialize;
@@ -8,6 +9,7 @@ use warp::Reply;
 use warp::http::{StatusCode, header};
 use warp::reject::{MethodNotAllowed, Rejection};
 
+use super::server::StreamErrors;
 use crate::types::ApiError;
 
 /// Every handler answers with a finished response.
@@ -56,8 +58,25 @@ where
     T: Serialize + Send + Sync + 'static,
     S: Stream<Item = Result<T, String>> + Send + Sync + Unpin + 'static,
 {
-    let mut items = items.peekable();
-    match std::pin::Pin::new(&mut items).peek().await {
+    ndjson_lines(items.map(|item| {
+        item.and_then(|v| {
+            let mut line = serde_json::to_vec(&v).map_err(|e| e.to_string())?;
+            line.push(b'\n');
+            Ok(line)
+        })
+    }))
+    .await
+}
+
+/// Items already encoded: each `Ok` holds one or more whole lines. Lines
+/// ready at the same time go out in one chunk (the client sees them at
+/// once, and a million pins are not a million chunks).
+pub async fn ndjson_lines<S>(lines: S) -> ApiReply
+where
+    S: Stream<Item = Result<Vec<u8>, String>> + Send + Sync + Unpin + 'static,
+{
+    let mut lines = lines.peekable();
+    match std::pin::Pin::new(&mut lines).peek().await {
         None => {
             let mut res = warp::reply::Response::new(Vec::new().into());
             *res.status_mut() = StatusCode::NO_CONTENT;
@@ -66,25 +85,46 @@ where
         Some(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.clone()),
         Some(Ok(_)) => {}
     }
-    let lines = items.map(|item| match item {
-        Ok(value) => serde_json::to_vec(&value)
-            .map(|mut b| {
-                b.push(b'\n');
-                b
-            })
-            .map_err(std::io::Error::other),
-        // A mid-stream error cuts the stream short, which clients notice as a
-        // truncated body; the reference's X-Stream-Error trailer for it comes
-        // with the full API.
-        Err(e) => Err(std::io::Error::other(e)),
-    });
-    let mut res = warp::reply::stream(lines).into_response();
+    // An error ends the stream and is handed to the HTTP layer, which sends
+    // it as the `X-Stream-Error` trailer (see `server`).
+    let errors = StreamErrors::default();
+    let seen = errors.clone();
+    let chunks = lines
+        .ready_chunks(READY_LINES)
+        .scan(false, move |ended, batch| {
+            if *ended {
+                return futures::future::ready(None);
+            }
+            let mut chunk = Vec::new();
+            for line in batch {
+                match line {
+                    Ok(bytes) => chunk.extend_from_slice(&bytes),
+                    Err(e) => {
+                        seen.push(e);
+                        *ended = true;
+                        break;
+                    }
+                }
+            }
+            futures::future::ready(Some(chunk))
+        })
+        .filter(|chunk| futures::future::ready(!chunk.is_empty()))
+        .map(Ok::<_, std::convert::Infallible>);
+    let mut res = warp::reply::stream(chunks).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
+    res.headers_mut().insert(
+        header::TRAILER,
+        header::HeaderValue::from_static("X-Stream-Error"),
+    );
+    res.extensions_mut().insert(errors);
     res
 }
+
+/// The most items already produced that one chunk gathers.
+const READY_LINES: usize = 256;
 
 /// Unknown paths: 404 with the JSON error; known paths with another method:
 /// 405 with an empty body, as gorilla/mux answers.
