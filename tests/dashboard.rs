@@ -102,8 +102,8 @@ async fn dashboard_shows_three_peers_pins_and_the_graph() {
         .send()
         .await
         .expect("GET /ui/");
-    assert_eq!(slash.status(), 301);
-    assert_eq!(slash.headers()["location"], "../ui");
+    assert_eq!(slash.status(), 307);
+    assert_eq!(slash.headers()["location"], "/ui");
 
     let url = format!("{}/ui", a.api);
     let dom = chromium(&url, &["--dump-dom"]);

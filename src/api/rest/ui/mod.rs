@@ -9,7 +9,7 @@
 //! so whatever credentials the browser holds for the API carry over.
 
 use warp::Filter;
-use warp::http::{HeaderValue, StatusCode, header};
+use warp::http::{HeaderValue, header};
 
 const PAGE: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("app.js");
@@ -35,23 +35,14 @@ fn asset(body: &'static str, content_type: &'static str) -> warp::reply::Respons
     res
 }
 
-/// `GET /ui`, `/ui/app.js`, `/ui/style.css`; `/ui/` redirects to `/ui`,
-/// the one place from which the page's relative URLs reach the API.
+/// `GET /ui`, `/ui/app.js`, `/ui/style.css`. (`/ui/` is redirected to
+/// `/ui` by the HTTP layer, as every path with a trailing slash: `/ui` is
+/// the one place from which the page's relative URLs reach the API.)
 pub fn routes() -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone
 {
     let page = warp::path!("ui")
-        .and(warp::path::full())
         .and(warp::get())
-        .map(|full: warp::path::FullPath| {
-            if full.as_str().ends_with('/') {
-                let mut res = warp::reply::Response::new(Vec::new().into());
-                *res.status_mut() = StatusCode::MOVED_PERMANENTLY;
-                res.headers_mut()
-                    .insert(header::LOCATION, HeaderValue::from_static("../ui"));
-                return res;
-            }
-            asset(PAGE, "text/html; charset=utf-8")
-        });
+        .map(|| asset(PAGE, "text/html; charset=utf-8"));
     let script = warp::path!("ui" / "app.js")
         .and(warp::get())
         .map(|| asset(SCRIPT, "text/javascript; charset=utf-8"));
