@@ -40,6 +40,8 @@ async fn start_config(
     tweak: impl FnOnce(&mut Config),
 ) -> (Peer, String) {
     let mut config = Config::new_default();
+    // Every in-process peer would take the proxy's default port.
+    config.api.ipfsproxy = None;
     tweak(&mut config);
     config.cluster.listen_multiaddress = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.cluster.secret = None;

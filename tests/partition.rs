@@ -14,6 +14,8 @@ use pincluster::types::{Pin, PinOptions};
 
 async fn start(dir: &std::path::Path, bootstrap: Vec<Multiaddr>) -> Peer {
     let mut config = Config::new_default();
+    // Every in-process peer would take the proxy's default port.
+    config.api.ipfsproxy = None;
     config.cluster.listen_multiaddress = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.cluster.secret = None;
     config.cluster.monitor_ping_interval.0 = Duration::from_secs(1);

@@ -25,6 +25,8 @@ async fn start_joining(
     bootstrap: Vec<libp2p::Multiaddr>,
 ) -> (Peer, String) {
     let mut config = Config::new_default();
+    // Every in-process peer would take the proxy's default port.
+    config.api.ipfsproxy = None;
     config.cluster.listen_multiaddress = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.cluster.secret = None;
     config.ipfs_connector.ipfshttp.node_multiaddress = ipfs.multiaddr();
