@@ -170,3 +170,30 @@ async fn dashboard_shows_three_peers_pins_and_the_graph() {
         "no real screenshot"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_basic_auth_on_the_dashboard_reads_the_api_with_the_pages_credentials() {
+    let tmp = temp();
+    let mut spec = spec(nothing_listening(), None);
+    spec.env.push((
+        "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS".into(),
+        "alice:wonderland".into(),
+    ));
+    let peer = TestPeer::start(tmp.path().join("a"), spec).await;
+    let port = peer.api.rsplit(':').next().unwrap().to_string();
+
+    // Without credentials the page itself is refused...
+    let bare = reqwest::get(format!("{}/ui", peer.api)).await.unwrap();
+    assert_eq!(bare.status(), 401);
+    // ...with them, the page's own API calls carry them too: the peer row
+    // is drawn and no problem is shown.
+    let dom = chromium(
+        &format!("http://alice:wonderland@127.0.0.1:{port}/ui"),
+        &["--dump-dom"],
+    );
+    let rows = elements(&dom, "tr", "data-peer=");
+    assert_eq!(rows.len(), 1, "{dom}");
+    assert!(rows[0].contains(&peer.id), "{dom}");
+    let problem = elements(&dom, "p", "id=\"problem\"");
+    assert!(problem.len() == 1 && problem[0].contains("hidden"), "{dom}");
+}

@@ -23,8 +23,18 @@ class ApiError extends Error {
   }
 }
 
+// A page opened as http://user:pass@host/ui resolves relative URLs with
+// those credentials, and fetch refuses such URLs: strip them. The browser
+// still sends the Authorization it used for the page (same origin).
+function apiURL(path) {
+  const url = new URL(path, window.location.href);
+  url.username = '';
+  url.password = '';
+  return url.href;
+}
+
 async function request(path) {
-  const res = await fetch(path, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+  const res = await fetch(apiURL(path), { credentials: 'same-origin', headers: { Accept: 'application/json' } });
   if (!res.ok) throw new ApiError(path, res.status, await res.text());
   return res;
 }
