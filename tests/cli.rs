@@ -340,3 +340,58 @@ async fn one_daemon_per_folder_and_config_errors_name_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cluster.monitor_ping_interval"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_through_the_client_gives_the_daemons_cids_and_cluster_pins() {
+    use common::jsipfs::JsIpfs;
+    let dir = temp();
+    let daemon = JsIpfs::start(&dir.path().join("ipfs")).await;
+    let spec = PeerSpec {
+        env: vec![(
+            "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
+            daemon.api_multiaddr(),
+        )],
+        ..PeerSpec::default()
+    };
+    let peer = TestPeer::start(dir.path().join("peer"), spec).await;
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(files.join("sub")).unwrap();
+    let data = b"added by the pincluster client\n";
+    std::fs::write(files.join("one.txt"), data).unwrap();
+    std::fs::write(files.join("sub").join("two.txt"), b"nested\n").unwrap();
+
+    // One file: the CID is the daemon's own for the same bytes, and it is a
+    // cluster pin the daemon holds.
+    let one = files.join("one.txt");
+    let (code, out, err) = client(&peer.api, &["add", one.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let want = daemon
+        .add_with("add?only-hash=true&pin=false", "one.txt", data)
+        .await;
+    let want = want.last().unwrap()["Hash"].as_str().unwrap().to_string();
+    assert_eq!(out.trim(), format!("added {want} one.txt"), "{out}");
+    let (code, out, _) = client(&peer.api, &["pin", "ls", &want]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with(&want), "{out}");
+    wait_for("the daemon to pin the added file", DEADLINE, || async {
+        daemon.recursive_pins().await.contains(&want).then_some(())
+    })
+    .await;
+
+    // A folder: every entry is listed, the folder's root last; -Q prints
+    // only the root, which is the cluster pin.
+    let (code, out, err) = client(&peer.api, &["add", "-r", files.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[3].ends_with(" files"), "{out}");
+    assert!(out.contains(" files/sub/two.txt\n"), "{out}");
+    let root = lines[3].split(' ').nth(1).unwrap().to_string();
+    let (code, quiet, _) = client(&peer.api, &["add", "-r", "-Q", files.to_str().unwrap()]);
+    assert_eq!((code, quiet.trim()), (0, root.as_str()), "{quiet}");
+    let v = peer
+        .get_json(&format!("/allocations/{root}"))
+        .await
+        .unwrap();
+    assert_eq!(v["cid"], root.as_str(), "{v}");
+}
