@@ -41,7 +41,7 @@ use libp2p::Multiaddr;
 use tokio::sync::mpsc;
 
 use crate::api::cluster_ipfs::Daemon;
-use crate::api::rest::{ServeError, socket_addr, url_pairs};
+use crate::api::rest::{ServeError, listen, socket_addr, url_pairs};
 use crate::consensus::Consensus;
 use crate::ipfsconn::KuboConnector;
 use crate::network::Network;
@@ -84,25 +84,7 @@ pub async fn serve(
     read_header_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
-    let socket = socket_addr(addr)?;
-    let bind = |socket: SocketAddr| -> std::io::Result<tokio::net::TcpListener> {
-        let s = if socket.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        s.set_reuseaddr(true)?;
-        s.bind(socket)?;
-        s.listen(1024)
-    };
-    let listener = bind(socket).map_err(|source| ServeError::Bind {
-        addr: socket,
-        source,
-    })?;
-    let bound = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: socket,
-        source,
-    })?;
+    let (listener, bound) = listen(socket_addr(addr)?)?;
     let state = Arc::new(headers::Shared::new(ctx));
     let task = tokio::spawn(accept_loop(listener, state, read_header_timeout, shutdown));
     Ok((bound, task))

@@ -12,7 +12,6 @@ use super::{
     Body, ProxyContext, channel_body, flag, json_reply, kubo_error, line, stream_error, streaming,
     values,
 };
-use crate::allocator;
 use crate::ipfsconn::IpfsConnector;
 use crate::types::{Pin, PinMode, PinOptions};
 
@@ -295,24 +294,9 @@ pub(super) async fn cluster_pin(
         ..PinOptions::default()
     };
     let mut pin = Pin::new(cid, options);
-    let current = ctx
-        .consensus
-        .state()
-        .get(&cid)
-        .map_err(|e| e.to_string())?
-        .map(|p| p.allocations)
-        .unwrap_or_default();
     pin.allocations = ctx
         .allocator
-        .allocate(allocator::Request {
-            cid: &cid,
-            replication_min: min,
-            replication_max: max,
-            current: &current,
-            priority: &[],
-            exclude: &[],
-        })
-        .map_err(|e| e.to_string())?;
+        .allocate_pin(ctx.consensus.state(), &pin, &[])?;
     pin.timestamp = Some(chrono::Utc::now().fixed_offset());
     ctx.consensus.log_pin(pin).await.map_err(|e| e.to_string())
 }

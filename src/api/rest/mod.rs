@@ -30,7 +30,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 
-use crate::allocator::{self, Allocator};
+use crate::allocator::Allocator;
 use crate::config::RestApiConfig;
 use crate::consensus::{Consensus, ConsensusError};
 use crate::ipfsconn::{IpfsConnector, KuboConnector};
@@ -105,6 +105,32 @@ pub fn socket_addr(addr: &Multiaddr) -> Result<SocketAddr, ServeError> {
     }
 }
 
+/// A listener on `socket` (the REST API's and the proxy's) and the address
+/// it got (port 0 resolved).
+pub fn listen(socket: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let bind = || -> std::io::Result<tokio::net::TcpListener> {
+        let s = if socket.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // Accepted sockets inherit TCP_NODELAY from the listener (Linux):
+        // without it, a response written as head then body meets the
+        // client's delayed ACK, 40 ms a request.
+        s.set_nodelay(true)?;
+        s.set_reuseaddr(true)?;
+        s.bind(socket)?;
+        s.listen(1024)
+    };
+    let error = |source| ServeError::Bind {
+        addr: socket,
+        source,
+    };
+    let listener = bind().map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    Ok((listener, bound))
+}
+
 /// Binds the first `http_listen_multiaddress` of `config` and serves the
 /// API until `shutdown` resolves. Returns the bound address (port 0
 /// resolved) and the server task.
@@ -121,29 +147,7 @@ pub async fn serve(
     if config.ssl_cert_file.is_some() || config.ssl_key_file.is_some() {
         return Err(ServeError::Tls);
     }
-    let socket = socket_addr(&addr)?;
-    let bind = |socket: SocketAddr| -> std::io::Result<tokio::net::TcpListener> {
-        let s = if socket.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        // Accepted sockets inherit TCP_NODELAY from the listener (Linux):
-        // without it, a response written as head then body meets the
-        // client's delayed ACK, 40 ms a request.
-        s.set_nodelay(true)?;
-        s.set_reuseaddr(true)?;
-        s.bind(socket)?;
-        s.listen(1024)
-    };
-    let listener = bind(socket).map_err(|source| ServeError::Bind {
-        addr: socket,
-        source,
-    })?;
-    let bound = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: socket,
-        source,
-    })?;
+    let (listener, bound) = listen(socket_addr(&addr)?)?;
     let task = tokio::spawn(server::run(
         listener,
         config.clone(),
@@ -524,7 +528,6 @@ async fn commit_pin(ctx: &ApiContext, pin: Pin) -> ApiReply {
 /// `local`, this peer takes the last allocation if it has none (what
 /// `/add?local=true` asks: the content is on this peer's daemon).
 async fn commit(ctx: &ApiContext, mut pin: Pin, local: bool) -> Result<Pin, String> {
-    let cid = pin.cid;
     if pin.options.replication_factor_min == 0 {
         pin.options.replication_factor_min = ctx.replication_min;
     }
@@ -543,28 +546,13 @@ async fn commit(ctx: &ApiContext, mut pin: Pin, local: bool) -> Result<Pin, Stri
     // Re-pinning keeps the live allocations the pin already has; `local`
     // puts this peer first.
     let me = ctx.network.local_peer_id();
-    let current = ctx
-        .consensus
-        .state()
-        .get(&cid)
-        .map_err(|e| e.to_string())?
-        .map(|p| p.allocations)
-        .unwrap_or_default();
     let mut priority = pin.options.user_allocations.clone();
     if local {
         priority.insert(0, me);
     }
     pin.allocations = ctx
         .allocator
-        .allocate(allocator::Request {
-            cid: &cid,
-            replication_min: min,
-            replication_max: max,
-            current: &current,
-            priority: &priority,
-            exclude: &[],
-        })
-        .map_err(|e| e.to_string())?;
+        .allocate_pin(ctx.consensus.state(), &pin, &priority)?;
     // This peer holds the content of a local add even when its metrics do
     // not make it a candidate (its daemon's free space unknown, say).
     if local
@@ -718,6 +706,20 @@ fn local_only(query: &[(String, String)]) -> bool {
 }
 
 /// A peer's answer as a `peer_map` entry.
+/// This peer's entry of a `peer_map`, from its tracker.
+fn local_entry(peername: &str, s: crate::pintracker::LocalStatus) -> PinInfoShort {
+    PinInfoShort {
+        peername: peername.to_string(),
+        ipfs_peer_id: None,
+        ipfs_peer_addresses: Vec::new(),
+        status: s.status,
+        timestamp: s.updated,
+        error: s.error,
+        attempt_count: s.attempts,
+        priority_pin: s.priority,
+    }
+}
+
 fn entry(remote: RemoteStatus) -> PinInfoShort {
     PinInfoShort {
         peername: remote.peername,
@@ -755,16 +757,7 @@ async fn cluster_status(
     let mut peer_map = BTreeMap::new();
     peer_map.insert(
         ctx.network.local_peer_id().to_string(),
-        PinInfoShort {
-            peername,
-            ipfs_peer_id: None,
-            ipfs_peer_addresses: Vec::new(),
-            status: mine.status,
-            timestamp: mine.updated,
-            error: mine.error,
-            attempt_count: mine.attempts,
-            priority_pin: mine.priority,
-        },
+        local_entry(&peername, mine),
     );
     if !local {
         let peers = ctx.network.peers().await.unwrap_or_default();
@@ -959,19 +952,7 @@ async fn statuses_reply(
             let (mine, theirs) = tokio::join!(ctx.tracker.statuses(&page), join_all(asks));
             for (i, ((cid, pin), my)) in page.into_iter().zip(mine).enumerate() {
                 let mut peer_map = BTreeMap::new();
-                peer_map.insert(
-                    local_id.clone(),
-                    PinInfoShort {
-                        peername: peername.clone(),
-                        ipfs_peer_id: None,
-                        ipfs_peer_addresses: Vec::new(),
-                        status: my.status,
-                        timestamp: my.updated,
-                        error: my.error,
-                        attempt_count: my.attempts,
-                        priority_pin: my.priority,
-                    },
-                );
+                peer_map.insert(local_id.clone(), local_entry(&peername, my));
                 for (peer, answer) in &theirs {
                     let info = match answer {
                         Ok(statuses) => match statuses.get(i) {

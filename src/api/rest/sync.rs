@@ -10,27 +10,11 @@ use cid::Cid;
 use warp::http::StatusCode;
 
 use super::reply::{ApiReply, error, json, ndjson};
-use super::{ApiContext, cluster_status, global_info, local_only};
-use crate::pintracker::LocalStatus;
-use crate::status::PinInfoShort;
+use super::{ApiContext, cluster_status, global_info, local_entry, local_only};
 use crate::types::{self, Pin};
 
 /// Pins synced per listing of the daemon's pinset.
 const PAGE: usize = 256;
-
-/// This peer's entry of a `peer_map`.
-fn entry(peername: &str, s: LocalStatus) -> PinInfoShort {
-    PinInfoShort {
-        peername: peername.to_string(),
-        ipfs_peer_id: None,
-        ipfs_peer_addresses: Vec::new(),
-        status: s.status,
-        timestamp: s.updated,
-        error: s.error,
-        attempt_count: s.attempts,
-        priority_pin: s.priority,
-    }
-}
 
 /// `POST /pins/sync`: syncs every pin of the state on this peer and streams
 /// the ones whose status the sync changed (204 when none did).
@@ -67,7 +51,7 @@ pub async fn all(ctx: Arc<ApiContext>) -> ApiReply {
                 if !changed {
                     continue;
                 }
-                let peer_map = BTreeMap::from([(local.clone(), entry(&peername, status))]);
+                let peer_map = BTreeMap::from([(local.clone(), local_entry(&peername, status))]);
                 if tx
                     .send(Ok::<_, String>(global_info(cid, pin, peer_map)))
                     .await
