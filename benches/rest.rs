@@ -7,7 +7,7 @@
 //!   against adding the same file straight to its IPFS daemon (js-ipfs),
 //!   best of 3 each (target ≥ 80 %).
 //!
-//! Run: `cargo bench --bench rest`. The daemons share this machine's two
+//! Run: `cargo bench --bench rest [-- add|allocations]`. The daemons share this machine's two
 //! cores with each other and with the load generator.
 #![allow(clippy::print_stdout)] // the figures are a report for a human
 
@@ -163,8 +163,18 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // `cargo bench --bench rest -- allocations` runs one of them.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     runtime.block_on(async {
-        add().await;
-        allocations().await;
+        if wanted("add") {
+            add().await;
+        }
+        if wanted("allocations") {
+            allocations().await;
+        }
     });
 }

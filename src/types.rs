@@ -25,6 +25,9 @@ use serde_bytes::ByteBuf;
 
 use crate::duration::{DurationError, parse_time_delta};
 
+mod stored_json;
+pub use stored_json::PinJsonWriter;
+
 /// How IPFS pins the content: the whole DAG or only its root block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PinMode {

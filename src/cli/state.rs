@@ -95,7 +95,11 @@ fn execute(dir: &Path, cmd: StateCmd) -> anyhow::Result<()> {
                     );
                     folder.export(&identity, &mut f)?
                 }
-                None => folder.export(&identity, &mut std::io::stdout().lock())?,
+                // Stdout alone is line-buffered: a write call per pin.
+                None => folder.export(
+                    &identity,
+                    &mut std::io::BufWriter::new(std::io::stdout().lock()),
+                )?,
             };
             eprintln!("exported {n} pins");
         }

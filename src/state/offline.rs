@@ -36,7 +36,7 @@ use pincluster_crdt::{Batch, BatchError, Engine, Limits};
 use crate::config::{self, Config};
 use crate::consensus::{PeerSigner, PeerVerifier};
 use crate::identity::Identity;
-use crate::types::{Pin, PinType, pin_key};
+use crate::types::{Pin, PinJsonWriter, PinType, PinTypeFilter, pin_key};
 
 use super::{PinState, StateError};
 
@@ -166,10 +166,18 @@ impl OfflineFolder {
         }
         let engine = self.open_engine(&path, identity)?;
         let state = PinState::new(engine.reader());
+        // Pins go out in the form `GET /allocations` gives, written straight
+        // from their stored bytes (see `PinJsonWriter`).
+        let mut writer = PinJsonWriter::default();
+        let all = PinTypeFilter::parse("").expect("the empty filter is every type");
+        let mut line = Vec::with_capacity(512);
         let mut n = 0;
-        for pin in state.list() {
-            serde_json::to_writer(&mut *out, &pin?).map_err(|e| OfflineError::Write(e.into()))?;
-            out.write_all(b"\n").map_err(OfflineError::Write)?;
+        for stored in state.list_stored() {
+            line.clear();
+            writer
+                .write_line(&stored?, all, &mut line)
+                .map_err(StateError::from)?;
+            out.write_all(&line).map_err(OfflineError::Write)?;
             n += 1;
         }
         out.flush().map_err(OfflineError::Write)?;

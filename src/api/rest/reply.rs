@@ -98,6 +98,9 @@ where
             let mut chunk = Vec::new();
             for line in batch {
                 match line {
+                    // Items that are already big batches of lines (a listing
+                    // of the pinset) are moved, not copied.
+                    Ok(bytes) if chunk.is_empty() => chunk = bytes,
                     Ok(bytes) => chunk.extend_from_slice(&bytes),
                     Err(e) => {
                         seen.push(e);
