@@ -429,3 +429,76 @@ async fn an_untrusted_peer_cannot_remove_anyone() {
         assert_eq!(allocated_to(p, &p2.id).await, Some(on_p2));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_bandwidth_counts_each_protocol_on_both_sides() {
+    let (d1, d2) = (temp(), temp());
+    let p1 = TestPeer::start(d1.path().into(), spec()).await;
+    let p2 = TestPeer::start(d2.path().into(), joining(&p1.cluster_addr().await)).await;
+    wait_peers(&p1, 2).await;
+    wait_peers(&p2, 2).await;
+    let pins = cids("bandwidth", 50);
+    pin_all(&p1, &pins).await;
+    p2.wait_pinset(&pins).await;
+
+    // The rates are moving averages over one-second ticks: wait until one
+    // has passed with traffic on the gossip protocol.
+    let gossip_rate = |b: &serde_json::Value| {
+        b.as_object()?
+            .iter()
+            .find(|(k, _)| k.starts_with("/meshsub/"))
+            .and_then(|(_, v)| v["rate_out"].as_f64())
+            .filter(|r| *r > 0.0)
+    };
+    wait_for("a gossip rate on P1", DEADLINE, || async {
+        gossip_rate(&p1.get_json("/health/bandwidth").await?)
+    })
+    .await;
+    let (b1, b2) = tokio::join!(
+        p1.get_json("/health/bandwidth"),
+        p2.get_json("/health/bandwidth")
+    );
+    let (b1, b2) = (b1.unwrap(), b2.unwrap());
+    let protocols: Vec<&String> = b1.as_object().unwrap().keys().collect();
+    let find = |pred: &dyn Fn(&str) -> bool| -> String {
+        protocols
+            .iter()
+            .find(|k| pred(k))
+            .unwrap_or_else(|| panic!("protocol missing from {b1}"))
+            .to_string()
+    };
+    let gossip = find(&|k| k.starts_with("/meshsub/"));
+    let sync = find(&|k| k.starts_with("/pincluster/") && k.ends_with("/sync/1.0.0"));
+    find(&|k| k.starts_with("/pincluster/") && k.ends_with("/kad/1.0.0"));
+    find(&|k| k == "/ipfs/id/1.0.0");
+    // Each side's bytes out are the other's bytes in, give or take what is
+    // in flight between the two readings.
+    for proto in [&gossip, &sync] {
+        for (from, to) in [(&b1, &b2), (&b2, &b1)] {
+            let sent = from[proto]["total_out"].as_u64().unwrap();
+            let received = to[proto]["total_in"].as_u64().unwrap();
+            assert!(sent > 0 && received > 0, "{proto}: {b1} / {b2}");
+            let ratio = sent as f64 / received as f64;
+            assert!((0.5..=2.0).contains(&ratio), "{proto}: {b1} / {b2}");
+        }
+    }
+
+    // The client prints the same figures, one line per protocol.
+    let port = p1.api.rsplit(':').next().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["--host", &format!("/ip4/127.0.0.1/tcp/{port}")])
+        .args(["health", "bandwidth"])
+        .output()
+        .expect("run the client");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{sync}:")))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("In: ") && line.contains("RateOut: "),
+        "{text}"
+    );
+    assert!(!line.contains(" 0 B."), "{text}");
+}

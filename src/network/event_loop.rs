@@ -23,6 +23,7 @@ use libp2p::{
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot};
 
+use super::bandwidth::{Bandwidth, CountingMuxer};
 use super::protocol::{
     HeadsMessage, MAX_BLOCKS_PER_RESPONSE, MAX_RESPONSE_BYTES, RemoteGraph, RemoteId, RemoteStatus,
     SyncCodec, SyncRequest, SyncResponse,
@@ -126,6 +127,7 @@ impl std::fmt::Debug for EventLoop {
 fn build_transport(
     key: &Keypair,
     secret: Option<[u8; 32]>,
+    bandwidth: Bandwidth,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, NetworkError> {
     let noise = noise::Config::new(key).map_err(|e| NetworkError::Build(e.to_string()))?;
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
@@ -139,14 +141,26 @@ fn build_transport(
             .authenticate(noise)
             .multiplex(yamux::Config::default())
             .timeout(timeout)
-            .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+            // Every substream counts its bytes per protocol.
+            .map(move |(peer, muxer), _| {
+                (
+                    peer,
+                    StreamMuxerBox::new(CountingMuxer::new(muxer, bandwidth.clone())),
+                )
+            })
             .boxed(),
         None => tcp
             .upgrade(Version::V1)
             .authenticate(noise)
             .multiplex(yamux::Config::default())
             .timeout(timeout)
-            .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+            // Every substream counts its bytes per protocol.
+            .map(move |(peer, muxer), _| {
+                (
+                    peer,
+                    StreamMuxerBox::new(CountingMuxer::new(muxer, bandwidth.clone())),
+                )
+            })
             .boxed(),
     })
 }
@@ -177,13 +191,14 @@ impl EventLoop {
         events: mpsc::Sender<NetEvent>,
         monitor: Monitor,
         commands: mpsc::Receiver<Command>,
+        bandwidth: Bandwidth,
     ) -> Result<Self, NetworkError> {
         let tag = config.cluster_tag();
         let sync_protocol = protocol(format!("/pincluster/{tag}/sync/1.0.0"))?;
         let kad_protocol = protocol(format!("/pincluster/{tag}/kad/1.0.0"))?;
         let topic = gossipsub::IdentTopic::new(format!("pincluster/{tag}/heads/1"));
         let metrics_topic = gossipsub::IdentTopic::new(format!("pincluster/{tag}/metrics/1"));
-        let transport = build_transport(&config.keypair, config.secret)?;
+        let transport = build_transport(&config.keypair, config.secret, bandwidth)?;
         let local = config.keypair.public().to_peer_id();
 
         let gossip_config = gossipsub::ConfigBuilder::default()

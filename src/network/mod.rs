@@ -10,8 +10,10 @@
 //! cluster's own (discovery from one bootstrap address), gossipsub for heads
 //! announcements with validation (untrusted authors are rejected and not
 //! forwarded), request-response for heads, blocks and identities, identify,
-//! ping, connection limits and a block list.
+//! ping, connection limits and a block list. Every substream's bytes are
+//! counted per negotiated protocol ([`bandwidth`]).
 
+pub mod bandwidth;
 mod event_loop;
 pub mod protocol;
 
@@ -161,6 +163,7 @@ pub(crate) enum Command {
 pub struct Network {
     tx: mpsc::Sender<Command>,
     local: PeerId,
+    bandwidth: bandwidth::Bandwidth,
 }
 
 impl Network {
@@ -175,14 +178,24 @@ impl Network {
     ) -> Result<Network, NetworkError> {
         let local = config.keypair.public().to_peer_id();
         let (tx, rx) = mpsc::channel(256);
-        let event_loop = EventLoop::new(config, source, events, monitor, rx)?;
+        let bandwidth = bandwidth::Bandwidth::default();
+        let event_loop = EventLoop::new(config, source, events, monitor, rx, bandwidth.clone())?;
         tokio::spawn(event_loop.run());
-        Ok(Network { tx, local })
+        Ok(Network {
+            tx,
+            local,
+            bandwidth,
+        })
     }
 
     /// This peer's id.
     pub fn local_peer_id(&self) -> PeerId {
         self.local
+    }
+
+    /// The traffic of every libp2p protocol so far, by protocol ID.
+    pub fn bandwidth(&self) -> std::collections::BTreeMap<String, bandwidth::ProtocolBandwidth> {
+        self.bandwidth.snapshot()
     }
 
     async fn ask<T>(
