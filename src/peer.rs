@@ -118,6 +118,15 @@ impl Peer {
             Limits::default(),
         )?;
 
+        let removed: Vec<libp2p::PeerId> =
+            crate::consensus::peerset::removed_peers(&engine.reader())?
+                .into_iter()
+                .map(|(peer, record)| {
+                    tracing::info!(%peer, by = %record.by, at = %record.at, "peer removed from the cluster: refused");
+                    peer
+                })
+                .collect();
+
         let peerstore = config.cluster.peerstore_path(dir);
         let mut dial = bootstrap;
         dial.extend(config.cluster.peer_addresses.iter().cloned());
@@ -174,6 +183,7 @@ impl Peer {
                 peer_ttl: config.cluster.monitor_ping_interval.0 * 2,
                 heartbeat: config.cluster.pubsub.heartbeat_interval.0,
                 request_timeout: Duration::from_secs(30),
+                removed,
             },
             source,
             events_tx,

@@ -204,3 +204,301 @@ async fn peers_with_different_secrets_cannot_connect() {
         sorted(&cids("stranger", 3))
     );
 }
+
+/// A spec that listens on a fixed loopback port, so a restarted peer is
+/// found again at the address the others (and its peerset record) know.
+fn on_port(port: u16, bootstrap: Vec<String>) -> PeerSpec {
+    PeerSpec {
+        env: vec![(
+            "CLUSTER_LISTENMULTIADDRESS".into(),
+            format!("/ip4/127.0.0.1/tcp/{port}"),
+        )],
+        bootstrap,
+        ..spec()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Pins allocated to `peer` in `p`'s pinset.
+async fn allocated_to(p: &TestPeer, peer: &str) -> Option<usize> {
+    let pins = p.get_ndjson("/allocations").await?;
+    Some(
+        pins.iter()
+            .filter(|pin| {
+                pin["allocations"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == peer))
+            })
+            .count(),
+    )
+}
+
+/// Waits until `p` lists exactly the peers `ids`.
+async fn wait_peer_set(p: &TestPeer, ids: &[&str]) {
+    let mut want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    wait_for(&format!("{want:?} seen by {}", p.id), DEADLINE, || {
+        let want = want.clone();
+        async move { (p.peer_ids().await? == want).then_some(()) }
+    })
+    .await;
+}
+
+/// Pins `n` new CIDs with replication 1 through `p`; none may land on `gone`.
+async fn new_pins_avoid(p: &TestPeer, seed: &str, gone: &str) {
+    for cid in cids(seed, 10) {
+        let (status, pin) = p.pin(&cid, "replication=1").await;
+        assert_eq!(status, 200, "{pin}");
+        assert_ne!(pin["allocations"][0], gone, "{pin}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_peer_stays_out_across_restarts_offline_peers_and_newcomers() {
+    let dirs: Vec<_> = (0..4).map(|_| temp()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let a = TestPeer::start(dirs[0].path().into(), on_port(ports[0], vec![])).await;
+    let addr_a = a.cluster_addr().await;
+    let spec_b = on_port(ports[1], vec![addr_a.clone()]);
+    let mut b = TestPeer::start(dirs[1].path().into(), spec_b.clone()).await;
+    let addr_b = b.cluster_addr().await;
+    let c = TestPeer::start(
+        dirs[2].path().into(),
+        on_port(ports[2], vec![addr_a.clone()]),
+    )
+    .await;
+    let addr_c = c.cluster_addr().await;
+    for p in [&a, &b, &c] {
+        wait_peers(p, 3).await;
+    }
+    let pins = cids("lasting-removal", 30);
+    for cid in &pins {
+        assert_eq!(a.pin(cid, "replication=1").await.0, 200);
+    }
+    b.wait_pinset(&pins).await;
+    assert!(allocated_to(&a, &c.id).await.unwrap() > 0);
+    let (ida, idb, idc) = (a.id.clone(), b.id.clone(), c.id.clone());
+
+    // B is stopped while A removes C; C is told and stops redialing.
+    assert!(b.stop());
+    let res = reqwest::Client::new()
+        .delete(format!("{}/peers/{idc}", a.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(allocated_to(&a, &idc).await, Some(0));
+    wait_for("C to log its removal", DEADLINE, || async {
+        c.logged("this peer was removed from the cluster")
+            .then_some(())
+    })
+    .await;
+
+    // (b) B comes back: it still has C in its peerstore and C accepts it,
+    // but it learns of the removal from A and drops C.
+    b = TestPeer::start(dirs[1].path().into(), spec_b.clone()).await;
+    wait_for("B to learn of the removal", DEADLINE, || async {
+        b.logged("peer removed from the cluster").then_some(())
+    })
+    .await;
+    wait_peer_set(&b, &[&ida, &idb]).await;
+    wait_for("B sees C's pins moved", DEADLINE, || async {
+        (allocated_to(&b, &idc).await? == 0).then_some(())
+    })
+    .await;
+
+    // (a) Every remaining peer restarts, then C restarts and dials them
+    // both: they refuse it from their first moment.
+    let a = a.restart().await;
+    let b = b.restart().await;
+    let c = c
+        .restart_with(on_port(ports[2], vec![addr_a.clone(), addr_b.clone()]))
+        .await;
+    wait_for("A or B to refuse C", DEADLINE, || async {
+        (a.logged("refused a connection from a peer removed")
+            || b.logged("refused a connection from a peer removed"))
+        .then_some(())
+    })
+    .await;
+    wait_peer_set(&a, &[&ida, &idb]).await;
+    wait_peer_set(&b, &[&ida, &idb]).await;
+    for p in [&a, &b] {
+        assert_eq!(allocated_to(p, &idc).await, Some(0));
+    }
+    new_pins_avoid(&a, "after-restart", &idc).await;
+
+    // (c) A newcomer given C's address among its bootstrap peers refuses
+    // C once it has synced the pinset.
+    let d = TestPeer::start(
+        dirs[3].path().into(),
+        PeerSpec {
+            bootstrap: vec![addr_c.clone(), addr_b.clone()],
+            ..spec()
+        },
+    )
+    .await;
+    wait_for("D to learn of the removal", DEADLINE, || async {
+        d.logged("peer removed from the cluster").then_some(())
+    })
+    .await;
+    wait_peer_set(&d, &[&ida, &idb, &d.id]).await;
+    new_pins_avoid(&d, "from-newcomer", &idc).await;
+
+    // (d) A trusted peer takes C back: everyone, C included, sees it, and
+    // it lasts across a restart.
+    let res = reqwest::Client::new()
+        .post(format!("{}/peers", a.api))
+        .body(format!(r#"{{"peer_id":"{idc}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["id"],
+        idc.as_str()
+    );
+    for p in [&a, &b, &c, &d] {
+        wait_peers(p, 4).await;
+    }
+    let a = a.restart().await;
+    let b = b.restart().await;
+    for p in [&a, &b, &c, &d] {
+        wait_peers(p, 4).await;
+    }
+    assert!(
+        !a.logged("peer removed from the cluster"),
+        "{}",
+        a.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_untrusted_peer_cannot_remove_anyone() {
+    let (d1, d2, d3) = (temp(), temp(), temp());
+    init_folder(d1.path(), &spec());
+    init_folder(d2.path(), &spec());
+    let id_of = |d: &std::path::Path| -> String {
+        let raw = std::fs::read_to_string(d.join("identity.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    };
+    let trusted = format!("{},{}", id_of(d1.path()), id_of(d2.path()));
+    let trusting = |bootstrap: Vec<String>| PeerSpec {
+        env: vec![("CLUSTER_CRDT_TRUSTEDPEERS".into(), trusted.clone())],
+        bootstrap,
+        ..spec()
+    };
+    let p1 = TestPeer::start(d1.path().into(), trusting(vec![])).await;
+    let a1 = p1.cluster_addr().await;
+    let p2 = TestPeer::start(d2.path().into(), trusting(vec![a1.clone()])).await;
+    let outsider = TestPeer::start(d3.path().into(), joining(&a1)).await;
+    for p in [&p1, &p2, &outsider] {
+        wait_peers(p, 3).await;
+    }
+    let pins = cids("untrusted-removal", 20);
+    for cid in &pins {
+        assert_eq!(p1.pin(cid, "replication=1").await.0, 200);
+    }
+    p2.wait_pinset(&pins).await;
+    outsider.wait_pinset(&pins).await;
+    let on_p2 = allocated_to(&p1, &p2.id).await.unwrap();
+    assert!(on_p2 > 0);
+
+    let res = reqwest::Client::new()
+        .delete(format!("{}/peers/{}", outsider.api, p2.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let e: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        e["message"].as_str().unwrap().contains("not trusted"),
+        "{e}"
+    );
+    assert!(p1.logged("peerset change asked by an untrusted peer"));
+
+    // Nothing moved anywhere, the outsider included.
+    for p in [&p1, &p2, &outsider] {
+        assert_eq!(p.peer_ids().await.unwrap().len(), 3);
+        assert_eq!(allocated_to(p, &p2.id).await, Some(on_p2));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_bandwidth_counts_each_protocol_on_both_sides() {
+    let (d1, d2) = (temp(), temp());
+    let p1 = TestPeer::start(d1.path().into(), spec()).await;
+    let p2 = TestPeer::start(d2.path().into(), joining(&p1.cluster_addr().await)).await;
+    wait_peers(&p1, 2).await;
+    wait_peers(&p2, 2).await;
+    let pins = cids("bandwidth", 50);
+    pin_all(&p1, &pins).await;
+    p2.wait_pinset(&pins).await;
+
+    // The rates are moving averages over one-second ticks: wait until one
+    // has passed with traffic on the gossip protocol.
+    let gossip_rate = |b: &serde_json::Value| {
+        b.as_object()?
+            .iter()
+            .find(|(k, _)| k.starts_with("/meshsub/"))
+            .and_then(|(_, v)| v["rate_out"].as_f64())
+            .filter(|r| *r > 0.0)
+    };
+    wait_for("a gossip rate on P1", DEADLINE, || async {
+        gossip_rate(&p1.get_json("/health/bandwidth").await?)
+    })
+    .await;
+    let (b1, b2) = tokio::join!(
+        p1.get_json("/health/bandwidth"),
+        p2.get_json("/health/bandwidth")
+    );
+    let (b1, b2) = (b1.unwrap(), b2.unwrap());
+    let protocols: Vec<&String> = b1.as_object().unwrap().keys().collect();
+    let find = |pred: &dyn Fn(&str) -> bool| -> String {
+        protocols
+            .iter()
+            .find(|k| pred(k))
+            .unwrap_or_else(|| panic!("protocol missing from {b1}"))
+            .to_string()
+    };
+    let gossip = find(&|k| k.starts_with("/meshsub/"));
+    let sync = find(&|k| k.starts_with("/pincluster/") && k.ends_with("/sync/1.0.0"));
+    find(&|k| k.starts_with("/pincluster/") && k.ends_with("/kad/1.0.0"));
+    find(&|k| k == "/ipfs/id/1.0.0");
+    // Each side's bytes out are the other's bytes in, give or take what is
+    // in flight between the two readings.
+    for proto in [&gossip, &sync] {
+        for (from, to) in [(&b1, &b2), (&b2, &b1)] {
+            let sent = from[proto]["total_out"].as_u64().unwrap();
+            let received = to[proto]["total_in"].as_u64().unwrap();
+            assert!(sent > 0 && received > 0, "{proto}: {b1} / {b2}");
+            let ratio = sent as f64 / received as f64;
+            assert!((0.5..=2.0).contains(&ratio), "{proto}: {b1} / {b2}");
+        }
+    }
+
+    // The client prints the same figures, one line per protocol.
+    let port = p1.api.rsplit(':').next().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["--host", &format!("/ip4/127.0.0.1/tcp/{port}")])
+        .args(["health", "bandwidth"])
+        .output()
+        .expect("run the client");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{sync}:")))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("In: ") && line.contains("RateOut: "),
+        "{text}"
+    );
+    assert!(!line.contains(" 0 B."), "{text}");
+}

@@ -367,8 +367,8 @@ async fn delete_peers_removes_a_peer_for_real_and_post_peers_takes_it_back() {
         (allocated_to(&b, &c.id).await? == 0).then_some(())
     })
     .await;
-    // C still runs and keeps redialing the others (it still counts them as
-    // its peers); they do not take it back: new pins never land on it.
+    // C still runs, told of its removal; the others do not take it back:
+    // new pins never land on it.
     let after = cids("after-removal", 20);
     for cid in &after {
         let (status, pin) = b.pin(cid, "replication=1").await;

@@ -14,8 +14,11 @@
 //!   of requests at a time, and merges in causal order.
 //!
 //! Deltas from untrusted authors are refused by the engine's verifier; a
-//! follower never writes.
+//! follower never writes. Peer removals ride in the same CRDT
+//! ([`peerset`]): every merged or committed record is applied to the
+//! network (the peer blocked or let back in) before the writer hears back.
 
+pub mod peerset;
 mod trust;
 
 use std::collections::{HashMap, HashSet};
@@ -87,6 +90,7 @@ pub struct PinChange {
 enum Write {
     Put(Box<Pin>),
     Delete(Cid),
+    Peer(PeerId, peerset::PeerRecord),
 }
 
 type WriteReply = oneshot::Sender<Result<(), ConsensusError>>;
@@ -96,6 +100,7 @@ type WriteReply = oneshot::Sender<Result<(), ConsensusError>>;
 pub struct Consensus {
     writes: mpsc::Sender<(Write, WriteReply)>,
     state: PinState,
+    reader: pincluster_crdt::Reader<FjallStore>,
     follower: bool,
     max_queue: usize,
 }
@@ -115,6 +120,7 @@ impl Consensus {
         let handle = Consensus {
             writes,
             state,
+            reader: engine.reader(),
             follower: config.follower,
             max_queue: config.max_queue_size,
         };
@@ -147,6 +153,34 @@ impl Consensus {
     /// Removes a pin; returns once the removal is durable and announced.
     pub async fn log_unpin(&self, cid: Cid) -> Result<(), ConsensusError> {
         self.write(Write::Delete(cid)).await
+    }
+
+    /// Records that `peer` is out of the peerset (`record.removed`) or back
+    /// in; returns once the record is durable, applied to this peer's
+    /// network, and announced.
+    pub async fn log_peer(
+        &self,
+        peer: PeerId,
+        record: peerset::PeerRecord,
+    ) -> Result<(), ConsensusError> {
+        self.write(Write::Peer(peer, record)).await
+    }
+
+    /// The latest peerset record of `peer`, if any was ever written.
+    pub fn peer_record(
+        &self,
+        peer: &PeerId,
+    ) -> Result<Option<peerset::PeerRecord>, peerset::PeerRecordError> {
+        match self.reader.get(&peerset::key(peer)) {
+            Ok(Some(bytes)) => Ok(Some(peerset::PeerRecord::from_bytes(&bytes)?)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(peerset::PeerRecordError::Store(e)),
+        }
+    }
+
+    /// Whether this peer is a follower (it cannot write).
+    pub fn is_follower(&self) -> bool {
+        self.follower
     }
 
     async fn write(&self, write: Write) -> Result<(), ConsensusError> {
@@ -306,10 +340,12 @@ impl Task {
                 (Err(Arc::new(e)), Vec::new())
             }
         };
+        // Applied before the writers hear back: a removal is in force on
+        // this peer by the time `DELETE /peers` answers.
+        Self::emit(self.network.clone(), self.changes.clone(), changes).await;
         for reply in replies {
             let _ = reply.send(result.clone().map_err(ConsensusError::Commit));
         }
-        Self::emit(self.changes.clone(), changes).await;
     }
 
     fn on_heads(&mut self, from: PeerId, heads: Vec<Cid>) {
@@ -446,36 +482,62 @@ impl Task {
                 }
                 n
             });
-            Self::emit(self.changes.clone(), changes).await;
+            Self::emit(self.network.clone(), self.changes.clone(), changes).await;
             if merged < CHUNK {
                 return;
             }
         }
     }
 
-    /// Hands durable changes to the tracker (waiting if it is behind).
-    /// Takes the sender rather than `&self`: the task's in-flight fetches
-    /// are not `Sync`, so `&self` cannot be held across an await.
-    async fn emit(tx: Option<mpsc::Sender<PinChange>>, changes: Vec<KeyChange>) {
-        let Some(tx) = tx else { return };
+    /// Hands durable changes on: peerset records to the network, pin
+    /// changes to the tracker (waiting if it is behind). Takes clones
+    /// rather than `&self`: the task's in-flight fetches are not `Sync`, so
+    /// `&self` cannot be held across an await.
+    async fn emit(network: Network, tx: Option<mpsc::Sender<PinChange>>, changes: Vec<KeyChange>) {
         for change in changes {
-            let decode = |bytes: Option<Vec<u8>>| {
-                bytes.and_then(|b| match Pin::from_state_bytes(&b) {
-                    Ok(pin) => Some(pin),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "undecodable pin in the state");
-                        None
+            let Some(peer) = peerset::peer_of_key(&change.key) else {
+                if let Some(tx) = &tx
+                    && !Self::emit_pin(tx, change).await
+                {
+                    return; // the tracker is gone: shutting down
+                }
+                continue;
+            };
+            let record = change
+                .new
+                .as_deref()
+                .map(peerset::PeerRecord::from_bytes)
+                .transpose();
+            match (peer, record) {
+                (Ok(peer), Ok(Some(record))) => {
+                    if let Err(e) = network.apply_peer_record(peer, record).await {
+                        tracing::debug!(error = %e, "peerset change not applied");
                     }
-                })
-            };
-            let change = PinChange {
-                old: decode(change.old),
-                new: decode(change.new),
-            };
-            if tx.send(change).await.is_err() {
-                return; // the tracker is gone: shutting down
+                }
+                (Ok(_), Ok(None)) => {}
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "undecodable peerset record in the state")
+                }
             }
         }
+    }
+
+    /// Hands one pin change to the tracker; `false` when it is gone.
+    async fn emit_pin(tx: &mpsc::Sender<PinChange>, change: KeyChange) -> bool {
+        let decode = |bytes: Option<Vec<u8>>| {
+            bytes.and_then(|b| match Pin::from_state_bytes(&b) {
+                Ok(pin) => Some(pin),
+                Err(e) => {
+                    tracing::warn!(error = %e, "undecodable pin in the state");
+                    None
+                }
+            })
+        };
+        let change = PinChange {
+            old: decode(change.old),
+            new: decode(change.new),
+        };
+        tx.send(change).await.is_ok()
     }
 }
 
@@ -483,6 +545,7 @@ fn add(batch: &mut pincluster_crdt::Batch, write: &Write) -> Result<(), BatchErr
     match write {
         Write::Put(pin) => batch.put(pin_key(&pin.cid), pin.to_state_bytes()),
         Write::Delete(cid) => batch.delete(pin_key(cid)),
+        Write::Peer(peer, record) => batch.put(peerset::key(peer), record.to_bytes()),
     }
 }
 

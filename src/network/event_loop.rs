@@ -23,6 +23,7 @@ use libp2p::{
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot};
 
+use super::bandwidth::{Bandwidth, CountingMuxer};
 use super::protocol::{
     HeadsMessage, MAX_BLOCKS_PER_RESPONSE, MAX_RESPONSE_BYTES, RemoteGraph, RemoteId, RemoteStatus,
     SyncCodec, SyncRequest, SyncResponse,
@@ -109,6 +110,9 @@ pub struct EventLoop {
     listening: HashSet<libp2p::core::transport::ListenerId>,
     waiting_for_listen: Vec<oneshot::Sender<Vec<Multiaddr>>>,
     bootstrapped: bool,
+    /// This peer was removed from the cluster: it stops redialing lost
+    /// peers (they would refuse it) until it is taken back in.
+    removed_self: bool,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -123,6 +127,7 @@ impl std::fmt::Debug for EventLoop {
 fn build_transport(
     key: &Keypair,
     secret: Option<[u8; 32]>,
+    bandwidth: Bandwidth,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, NetworkError> {
     let noise = noise::Config::new(key).map_err(|e| NetworkError::Build(e.to_string()))?;
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
@@ -136,14 +141,26 @@ fn build_transport(
             .authenticate(noise)
             .multiplex(yamux::Config::default())
             .timeout(timeout)
-            .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+            // Every substream counts its bytes per protocol.
+            .map(move |(peer, muxer), _| {
+                (
+                    peer,
+                    StreamMuxerBox::new(CountingMuxer::new(muxer, bandwidth.clone())),
+                )
+            })
             .boxed(),
         None => tcp
             .upgrade(Version::V1)
             .authenticate(noise)
             .multiplex(yamux::Config::default())
             .timeout(timeout)
-            .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+            // Every substream counts its bytes per protocol.
+            .map(move |(peer, muxer), _| {
+                (
+                    peer,
+                    StreamMuxerBox::new(CountingMuxer::new(muxer, bandwidth.clone())),
+                )
+            })
             .boxed(),
     })
 }
@@ -174,13 +191,14 @@ impl EventLoop {
         events: mpsc::Sender<NetEvent>,
         monitor: Monitor,
         commands: mpsc::Receiver<Command>,
+        bandwidth: Bandwidth,
     ) -> Result<Self, NetworkError> {
         let tag = config.cluster_tag();
         let sync_protocol = protocol(format!("/pincluster/{tag}/sync/1.0.0"))?;
         let kad_protocol = protocol(format!("/pincluster/{tag}/kad/1.0.0"))?;
         let topic = gossipsub::IdentTopic::new(format!("pincluster/{tag}/heads/1"));
         let metrics_topic = gossipsub::IdentTopic::new(format!("pincluster/{tag}/metrics/1"));
-        let transport = build_transport(&config.keypair, config.secret)?;
+        let transport = build_transport(&config.keypair, config.secret, bandwidth)?;
         let local = config.keypair.public().to_peer_id();
 
         let gossip_config = gossipsub::ConfigBuilder::default()
@@ -247,7 +265,26 @@ impl EventLoop {
                 })?;
             listeners.insert(id);
         }
+        // Removals persisted in the state hold before anyone is dialed: a
+        // removed peer is refused even as a bootstrap peer.
+        let mut removed_self = false;
+        for peer in &config.removed {
+            if *peer == local {
+                tracing::warn!(
+                    "this peer was removed from the cluster; it does not redial its peers until a trusted peer takes it back in"
+                );
+                removed_self = true;
+            } else {
+                swarm.behaviour_mut().blocked.block_peer(*peer);
+            }
+        }
         for addr in &config.bootstrap {
+            if let Some(peer) = peer_of(addr)
+                && config.removed.contains(&peer)
+            {
+                tracing::info!(%addr, "not dialing a peer removed from the cluster");
+                continue;
+            }
             if let Some(peer) = peer_of(addr) {
                 swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
             }
@@ -275,6 +312,7 @@ impl EventLoop {
             listening: HashSet::new(),
             waiting_for_listen: Vec::new(),
             bootstrapped: false,
+            removed_self,
         })
     }
 
@@ -465,7 +503,7 @@ impl EventLoop {
             Command::RemoteGraph(peer, reply) => {
                 self.request(peer, SyncRequest::Graph, Pending::Graph(reply))
             }
-            Command::Block(peer, blocked) => self.set_blocked(peer, blocked),
+            Command::Block(peer, blocked, addrs) => self.set_blocked(peer, blocked, addrs),
             Command::SetRemoved(target, peer, removed, reply) => self.request(
                 target,
                 SyncRequest::SetRemoved {
@@ -484,22 +522,54 @@ impl EventLoop {
         }
     }
 
-    /// Sends `request` to `peer`; the answer goes to `pending`'s reply.
     /// Blocks a peer (its connections closed and refused, forgotten from
-    /// the peerset) or lets it back in.
-    fn set_blocked(&mut self, peer: PeerId, blocked: bool) {
-        let list = &mut self.swarm.behaviour_mut().blocked;
+    /// the peerset) or lets it back in and dials it at `addrs`. About this
+    /// peer itself: stops or resumes redialing.
+    fn set_blocked(&mut self, peer: PeerId, blocked: bool, addrs: Vec<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id() {
+            if blocked && !self.removed_self {
+                tracing::warn!(
+                    "this peer was removed from the cluster; it stops redialing its peers until a trusted peer takes it back in"
+                );
+            } else if !blocked && self.removed_self {
+                tracing::info!("this peer was taken back into the cluster");
+            }
+            self.removed_self = blocked;
+            return;
+        }
+        let was_blocked = self
+            .swarm
+            .behaviour()
+            .blocked
+            .blocked_peers()
+            .contains(&peer);
         if blocked {
-            list.block_peer(peer);
+            if !was_blocked {
+                tracing::info!(%peer, "peer removed from the cluster: its connections are refused");
+            }
+            self.swarm.behaviour_mut().blocked.block_peer(peer);
             self.peers.remove(&peer);
             // Its metrics go too: a removed peer is no allocation candidate.
             self.monitor.forget(&peer);
         } else {
-            list.unblock_peer(peer);
-            let _ = self.swarm.dial(peer);
+            if was_blocked {
+                tracing::info!(%peer, "peer taken back into the cluster");
+            }
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+            for addr in &addrs {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, addr.clone());
+            }
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .build();
+            let _ = self.swarm.dial(opts);
         }
     }
 
+    /// Sends `request` to `peer`; the answer goes to `pending`'s reply.
     fn request(&mut self, peer: PeerId, request: SyncRequest, pending: Pending) {
         let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
         self.pending.insert(id, pending);
@@ -543,6 +613,13 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
+            }
+            SwarmEvent::IncomingConnectionError {
+                error: libp2p::swarm::ListenError::Denied { cause },
+                send_back_addr,
+                ..
+            } if cause.downcast_ref::<allow_block_list::Blocked>().is_some() => {
+                tracing::info!(from = %send_back_addr, "refused a connection from a peer removed from the cluster");
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event).await,
             _ => {}
@@ -714,11 +791,19 @@ impl EventLoop {
                 let local = *self.swarm.local_peer_id();
                 let answer = match peer.parse::<PeerId>() {
                     _ if !self.trust.is_trusted(&from) => {
-                        SyncResponse::Error("only trusted peers may change the peerset".into())
+                        tracing::warn!(%from, "peerset change asked by an untrusted peer: refused");
+                        SyncResponse::NotTrusted
                     }
-                    Ok(peer) if peer != local && peer != from => {
+                    Ok(peer) if peer == local => {
+                        tracing::info!(removed, by = %from, "a trusted peer changed this peer's membership");
+                        self.set_blocked(peer, removed, Vec::new());
+                        SyncResponse::Done
+                    }
+                    Ok(peer) if peer != from => {
                         tracing::info!(%peer, removed, %from, "peerset change asked by a trusted peer");
-                        self.set_blocked(peer, removed);
+                        // The peerset record that follows carries the
+                        // addresses; the asker's connection is enough now.
+                        self.set_blocked(peer, removed, Vec::new());
                         SyncResponse::Done
                     }
                     Ok(_) => SyncResponse::Error("a peer cannot be removed by itself".into()),
@@ -850,6 +935,7 @@ impl EventLoop {
             (Pending::RepoGc(r), SyncResponse::RepoGc(gc)) => drop(r.send(Ok(gc))),
             (Pending::Done(r), SyncResponse::Done) => drop(r.send(Ok(()))),
             (pending, SyncResponse::Error(e)) => pending.fail(bad(&e)),
+            (pending, SyncResponse::NotTrusted) => pending.fail(NetworkError::NotTrusted { peer }),
             (pending, _) => pending.fail(bad("unexpected answer")),
         }
     }
@@ -858,12 +944,13 @@ impl EventLoop {
     /// that dropped off while still in the peerset.
     fn maintain(&mut self) {
         let ttl = self.config.peer_ttl;
+        let removed_self = self.removed_self;
         let mut redial = Vec::new();
         self.peers.retain(|peer, state| {
             if state.connections > 0 {
                 return true;
             }
-            let due = state.last_dial.is_none_or(|t| t.elapsed() > REDIAL);
+            let due = !removed_self && state.last_dial.is_none_or(|t| t.elapsed() > REDIAL);
             if due {
                 state.last_dial = Some(Instant::now());
                 redial.push((*peer, state.addrs.clone()));

@@ -10,8 +10,10 @@
 //! cluster's own (discovery from one bootstrap address), gossipsub for heads
 //! announcements with validation (untrusted authors are rejected and not
 //! forwarded), request-response for heads, blocks and identities, identify,
-//! ping, connection limits and a block list.
+//! ping, connection limits and a block list. Every substream's bytes are
+//! counted per negotiated protocol ([`bandwidth`]).
 
+pub mod bandwidth;
 mod event_loop;
 pub mod protocol;
 
@@ -52,6 +54,9 @@ pub struct NetworkConfig {
     pub heartbeat: Duration,
     /// How long to wait for a peer's answer.
     pub request_timeout: Duration,
+    /// Peers removed from the cluster (the persisted peerset records):
+    /// refused from the start, before anyone is dialed.
+    pub removed: Vec<PeerId>,
 }
 
 impl NetworkConfig {
@@ -118,6 +123,9 @@ pub enum NetworkError {
     /// A peer answered with an error or the wrong kind of answer.
     #[error("peer {peer} answered: {reason}")]
     BadAnswer { peer: PeerId, reason: String },
+    /// A peer refused the request: it does not trust this peer.
+    #[error("peer {peer} does not trust this peer")]
+    NotTrusted { peer: PeerId },
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
@@ -138,7 +146,9 @@ pub(crate) enum Command {
     Peers(oneshot::Sender<Vec<PeerId>>),
     PeerAddrs(PeerId, oneshot::Sender<Vec<Multiaddr>>),
     KnownAddrs(oneshot::Sender<Vec<Multiaddr>>),
-    Block(PeerId, bool),
+    /// Blocks (`true`) or lets back in a peer; the addresses are dialed
+    /// when it is let back in.
+    Block(PeerId, bool, Vec<Multiaddr>),
     Connected(oneshot::Sender<Vec<PeerId>>),
     RemoteGraph(PeerId, Reply<RemoteGraph>),
     /// Asks a peer (first) to block or let back in another (second).
@@ -153,6 +163,7 @@ pub(crate) enum Command {
 pub struct Network {
     tx: mpsc::Sender<Command>,
     local: PeerId,
+    bandwidth: bandwidth::Bandwidth,
 }
 
 impl Network {
@@ -167,14 +178,24 @@ impl Network {
     ) -> Result<Network, NetworkError> {
         let local = config.keypair.public().to_peer_id();
         let (tx, rx) = mpsc::channel(256);
-        let event_loop = EventLoop::new(config, source, events, monitor, rx)?;
+        let bandwidth = bandwidth::Bandwidth::default();
+        let event_loop = EventLoop::new(config, source, events, monitor, rx, bandwidth.clone())?;
         tokio::spawn(event_loop.run());
-        Ok(Network { tx, local })
+        Ok(Network {
+            tx,
+            local,
+            bandwidth,
+        })
     }
 
     /// This peer's id.
     pub fn local_peer_id(&self) -> PeerId {
         self.local
+    }
+
+    /// The traffic of every libp2p protocol so far, by protocol ID.
+    pub fn bandwidth(&self) -> std::collections::BTreeMap<String, bandwidth::ProtocolBandwidth> {
+        self.bandwidth.snapshot()
     }
 
     async fn ask<T>(
@@ -295,10 +316,26 @@ impl Network {
         self.ask(Command::KnownAddrs).await
     }
 
-    /// Blocks (or unblocks) a peer: its connections are closed and refused.
+    /// Blocks (or unblocks) a peer in memory only: its connections are
+    /// closed and refused until this peer stops. A network partition, not
+    /// a removal (that is a peerset record, see [`Network::apply_peer_record`]).
     pub async fn set_blocked(&self, peer: PeerId, blocked: bool) -> Result<(), NetworkError> {
         self.tx
-            .send(Command::Block(peer, blocked))
+            .send(Command::Block(peer, blocked, Vec::new()))
+            .await
+            .map_err(|_| NetworkError::Closed)
+    }
+
+    /// Applies a peerset record: a removed peer's connections are closed
+    /// and refused, a re-admitted one is dialed at `record.addrs`; a record
+    /// about this peer itself makes it stop (or resume) redialing.
+    pub async fn apply_peer_record(
+        &self,
+        peer: PeerId,
+        record: crate::consensus::peerset::PeerRecord,
+    ) -> Result<(), NetworkError> {
+        self.tx
+            .send(Command::Block(peer, record.removed, record.addrs))
             .await
             .map_err(|_| NetworkError::Closed)
     }

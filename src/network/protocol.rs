@@ -58,8 +58,10 @@ pub enum SyncRequest {
     /// proxy's `repo/gc` and `POST /ipfs/gc`).
     RepoGc,
     /// "Take `peer` out of the peerset (`removed`), or back in", sent to
-    /// every peer by the one that served `DELETE /peers` or `POST /peers`.
-    /// Heeded from trusted peers only.
+    /// every peer by the one that served `DELETE /peers` or `POST /peers`
+    /// (the lasting change is the peerset record in the CRDT; this makes it
+    /// immediate and tells the writer whether it is trusted), and to `peer`
+    /// itself so that it knows. Heeded from trusted peers only.
     SetRemoved { peer: String, removed: bool },
 }
 
@@ -88,6 +90,8 @@ pub enum SyncResponse {
     RepoGc(RemoteRepoGc),
     /// Done, nothing to report.
     Done,
+    /// The asker is not trusted to ask this.
+    NotTrusted,
 }
 
 /// One peer's IPFS repository usage (`repo/stat`).
@@ -316,11 +320,12 @@ mod tests {
             error: String::new(),
         });
         assert_eq!(decode::<SyncResponse>(&encode(&gc).unwrap()).unwrap(), gc);
-        let done = SyncResponse::Done;
-        assert_eq!(
-            decode::<SyncResponse>(&encode(&done).unwrap()).unwrap(),
-            done
-        );
+        for done in [SyncResponse::Done, SyncResponse::NotTrusted] {
+            assert_eq!(
+                decode::<SyncResponse>(&encode(&done).unwrap()).unwrap(),
+                done
+            );
+        }
 
         let future = serde_ipld_dagcbor::to_vec(&Envelope {
             v: 2,

@@ -2,7 +2,8 @@
 //! engine's reader. Read-only: only consensus writes.
 //!
 //! Keys are CIDs in binary form, values DAG-CBOR pins (see
-//! [`Pin::to_state_bytes`]).
+//! [`Pin::to_state_bytes`]). The peerset records that share the CRDT sort
+//! after every pin ([`crate::consensus::peerset`]); scans stop before them.
 
 pub mod offline;
 
@@ -45,7 +46,7 @@ impl PinState {
 
     /// Every pin, streamed in key order (never the whole pinset in memory).
     pub fn list(&self) -> impl Iterator<Item = Result<Pin, StateError>> + Send + use<> {
-        self.reader.iter().map(|entry| {
+        self.entries().map(|entry| {
             let (_, value) = entry?;
             decode(&value)
         })
@@ -54,9 +55,18 @@ impl PinState {
     /// Every pin's stored bytes, in key order, not decoded: for readers
     /// that decode on other threads (see [`decode_stored`]).
     pub fn list_stored(&self) -> impl Iterator<Item = Result<Vec<u8>, StateError>> + Send + use<> {
-        self.reader
-            .iter()
+        self.entries()
             .map(|entry| Ok(entry.map(|(_, value)| value)?))
+    }
+
+    /// The pin entries: the CRDT's keys up to the peerset records.
+    fn entries(
+        &self,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), pincluster_crdt::Error>> + Send + use<>
+    {
+        self.reader.iter().take_while(|entry| {
+            !matches!(entry, Ok((key, _)) if key.starts_with(crate::consensus::peerset::PREFIX))
+        })
     }
 }
 

@@ -306,6 +306,13 @@ impl TestPeer {
         TestPeer::start(dir, spec).await
     }
 
+    /// Starts this peer again on the same folder with another spec.
+    pub async fn restart_with(mut self, spec: PeerSpec) -> TestPeer {
+        self.kill();
+        let dir = self.dir.clone();
+        TestPeer::start(dir, spec).await
+    }
+
     /// The daemon's resident memory in KiB now and at its peak (`VmRSS`,
     /// `VmHWM` of `/proc/<pid>/status`), for benchmarks.
     pub fn memory_kib(&self) -> Option<(u64, u64)> {

@@ -303,12 +303,10 @@ pub fn routes(
         *res.status_mut() = StatusCode::NO_CONTENT;
         res
     });
-    // Per-protocol byte counters are not kept (libp2p's need its metrics
-    // registry): the object is empty, which clients read as "no traffic
-    // recorded".
     let bandwidth = warp::path!("health" / "bandwidth")
         .and(warp::get())
-        .map(|| json(StatusCode::OK, &serde_json::Map::new()));
+        .and(with_ctx(ctx.clone()))
+        .map(|ctx: Arc<ApiContext>| json(StatusCode::OK, &ctx.network.bandwidth()));
     let add_peer = warp::path!("peers")
         .and(warp::post())
         .and(warp::body::bytes())
