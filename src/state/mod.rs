@@ -53,7 +53,7 @@ impl PinState {
     }
 
     /// Every pin's stored bytes, in key order, not decoded: for readers
-    /// that decode on other threads (see [`decode_stored`]).
+    /// that encode them on other threads (see [`crate::types::PinJsonWriter`]).
     pub fn list_stored(&self) -> impl Iterator<Item = Result<Vec<u8>, StateError>> + Send + use<> {
         self.entries()
             .map(|entry| Ok(entry.map(|(_, value)| value)?))
@@ -68,11 +68,6 @@ impl PinState {
             !matches!(entry, Ok((key, _)) if key.starts_with(crate::consensus::peerset::PREFIX))
         })
     }
-}
-
-/// A pin from the bytes [`PinState::list_stored`] gives.
-pub fn decode_stored(bytes: &[u8]) -> Result<Pin, StateError> {
-    decode(bytes)
 }
 
 fn decode(bytes: &[u8]) -> Result<Pin, StateError> {
