@@ -193,6 +193,11 @@ where
         self.root
     }
 
+    /// The source, with whatever the reader has not consumed of it.
+    pub fn into_inner(self) -> S {
+        self.source
+    }
+
     /// The next block, verified against its CID; `None` at the end.
     pub async fn next_block(&mut self) -> Result<Option<Block>, CarError> {
         if self.remaining == Some(0) {
