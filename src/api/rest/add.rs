@@ -266,8 +266,7 @@ async fn open_car<S>(content_type: &str, body: S) -> Result<CarUpload, String>
 where
     S: Stream<Item = Result<Bytes, warp::Error>> + Send + 'static,
 {
-    let boundary = multer::parse_boundary(content_type)
-        .map_err(|e| format!("reading the multipart body: {e}"))?;
+    let boundary = boundary(content_type)?;
     let mut form = multer::Multipart::new(body, boundary);
     let part = form
         .next_field()
@@ -285,6 +284,17 @@ where
     let name = part.file_name().map(percent_decode).unwrap_or_default();
     let reader = CarReader::new(part).await.map_err(|e| e.to_string())?;
     Ok(CarUpload { name, reader, form })
+}
+
+/// The boundary of a multipart body. `multipart/mixed`, which the
+/// reference takes too, is framed the same as form data, which is all the
+/// parser knows.
+fn boundary(content_type: &str) -> Result<String, String> {
+    let form = match content_type.strip_prefix("multipart/mixed") {
+        Some(params) => format!("multipart/form-data{params}"),
+        None => content_type.to_string(),
+    };
+    multer::parse_boundary(form).map_err(|e| format!("reading the multipart body: {e}"))
 }
 
 /// Streams the verified blocks of `upload` into the daemon, then
@@ -457,6 +467,14 @@ mod tests {
             "layout parameter is invalid"
         );
         assert!(parse_params(&q(&[("replication-min", "x")])).is_err());
+    }
+
+    #[test]
+    fn both_multipart_types_give_their_boundary() {
+        for kind in ["multipart/form-data", "multipart/mixed"] {
+            assert_eq!(boundary(&format!("{kind}; boundary=abc")).unwrap(), "abc");
+        }
+        assert!(boundary("multipart/form-data").is_err());
     }
 
     #[test]
