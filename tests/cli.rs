@@ -394,4 +394,31 @@ async fn add_through_the_client_gives_the_daemons_cids_and_cluster_pins() {
         .await
         .unwrap();
     assert_eq!(v["cid"], root.as_str(), "{v}");
+
+    // A CAR of a file the daemon added outside the cluster: one line, its
+    // root and the CAR's name, as ctl prints it; the root is a cluster pin.
+    let car_root = daemon.add("car-content.txt", b"inside a CAR\n").await;
+    let res = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v0/dag/export?arg={car_root}",
+            daemon.api_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let car = dir.path().join("content.car");
+    std::fs::write(&car, res.bytes().await.unwrap()).unwrap();
+    let car = car.to_str().unwrap();
+    let (code, out, err) = client(&peer.api, &["add", "--format", "car", car]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, format!("added {car_root} content.car\n"));
+    let v = peer
+        .get_json(&format!("/allocations/{car_root}"))
+        .await
+        .unwrap();
+    assert_eq!(v["cid"], car_root.as_str(), "{v}");
+    // Several CARs, or wrapping one, are refused before anything is sent.
+    let (code, _, err) = client(&peer.api, &["add", "--format", "car", car, car]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("only a single CAR file"), "{err}");
 }

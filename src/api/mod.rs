@@ -1,6 +1,7 @@
 //! The HTTP interfaces of the peer. Each is off when its section is absent
 //! from `service.json`.
 
+pub mod car;
 pub mod cluster_ipfs;
 pub mod proxy;
 pub mod rest;

@@ -177,6 +177,52 @@ impl KuboConnector {
         Ok(AddOutput(JsonLines::new(OP, res, url, MAX_REPLY)))
     }
 
+    /// `dag/import` of one CAR, without pinning its roots: `car` (the CAR's
+    /// bytes) is sent as it is produced, framed as a one-file multipart
+    /// form, and an error in it aborts the request. Returns once the daemon
+    /// has stored every block; it reports nothing else, as neither daemon
+    /// writes output when roots are not pinned. No overall timeout, as
+    /// for `add`.
+    pub async fn dag_import<S, E>(&self, car: S) -> Result<(), IpfsError>
+    where
+        S: Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        use futures::StreamExt;
+        const OP: &str = "dag/import";
+        let boundary = format!("{:032x}", rand::random::<u128>());
+        let head = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"import.car\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        );
+        let tail = format!("\r\n--{boundary}--\r\n");
+        let framed = futures::stream::once(async move { Ok(bytes::Bytes::from(head)) })
+            .chain(car)
+            .chain(futures::stream::once(async move {
+                Ok(bytes::Bytes::from(tail))
+            }));
+        let url = self.url(OP, &[("pin-roots", "false"), ("allow-big-block", "true")]);
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let res = self
+            .send(
+                OP,
+                url.clone(),
+                Some((content_type, reqwest::Body::wrap_stream(framed))),
+            )
+            .await?;
+        let body = read_capped(res, MAX_ERROR_REPLY)
+            .await
+            .map_err(|e| unreachable(&url, &e))?;
+        // A daemon that failed after answering 200 says so in a line.
+        for line in body.split(|&b| b == b'\n') {
+            let parsed = serde_json::from_slice::<wire::DagImportLine>(line);
+            if let Some(message) = parsed.as_ref().ok().and_then(|l| l.error()) {
+                return Err(daemon_in_stream(OP, message));
+            }
+        }
+        Ok(())
+    }
+
     /// A plain call with a JSON reply, bounded by `request_timeout`.
     async fn call<T: DeserializeOwned>(
         &self,

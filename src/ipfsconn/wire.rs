@@ -175,6 +175,22 @@ fn stream_error<'a>(kind: &Option<String>, message: &'a Option<String>) -> Optio
     }
 }
 
+/// A line of `dag/import`'s reply. Only an error object matters: no root
+/// lines come with `pin-roots=false`.
+#[derive(Debug, Deserialize)]
+pub(super) struct DagImportLine {
+    #[serde(rename = "Type", default)]
+    kind: Option<String>,
+    #[serde(rename = "Message", default)]
+    message: Option<String>,
+}
+
+impl DagImportLine {
+    pub(super) fn error(&self) -> Option<&str> {
+        stream_error(&self.kind, &self.message)
+    }
+}
+
 /// One line of `pin/add?progress=true`: `{"Progress":n}` while fetching,
 /// `{"Pins":[...]}` once done. js-ipfs sends only the latter.
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,15 @@
 //! construction, so they equal what Kubo gives for the same input and
 //! options, and nothing is buffered whole on the way.
 //!
+//! With `format=car` the first part of the body is a CAR file: it is read
+//! here section by section ([`crate::api::car`]), every block checked
+//! against its CID, and the verified blocks are streamed to the daemon's
+//! `dag/import` (one request for the whole CAR, where `block/put` would be
+//! one per block; both daemons import without pinning), then its single
+//! root is cluster-pinned. As in the reference, only the first part is
+//! imported, and the answer is one `AddedOutput` with the sum of the block
+//! sizes (`bytes`) and the root's UnixFS file size (`size`).
+//!
 //! The allocated peers' daemons fetch the content over bitswap when their
 //! trackers pin it: peers swarm-connect their daemons to each other, and
 //! this peer's daemon holds every block. The reference instead pushes each
@@ -15,20 +24,22 @@
 //! known; fetching is what a pin does anyway, and it keeps the add as fast
 //! as the local daemon's.
 //!
-//! Differences: `shard=true` and `nocopy=true` are refused (400), and
-//! `format=car` is refused too: a CAR import would skip the chunker and
-//! its block counts are not reported by every daemon.
+//! Differences: `shard=true` (the reference's experimental sharded DAGs)
+//! and `nocopy=true` (the filestore, which js-ipfs lacks) are refused with
+//! a 400.
 
 use std::sync::Arc;
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use warp::http::{HeaderValue, StatusCode, header};
 
 use super::reply::{ApiReply, error, json, ndjson};
-use super::{ApiContext, commit};
+use super::{ApiContext, commit, percent_decode};
+use crate::api::car::{self, CarError, CarReader};
 use crate::ipfsconn::AddedLine;
 use crate::types::{Pin, PinMode, PinOptions};
 
@@ -73,6 +84,8 @@ struct AddParams {
     local: bool,
     no_pin: bool,
     stream: bool,
+    /// `format=car`: the upload is a CAR to import, not files.
+    car: bool,
 }
 
 /// Go's `strconv.ParseBool`.
@@ -98,21 +111,26 @@ fn parse_params(query: &[(String, String)]) -> Result<AddParams, String> {
             Some(v) => go_bool(v).ok_or_else(|| format!("parameter {key} invalid")),
         }
     };
-    for unsupported in ["shard", "nocopy"] {
-        if flag(unsupported, false)? {
-            return Err(format!(
-                "parameter {unsupported}: not supported by this peer"
-            ));
-        }
+    if flag("shard", false)? {
+        return Err("shard=true: sharded adds are not supported by this peer".to_string());
+    }
+    if flag("nocopy", false)? {
+        return Err(
+            "nocopy=true: the filestore is not supported by this peer (it adds through its IPFS daemon's store)"
+                .to_string(),
+        );
     }
     // Read for their validity only: `recursive` and `hidden` mean
     // something to the client, not here.
     flag("recursive", false)?;
     flag("hidden", false)?;
-    match get("format").unwrap_or("unixfs") {
-        "unixfs" => {}
-        "car" => return Err("format=car is not supported by this peer".to_string()),
+    let car = match get("format").unwrap_or("unixfs") {
+        "unixfs" => false,
+        "car" => true,
         _ => return Err("format parameter is invalid".to_string()),
+    };
+    if car && flag("wrap-with-directory", false)? {
+        return Err("cannot wrap a CAR file upload".to_string());
     }
     let mut ipfs: Vec<(&'static str, String)> = vec![("pin", "false".into())];
     match get("layout").unwrap_or("balanced") {
@@ -158,6 +176,7 @@ fn parse_params(query: &[(String, String)]) -> Result<AddParams, String> {
         local: flag("local", false)?,
         no_pin: flag("no-pin", false)?,
         stream: flag("stream-channels", true)?,
+        car,
     })
 }
 
@@ -185,17 +204,32 @@ where
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let body = reqwest::Body::wrap_stream(
-        body.map(|chunk| chunk.map(|mut b| b.copy_to_bytes(b.remaining()))),
-    );
-    let (tx, rx) = mpsc::channel(QUEUE);
+    let body = body.map(|chunk| chunk.map(|mut b| b.copy_to_bytes(b.remaining())));
     let stream = params.stream;
-    tokio::spawn(async move {
-        if let Err(e) = run(&ctx, params, content_type, body, &tx).await {
-            let _ = tx.send(Err(e)).await;
-        }
-    });
-    let items = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let (tx, rx) = mpsc::channel(QUEUE);
+    if params.car {
+        let upload = match open_car(&content_type, body).await {
+            Ok(upload) => upload,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        };
+        tokio::spawn(async move {
+            let item = import_car(&ctx, params, upload).await;
+            let _ = tx.send(item).await;
+        });
+    } else {
+        let body = reqwest::Body::wrap_stream(body);
+        tokio::spawn(async move {
+            if let Err(e) = run(&ctx, params, content_type, body, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+    }
+    answer(stream, ReceiverStream::new(rx)).await
+}
+
+/// The items as the reference answers them: NDJSON as they come, or one
+/// JSON array (500 on any error) with `stream-channels=false`.
+async fn answer(stream: bool, items: ReceiverStream<Result<AddedOutput, String>>) -> ApiReply {
     let mut res = if stream {
         let mut res = ndjson(items).await;
         res.headers_mut()
@@ -211,6 +245,132 @@ where
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
+}
+
+/// The body of a `format=car` add, as [`multer`] reads it.
+type Form = multer::Multipart<'static>;
+type Part = multer::Field<'static>;
+
+/// A CAR upload whose header was read: the reader over its part, the
+/// part's name, and the rest of the form.
+#[derive(Debug)]
+struct CarUpload {
+    name: String,
+    reader: CarReader<Part>,
+    form: Form,
+}
+
+/// Reads the first part of the form and its CAR header, so that a body
+/// that is no CAR of one root gets a 400 before any answer is started.
+async fn open_car<S>(content_type: &str, body: S) -> Result<CarUpload, String>
+where
+    S: Stream<Item = Result<Bytes, warp::Error>> + Send + 'static,
+{
+    let boundary = boundary(content_type)?;
+    let mut form = multer::Multipart::new(body, boundary);
+    let part = form
+        .next_field()
+        .await
+        .map_err(|e| format!("reading the multipart body: {e}"))?
+        .ok_or("the request holds no CAR file")?;
+    let kind = part.content_type().map(|m| m.essence_str().to_string());
+    if matches!(
+        kind.as_deref(),
+        Some("application/x-directory" | "multipart/form-data" | "multipart/mixed")
+    ) {
+        // The reference's words.
+        return Err("expected CAR file is not of type file".to_string());
+    }
+    let name = part.file_name().map(percent_decode).unwrap_or_default();
+    let reader = CarReader::new(part).await.map_err(|e| e.to_string())?;
+    Ok(CarUpload { name, reader, form })
+}
+
+/// The boundary of a multipart body. `multipart/mixed`, which the
+/// reference takes too, is framed the same as form data, which is all the
+/// parser knows.
+fn boundary(content_type: &str) -> Result<String, String> {
+    let form = match content_type.strip_prefix("multipart/mixed") {
+        Some(params) => format!("multipart/form-data{params}"),
+        None => content_type.to_string(),
+    };
+    multer::parse_boundary(form).map_err(|e| format!("reading the multipart body: {e}"))
+}
+
+/// Streams the verified blocks of `upload` into the daemon, then
+/// cluster-pins the root: the one item of a CAR add.
+async fn import_car(
+    ctx: &ApiContext,
+    params: AddParams,
+    upload: CarUpload,
+) -> Result<AddedOutput, String> {
+    let CarUpload {
+        name,
+        mut reader,
+        mut form,
+    } = upload;
+    let root = reader.root();
+    let (tx, rx) = mpsc::channel::<Result<Bytes, CarError>>(QUEUE);
+    let import = ctx.ipfs.dag_import(ReceiverStream::new(rx));
+    // `Err(None)`: the daemon stopped reading (its own error says why).
+    let pump = async move {
+        let (mut bytes, mut size) = (0u64, 0u64);
+        let header = Bytes::from(car::v1_header(root));
+        tx.send(Ok(header)).await.map_err(|_| None)?;
+        loop {
+            match reader.next_block().await {
+                Ok(Some(block)) => {
+                    bytes += block.data.len() as u64;
+                    if block.cid == root {
+                        size = car::unixfs_file_size(&block);
+                    }
+                    for part in block.to_section() {
+                        tx.send(Ok(part)).await.map_err(|_| None)?;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let message = e.to_string();
+                    // Makes the import fail rather than end cleanly.
+                    let _ = tx.send(Err(e)).await;
+                    return Err(Some(message));
+                }
+            }
+        }
+        drain(reader, &mut form).await;
+        Ok((bytes, size))
+    };
+    let (pumped, imported) = tokio::join!(pump, import);
+    let (bytes, size) = match (pumped, imported) {
+        (Err(Some(e)), _) => return Err(e),
+        (_, Err(e)) => return Err(e.to_string()),
+        (Err(None), Ok(())) => return Err("the IPFS daemon stopped reading the CAR".to_string()),
+        (Ok(stats), Ok(())) => stats,
+    };
+    let mut out = AddedOutput {
+        name,
+        cid: Some(root.to_string()),
+        bytes,
+        size,
+        allocations: Vec::new(),
+    };
+    if !params.no_pin {
+        let pin = commit(ctx, Pin::new(root, params.pin), params.local).await?;
+        out.allocations = pin.allocations.iter().map(|p| p.to_string()).collect();
+    }
+    Ok(out)
+}
+
+/// Reads what is left of the body (a CARv2 index, parts after the first,
+/// which the reference ignores too), so the client can finish sending
+/// before it gets the answer.
+async fn drain(reader: CarReader<Part>, form: &mut Form) {
+    let mut part = reader.into_inner();
+    while let Some(Ok(_)) = part.next().await {}
+    drop(part);
+    while let Ok(Some(mut part)) = form.next_field().await {
+        while let Ok(Some(_)) = part.chunk().await {}
+    }
 }
 
 /// Adds through the daemon, forwarding its output; the root goes out last,
@@ -307,6 +467,31 @@ mod tests {
             "layout parameter is invalid"
         );
         assert!(parse_params(&q(&[("replication-min", "x")])).is_err());
+    }
+
+    #[test]
+    fn both_multipart_types_give_their_boundary() {
+        for kind in ["multipart/form-data", "multipart/mixed"] {
+            assert_eq!(boundary(&format!("{kind}; boundary=abc")).unwrap(), "abc");
+        }
+        assert!(boundary("multipart/form-data").is_err());
+    }
+
+    #[test]
+    fn car_and_the_unsupported_options() {
+        let p = parse_params(&q(&[("format", "car"), ("cid-version", "1")])).unwrap();
+        assert!(p.car);
+        assert!(!parse_params(&q(&[("format", "")])).unwrap().car);
+        assert_eq!(
+            parse_params(&q(&[("format", "car"), ("wrap-with-directory", "1")])).unwrap_err(),
+            "cannot wrap a CAR file upload"
+        );
+        // ctl always sends `shard=false` and `nocopy=false`.
+        assert!(parse_params(&q(&[("shard", "false"), ("nocopy", "false")])).is_ok());
+        let shard = parse_params(&q(&[("shard", "true")])).unwrap_err();
+        assert!(shard.contains("sharded adds are not supported"), "{shard}");
+        let nocopy = parse_params(&q(&[("nocopy", "true")])).unwrap_err();
+        assert!(nocopy.contains("filestore is not supported"), "{nocopy}");
     }
 
     #[test]

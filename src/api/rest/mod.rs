@@ -526,8 +526,10 @@ async fn commit_pin(ctx: &ApiContext, pin: Pin) -> ApiReply {
 
 /// [`commit_pin`]'s work, answering with the pin or the error text. With
 /// `local`, this peer takes the last allocation if it has none (what
-/// `/add?local=true` asks: the content is on this peer's daemon).
+/// `/add?local=true` asks: the content is on this peer's daemon), unless
+/// the pin names its allocations, as in the reference.
 async fn commit(ctx: &ApiContext, mut pin: Pin, local: bool) -> Result<Pin, String> {
+    let local = local && pin.options.user_allocations.is_empty();
     if pin.options.replication_factor_min == 0 {
         pin.options.replication_factor_min = ctx.replication_min;
     }
