@@ -4,3 +4,4 @@
 pub mod cluster_ipfs;
 pub mod proxy;
 pub mod rest;
+pub mod serve;
