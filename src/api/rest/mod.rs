@@ -80,7 +80,7 @@ pub enum ServeError {
     #[error("unsupported REST API listen address {0}: expected /ip4/<addr>/tcp/<port> or /ip6/...")]
     Address(Multiaddr),
     /// The HTTPS certificate or key cannot be used.
-    #[error("api.restapi: HTTPS: {0}")]
+    #[error("api.restapi: HTTPS")]
     Tls(#[from] TlsError),
     /// Binding failed.
     #[error("cannot listen on {addr}: {source}")]

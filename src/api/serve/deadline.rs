@@ -25,7 +25,7 @@ use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -87,6 +87,10 @@ struct State {
     /// upload that outlives its answer) must not move the next request on.
     request: u64,
     write_deadline: Option<Instant>,
+    /// The task whose read is pending. hyper polls its read before it
+    /// writes the answer, and not again once the answer is out: the move
+    /// to idle must wake it so that the idle deadline is armed.
+    reader: Option<Waker>,
 }
 
 /// Where one connection is in its request cycle, and so its deadlines.
@@ -105,6 +109,7 @@ impl Clock {
                 phase: Phase::Head(now),
                 request: 0,
                 write_deadline: timeouts.write.map(|w| now + w),
+                reader: None,
             }),
         })
     }
@@ -167,6 +172,19 @@ impl Clock {
         let mut s = self.state();
         if s.request == request && matches!(s.phase, Phase::Body(_) | Phase::Responding) {
             s.phase = Phase::Idle(now);
+            let reader = s.reader.take();
+            drop(s);
+            if let Some(reader) = reader {
+                reader.wake();
+            }
+        }
+    }
+
+    fn park_reader(&self, waker: &Waker) {
+        let mut s = self.state();
+        match &s.reader {
+            Some(w) if w.will_wake(waker) => {}
+            _ => s.reader = Some(waker.clone()),
         }
     }
 }
@@ -246,6 +264,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Timed<T> {
             }
             Poll::Pending if expired(&mut this.read_timer, deadline, cx) => {
                 Poll::Ready(Err(timed_out("read")))
+            }
+            Poll::Pending => {
+                this.clock.park_reader(cx.waker());
+                Poll::Pending
             }
             other => other,
         }

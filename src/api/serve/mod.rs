@@ -170,3 +170,105 @@ impl Server {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{Full, StreamBody};
+    use hyper::body::Frame;
+    use std::path::Path;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn server(timeouts: Timeouts, tls: Option<TlsAcceptor>) -> Server {
+        Server {
+            name: "test",
+            timeouts,
+            max_header_bytes: 4096,
+            tls,
+        }
+    }
+
+    /// Runs `server` answering "ok" to everything, until the test ends.
+    async fn answering_ok(server: Server) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ok = |_req, _remote| async { Response::new(Full::new(Bytes::from_static(b"ok"))) };
+        tokio::spawn(server.run(listener, ok, std::future::pending()));
+        addr
+    }
+
+    fn https_client(version: reqwest::tls::Version) -> reqwest::Client {
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .max_tls_version(version)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn https_with_each_key_encoding_over_tls_1_2_and_1_3() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        let generated = tempfile::tempdir().unwrap();
+        let pkcs8 = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        std::fs::write(generated.path().join("c.pem"), pkcs8.cert.pem()).unwrap();
+        std::fs::write(
+            generated.path().join("k.pem"),
+            pkcs8.key_pair.serialize_pem(),
+        )
+        .unwrap();
+        let pairs = [
+            (fixtures.as_path(), "ec.crt", "ec-sec1.key"),
+            (fixtures.as_path(), "rsa.crt", "rsa-pkcs1.key"),
+            (generated.path(), "c.pem", "k.pem"),
+        ];
+        for (dir, cert, key) in pairs {
+            let acceptor = tls::acceptor(dir, cert, key).unwrap();
+            let addr = answering_ok(server(Timeouts::default(), Some(acceptor))).await;
+            for version in [
+                reqwest::tls::Version::TLS_1_2,
+                reqwest::tls::Version::TLS_1_3,
+            ] {
+                let res = https_client(version)
+                    .get(format!("https://{addr}/"))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{key} over {version:?}: {e:?}"));
+                assert_eq!(res.text().await.unwrap(), "ok", "{key}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn write_timeout_cuts_an_endless_stream() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let endless = |_req, _remote| async {
+            let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+                Duration::from_millis(20),
+            ));
+            let lines = futures::StreamExt::map(ticks, |_| {
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"{}\n")))
+            });
+            Response::new(StreamBody::new(Box::pin(lines)))
+        };
+        let timeouts = Timeouts::new(
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::from_millis(300),
+            Duration::ZERO,
+        );
+        tokio::spawn(server(timeouts, None).run(listener, endless, std::future::pending()));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        let cut = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw)).await;
+        assert!(cut.is_ok(), "the stream outlived write_timeout");
+        let raw = String::from_utf8_lossy(&raw);
+        assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+        assert!(raw.contains("{}\n"), "some lines before the cut: {raw}");
+        assert!(!raw.ends_with("0\r\n\r\n"), "cut, not ended: {raw}");
+    }
+}

@@ -17,11 +17,12 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::server::TlsStream;
 
-/// Why the certificate or key cannot be served.
+/// Why the certificate or key cannot be served. The texts leave the cause
+/// to `source()`, which the daemon prints after them.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// The file cannot be read.
-    #[error("{key} {path}: {source}")]
+    #[error("{key} {path}")]
     Read {
         key: &'static str,
         path: PathBuf,
@@ -29,7 +30,7 @@ pub enum TlsError {
         source: io::Error,
     },
     /// No certificate, or a broken PEM block.
-    #[error("ssl_cert_file {path}: no PEM certificate chain (CERTIFICATE blocks): {source}")]
+    #[error("ssl_cert_file {path}: no PEM certificate chain (CERTIFICATE blocks)")]
     Certificate {
         path: PathBuf,
         #[source]
@@ -38,7 +39,7 @@ pub enum TlsError {
     /// No key, or a broken PEM block.
     #[error(
         "ssl_key_file {path}: no PEM private key (PRIVATE KEY, RSA PRIVATE KEY or \
-         EC PRIVATE KEY block): {source}"
+         EC PRIVATE KEY block)"
     )]
     Key {
         path: PathBuf,
@@ -47,7 +48,7 @@ pub enum TlsError {
     },
     /// rustls refuses the pair: a key it cannot use, or one that does not
     /// match the certificate.
-    #[error("ssl_cert_file {cert} with ssl_key_file {key}: {source}")]
+    #[error("ssl_cert_file {cert} with ssl_key_file {key}")]
     Pair {
         cert: PathBuf,
         key: PathBuf,
