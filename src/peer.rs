@@ -22,6 +22,7 @@ use crate::allocator::{self, Allocator, TrustFilter};
 use crate::api::cluster_ipfs::Daemon;
 use crate::api::proxy::{HeaderConfig, ProxyContext};
 use crate::api::rest::{self, ApiContext};
+use crate::api::serve::{Server, Timeouts};
 use crate::config::{self, Config, TrustedPeers};
 use crate::consensus::PinChange;
 use crate::consensus::{Consensus, ConsensusConfig, PeerSigner, PeerVerifier};
@@ -303,12 +304,12 @@ impl Peer {
                     replication_min: config.cluster.replication_factor_min,
                     replication_max: config.cluster.replication_factor_max,
                 };
-                let (bound, task) = rest::serve(api, ctx, async move {
+                let (bound, task) = rest::serve(api, dir, ctx, async move {
                     let _ = stop_rx.await;
                 })
                 .await?;
                 let shown = socket_multiaddr(bound);
-                tracing::info!(addr = %shown, "REST API listening");
+                tracing::info!(addr = %shown, https = api.ssl_cert_file.is_some(), "REST API listening");
                 Some((bound, stop_tx, task))
             }
             None => None,
@@ -336,11 +337,21 @@ impl Peer {
                         ttl: proxy.extract_headers_ttl.0,
                     },
                 };
-                let (bound, task) =
-                    crate::api::proxy::serve(&addr, ctx, proxy.read_header_timeout.0, async move {
-                        let _ = stop_rx.await;
-                    })
-                    .await?;
+                let server = Server {
+                    name: "IPFS proxy",
+                    timeouts: Timeouts::new(
+                        proxy.read_timeout.0,
+                        proxy.read_header_timeout.0,
+                        proxy.write_timeout.0,
+                        proxy.idle_timeout.0,
+                    ),
+                    max_header_bytes: proxy.max_header_bytes,
+                    tls: None,
+                };
+                let (bound, task) = crate::api::proxy::serve(&addr, ctx, server, async move {
+                    let _ = stop_rx.await;
+                })
+                .await?;
                 tracing::info!(addr = %socket_multiaddr(bound), "IPFS proxy listening");
                 Some((bound, stop_tx, task))
             }

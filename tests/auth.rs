@@ -253,30 +253,3 @@ async fn without_credentials_configured_everything_is_open_but_token() {
         serde_json::json!({"code": 401, "message": "unauthorized"})
     );
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_configured_but_not_served_refuses_to_start_in_clear() {
-    let dir = temp();
-    init_folder(dir.path(), &PeerSpec::default());
-    let path = dir.path().join("service.json");
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["api"]["restapi"]["ssl_cert_file"] = "cert.pem".into();
-    config["api"]["restapi"]["ssl_key_file"] = "key.pem".into();
-    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-    let out = tokio::process::Command::new(BIN)
-        .args(["daemon", "--config"])
-        .arg(dir.path())
-        .env("CLUSTER_LISTENMULTIADDRESS", "/ip4/127.0.0.1/tcp/0")
-        .env(
-            "CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS",
-            "/ip4/127.0.0.1/tcp/0",
-        )
-        .output();
-    let out = tokio::time::timeout(DEADLINE, out)
-        .await
-        .expect("the daemon exits")
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("HTTPS is not supported yet"), "{stderr}");
-}

@@ -5,3 +5,4 @@ pub mod car;
 pub mod cluster_ipfs;
 pub mod proxy;
 pub mod rest;
+pub mod serve;

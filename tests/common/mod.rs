@@ -56,6 +56,8 @@ pub struct TestPeer {
     pub api: String,
     pub id: String,
     http: reqwest::Client,
+    /// The PEM certificate the harness trusts when the API is HTTPS.
+    tls_ca: Option<String>,
 }
 
 /// A folder with `service.json` and `identity.json`, made by `pincluster init`.
@@ -77,6 +79,16 @@ pub fn init_folder(dir: &Path, spec: &PeerSpec) {
 impl TestPeer {
     /// Initialises `dir` if needed and starts a daemon on it.
     pub async fn start(dir: PathBuf, spec: PeerSpec) -> TestPeer {
+        TestPeer::start_with(dir, spec, None).await
+    }
+
+    /// [`TestPeer::start`] for a folder whose REST API serves HTTPS with a
+    /// certificate `ca_pem` (PEM) signed: the harness's client trusts it.
+    pub async fn start_https(dir: PathBuf, spec: PeerSpec, ca_pem: &str) -> TestPeer {
+        TestPeer::start_with(dir, spec, Some(ca_pem.to_string())).await
+    }
+
+    async fn start_with(dir: PathBuf, spec: PeerSpec, tls_ca: Option<String>) -> TestPeer {
         if !dir.join("service.json").exists() {
             init_folder(&dir, &spec);
         }
@@ -123,7 +135,8 @@ impl TestPeer {
             log,
             api: String::new(),
             id: String::new(),
-            http: api_client(&spec_auth),
+            http: api_client(&spec_auth, tls_ca.as_deref()),
+            tls_ca,
         };
         let api = wait_for("the REST API address in the log", DEADLINE, || {
             let found = peer.log_value("REST API listening", "addr=");
@@ -137,7 +150,12 @@ impl TestPeer {
         })
         .await;
         let port = api.rsplit('/').next().unwrap().to_string();
-        peer.api = format!("http://127.0.0.1:{port}");
+        let scheme = if peer.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        peer.api = format!("{scheme}://127.0.0.1:{port}");
         let id = peer.get_json("/id").await.expect("GET /id");
         peer.id = id["id"].as_str().unwrap().to_string();
         peer
@@ -303,7 +321,8 @@ impl TestPeer {
         self.kill();
         let dir = self.dir.clone();
         let spec = self.spec.clone();
-        TestPeer::start(dir, spec).await
+        let tls_ca = self.tls_ca.take();
+        TestPeer::start_with(dir, spec, tls_ca).await
     }
 
     /// Starts this peer again on the same folder with another spec.
@@ -360,8 +379,9 @@ pub fn cids(seed: &str, n: usize) -> Vec<String> {
 }
 
 /// The harness's HTTP client: with basic auth as the first user of
-/// `CLUSTER_RESTAPI_BASICAUTHCREDENTIALS` when the spec sets it.
-fn api_client(auth: &Option<(String, String)>) -> reqwest::Client {
+/// `CLUSTER_RESTAPI_BASICAUTHCREDENTIALS` when the spec sets it, trusting
+/// `ca_pem` when given.
+fn api_client(auth: &Option<(String, String)>, ca_pem: Option<&str>) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some((user, password)) = auth {
         use base64::Engine;
@@ -371,10 +391,12 @@ fn api_client(auth: &Option<(String, String)>) -> reqwest::Client {
             format!("Basic {token}").parse().expect("a header value"),
         );
     }
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .expect("an HTTP client")
+    let mut builder = reqwest::Client::builder().default_headers(headers);
+    if let Some(pem) = ca_pem {
+        let ca = reqwest::Certificate::from_pem(pem.as_bytes()).expect("a PEM certificate");
+        builder = builder.add_root_certificate(ca);
+    }
+    builder.build().expect("an HTTP client")
 }
 
 /// A fresh temp folder that lives as long as the returned guard.
@@ -384,4 +406,5 @@ pub fn temp() -> tempfile::TempDir {
 pub mod fake_kubo;
 pub mod http;
 pub mod jsipfs;
+pub mod tls;
 pub mod tools;

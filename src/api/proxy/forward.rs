@@ -9,12 +9,13 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Request, Response, StatusCode};
 
 use super::{Body, kubo_error};
 use crate::api::cluster_ipfs::Daemon;
+use crate::api::serve::ReqBody;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -31,7 +32,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Forwards `req` to the daemon and relays its reply.
 pub(super) async fn passthrough(
     daemon: &Daemon,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     remote: SocketAddr,
 ) -> Response<Body> {
     let query = req.uri().query().map(str::to_string);
@@ -45,7 +46,7 @@ pub(super) async fn passthrough(
 /// reads the reply. `remote` is added to `X-Forwarded-For`.
 pub(super) async fn send(
     daemon: &Daemon,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     remote: Option<SocketAddr>,
     query: Option<&str>,
 ) -> Result<reqwest::Response, reqwest::Error> {

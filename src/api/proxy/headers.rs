@@ -8,10 +8,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hyper::Request;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 
 use super::ProxyContext;
+use crate::api::serve::ReqBody;
 
 /// How long the daemon may take to answer a header probe; past it the
 /// reply goes out without the headers rather than late.
@@ -59,7 +59,7 @@ impl Shared {
     /// The daemon's CORS answer for this request's origin and method:
     /// asked with an `OPTIONS` preflight of the same path. Nothing when the
     /// request has no `Origin` (the daemon would send none either).
-    pub(super) async fn cors(&self, req: &Request<Incoming>) -> Headers {
+    pub(super) async fn cors(&self, req: &Request<ReqBody>) -> Headers {
         let Some(origin) = req.headers().get(header::ORIGIN) else {
             return Vec::new();
         };

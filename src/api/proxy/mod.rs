@@ -25,16 +25,14 @@ mod pins;
 mod put;
 mod repo;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use libp2p::Multiaddr;
@@ -42,6 +40,7 @@ use tokio::sync::mpsc;
 
 use crate::api::cluster_ipfs::Daemon;
 use crate::api::rest::{ServeError, listen, socket_addr, url_pairs};
+use crate::api::serve::{ReqBody, Server};
 use crate::consensus::Consensus;
 use crate::ipfsconn::KuboConnector;
 use crate::network::Network;
@@ -76,61 +75,20 @@ pub struct ProxyContext {
     pub headers: HeaderConfig,
 }
 
-/// Binds `addr` and serves until `shutdown` resolves; in-flight requests
-/// then finish. Returns the bound address (port 0 resolved) and the task.
+/// Binds `addr` and serves with `server` (timeouts, header limit) until
+/// `shutdown` resolves; in-flight requests then get a few seconds to
+/// finish. Returns the bound address (port 0 resolved) and the task.
 pub async fn serve(
     addr: &Multiaddr,
     ctx: ProxyContext,
-    read_header_timeout: Duration,
+    server: Server,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
     let (listener, bound) = listen(socket_addr(addr)?)?;
     let state = Arc::new(headers::Shared::new(ctx));
-    let task = tokio::spawn(accept_loop(listener, state, read_header_timeout, shutdown));
+    let answer = move |req, remote| handle(state.clone(), req, remote);
+    let task = tokio::spawn(server.run(listener, answer, shutdown));
     Ok((bound, task))
-}
-
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    state: Arc<headers::Shared>,
-    read_header_timeout: Duration,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, remote) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: the next accept may work.
-                    tracing::warn!(error = %e, "IPFS proxy: accept failed");
-                    continue;
-                }
-            },
-        };
-        // Small writes (NDJSON lines, a head then its body) must not wait
-        // for the client's delayed ACK.
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(state, req, remote).await) }
-        });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout((!read_header_timeout.is_zero()).then_some(read_header_timeout));
-        let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "IPFS proxy connection ended");
-            }
-        });
-    }
-    graceful.shutdown().await;
 }
 
 /// The hijacked commands.
@@ -186,7 +144,7 @@ fn percent_decode_segment(s: &str) -> String {
 
 async fn handle(
     state: Arc<headers::Shared>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     remote: SocketAddr,
 ) -> Response<Body> {
     let hijackable = matches!(*req.method(), Method::GET | Method::POST | Method::PUT);

@@ -11,13 +11,13 @@
 //! this peer is not among the allocations, its daemon keeps that pin.)
 
 use cid::Cid;
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::forward::{self, Lines};
 use super::pins::cluster_pin;
 use super::{Body, ProxyContext, channel_body, flag, kubo_error, line, stream_error, streaming};
+use crate::api::serve::ReqBody;
 use crate::types::PinMode;
 
 /// The longest reply line we accept from the daemon.
@@ -29,7 +29,7 @@ const MAX_LINE: usize = 1 << 20;
 /// `name=` if given, else the root's name.
 pub(super) async fn add(
     ctx: &ProxyContext,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     query: Vec<(String, String)>,
 ) -> Response<Body> {
     let opts = (
@@ -146,7 +146,7 @@ fn kubo_add_event(event: &Map<String, Value>) -> Map<String, Value> {
 
 /// `block/put?pin=true`: each `{"Key","Size"}` the daemon reports is
 /// pinned in the cluster and passed on.
-pub(super) async fn block_put(ctx: &ProxyContext, req: Request<Incoming>) -> Response<Body> {
+pub(super) async fn block_put(ctx: &ProxyContext, req: Request<ReqBody>) -> Response<Body> {
     let res = match send_as_is(ctx, req).await {
         Ok(res) => res,
         Err(e) => return forward::bad_gateway(&e),
@@ -162,7 +162,7 @@ pub(super) async fn block_put(ctx: &ProxyContext, req: Request<Incoming>) -> Res
 
 /// `dag/put?pin=true`: each `{"Cid":{"/":...}}` the daemon reports is
 /// pinned in the cluster and passed on.
-pub(super) async fn dag_put(ctx: &ProxyContext, req: Request<Incoming>) -> Response<Body> {
+pub(super) async fn dag_put(ctx: &ProxyContext, req: Request<ReqBody>) -> Response<Body> {
     let res = match send_as_is(ctx, req).await {
         Ok(res) => res,
         Err(e) => return forward::bad_gateway(&e),
@@ -218,7 +218,7 @@ fn pin_each(
 
 async fn send_as_is(
     ctx: &ProxyContext,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<reqwest::Response, reqwest::Error> {
     let query = req.uri().query().map(str::to_string);
     forward::send(&ctx.daemon, req, None, query.as_deref()).await

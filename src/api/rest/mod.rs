@@ -20,6 +20,7 @@ mod ui;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 
 use crate::allocator::Allocator;
+use crate::api::serve::{Server, Timeouts, TlsError, tls};
 use crate::config::RestApiConfig;
 use crate::consensus::{Consensus, ConsensusError};
 use crate::ipfsconn::{IpfsConnector, KuboConnector};
@@ -79,10 +81,9 @@ pub enum ServeError {
     /// The listen address is not `/ip4|ip6/<addr>/tcp/<port>`.
     #[error("unsupported REST API listen address {0}: expected /ip4/<addr>/tcp/<port> or /ip6/...")]
     Address(Multiaddr),
-    /// HTTPS is configured but not served yet: refusing beats serving the
-    /// API in clear to clients that expect TLS.
-    #[error("api.restapi: ssl_cert_file/ssl_key_file are set, but HTTPS is not supported yet")]
-    Tls,
+    /// The HTTPS certificate or key cannot be used.
+    #[error("api.restapi: HTTPS")]
+    Tls(#[from] TlsError),
     /// Binding failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -134,10 +135,12 @@ pub fn listen(socket: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr
 }
 
 /// Binds the first `http_listen_multiaddress` of `config` and serves the
-/// API until `shutdown` resolves. Returns the bound address (port 0
-/// resolved) and the server task.
+/// API until `shutdown` resolves, over HTTPS when `ssl_cert_file` and
+/// `ssl_key_file` are set (relative to the configuration folder `dir`).
+/// Returns the bound address (port 0 resolved) and the server task.
 pub async fn serve(
     config: &RestApiConfig,
+    dir: &Path,
     ctx: ApiContext,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
@@ -146,12 +149,26 @@ pub async fn serve(
         .first()
         .cloned()
         .unwrap_or_else(Multiaddr::empty);
-    if config.ssl_cert_file.is_some() || config.ssl_key_file.is_some() {
-        return Err(ServeError::Tls);
-    }
+    // Validation makes them go together.
+    let tls = match (&config.ssl_cert_file, &config.ssl_key_file) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(dir, cert, key)?),
+        _ => None,
+    };
+    let server = Server {
+        name: "REST API",
+        timeouts: Timeouts::new(
+            config.read_timeout.0,
+            config.read_header_timeout.0,
+            config.write_timeout.0,
+            config.idle_timeout.0,
+        ),
+        max_header_bytes: config.max_header_bytes,
+        tls,
+    };
     let (listener, bound) = listen(socket_addr(&addr)?)?;
     let task = tokio::spawn(server::run(
         listener,
+        server,
         config.clone(),
         Arc::new(ctx),
         shutdown,

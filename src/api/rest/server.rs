@@ -1,9 +1,9 @@
 //! The HTTP layer around the routes, in the reference's middleware order:
 //! authentication, then CORS, then the trailing-slash redirect, then the
-//! routes (warp). It runs hyper's HTTP/1 server itself, rather than
-//! `warp::serve`, for three things warp does not expose: the request
-//! header limit (431), the header read timeout, and the `X-Stream-Error`
-//! trailer that ends every NDJSON stream.
+//! routes (warp). It runs on the shared server ([`crate::api::serve`]:
+//! TLS, timeouts, the request header limit) rather than `warp::serve`, for
+//! what warp does not expose, among which the `X-Stream-Error` trailer
+//! that ends every NDJSON stream.
 //!
 //! About that trailer: hyper sends response trailers only to clients whose
 //! request said `TE: trailers` (RFC 9110 allows a server to drop them
@@ -17,17 +17,13 @@
 //! never mistaken for a complete list. The error text is logged.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Limited;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tower_service::Service;
 use warp::http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header,
@@ -36,18 +32,13 @@ use warp::http::{
 use super::auth::{Auth, Denied};
 use super::cors::Cors;
 use super::reply::error;
+use crate::api::serve::Server;
 use crate::config::RestApiConfig;
 
 /// The largest request body of any route but `POST /add` (which streams
 /// its body to the IPFS daemon): pin options travel in the query, so
 /// bodies are tiny JSON objects.
 pub const MAX_BODY: usize = 1 << 20;
-/// Go's server reads up to `max_header_bytes` plus 4 KiB of slack before it
-/// answers 431; hyper's buffer cannot be smaller than 8 KiB.
-const HEADER_SLACK: usize = 4096;
-const MIN_READ_BUFFER: usize = 8192;
-/// How long open connections get to finish when the peer stops.
-const GRACE: Duration = Duration::from_secs(5);
 
 /// The error texts a streamed response met, read once the body has ended.
 /// A handler that streams puts one in its response's extensions.
@@ -196,13 +187,13 @@ fn wants_trailers(headers: &HeaderMap) -> bool {
 }
 
 /// One request through the layer and, if it gets that far, the routes.
-pub async fn handle<S>(
+pub async fn handle<S, B>(
     layer: Arc<Layer>,
     mut routes: S,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> Result<Response<ApiBody>, Infallible>
 where
-    S: Service<Request<Limited<Incoming>>, Response = warp::reply::Response, Error = Infallible>,
+    S: Service<Request<Limited<B>>, Response = warp::reply::Response, Error = Infallible>,
 {
     let trailers_wanted = wants_trailers(req.headers());
     let method = req.method().clone();
@@ -311,58 +302,30 @@ fn issue_token(layer: &Layer, user: Option<&str>) -> warp::reply::Response {
 /// Serves the routes behind the layer on `listener` until `shutdown`.
 pub async fn run(
     listener: tokio::net::TcpListener,
+    server: Server,
     config: RestApiConfig,
     ctx: Arc<super::ApiContext>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let layer = Arc::new(Layer::new(&config));
     let service = warp::service(super::routes(ctx));
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .keep_alive(true)
-        .max_buf_size((config.max_header_bytes + HEADER_SLACK).max(MIN_READ_BUFFER));
-    if !config.read_header_timeout.0.is_zero() {
-        http.header_read_timeout(config.read_header_timeout.0);
-    }
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, retry.
-                    tracing::warn!(error = %e, "REST API accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let layer = layer.clone();
-        let service = service.clone();
-        let conn = http.serve_connection(
-            TokioIo::new(stream),
-            hyper::service::service_fn(move |req| handle(layer.clone(), service.clone(), req)),
-        );
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "REST API connection ended");
+    let answer = move |req, _remote| {
+        let (layer, service) = (layer.clone(), service.clone());
+        async move {
+            match handle(layer, service, req).await {
+                Ok(res) => res,
+                Err(never) => match never {},
             }
-        });
-    }
-    if tokio::time::timeout(GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::debug!("REST API connections still open at shutdown");
-    }
+        }
+    };
+    server.run(listener, answer, shutdown).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper_util::rt::TokioIo;
+    use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A server whose only route streams two items, then fails.

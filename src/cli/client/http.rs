@@ -37,6 +37,13 @@ pub(super) enum CallError {
     /// The request did not complete: connection, timeout, body read.
     #[error("{}", chain(.0))]
     Transport(#[source] reqwest::Error),
+    /// The TLS handshake failed; the text says what to try.
+    #[error("{}: {hint}", chain(.source))]
+    Tls {
+        #[source]
+        source: reqwest::Error,
+        hint: &'static str,
+    },
     /// A success answer whose body is not the expected JSON.
     #[error("{source}")]
     Decode {
@@ -149,13 +156,11 @@ impl Api {
             https = true;
         }
         let base = opts.host.base_url(https);
-        if base.starts_with("https://") {
-            return Err(CallError::local(
-                "creating API client",
-                "this build has no TLS support: use an http endpoint (with --basic-auth, add --force-http)",
-            ));
-        }
         let mut builder = reqwest::Client::builder();
+        if opts.no_check_certificate {
+            // ctl's InsecureSkipVerify: neither the chain nor the name.
+            builder = builder.danger_accept_invalid_certs(true);
+        }
         if opts.timeout > 0 {
             builder = builder.timeout(Duration::from_secs(opts.timeout));
         }
@@ -209,11 +214,7 @@ impl Api {
             }
             emit(log, &text);
         }
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(CallError::Transport)?;
+        let response = self.http.execute(request).await.map_err(sending)?;
         if self.debug {
             emit(log, &format!("< {}\n", response.status()));
         }
@@ -301,6 +302,48 @@ impl Api {
         }
         splitter.finish()
     }
+}
+
+/// A failed request as a call error: a TLS failure with a hint.
+fn sending(e: reqwest::Error) -> CallError {
+    match tls_hint(&e) {
+        Some(hint) => CallError::Tls { source: e, hint },
+        None => CallError::Transport(e),
+    }
+}
+
+/// What to try when the TLS handshake failed, if it did.
+fn tls_hint(e: &reqwest::Error) -> Option<&'static str> {
+    use tokio_rustls::rustls;
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(c) = cause {
+        match c.downcast_ref::<rustls::Error>() {
+            Some(rustls::Error::InvalidCertificate(_)) => {
+                return Some(
+                    "certificate verify failed (use --no-check-certificate for a \
+                     self-signed certificate)",
+                );
+            }
+            Some(rustls::Error::InvalidMessage(_)) => {
+                return Some(
+                    "the server does not speak TLS (an http endpoint? without --https, or \
+                     with --basic-auth add --force-http)",
+                );
+            }
+            Some(_) => return Some("TLS handshake failed"),
+            None => {}
+        }
+        // rustls's error travels inside io::Errors, whose `source()` skips
+        // what they wrap: look inside with `get_ref`.
+        cause = match c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => c.source(),
+        };
+    }
+    None
 }
 
 /// `user[:password]`; no user means no authentication, as in the reference.

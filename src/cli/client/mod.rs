@@ -61,8 +61,8 @@ pub struct ClientOpts {
     /// Use https for a multiaddr --host
     #[arg(long, short = 's')]
     pub https: bool,
-    /// Do not verify the server's TLS certificate (with --https; accepted
-    /// so ctl's scripts run, but this build has no TLS to relax)
+    /// Do not verify the server's TLS certificate (its chain nor its name),
+    /// e.g. for a self-signed one
     #[arg(long = "no-check-certificate")]
     pub no_check_certificate: bool,
     /// Keep plain http even with --basic-auth
@@ -1329,17 +1329,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn basic_auth_implies_https_which_needs_tls() {
-        let cli = parse(&["--basic-auth", "u:p", "id"]);
+    async fn basic_auth_implies_https_and_plain_http_is_named() {
+        // A plain HTTP server: it answers the TLS hello as garbage.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = format!(
+            "/ip4/127.0.0.1/tcp/{}",
+            listener.local_addr().unwrap().port()
+        );
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let answer = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+            let _ = socket.write_all(answer.as_bytes()).await;
+        });
+        let cli = parse(&["-l", &host, "--basic-auth", "u:p", "id"]);
         let (mut out, mut err) = (Vec::new(), Vec::new());
         assert_eq!(run_with(&cli.opts, &cli.cmd, &mut out, &mut err).await, 1);
         let err = String::from_utf8(err).unwrap();
         assert!(err.starts_with("SSL automatically enabled"), "{err}");
-        assert!(
-            err.contains("error creating API client: this build has no TLS"),
-            "{err}"
-        );
-        assert!(out.is_empty());
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("An error occurred:\n  Code: 0\n"), "{out}");
+        assert!(out.contains("the server does not speak TLS"), "{out}");
     }
 
     #[test]

@@ -1,0 +1,274 @@
+//! The HTTP/1.1 server the REST API and the IPFS proxy share: the accept
+//! loop, TLS when configured ([`tls`]), Go's `net/http` timeouts
+//! ([`deadline`]) and request header limit, and a graceful stop. Each
+//! connection runs in its own task; handshakes too, so a slow client never
+//! holds up the next accept.
+
+mod deadline;
+pub mod tls;
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use deadline::{Clock, ResBody, Timed};
+pub use deadline::{ReqBody, Timeouts};
+pub use tls::TlsError;
+
+/// Go's server reads up to `max_header_bytes` plus 4 KiB of slack before it
+/// answers 431; hyper's buffer cannot be smaller than 8 KiB.
+const HEADER_SLACK: usize = 4096;
+const MIN_READ_BUFFER: usize = 8192;
+/// How long open connections get to finish when the peer stops.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// How one listener serves.
+#[derive(Clone)]
+pub struct Server {
+    /// Who serves, for the logs ("REST API", "IPFS proxy").
+    pub name: &'static str,
+    pub timeouts: Timeouts,
+    /// Request heads larger than this (plus Go's slack) get 431.
+    pub max_header_bytes: usize,
+    /// HTTPS when set.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.name)
+            .field("timeouts", &self.timeouts)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Server {
+    /// Serves `service` on `listener` until `shutdown`; open connections
+    /// then get a few seconds to finish. `service` gets each request and
+    /// the client's address.
+    pub async fn run<S, F, B>(
+        self,
+        listener: TcpListener,
+        service: S,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) where
+        S: Fn(Request<ReqBody>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: Body + Unpin + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        let server = Arc::new(self);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, remote) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, retry.
+                        tracing::warn!(server = server.name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let (server, service, watcher) = (server.clone(), service.clone(), graceful.watcher());
+            tokio::spawn(async move { server.connection(stream, remote, service, watcher).await });
+        }
+        if tokio::time::timeout(GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::debug!(server = server.name, "connections still open at shutdown");
+        }
+    }
+
+    async fn connection<S, F, B>(
+        &self,
+        stream: TcpStream,
+        remote: SocketAddr,
+        service: S,
+        watcher: Watcher,
+    ) where
+        S: Fn(Request<ReqBody>, SocketAddr) -> F + Send + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: Body + Unpin + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        let Some(acceptor) = &self.tls else {
+            return self.http(stream, remote, service, watcher).await;
+        };
+        let handshake = tls::accept(acceptor, stream);
+        let done = match self.timeouts.handshake() {
+            Some(limit) => tokio::time::timeout(limit, handshake)
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+            None => handshake.await,
+        };
+        match done {
+            Ok(Some(stream)) => self.http(stream, remote, service, watcher).await,
+            Ok(None) => {
+                tracing::debug!(server = self.name, %remote, "plain HTTP on the HTTPS port")
+            }
+            Err(e) => {
+                tracing::debug!(server = self.name, %remote, error = %e, "TLS handshake failed")
+            }
+        }
+    }
+
+    /// HTTP/1.1 on an accepted (and maybe decrypted) stream, under the
+    /// connection's deadlines.
+    async fn http<I, S, F, B>(&self, io: I, remote: SocketAddr, service: S, watcher: Watcher)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Fn(Request<ReqBody>, SocketAddr) -> F + Send + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: Body + Unpin + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        let clock = Clock::start(self.timeouts, tokio::time::Instant::now());
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.keep_alive(true)
+            .max_buf_size((self.max_header_bytes + HEADER_SLACK).max(MIN_READ_BUFFER))
+            // The clock times heads, as the rest; hyper's own default
+            // (30 s) would add a limit the config does not have.
+            .header_read_timeout(None);
+        let requests = clock.clone();
+        let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let request =
+                requests.head_read(req.body().is_end_stream(), tokio::time::Instant::now());
+            let req = req.map(|body| ReqBody::new(body, requests.clone(), request));
+            let answer = service(req, remote);
+            let clock = requests.clone();
+            async move {
+                let res = answer.await;
+                Ok::<_, Infallible>(res.map(|body| ResBody::new(body, clock, request)))
+            }
+        });
+        let conn = http.serve_connection(TokioIo::new(Timed::new(io, clock)), handler);
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(server = self.name, %remote, error = %e, "connection ended");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{Full, StreamBody};
+    use hyper::body::Frame;
+    use std::path::Path;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn server(timeouts: Timeouts, tls: Option<TlsAcceptor>) -> Server {
+        Server {
+            name: "test",
+            timeouts,
+            max_header_bytes: 4096,
+            tls,
+        }
+    }
+
+    /// Runs `server` answering "ok" to everything, until the test ends.
+    async fn answering_ok(server: Server) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ok = |_req, _remote| async { Response::new(Full::new(Bytes::from_static(b"ok"))) };
+        tokio::spawn(server.run(listener, ok, std::future::pending()));
+        addr
+    }
+
+    fn https_client(version: reqwest::tls::Version) -> reqwest::Client {
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .max_tls_version(version)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn https_with_each_key_encoding_over_tls_1_2_and_1_3() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        let generated = tempfile::tempdir().unwrap();
+        let pkcs8 = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        std::fs::write(generated.path().join("c.pem"), pkcs8.cert.pem()).unwrap();
+        std::fs::write(
+            generated.path().join("k.pem"),
+            pkcs8.key_pair.serialize_pem(),
+        )
+        .unwrap();
+        let pairs = [
+            (fixtures.as_path(), "ec.crt", "ec-sec1.key"),
+            (fixtures.as_path(), "rsa.crt", "rsa-pkcs1.key"),
+            (generated.path(), "c.pem", "k.pem"),
+        ];
+        for (dir, cert, key) in pairs {
+            let acceptor = tls::acceptor(dir, cert, key).unwrap();
+            let addr = answering_ok(server(Timeouts::default(), Some(acceptor))).await;
+            for version in [
+                reqwest::tls::Version::TLS_1_2,
+                reqwest::tls::Version::TLS_1_3,
+            ] {
+                let res = https_client(version)
+                    .get(format!("https://{addr}/"))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{key} over {version:?}: {e:?}"));
+                assert_eq!(res.text().await.unwrap(), "ok", "{key}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn write_timeout_cuts_an_endless_stream() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let endless = |_req, _remote| async {
+            let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+                Duration::from_millis(20),
+            ));
+            let lines = futures::StreamExt::map(ticks, |_| {
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"{}\n")))
+            });
+            Response::new(StreamBody::new(Box::pin(lines)))
+        };
+        let timeouts = Timeouts::new(
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::from_millis(300),
+            Duration::ZERO,
+        );
+        tokio::spawn(server(timeouts, None).run(listener, endless, std::future::pending()));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        let cut = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw)).await;
+        assert!(cut.is_ok(), "the stream outlived write_timeout");
+        let raw = String::from_utf8_lossy(&raw);
+        assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+        assert!(raw.contains("{}\n"), "some lines before the cut: {raw}");
+        assert!(!raw.ends_with("0\r\n\r\n"), "cut, not ended: {raw}");
+    }
+}
