@@ -290,31 +290,8 @@ impl Peer {
             }
         });
 
-        let rest = match &config.api.restapi {
-            Some(api) => {
-                let (stop_tx, stop_rx) = oneshot::channel::<()>();
-                let ctx = ApiContext {
-                    network: network.clone(),
-                    consensus: consensus.clone(),
-                    tracker: tracker.clone(),
-                    ipfs: ipfs.clone(),
-                    monitor: monitor.clone(),
-                    allocator: allocator.clone(),
-                    trusted: trusted.clone(),
-                    replication_min: config.cluster.replication_factor_min,
-                    replication_max: config.cluster.replication_factor_max,
-                };
-                let (bound, task) = rest::serve(api, dir, ctx, async move {
-                    let _ = stop_rx.await;
-                })
-                .await?;
-                let shown = socket_multiaddr(bound);
-                tracing::info!(addr = %shown, https = api.ssl_cert_file.is_some(), "REST API listening");
-                Some((bound, stop_tx, task))
-            }
-            None => None,
-        };
-
+        // The proxy first: once the REST API answers, every API is up (what
+        // scripts and tests waiting on `/id` rely on).
         let proxy = match &config.api.ipfsproxy {
             Some(proxy) => {
                 let addr = proxy
@@ -353,6 +330,31 @@ impl Peer {
                 })
                 .await?;
                 tracing::info!(addr = %socket_multiaddr(bound), "IPFS proxy listening");
+                Some((bound, stop_tx, task))
+            }
+            None => None,
+        };
+
+        let rest = match &config.api.restapi {
+            Some(api) => {
+                let (stop_tx, stop_rx) = oneshot::channel::<()>();
+                let ctx = ApiContext {
+                    network: network.clone(),
+                    consensus: consensus.clone(),
+                    tracker: tracker.clone(),
+                    ipfs: ipfs.clone(),
+                    monitor: monitor.clone(),
+                    allocator: allocator.clone(),
+                    trusted: trusted.clone(),
+                    replication_min: config.cluster.replication_factor_min,
+                    replication_max: config.cluster.replication_factor_max,
+                };
+                let (bound, task) = rest::serve(api, dir, ctx, async move {
+                    let _ = stop_rx.await;
+                })
+                .await?;
+                let shown = socket_multiaddr(bound);
+                tracing::info!(addr = %shown, https = api.ssl_cert_file.is_some(), "REST API listening");
                 Some((bound, stop_tx, task))
             }
             None => None,
