@@ -83,6 +83,21 @@ fn parse(cid: &Value) -> cid::Cid {
     cid::Cid::try_from(cid.as_str().expect("a CID string")).expect("a CID")
 }
 
+/// Waits until `daemon` holds a recursive pin of `root`.
+async fn wait_pinned(daemon: &JsIpfs, root: cid::Cid) {
+    wait_for(
+        &format!("{root} pinned on {}", daemon.id()),
+        DEADLINE,
+        || async {
+            let pins = daemon.recursive_pins().await;
+            pins.iter()
+                .any(|p| cid::Cid::try_from(p.as_str()).ok() == Some(root))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// Deterministic bytes that do not compress or dedupe.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -212,17 +227,7 @@ async fn add_gives_the_daemons_cids_and_pins_on_the_allocated_daemons() {
         assert_eq!(pin["name"], "case");
         assert_eq!(pin["mode"], "recursive");
         for daemon in [&da, &db] {
-            wait_for(
-                &format!("{root_cid} pinned on {}", daemon.id()),
-                DEADLINE,
-                || async {
-                    let pins = daemon.recursive_pins().await;
-                    pins.iter()
-                        .any(|p| cid::Cid::try_from(p.as_str()).ok() == Some(root_cid))
-                        .then_some(())
-                },
-            )
-            .await;
+            wait_pinned(daemon, root_cid).await;
         }
     }
 }
@@ -451,17 +456,7 @@ async fn a_car_is_imported_verified_and_pinned_on_the_allocated_daemons() {
         assert_eq!(pin["name"], name);
         // Pinned on both daemons; B's fetched it from A's over bitswap.
         for daemon in [&da, &db] {
-            wait_for(
-                &format!("{root_cid} pinned on {}", daemon.id()),
-                DEADLINE,
-                || async {
-                    let pins = daemon.recursive_pins().await;
-                    pins.iter()
-                        .any(|p| cid::Cid::try_from(p.as_str()).ok() == Some(root_cid))
-                        .then_some(())
-                },
-            )
-            .await;
+            wait_pinned(daemon, root_cid).await;
         }
     }
     for daemon in [&da, &db] {

@@ -103,27 +103,38 @@ async fn a_peer_killed_mid_write_keeps_its_state_and_catches_up() {
     p2.wait_pinset(&all).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn untrusted_writes_never_reach_trusted_peers_and_followers_cannot_write() {
-    let (d1, d2, d3, d4) = (temp(), temp(), temp(), temp());
-    // Two trusted peers trust each other only; their identities are made
-    // first so each config can name the other.
-    init_folder(d1.path(), &spec());
-    init_folder(d2.path(), &spec());
+/// Two peers that trust each other only, the second bootstrapped from the
+/// first; their identities are made first so each config can name the
+/// other. Returns them, the first one's cluster address and the trusted
+/// list (`CLUSTER_CRDT_TRUSTEDPEERS`).
+async fn trusted_pair(
+    d1: &std::path::Path,
+    d2: &std::path::Path,
+) -> (TestPeer, TestPeer, String, String) {
+    init_folder(d1, &spec());
+    init_folder(d2, &spec());
     let id_of = |d: &std::path::Path| -> String {
         let raw = std::fs::read_to_string(d.join("identity.json")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
         v["id"].as_str().unwrap().to_string()
     };
-    let trusted = format!("{},{}", id_of(d1.path()), id_of(d2.path()));
+    let trusted = format!("{},{}", id_of(d1), id_of(d2));
     let trusting = |bootstrap: Vec<String>| PeerSpec {
         env: vec![("CLUSTER_CRDT_TRUSTEDPEERS".into(), trusted.clone())],
         bootstrap,
         ..spec()
     };
-    let p1 = TestPeer::start(d1.path().into(), trusting(vec![])).await;
+    let p1 = TestPeer::start(d1.into(), trusting(vec![])).await;
     let a1 = p1.cluster_addr().await;
-    let p2 = TestPeer::start(d2.path().into(), trusting(vec![a1.clone()])).await;
+    let p2 = TestPeer::start(d2.into(), trusting(vec![a1.clone()])).await;
+    (p1, p2, a1, trusted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn untrusted_writes_never_reach_trusted_peers_and_followers_cannot_write() {
+    let (d1, d2, d3, d4) = (temp(), temp(), temp(), temp());
+    // Two trusted peers trust each other only.
+    let (p1, p2, a1, trusted) = trusted_pair(d1.path(), d2.path()).await;
     // The outsider trusts everyone and writes.
     let outsider = TestPeer::start(d3.path().into(), joining(&a1)).await;
     let follower = TestPeer::start(
@@ -381,22 +392,7 @@ async fn a_removed_peer_stays_out_across_restarts_offline_peers_and_newcomers() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_untrusted_peer_cannot_remove_anyone() {
     let (d1, d2, d3) = (temp(), temp(), temp());
-    init_folder(d1.path(), &spec());
-    init_folder(d2.path(), &spec());
-    let id_of = |d: &std::path::Path| -> String {
-        let raw = std::fs::read_to_string(d.join("identity.json")).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
-        v["id"].as_str().unwrap().to_string()
-    };
-    let trusted = format!("{},{}", id_of(d1.path()), id_of(d2.path()));
-    let trusting = |bootstrap: Vec<String>| PeerSpec {
-        env: vec![("CLUSTER_CRDT_TRUSTEDPEERS".into(), trusted.clone())],
-        bootstrap,
-        ..spec()
-    };
-    let p1 = TestPeer::start(d1.path().into(), trusting(vec![])).await;
-    let a1 = p1.cluster_addr().await;
-    let p2 = TestPeer::start(d2.path().into(), trusting(vec![a1.clone()])).await;
+    let (p1, p2, a1, _) = trusted_pair(d1.path(), d2.path()).await;
     let outsider = TestPeer::start(d3.path().into(), joining(&a1)).await;
     for p in [&p1, &p2, &outsider] {
         wait_peers(p, 3).await;
