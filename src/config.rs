@@ -1766,6 +1766,13 @@ impl FromJson for GoDuration {
 impl FromJson for Multiaddr {
     fn from_json(value: &Value, key: &str) -> Result<Self, ConfigError> {
         let text = expect_str(value, key, "a multiaddr string")?;
+        // Go's `/unix` takes the rest of the address as its path; the
+        // multiaddr crate stops at the next `/`. Kept without the leading
+        // slash, it is written back as it was read.
+        if let Some(path) = text.strip_prefix("/unix/").filter(|p| !p.is_empty()) {
+            let unix = Protocol::Unix(path.to_string().into());
+            return Ok(Multiaddr::empty().with(unix));
+        }
         text.parse()
             .map_err(|e| invalid(key, format!("invalid multiaddr {text:?}: {e}")))
     }
@@ -2577,6 +2584,24 @@ mod tests {
         assert_eq!(loaded.config.cluster.listen_multiaddress.len(), 1);
         assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
         assert!(loaded.warnings[0].contains("cluster.listen_multiaddress"));
+    }
+
+    #[test]
+    fn unix_socket_addresses_keep_their_path_and_shape() {
+        let c = Config::from_json(
+            r#"{"consensus": {"crdt": {}},
+                "api": {"restapi": {"http_listen_multiaddress": "/unix/run/pc/api.sock"},
+                        "ipfsproxy": {"listen_multiaddress": ["/ip4/127.0.0.1/tcp/9095", "/unix/tmp/p.sock"]}}}"#,
+        )
+        .expect("load")
+        .config;
+        let rest = serde_json::to_value(c.api.restapi.expect("restapi")).expect("serialize");
+        assert_eq!(rest["http_listen_multiaddress"], "/unix/run/pc/api.sock");
+        let proxy = serde_json::to_value(c.api.ipfsproxy.expect("proxy")).expect("serialize");
+        assert_eq!(
+            proxy["listen_multiaddress"],
+            serde_json::json!(["/ip4/127.0.0.1/tcp/9095", "/unix/tmp/p.sock"])
+        );
     }
 
     #[test]

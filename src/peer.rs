@@ -76,8 +76,9 @@ pub struct Peer {
     consensus: Consensus,
     consensus_task: JoinHandle<()>,
     tracker: PinTracker<KuboConnector>,
-    rest: Option<(SocketAddr, oneshot::Sender<()>, JoinHandle<()>)>,
-    proxy: Option<(SocketAddr, oneshot::Sender<()>, JoinHandle<()>)>,
+    /// The first TCP address (if any), the stop signal, the server.
+    rest: Option<(Option<SocketAddr>, oneshot::Sender<()>, JoinHandle<()>)>,
+    proxy: Option<(Option<SocketAddr>, oneshot::Sender<()>, JoinHandle<()>)>,
     peerstore: PathBuf,
     _lock: File,
 }
@@ -294,11 +295,6 @@ impl Peer {
         // scripts and tests waiting on `/id` rely on).
         let proxy = match &config.api.ipfsproxy {
             Some(proxy) => {
-                let addr = proxy
-                    .listen_multiaddress
-                    .first()
-                    .cloned()
-                    .ok_or_else(|| rest::ServeError::Address(Multiaddr::empty()))?;
                 let (stop_tx, stop_rx) = oneshot::channel::<()>();
                 let ctx = ProxyContext {
                     network: network.clone(),
@@ -325,12 +321,13 @@ impl Peer {
                     max_header_bytes: proxy.max_header_bytes,
                     tls: None,
                 };
-                let (bound, task) = crate::api::proxy::serve(&addr, ctx, server, async move {
-                    let _ = stop_rx.await;
-                })
-                .await?;
-                tracing::info!(addr = %socket_multiaddr(bound), "IPFS proxy listening");
-                Some((bound, stop_tx, task))
+                let (bound, task) =
+                    crate::api::proxy::serve(&proxy.listen_multiaddress, ctx, server, async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await?;
+                let first = log_listening("IPFS proxy", &bound, false);
+                Some((first, stop_tx, task))
             }
             None => None,
         };
@@ -353,9 +350,8 @@ impl Peer {
                     let _ = stop_rx.await;
                 })
                 .await?;
-                let shown = socket_multiaddr(bound);
-                tracing::info!(addr = %shown, https = api.ssl_cert_file.is_some(), "REST API listening");
-                Some((bound, stop_tx, task))
+                let first = log_listening("REST API", &bound, api.ssl_cert_file.is_some());
+                Some((first, stop_tx, task))
             }
             None => None,
         };
@@ -372,14 +368,14 @@ impl Peer {
         })
     }
 
-    /// The REST API's bound address, if it runs.
+    /// The REST API's first TCP address, if it runs on one.
     pub fn rest_addr(&self) -> Option<SocketAddr> {
-        self.rest.as_ref().map(|(a, _, _)| *a)
+        self.rest.as_ref().and_then(|(a, _, _)| *a)
     }
 
-    /// The IPFS proxy's bound address, if it runs.
+    /// The IPFS proxy's first TCP address, if it runs on one.
     pub fn proxy_addr(&self) -> Option<SocketAddr> {
-        self.proxy.as_ref().map(|(a, _, _)| *a)
+        self.proxy.as_ref().and_then(|(a, _, _)| *a)
     }
 
     /// The network handle.
@@ -908,6 +904,24 @@ fn write_peerstore(path: &Path, addrs: &[Multiaddr]) {
 }
 
 /// `/ip4/<ip>/tcp/<port>` for a bound socket.
+/// Logs where `name` listens: the first TCP address (else the first one)
+/// as "<name> listening", which scripts and tests read, each other as
+/// "<name> also listening". Returns the first TCP address.
+fn log_listening(name: &str, bound: &[Multiaddr], https: bool) -> Option<SocketAddr> {
+    let tcp = bound
+        .iter()
+        .position(|a| rest::socket_addr(a).is_ok())
+        .unwrap_or(0);
+    for (i, addr) in bound.iter().enumerate() {
+        if i == tcp {
+            tracing::info!(%addr, https, "{name} listening");
+        } else {
+            tracing::info!(%addr, https, "{name} also listening");
+        }
+    }
+    bound.get(tcp).and_then(|a| rest::socket_addr(a).ok())
+}
+
 pub fn socket_multiaddr(addr: SocketAddr) -> Multiaddr {
     let ip = match addr.ip() {
         std::net::IpAddr::V4(ip) => Protocol::Ip4(ip),

@@ -185,6 +185,18 @@ impl TestPeer {
         })
     }
 
+    /// The `key` value of every log line containing `needle`, in order.
+    pub fn log_values(&self, needle: &str, key: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| {
+                let rest = &l[l.find(key)? + key.len()..];
+                Some(rest.split_whitespace().next()?.to_string())
+            })
+            .collect()
+    }
+
     /// Whether some log line contains `needle`.
     pub fn logged(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))

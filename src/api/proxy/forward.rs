@@ -29,14 +29,15 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// Forwards `req` to the daemon and relays its reply.
+/// Forwards `req` to the daemon and relays its reply; `remote` is the
+/// client's address (none over a unix socket).
 pub(super) async fn passthrough(
     daemon: &Daemon,
     req: Request<ReqBody>,
-    remote: SocketAddr,
+    remote: Option<SocketAddr>,
 ) -> Response<Body> {
     let query = req.uri().query().map(str::to_string);
-    match send(daemon, req, Some(remote), query.as_deref()).await {
+    match send(daemon, req, remote, query.as_deref()).await {
         Ok(res) => relay(res),
         Err(e) => bad_gateway(&e),
     }

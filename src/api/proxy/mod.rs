@@ -39,7 +39,7 @@ use libp2p::Multiaddr;
 use tokio::sync::mpsc;
 
 use crate::api::cluster_ipfs::Daemon;
-use crate::api::rest::{ServeError, listen, socket_addr, url_pairs};
+use crate::api::rest::{ServeError, bind_all, url_pairs};
 use crate::api::serve::{ReqBody, Server};
 use crate::consensus::Consensus;
 use crate::ipfsconn::KuboConnector;
@@ -75,19 +75,20 @@ pub struct ProxyContext {
     pub headers: HeaderConfig,
 }
 
-/// Binds `addr` and serves with `server` (timeouts, header limit) until
-/// `shutdown` resolves; in-flight requests then get a few seconds to
-/// finish. Returns the bound address (port 0 resolved) and the task.
+/// Binds every address of `addrs` and serves with `server` (timeouts,
+/// header limit) until `shutdown` resolves; in-flight requests then get a
+/// few seconds to finish. Returns the bound addresses (port 0 resolved),
+/// in order, and the task.
 pub async fn serve(
-    addr: &Multiaddr,
+    addrs: &[Multiaddr],
     ctx: ProxyContext,
     server: Server,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
-    let (listener, bound) = listen(socket_addr(addr)?)?;
+) -> Result<(Vec<Multiaddr>, tokio::task::JoinHandle<()>), ServeError> {
+    let (listeners, bound) = bind_all(addrs).await?;
     let state = Arc::new(headers::Shared::new(ctx));
     let answer = move |req, remote| handle(state.clone(), req, remote);
-    let task = tokio::spawn(server.run(listener, answer, shutdown));
+    let task = tokio::spawn(server.run(listeners, answer, shutdown));
     Ok((bound, task))
 }
 
@@ -145,7 +146,7 @@ fn percent_decode_segment(s: &str) -> String {
 async fn handle(
     state: Arc<headers::Shared>,
     req: Request<ReqBody>,
-    remote: SocketAddr,
+    remote: Option<SocketAddr>,
 ) -> Response<Body> {
     let hijackable = matches!(*req.method(), Method::GET | Method::POST | Method::PUT);
     let routed = if hijackable {

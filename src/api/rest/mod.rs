@@ -32,7 +32,7 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 
 use crate::allocator::Allocator;
-use crate::api::serve::{Server, Timeouts, TlsError, tls};
+use crate::api::serve::{Listener, Server, Timeouts, TlsError, UnixSocket, tls};
 use crate::config::RestApiConfig;
 use crate::consensus::{Consensus, ConsensusError};
 use crate::ipfsconn::{IpfsConnector, KuboConnector};
@@ -75,21 +75,29 @@ pub struct ApiContext {
     pub replication_max: i32,
 }
 
-/// Why the API could not start.
+/// Why an API (the REST API, the IPFS proxy) could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The listen address is not `/ip4|ip6/<addr>/tcp/<port>`.
-    #[error("unsupported REST API listen address {0}: expected /ip4/<addr>/tcp/<port> or /ip6/...")]
+    /// The listen address is neither TCP nor a unix socket.
+    #[error(
+        "unsupported listen address {0}: expected /ip4|ip6|dns|dns4|dns6/<host>/tcp/<port> or /unix/<path>"
+    )]
     Address(Multiaddr),
     /// The HTTPS certificate or key cannot be used.
     #[error("api.restapi: HTTPS")]
     Tls(#[from] TlsError),
-    /// Binding failed.
+    /// Binding (or resolving the host) failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        addr: SocketAddr,
+        addr: Multiaddr,
         #[source]
         source: std::io::Error,
+    },
+    /// The unix socket's path cannot be used.
+    #[error("cannot listen on unix socket {}: {problem}", path.display())]
+    UnixPath {
+        path: std::path::PathBuf,
+        problem: &'static str,
     },
 }
 
@@ -108,47 +116,126 @@ pub fn socket_addr(addr: &Multiaddr) -> Result<SocketAddr, ServeError> {
     }
 }
 
-/// A listener on `socket` (the REST API's and the proxy's) and the address
-/// it got (port 0 resolved).
-pub fn listen(socket: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
-    let bind = || -> std::io::Result<tokio::net::TcpListener> {
-        let s = if socket.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        // Accepted sockets inherit TCP_NODELAY from the listener (Linux):
-        // without it, a response written as head then body meets the
-        // client's delayed ACK, 40 ms a request.
-        s.set_nodelay(true)?;
-        s.set_reuseaddr(true)?;
-        s.bind(socket)?;
-        s.listen(1024)
-    };
-    let error = |source| ServeError::Bind {
-        addr: socket,
+/// Binds every address of `addrs` (TCP, `/dns*` resolved, or unix
+/// sockets); returns the listeners and the addresses they got (port 0
+/// resolved), in order. Nothing stays bound on error.
+pub async fn bind_all(addrs: &[Multiaddr]) -> Result<(Vec<Listener>, Vec<Multiaddr>), ServeError> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    let mut bound = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let (listener, got) = bind(addr).await?;
+        listeners.push(listener);
+        bound.push(got);
+    }
+    Ok((listeners, bound))
+}
+
+async fn bind(addr: &Multiaddr) -> Result<(Listener, Multiaddr), ServeError> {
+    use libp2p::multiaddr::Protocol;
+    let bind_error = |source| ServeError::Bind {
+        addr: addr.clone(),
         source,
     };
-    let listener = bind().map_err(error)?;
-    let bound = listener.local_addr().map_err(error)?;
+    let mut iter = addr.iter();
+    let socket = match (iter.next(), iter.next(), iter.next()) {
+        (Some(Protocol::Unix(path)), None, None) => {
+            let path = Path::new("/").join(path.as_ref());
+            let socket = unix_listen(&path).map_err(|e| match e {
+                UnixBind::Path(problem) => ServeError::UnixPath { path, problem },
+                UnixBind::Io(source) => bind_error(source),
+            })?;
+            return Ok((Listener::Unix(socket), addr.clone()));
+        }
+        (
+            Some(Protocol::Dns(host) | Protocol::Dns4(host) | Protocol::Dns6(host)),
+            Some(Protocol::Tcp(port)),
+            None,
+        ) => {
+            let family = addr.iter().next();
+            let found = tokio::net::lookup_host((host.as_ref(), port))
+                .await
+                .map_err(bind_error)?
+                .find(|a| match family {
+                    Some(Protocol::Dns4(_)) => a.is_ipv4(),
+                    Some(Protocol::Dns6(_)) => a.is_ipv6(),
+                    _ => true,
+                });
+            found.ok_or_else(|| {
+                bind_error(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the host has no address of that family",
+                ))
+            })?
+        }
+        _ => socket_addr(addr)?,
+    };
+    let (listener, got) = listen(socket).map_err(bind_error)?;
+    Ok((Listener::Tcp(listener), crate::peer::socket_multiaddr(got)))
+}
+
+enum UnixBind {
+    Path(&'static str),
+    Io(std::io::Error),
+}
+
+/// Binds a unix socket at `path`, first removing a socket file a stopped
+/// (or killed) peer left there; anything else in the way is refused.
+fn unix_listen(path: &Path) -> Result<UnixSocket, UnixBind> {
+    use std::os::unix::fs::FileTypeExt;
+    match path.parent() {
+        Some(dir) if dir.as_os_str().is_empty() || dir.is_dir() => {}
+        _ => return Err(UnixBind::Path("its folder does not exist")),
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            // Refused means nobody listens: a leftover, safe to remove.
+            // Anything else (it answers) is a live server's.
+            match std::os::unix::net::UnixStream::connect(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path).map_err(UnixBind::Io)?;
+                }
+                Err(e) => return Err(UnixBind::Io(e)),
+                Ok(_) => return Err(UnixBind::Path("another process listens on it")),
+            }
+        }
+        Ok(_) => return Err(UnixBind::Path("a file that is not a socket is in the way")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(UnixBind::Io(e)),
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(UnixBind::Io)?;
+    Ok(UnixSocket::new(listener, path.to_path_buf()))
+}
+
+/// A listener on `socket` (the REST API's and the proxy's) and the address
+/// it got (port 0 resolved).
+pub fn listen(socket: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let s = if socket.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux):
+    // without it, a response written as head then body meets the
+    // client's delayed ACK, 40 ms a request.
+    s.set_nodelay(true)?;
+    s.set_reuseaddr(true)?;
+    s.bind(socket)?;
+    let listener = s.listen(1024)?;
+    let bound = listener.local_addr()?;
     Ok((listener, bound))
 }
 
-/// Binds the first `http_listen_multiaddress` of `config` and serves the
-/// API until `shutdown` resolves, over HTTPS when `ssl_cert_file` and
+/// Binds every `http_listen_multiaddress` of `config` and serves the
+/// API on all of them until `shutdown` resolves, over HTTPS when `ssl_cert_file` and
 /// `ssl_key_file` are set (relative to the configuration folder `dir`).
-/// Returns the bound address (port 0 resolved) and the server task.
+/// Returns the bound addresses (port 0 resolved), in the configured
+/// order, and the server task.
 pub async fn serve(
     config: &RestApiConfig,
     dir: &Path,
     ctx: ApiContext,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
-    let addr = config
-        .http_listen_multiaddress
-        .first()
-        .cloned()
-        .unwrap_or_else(Multiaddr::empty);
+) -> Result<(Vec<Multiaddr>, tokio::task::JoinHandle<()>), ServeError> {
     // Validation makes them go together.
     let tls = match (&config.ssl_cert_file, &config.ssl_key_file) {
         (Some(cert), Some(key)) => Some(tls::acceptor(dir, cert, key)?),
@@ -165,9 +252,9 @@ pub async fn serve(
         max_header_bytes: config.max_header_bytes,
         tls,
     };
-    let (listener, bound) = listen(socket_addr(&addr)?)?;
+    let (listeners, bound) = bind_all(&config.http_listen_multiaddress).await?;
     let task = tokio::spawn(server::run(
-        listener,
+        listeners,
         server,
         config.clone(),
         Arc::new(ctx),

@@ -299,9 +299,9 @@ fn issue_token(layer: &Layer, user: Option<&str>) -> warp::reply::Response {
     }
 }
 
-/// Serves the routes behind the layer on `listener` until `shutdown`.
+/// Serves the routes behind the layer on `listeners` until `shutdown`.
 pub async fn run(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<crate::api::serve::Listener>,
     server: Server,
     config: RestApiConfig,
     ctx: Arc<super::ApiContext>,
@@ -318,7 +318,7 @@ pub async fn run(
             }
         }
     };
-    server.run(listener, answer, shutdown).await;
+    server.run(listeners, answer, shutdown).await;
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! loop, TLS when configured ([`tls`]), Go's `net/http` timeouts
 //! ([`deadline`]) and request header limit, and a graceful stop. Each
 //! connection runs in its own task; handshakes too, so a slow client never
-//! holds up the next accept.
+//! holds up the next accept. One server serves all its listeners (TCP
+//! and unix sockets) with the same handler and stops them together.
 
 mod deadline;
 pub mod tls;
@@ -11,6 +12,7 @@ use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
 
 use deadline::{Clock, ResBody, Timed};
@@ -57,17 +59,51 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// One listening socket of a server.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixSocket),
+}
+
+/// A bound unix socket; its file goes when it is dropped (the server
+/// stopped), as Go's listener unlinks it on close.
+#[derive(Debug)]
+pub struct UnixSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl UnixSocket {
+    /// Wraps a listener bound at `path`, which this now owns.
+    pub fn new(listener: UnixListener, path: PathBuf) -> Self {
+        Self { listener, path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for UnixSocket {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::debug!(path = %self.path.display(), error = %e, "unix socket not removed");
+        }
+    }
+}
+
 impl Server {
-    /// Serves `service` on `listener` until `shutdown`; open connections
-    /// then get a few seconds to finish. `service` gets each request and
-    /// the client's address.
+    /// Serves `service` on every listener until `shutdown`; open
+    /// connections then get a few seconds to finish. `service` gets each
+    /// request and the client's address (none over a unix socket).
     pub async fn run<S, F, B>(
         self,
-        listener: TcpListener,
+        listeners: Vec<Listener>,
         service: S,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) where
-        S: Fn(Request<ReqBody>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+        S: Fn(Request<ReqBody>, Option<SocketAddr>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<B>> + Send + 'static,
         B: Body + Unpin + Send + 'static,
         B::Data: Send,
@@ -75,23 +111,18 @@ impl Server {
     {
         let server = Arc::new(self);
         let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, remote) = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, retry.
-                        tracing::warn!(server = server.name, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let (server, service, watcher) = (server.clone(), service.clone(), graceful.watcher());
-            tokio::spawn(async move { server.connection(stream, remote, service, watcher).await });
+        {
+            let loops = listeners
+                .iter()
+                .map(|l| server.accept_loop(l, service.clone(), &graceful));
+            // The loops never end: the shutdown drops them.
+            tokio::select! {
+                () = shutdown => {}
+                _ = futures::future::join_all(loops) => {}
+            }
         }
+        // Closed (unix socket files removed) before the connections finish.
+        drop(listeners);
         if tokio::time::timeout(GRACE, graceful.shutdown())
             .await
             .is_err()
@@ -100,14 +131,51 @@ impl Server {
         }
     }
 
-    async fn connection<S, F, B>(
+    async fn accept_loop<S, F, B>(
+        self: &Arc<Self>,
+        listener: &Listener,
+        service: S,
+        graceful: &GracefulShutdown,
+    ) where
+        S: Fn(Request<ReqBody>, Option<SocketAddr>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: Body + Unpin + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        loop {
+            let (server, service, watcher) = (self.clone(), service.clone(), graceful.watcher());
+            let accepted = match listener {
+                Listener::Tcp(l) => l.accept().await.map(|(stream, remote)| {
+                    tokio::spawn(async move {
+                        server
+                            .connection(stream, Some(remote), service, watcher)
+                            .await
+                    });
+                }),
+                Listener::Unix(l) => l.listener.accept().await.map(|(stream, _)| {
+                    tokio::spawn(
+                        async move { server.connection(stream, None, service, watcher).await },
+                    );
+                }),
+            };
+            if let Err(e) = accepted {
+                // Out of file descriptors and the like: wait, retry.
+                tracing::warn!(server = self.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    async fn connection<I, S, F, B>(
         &self,
-        stream: TcpStream,
-        remote: SocketAddr,
+        stream: I,
+        remote: Option<SocketAddr>,
         service: S,
         watcher: Watcher,
     ) where
-        S: Fn(Request<ReqBody>, SocketAddr) -> F + Send + 'static,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Fn(Request<ReqBody>, Option<SocketAddr>) -> F + Send + 'static,
         F: Future<Output = Response<B>> + Send + 'static,
         B: Body + Unpin + Send + 'static,
         B::Data: Send,
@@ -126,20 +194,25 @@ impl Server {
         match done {
             Ok(Some(stream)) => self.http(stream, remote, service, watcher).await,
             Ok(None) => {
-                tracing::debug!(server = self.name, %remote, "plain HTTP on the HTTPS port")
+                tracing::debug!(server = self.name, ?remote, "plain HTTP on the HTTPS port")
             }
             Err(e) => {
-                tracing::debug!(server = self.name, %remote, error = %e, "TLS handshake failed")
+                tracing::debug!(server = self.name, ?remote, error = %e, "TLS handshake failed")
             }
         }
     }
 
     /// HTTP/1.1 on an accepted (and maybe decrypted) stream, under the
     /// connection's deadlines.
-    async fn http<I, S, F, B>(&self, io: I, remote: SocketAddr, service: S, watcher: Watcher)
-    where
+    async fn http<I, S, F, B>(
+        &self,
+        io: I,
+        remote: Option<SocketAddr>,
+        service: S,
+        watcher: Watcher,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: Fn(Request<ReqBody>, SocketAddr) -> F + Send + 'static,
+        S: Fn(Request<ReqBody>, Option<SocketAddr>) -> F + Send + 'static,
         F: Future<Output = Response<B>> + Send + 'static,
         B: Body + Unpin + Send + 'static,
         B::Data: Send,
@@ -166,7 +239,7 @@ impl Server {
         });
         let conn = http.serve_connection(TokioIo::new(Timed::new(io, clock)), handler);
         if let Err(e) = watcher.watch(conn).await {
-            tracing::debug!(server = self.name, %remote, error = %e, "connection ended");
+            tracing::debug!(server = self.name, ?remote, error = %e, "connection ended");
         }
     }
 }
@@ -179,6 +252,7 @@ mod tests {
     use hyper::body::Frame;
     use std::path::Path;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     fn server(timeouts: Timeouts, tls: Option<TlsAcceptor>) -> Server {
         Server {
@@ -194,7 +268,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let ok = |_req, _remote| async { Response::new(Full::new(Bytes::from_static(b"ok"))) };
-        tokio::spawn(server.run(listener, ok, std::future::pending()));
+        tokio::spawn(server.run(vec![Listener::Tcp(listener)], ok, std::future::pending()));
         addr
     }
 
@@ -258,7 +332,11 @@ mod tests {
             Duration::from_millis(300),
             Duration::ZERO,
         );
-        tokio::spawn(server(timeouts, None).run(listener, endless, std::future::pending()));
+        tokio::spawn(server(timeouts, None).run(
+            vec![Listener::Tcp(listener)],
+            endless,
+            std::future::pending(),
+        ));
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
             .await

@@ -7,10 +7,11 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -110,14 +111,19 @@ const PLAIN_HTTP_DRAIN: u64 = 64 * 1024;
 
 /// The TLS handshake on `stream`; `None` when the client spoke plain HTTP
 /// and was told so.
-pub async fn accept(
+pub async fn accept<S>(
     acceptor: &TlsAcceptor,
-    mut stream: TcpStream,
-) -> io::Result<Option<TlsStream<TcpStream>>> {
-    let mut first = [0u8; 1];
+    mut stream: S,
+) -> io::Result<Option<TlsStream<Replay<S>>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // Read, not peeked (unix sockets cannot peek in tokio): the byte is
+    // handed back to the TLS layer by `Replay`.
+    let first = stream.read_u8().await?;
     // A TLS connection starts with a handshake record (0x16); an HTTP
     // request with its method's first letter.
-    if stream.peek(&mut first).await? == 1 && first[0].is_ascii_alphabetic() {
+    if first.is_ascii_alphabetic() {
         stream.write_all(PLAIN_HTTP).await?;
         stream.shutdown().await?;
         let _ = tokio::io::copy(
@@ -127,5 +133,50 @@ pub async fn accept(
         .await;
         return Ok(None);
     }
-    acceptor.accept(stream).await.map(Some)
+    let replay = Replay {
+        first: Some(first),
+        inner: stream,
+    };
+    acceptor.accept(replay).await.map(Some)
+}
+
+/// A stream whose first byte was already read: reads give it back first.
+#[derive(Debug)]
+pub struct Replay<S> {
+    first: Option<u8>,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if buf.remaining() > 0
+            && let Some(byte) = self.first.take()
+        {
+            buf.put_slice(&[byte]);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
