@@ -51,23 +51,8 @@ pub struct FullRepoStat {
 impl Daemon {
     /// The daemon at `node` (`https` from `node_https`).
     pub fn new(node: &libp2p::Multiaddr, https: bool) -> Result<Daemon, BadNodeAddress> {
-        use libp2p::multiaddr::Protocol;
         let bad = || BadNodeAddress(node.clone());
-        let mut parts = node.iter();
-        let host = match parts.next() {
-            Some(Protocol::Ip4(ip)) => ip.to_string(),
-            Some(Protocol::Ip6(ip)) => format!("[{ip}]"),
-            Some(Protocol::Dns(h) | Protocol::Dns4(h) | Protocol::Dns6(h)) => h.to_string(),
-            _ => return Err(bad()),
-        };
-        let Some(Protocol::Tcp(port)) = parts.next() else {
-            return Err(bad());
-        };
-        let scheme = match (parts.next(), parts.next()) {
-            (None, _) | (Some(Protocol::Http), None) if !https => "http",
-            (None, _) | (Some(Protocol::Https), None) => "https",
-            _ => return Err(bad()),
-        };
+        let origin = crate::ipfsconn::node_origin(node, https).ok_or_else(bad)?;
         // The daemon is beside the peer: never through a proxy from the
         // environment. No overall timeout: adds and cats may stream for
         // hours; callers bound what must be bounded.
@@ -76,10 +61,7 @@ impl Daemon {
             .tcp_nodelay(true)
             .build()
             .map_err(|_| bad())?;
-        Ok(Daemon {
-            http,
-            origin: format!("{scheme}://{host}:{port}"),
-        })
+        Ok(Daemon { http, origin })
     }
 
     /// The shared HTTP client (one connection pool to the daemon).

@@ -24,6 +24,31 @@ use libp2p::{Multiaddr, PeerId};
 
 pub use crate::types::PinMode;
 pub use kubo::{AddOutput, AddedLine, KuboConnector};
+
+/// `scheme://host:port` of the IPFS daemon's API at `node`: an IP or DNS
+/// host, a TCP port, then optionally `/http` or `/https`. `https` (the
+/// proxy's `node_https`) makes a bare address https. `dns4` and `dns6`
+/// both resolve through the system resolver: the family restriction is not
+/// enforced. `None` for what HTTP cannot reach.
+pub fn node_origin(node: &Multiaddr, https: bool) -> Option<String> {
+    use libp2p::multiaddr::Protocol;
+    let mut parts = node.iter();
+    let host = match parts.next()? {
+        Protocol::Ip4(ip) => ip.to_string(),
+        Protocol::Ip6(ip) => format!("[{ip}]"),
+        Protocol::Dns(h) | Protocol::Dns4(h) | Protocol::Dns6(h) => h.to_string(),
+        _ => return None,
+    };
+    let Some(Protocol::Tcp(port)) = parts.next() else {
+        return None;
+    };
+    let scheme = match (parts.next(), parts.next()) {
+        (None, _) | (Some(Protocol::Http), None) if !https => "http",
+        (None, _) | (Some(Protocol::Https), None) => "https",
+        _ => return None,
+    };
+    Some(format!("{scheme}://{host}:{port}"))
+}
 pub use wire::BlockFormat;
 
 /// The daemon's identity, from `id`.

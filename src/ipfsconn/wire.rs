@@ -8,7 +8,6 @@ use std::fmt;
 
 use cid::Cid;
 use libp2p::Multiaddr;
-use libp2p::multiaddr::Protocol;
 use reqwest::Url;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -16,25 +15,13 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use super::{IpfsError, PinMode};
 
 /// The base URL of the RPC API, `http://<host>:<port>/api/v0/`, from
-/// `node_multiaddress`. `dns4` and `dns6` both resolve through the system
-/// resolver: the family restriction is not enforced.
+/// `node_multiaddress` (plain HTTP only).
 pub(super) fn api_base(node: &Multiaddr) -> Result<Url, IpfsError> {
     let bad = || IpfsError::BadAddress(node.clone());
-    let mut parts = node.iter();
-    let host = match parts.next() {
-        Some(Protocol::Ip4(ip)) => ip.to_string(),
-        Some(Protocol::Ip6(ip)) => format!("[{ip}]"),
-        Some(Protocol::Dns(h) | Protocol::Dns4(h) | Protocol::Dns6(h)) => h.to_string(),
-        _ => return Err(bad()),
-    };
-    let Some(Protocol::Tcp(port)) = parts.next() else {
-        return Err(bad());
-    };
-    match (parts.next(), parts.next()) {
-        (None, _) | (Some(Protocol::Http), None) => {}
-        _ => return Err(bad()),
-    }
-    Url::parse(&format!("http://{host}:{port}/api/v0/")).map_err(|_| bad())
+    let origin = super::node_origin(node, false)
+        .filter(|origin| origin.starts_with("http://"))
+        .ok_or_else(bad)?;
+    Url::parse(&format!("{origin}/api/v0/")).map_err(|_| bad())
 }
 
 /// The text of an error reply: Kubo's `{"Message":...}`, hapi's
