@@ -11,18 +11,13 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chrono::TimeDelta;
 use futures::StreamExt;
-use libp2p::PeerId;
 use reqwest::Method;
 use tokio::io::AsyncReadExt;
 
 use super::format::{AddedOutput, emit, format_added, format_json};
 use super::http::{Api, CallError, RequestBody};
-use super::{
-    Encoding, expiry_from_now, parse_duration, parse_metadata_entry, parse_peer_id, wait_for,
-};
-use crate::duration::parse_time_delta;
+use super::{Encoding, PinFlags, parse_duration, wait_for};
 use crate::status::TrackerStatus;
 use crate::types::{Pin, PinOptions};
 
@@ -53,39 +48,8 @@ pub struct AddArgs {
     /// Add to the contacted peer's IPFS only, then pin normally
     #[arg(long)]
     local: bool,
-    /// A name for the pin
-    #[arg(long, short = 'n', default_value = "")]
-    name: String,
-    /// Minimum replication factor
-    #[arg(
-        long = "replication-min",
-        visible_alias = "rmin",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
-    replication_min: i32,
-    /// Maximum replication factor
-    #[arg(
-        long = "replication-max",
-        visible_alias = "rmax",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
-    replication_max: i32,
-    /// Unpin automatically after this Go duration
-    #[arg(long = "expire-in", value_parser = parse_time_delta)]
-    expire_in: Option<TimeDelta>,
-    /// key=value metadata; repeat for several entries
-    #[arg(long, value_parser = parse_metadata_entry)]
-    metadata: Vec<(String, String)>,
-    /// Comma-separated peer ids to allocate to first
-    #[arg(
-        long,
-        visible_alias = "allocs",
-        value_delimiter = ',',
-        value_parser = parse_peer_id
-    )]
-    allocations: Vec<PeerId>,
+    #[command(flatten)]
+    pin: PinFlags,
     /// Put the blocks but do not pin
     #[arg(long = "no-pin")]
     no_pin: bool,
@@ -135,14 +99,8 @@ impl AddArgs {
         };
         let raw_leaves = self.raw_leaves || cid_version > 0 || self.nocopy;
         let options = PinOptions {
-            replication_factor_min: self.replication_min,
-            replication_factor_max: self.replication_max,
-            name: self.name.clone(),
             shard_size: SHARD_SIZE,
-            user_allocations: self.allocations.clone(),
-            expire_at: self.expire_in.map(expiry_from_now).transpose()?,
-            metadata: self.metadata.iter().cloned().collect(),
-            ..PinOptions::default()
+            ..self.pin.options()?
         };
         let mut q = options.to_query();
         let flag = |b: bool| b.to_string();
@@ -237,7 +195,7 @@ pub(super) async fn run(
         let path = format!("/allocations/{cid}");
         let min = match api.call::<Pin>(Method::GET, &path, &[], log).await {
             Ok(Some(pin)) => pin.options.replication_factor_min,
-            _ => args.replication_min,
+            _ => args.pin.replication_min,
         };
         let limit = usize::try_from(min).unwrap_or(0);
         wait_for(

@@ -297,6 +297,60 @@ pub struct WaitArgs {
 }
 
 /// `pin` subcommands.
+/// The pin options `add` and `pin add` share, with ctl's flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PinFlags {
+    /// Minimum replication factor
+    #[arg(
+        long = "replication-min",
+        visible_alias = "rmin",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    replication_min: i32,
+    /// Maximum replication factor
+    #[arg(
+        long = "replication-max",
+        visible_alias = "rmax",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    replication_max: i32,
+    /// A name for the pin
+    #[arg(long, short = 'n', default_value = "")]
+    name: String,
+    /// Unpin automatically after this Go duration (e.g. 24h, 1h30m)
+    #[arg(long = "expire-in", value_parser = parse_time_delta)]
+    expire_in: Option<TimeDelta>,
+    /// key=value metadata; repeat for several entries
+    #[arg(long, value_parser = parse_metadata_entry)]
+    metadata: Vec<(String, String)>,
+    /// Comma-separated peer ids to allocate to first
+    #[arg(
+        long,
+        visible_alias = "allocs",
+        value_delimiter = ',',
+        value_parser = parse_peer_id
+    )]
+    allocations: Vec<PeerId>,
+}
+
+impl PinFlags {
+    /// The options these flags give; as in ipfs-cluster-ctl, the expiry is
+    /// computed here and sent as expire-at.
+    fn options(&self) -> Result<PinOptions, CallError> {
+        Ok(PinOptions {
+            replication_factor_min: self.replication_min,
+            replication_factor_max: self.replication_max,
+            name: self.name.clone(),
+            user_allocations: self.allocations.clone(),
+            expire_at: self.expire_in.map(expiry_from_now).transpose()?,
+            metadata: self.metadata.iter().cloned().collect(),
+            ..PinOptions::default()
+        })
+    }
+}
+
 #[derive(Subcommand, Debug, Clone)]
 pub enum PinCmd {
     /// Add a CID (or an IPFS path) to the cluster's pinset
@@ -307,42 +361,11 @@ pub enum PinCmd {
         /// cluster's default); overrides --rmin and --rmax
         #[arg(long, short = 'r', default_value_t = 0, allow_negative_numbers = true)]
         replication: i32,
-        /// Minimum replication factor
-        #[arg(
-            long = "replication-min",
-            visible_alias = "rmin",
-            default_value_t = 0,
-            allow_negative_numbers = true
-        )]
-        replication_min: i32,
-        /// Maximum replication factor
-        #[arg(
-            long = "replication-max",
-            visible_alias = "rmax",
-            default_value_t = 0,
-            allow_negative_numbers = true
-        )]
-        replication_max: i32,
-        /// A name for the pin
-        #[arg(long, short = 'n', default_value = "")]
-        name: String,
+        #[command(flatten)]
+        pin: PinFlags,
         /// recursive or direct
         #[arg(long, default_value = "recursive", value_parser = parse_mode)]
         mode: PinMode,
-        /// Unpin automatically after this Go duration (e.g. 24h, 1h30m)
-        #[arg(long = "expire-in", value_parser = parse_time_delta)]
-        expire_in: Option<TimeDelta>,
-        /// key=value metadata; repeat for several entries
-        #[arg(long, value_parser = parse_metadata_entry)]
-        metadata: Vec<(String, String)>,
-        /// Comma-separated peer ids to allocate to first
-        #[arg(
-            long,
-            visible_alias = "allocs",
-            value_delimiter = ',',
-            value_parser = parse_peer_id
-        )]
-        allocations: Vec<PeerId>,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -588,31 +611,17 @@ async fn pin(
         PinCmd::Add {
             target,
             replication,
-            replication_min,
-            replication_max,
-            name,
+            pin,
             mode,
-            expire_in,
-            metadata,
-            allocations,
             wait,
         } => {
-            // As in ipfs-cluster-ctl: a non-zero -r sets both bounds, and
-            // the expiry is computed here and sent as expire-at.
-            let (min, max) = match *replication {
-                0 => (*replication_min, *replication_max),
-                both => (both, both),
-            };
-            let options = PinOptions {
-                replication_factor_min: min,
-                replication_factor_max: max,
-                name: name.clone(),
-                mode: *mode,
-                user_allocations: allocations.clone(),
-                expire_at: expire_in.map(expiry_from_now).transpose()?,
-                metadata: metadata.iter().cloned().collect(),
-                ..PinOptions::default()
-            };
+            let mut options = pin.options()?;
+            options.mode = *mode;
+            // As in ipfs-cluster-ctl: a non-zero -r sets both bounds.
+            if *replication != 0 {
+                options.replication_factor_min = *replication;
+                options.replication_factor_max = *replication;
+            }
             let path = pin_path(target, *mode);
             let pin = api
                 .call::<Pin>(Method::POST, &path, &options.to_query(), log)
@@ -1095,28 +1104,19 @@ mod tests {
         assert_eq!(cli.opts.timeout, 5);
         assert_eq!(cli.opts.host, ApiHost::Multiaddr("127.0.0.1:9094".into()));
         let ClientCommand::Pin {
-            cmd:
-                PinCmd::Add {
-                    replication_min,
-                    replication_max,
-                    mode,
-                    expire_in,
-                    metadata,
-                    allocations,
-                    ..
-                },
+            cmd: PinCmd::Add { pin, mode, .. },
         } = cli.cmd
         else {
             panic!("not pin add: {:?}", cli.cmd);
         };
-        assert_eq!((replication_min, replication_max), (-1, 3));
+        assert_eq!((pin.replication_min, pin.replication_max), (-1, 3));
         assert_eq!(mode, PinMode::Direct);
-        assert_eq!(expire_in, Some(TimeDelta::hours(1)));
+        assert_eq!(pin.expire_in, Some(TimeDelta::hours(1)));
         assert_eq!(
-            metadata,
+            pin.metadata,
             vec![("a".into(), "b".into()), ("c".into(), "d=e".into())]
         );
-        assert_eq!(allocations, vec![peer(PEER_A), peer(PEER_B)]);
+        assert_eq!(pin.allocations, vec![peer(PEER_A), peer(PEER_B)]);
 
         for bad in [
             &["pin", "add", "nope"][..],
