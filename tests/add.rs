@@ -5,13 +5,13 @@
 
 mod common;
 
-use common::jsipfs::JsIpfs;
+use common::kubo::Kubo;
 use common::*;
 use serde_json::Value;
 
 const SECRET: &str = "2fd1a5c1e0a8b7f6c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a";
 
-fn beside(daemon: &JsIpfs, bootstrap: Option<&str>) -> PeerSpec {
+fn beside(daemon: &Kubo, bootstrap: Option<&str>) -> PeerSpec {
     PeerSpec {
         secret: Some(SECRET.to_string()),
         bootstrap: bootstrap.map(|b| vec![b.to_string()]).unwrap_or_default(),
@@ -84,7 +84,7 @@ fn parse(cid: &Value) -> cid::Cid {
 }
 
 /// Waits until `daemon` holds a recursive pin of `root`.
-async fn wait_pinned(daemon: &JsIpfs, root: cid::Cid) {
+async fn wait_pinned(daemon: &Kubo, root: cid::Cid) {
     wait_for(
         &format!("{root} pinned on {}", daemon.id()),
         DEADLINE,
@@ -115,7 +115,7 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 async fn add_gives_the_daemons_cids_and_pins_on_the_allocated_daemons() {
     let tmp = temp();
     let dirs = ["ipfs-a", "ipfs-b"].map(|d| tmp.path().join(d));
-    let (da, db) = tokio::join!(JsIpfs::start(&dirs[0]), JsIpfs::start(&dirs[1]));
+    let (da, db) = tokio::join!(Kubo::start(&dirs[0]), Kubo::start(&dirs[1]));
     let a = TestPeer::start(tmp.path().join("a"), beside(&da, None)).await;
     let addr = a.cluster_addr().await;
     let b = TestPeer::start(tmp.path().join("b"), beside(&db, Some(&addr))).await;
@@ -235,7 +235,7 @@ async fn add_gives_the_daemons_cids_and_pins_on_the_allocated_daemons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_options_no_pin_progress_buffered_and_errors() {
     let tmp = temp();
-    let da = JsIpfs::start(&tmp.path().join("ipfs-a")).await;
+    let da = Kubo::start(&tmp.path().join("ipfs-a")).await;
     let a = TestPeer::start(tmp.path().join("a"), beside(&da, None)).await;
     let data = noise(600_000, 3);
 
@@ -306,7 +306,7 @@ async fn add_options_no_pin_progress_buffered_and_errors() {
 }
 
 /// `dag/export` of `root` from a js-ipfs daemon: a CARv1 built by js-ipfs.
-async fn export(daemon: &JsIpfs, root: &str) -> Vec<u8> {
+async fn export(daemon: &Kubo, root: &str) -> Vec<u8> {
     let res = reqwest::Client::new()
         .post(format!("{}/api/v0/dag/export?arg={root}", daemon.api_url()))
         .send()
@@ -318,7 +318,7 @@ async fn export(daemon: &JsIpfs, root: &str) -> Vec<u8> {
 
 /// The sum of the sizes of every block under `root`, as the daemon
 /// reports them (`refs` then `block/stat`): what `bytes` must say.
-async fn dag_bytes(daemon: &JsIpfs, root: &str) -> u64 {
+async fn dag_bytes(daemon: &Kubo, root: &str) -> u64 {
     let mut total = daemon.call(&format!("block/stat?arg={root}")).await["Size"]
         .as_u64()
         .unwrap();
@@ -335,7 +335,7 @@ async fn dag_bytes(daemon: &JsIpfs, root: &str) -> u64 {
 }
 
 /// `cat` of `path` from a daemon, within the deadline.
-async fn cat(daemon: &JsIpfs, path: &str) -> Vec<u8> {
+async fn cat(daemon: &Kubo, path: &str) -> Vec<u8> {
     let res = reqwest::Client::new()
         .post(format!("{}/api/v0/cat?arg={path}", daemon.api_url()))
         .timeout(DEADLINE)
@@ -380,9 +380,9 @@ async fn a_car_is_imported_verified_and_pinned_on_the_allocated_daemons() {
     let tmp = temp();
     let dirs = ["ipfs-x", "ipfs-a", "ipfs-b"].map(|d| tmp.path().join(d));
     let (mut dx, da, db) = tokio::join!(
-        JsIpfs::start(&dirs[0]),
-        JsIpfs::start(&dirs[1]),
-        JsIpfs::start(&dirs[2])
+        Kubo::start(&dirs[0]),
+        Kubo::start(&dirs[1]),
+        Kubo::start(&dirs[2])
     );
 
     // CARs made by a daemon outside the cluster: a file of five blocks, a

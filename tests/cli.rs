@@ -343,9 +343,9 @@ async fn one_daemon_per_folder_and_config_errors_name_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_through_the_client_gives_the_daemons_cids_and_cluster_pins() {
-    use common::jsipfs::JsIpfs;
+    use common::kubo::Kubo;
     let dir = temp();
-    let daemon = JsIpfs::start(&dir.path().join("ipfs")).await;
+    let daemon = Kubo::start(&dir.path().join("ipfs")).await;
     let spec = PeerSpec {
         env: vec![(
             "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),

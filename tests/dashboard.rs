@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::jsipfs::JsIpfs;
+use common::kubo::Kubo;
 use common::tools::{artifact_dir, beside_daemon, chromium, nothing_listening};
 use common::*;
 use serde_json::Value;
@@ -31,7 +31,7 @@ fn elements<'a>(dom: &'a str, tag: &str, attr: &str) -> Vec<&'a str> {
 async fn dashboard_shows_three_peers_pins_and_the_graph() {
     let tmp = temp();
     let (dir_a, dir_b) = (tmp.path().join("ipfs-a"), tmp.path().join("ipfs-b"));
-    let (da, db) = tokio::join!(JsIpfs::start(&dir_a), JsIpfs::start(&dir_b));
+    let (da, db) = tokio::join!(Kubo::start(&dir_a), Kubo::start(&dir_b));
     da.connect(&db).await;
     // Peer c's daemon is not there at all.
     let closed_api = nothing_listening();

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::jsipfs::JsIpfs;
+use common::kubo::Kubo;
 use common::tools::{
     artifact_dir, beside_daemon, client, graphviz, nothing_listening, set_stopped,
 };
@@ -63,9 +63,9 @@ async fn three_peers_with_one_daemon_down() {
     let tmp = temp();
     let dirs = ["ipfs-a", "ipfs-b", "ipfs-c"].map(|d| tmp.path().join(d));
     let (da, db, mut dc) = tokio::join!(
-        JsIpfs::start(&dirs[0]),
-        JsIpfs::start(&dirs[1]),
-        JsIpfs::start(&dirs[2])
+        Kubo::start(&dirs[0]),
+        Kubo::start(&dirs[1]),
+        Kubo::start(&dirs[2])
     );
     da.connect(&db).await;
     da.connect(&dc).await;

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::jsipfs::JsIpfs;
+use common::kubo::Kubo;
 use common::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -21,7 +21,7 @@ const SECRET: &str = "2fd1a5c1e0a8b7f6c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f607
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A cluster peer beside `daemon`, its proxy forwarding to it.
-fn beside(daemon: &JsIpfs, bootstrap: Option<&str>) -> PeerSpec {
+fn beside(daemon: &Kubo, bootstrap: Option<&str>) -> PeerSpec {
     PeerSpec {
         secret: Some(SECRET.to_string()),
         bootstrap: bootstrap.map(|b| vec![b.to_string()]).unwrap_or_default(),
@@ -41,7 +41,7 @@ fn beside(daemon: &JsIpfs, bootstrap: Option<&str>) -> PeerSpec {
 struct Cluster {
     _tmp: tempfile::TempDir,
     peers: Vec<TestPeer>,
-    daemons: Vec<JsIpfs>,
+    daemons: Vec<Kubo>,
     http: reqwest::Client,
 }
 
@@ -52,7 +52,7 @@ impl Cluster {
         let tmp = temp();
         let mut daemons = Vec::new();
         for i in 0..n {
-            daemons.push(JsIpfs::start(&tmp.path().join(format!("ipfs-{i}"))).await);
+            daemons.push(Kubo::start(&tmp.path().join(format!("ipfs-{i}"))).await);
         }
         for i in 1..n {
             daemons[0].connect(&daemons[i]).await;

@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::jsipfs::JsIpfs;
+use common::kubo::Kubo;
 use common::*;
 use serde_json::Value;
 
 const SECRET: &str = "2fd1a5c1e0a8b7f6c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a";
 
-fn beside(daemon: &JsIpfs, bootstrap: Option<&str>) -> PeerSpec {
+fn beside(daemon: &Kubo, bootstrap: Option<&str>) -> PeerSpec {
     PeerSpec {
         secret: Some(SECRET.to_string()),
         bootstrap: bootstrap.map(|b| vec![b.to_string()]).unwrap_or_default(),
@@ -38,9 +38,9 @@ async fn replication_two_pins_on_exactly_the_two_allocated_daemons() {
     let tmp = temp();
     let dirs = ["ipfs-a", "ipfs-b", "ipfs-c"].map(|d| tmp.path().join(d));
     let (da, db, dc) = tokio::join!(
-        JsIpfs::start(&dirs[0]),
-        JsIpfs::start(&dirs[1]),
-        JsIpfs::start(&dirs[2])
+        Kubo::start(&dirs[0]),
+        Kubo::start(&dirs[1]),
+        Kubo::start(&dirs[2])
     );
     let a = TestPeer::start(tmp.path().join("a"), beside(&da, None)).await;
     let addr = a.cluster_addr().await;
@@ -118,7 +118,7 @@ async fn replication_two_pins_on_exactly_the_two_allocated_daemons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_daemon_shows_as_errors_and_its_return_heals() {
     let tmp = temp();
-    let mut daemon = JsIpfs::start(&tmp.path().join("ipfs")).await;
+    let mut daemon = Kubo::start(&tmp.path().join("ipfs")).await;
     let peer = TestPeer::start(tmp.path().join("peer"), beside(&daemon, None)).await;
     let cid = daemon
         .add_with("add?pin=false", "x.txt", b"dead daemon test\n")
@@ -147,7 +147,7 @@ async fn a_dead_daemon_shows_as_errors_and_its_return_heals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cid_nobody_has_ends_in_pin_error_and_recover_pins_it_once_it_exists() {
     let tmp = temp();
-    let daemon = JsIpfs::start(&tmp.path().join("ipfs")).await;
+    let daemon = Kubo::start(&tmp.path().join("ipfs")).await;
     let mut spec = beside(&daemon, None);
     // js-ipfs waits for missing blocks for ever: the pin timeout bounds
     // each attempt, the attempt limit bounds them all.
@@ -197,7 +197,7 @@ async fn a_cid_nobody_has_ends_in_pin_error_and_recover_pins_it_once_it_exists()
 
 /// A daemon's recursive pins as canonical CID strings (js-ipfs answers
 /// CIDv1 in base58, the cluster in base32).
-async fn pinned_on(daemon: &JsIpfs) -> Vec<String> {
+async fn pinned_on(daemon: &Kubo) -> Vec<String> {
     daemon
         .recursive_pins()
         .await
@@ -212,11 +212,11 @@ async fn a_stopped_peer_raises_an_alert_and_its_pins_move_to_a_live_peer() {
     let tmp = temp();
     let dirs = ["ipfs-a", "ipfs-b", "ipfs-c"].map(|d| tmp.path().join(d));
     let (da, db, dc) = tokio::join!(
-        JsIpfs::start(&dirs[0]),
-        JsIpfs::start(&dirs[1]),
-        JsIpfs::start(&dirs[2])
+        Kubo::start(&dirs[0]),
+        Kubo::start(&dirs[1]),
+        Kubo::start(&dirs[2])
     );
-    let repinning = |d: &JsIpfs, bootstrap: Option<&str>| {
+    let repinning = |d: &Kubo, bootstrap: Option<&str>| {
         let mut spec = beside(d, bootstrap);
         spec.env
             .push(("CLUSTER_DISABLEREPINNING".into(), "false".into()));

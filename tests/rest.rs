@@ -403,7 +403,7 @@ async fn delete_peers_removes_a_peer_for_real_and_post_peers_takes_it_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pin_and_unpin_by_ipfs_path_resolve_through_the_daemon() {
     let tmp = temp();
-    let daemon = common::jsipfs::JsIpfs::start(&tmp.path().join("ipfs")).await;
+    let daemon = common::kubo::Kubo::start(&tmp.path().join("ipfs")).await;
     let mut s = spec();
     s.env.push((
         "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),

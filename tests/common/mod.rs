@@ -417,6 +417,6 @@ pub fn temp() -> tempfile::TempDir {
 }
 pub mod fake_kubo;
 pub mod http;
-pub mod jsipfs;
+pub mod kubo;
 pub mod tls;
 pub mod tools;
