@@ -20,7 +20,10 @@ async fn content_added_on_one_daemon_is_pinned_on_another_over_bitswap() {
     let cid = a.add("hello.txt", data).await;
     assert!(a.recursive_pins().await.contains(&cid));
     assert!(b.recursive_pins().await.is_empty(), "b starts empty");
-    assert!(b.swarm_peer_ids().await.is_empty(), "b knows no one until told");
+    assert!(
+        b.swarm_peer_ids().await.is_empty(),
+        "b knows no one until told"
+    );
 
     b.connect(&a).await;
     // b can only get the blocks from a, over bitswap. `timeout` because a

@@ -1,4 +1,4 @@
-//! The IPFS proxy against real js-ipfs daemons: a cluster of three peers,
+//! The IPFS proxy against real Kubo daemons: a cluster of three peers,
 //! each beside its own daemon, clients talking to peer A's proxy. What a
 //! client adds or pins through the proxy becomes a cluster pin that the
 //! other peers list; `repo/stat` and `repo/gc` reach every daemon; all
@@ -564,64 +564,70 @@ async fn everything_else_passes_through_unchanged() {
     assert_eq!(hash.finalize(), want);
 }
 
-/// The jsipfs CLI (`ipfs-testpeer/node_modules/.bin/jsipfs`) pointed at
-/// the proxy with `--api`, with an empty `IPFS_PATH`: no local repo.
-async fn jsipfs(c: &Cluster, ipfs_path: &std::path::Path, args: &[&str]) -> String {
-    let bin = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/ipfs-testpeer/node_modules/.bin/jsipfs"
-    );
-    let port = c.proxy(0).rsplit(':').next().unwrap().to_string();
-    let api = format!("/ip4/127.0.0.1/tcp/{port}");
-    let out = tokio::process::Command::new(bin)
-        .args(["--api", &api])
-        .args(args)
-        .env("IPFS_PATH", ipfs_path)
-        .output()
-        .await
-        .expect("run jsipfs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "jsipfs {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Kubo's own `ipfs` CLI with `--api <addr>` and an `IPFS_PATH` that holds
+/// no repo; its stdout. Panics with both outputs when it fails.
+async fn ipfs(api: &str, ipfs_path: &std::path::Path, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = Kubo::cli(api, ipfs_path, args).await;
+    assert!(ok, "ipfs --api {api} {args:?}: {stdout}{stderr}");
     stdout
 }
 
+/// The proxy seed's examples, run with Kubo's `ipfs` binary: `add`,
+/// `pin add|ls|rm` and the rest, then the same command straight against
+/// the daemon where the proxy only passes it through. Output must read as
+/// Kubo's own; what is added or pinned becomes a cluster pin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_jsipfs_cli_adds_and_pins_in_the_cluster() {
+async fn the_ipfs_cli_adds_and_pins_in_the_cluster() {
     let _one = ONE_AT_A_TIME.lock().await;
     let c = Cluster::start(2).await;
     let other = &c.peers[1];
+    let proxy = format!(
+        "/ip4/127.0.0.1/tcp/{}",
+        c.proxy(0).rsplit(':').next().unwrap()
+    );
+    let direct = c.daemons[0].api_multiaddr();
     let files = temp();
     let repo = files.path().join("no-repo");
     let file = files.path().join("cli.txt");
-    std::fs::write(&file, "added by the jsipfs CLI\n").unwrap();
+    std::fs::write(&file, "added by the ipfs CLI\n").unwrap();
     let folder = files.path().join("folder");
     std::fs::create_dir_all(folder.join("d")).unwrap();
     std::fs::write(folder.join("a.txt"), "a\n").unwrap();
     std::fs::write(folder.join("d/b.txt"), "b\n").unwrap();
+    let run = |api: &str, args: &[&str]| {
+        let (api, args, repo) = (
+            api.to_string(),
+            args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            repo.clone(),
+        );
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ipfs(&api, &repo, &args).await
+        }
+    };
 
-    // add FILE: "added <cid> <name>", and a cluster pin another peer lists.
-    let out = jsipfs(
-        &c,
-        &repo,
-        &["add", "--progress=false", file.to_str().unwrap()],
-    )
-    .await;
+    // `ipfs add FILE`: Kubo's "added <cid> <name>", and a cluster pin.
+    let out = run(&proxy, &["add", file.to_str().unwrap()]).await;
     let words: Vec<&str> = out.split_whitespace().collect();
     assert_eq!((words[0], words[2]), ("added", "cli.txt"), "{out}");
     let file_cid = words[1].to_string();
     wait_pinned(other, &file_cid, true).await;
-
-    // add -r FOLDER: every entry listed, only the folder pinned.
-    let out = jsipfs(
-        &c,
-        &repo,
-        &["add", "--progress=false", "-r", folder.to_str().unwrap()],
+    let only_hash = run(
+        &direct,
+        &["add", "-Q", "--only-hash", file.to_str().unwrap()],
     )
     .await;
+    assert_eq!(only_hash.trim(), file_cid, "the daemon's CID");
+
+    // `ipfs add -r FOLDER`: every entry listed as Kubo lists it, only the
+    // folder pinned.
+    let out = run(&proxy, &["add", "-r", folder.to_str().unwrap()]).await;
+    let want = run(
+        &direct,
+        &["add", "-r", "--only-hash", folder.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(out, want, "the same lines as the daemon's own add");
     let added: Vec<(String, String)> = out
         .lines()
         .map(|l| {
@@ -629,40 +635,149 @@ async fn the_jsipfs_cli_adds_and_pins_in_the_cluster() {
             (w[2].to_string(), w[1].to_string())
         })
         .collect();
-    let names: Vec<&str> = added.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        ["folder/a.txt", "folder/d/b.txt", "folder/d", "folder"],
-        "{out}"
-    );
-    let folder_cid = added[3].1.clone();
+    let folder_cid = added.iter().find(|(n, _)| n == "folder").unwrap().1.clone();
+    let a_cid = added
+        .iter()
+        .find(|(n, _)| n == "folder/a.txt")
+        .unwrap()
+        .1
+        .clone();
     wait_pinned(other, &folder_cid, true).await;
-    assert!(!other.pinset().await.unwrap().contains(&added[0].1));
+    assert!(!other.pinset().await.unwrap().contains(&a_cid));
 
-    // cat goes through to the daemon.
-    let out = jsipfs(&c, &repo, &["cat", &file_cid]).await;
-    assert_eq!(out, "added by the jsipfs CLI\n");
+    // `ipfs add --cid-version 1 -Q`: base32 CIDv1, as Kubo prints it.
+    let out = run(
+        &proxy,
+        &["add", "--cid-version", "1", "-Q", file.to_str().unwrap()],
+    )
+    .await;
+    let v1 = out.trim().to_string();
+    assert!(v1.starts_with("bafk"), "{out}");
+    wait_pinned(other, &v1, true).await;
 
-    // pin add of an entry of the folder, pin ls, pin rm.
-    let a_cid = added[0].1.clone();
-    let out = jsipfs(&c, &repo, &["pin", "add", &a_cid]).await;
+    // `ipfs pin add`, `pin ls` (the cluster's pinset), `pin ls <cid>`.
+    let out = run(&proxy, &["pin", "add", &a_cid]).await;
     assert_eq!(out.trim(), format!("pinned {a_cid} recursively"));
     wait_pinned(other, &a_cid, true).await;
-    let out = jsipfs(&c, &repo, &["pin", "ls"]).await;
+    let out = run(&proxy, &["pin", "ls", "--type", "recursive"]).await;
     let mut listed: Vec<&str> = out.lines().collect();
     listed.sort();
     let mut want = [
         format!("{a_cid} recursive"),
         format!("{file_cid} recursive"),
         format!("{folder_cid} recursive"),
+        format!("{v1} recursive"),
     ];
     want.sort();
     assert_eq!(listed, want, "the cluster pinset: {out}");
-    let out = jsipfs(&c, &repo, &["pin", "ls", &a_cid]).await;
+    let out = run(&proxy, &["pin", "ls", &a_cid]).await;
     assert_eq!(out.trim(), format!("{a_cid} recursive"));
-    let out = jsipfs(&c, &repo, &["pin", "rm", &a_cid]).await;
+
+    // `ipfs pin update FROM TO`: the cluster pin moves.
+    let out = run(&proxy, &["pin", "update", &a_cid, &file_cid]).await;
+    assert_eq!(
+        out.trim(),
+        format!("updated {a_cid} to {file_cid}"),
+        "{out}"
+    );
+    wait_pinned(other, &a_cid, false).await;
+    run(&proxy, &["pin", "add", &a_cid]).await;
+
+    // `ipfs pin rm`.
+    let out = run(&proxy, &["pin", "rm", &a_cid]).await;
     assert_eq!(out.trim(), format!("unpinned {a_cid}"));
     wait_pinned(other, &a_cid, false).await;
+
+    // `block put --pin` and `dag put --pin`: cluster pins too.
+    let block = files.path().join("block.bin");
+    std::fs::write(&block, "a raw block from the ipfs CLI\n").unwrap();
+    let out = run(&proxy, &["block", "put", "--pin", block.to_str().unwrap()]).await;
+    let block_cid = out.trim().to_string();
+    assert!(block_cid.starts_with("bafk"), "{out}");
+    wait_pinned(other, &block_cid, true).await;
+    let node = files.path().join("node.json");
+    std::fs::write(&node, r#"{"made by":"the ipfs CLI"}"#).unwrap();
+    let out = run(&proxy, &["dag", "put", "--pin", node.to_str().unwrap()]).await;
+    let dag_cid = out.trim().to_string();
+    assert!(dag_cid.starts_with("bafyrei"), "{out}");
+    wait_pinned(other, &dag_cid, true).await;
+
+    // `repo stat` sums every daemon; `repo gc` reaches every daemon.
+    let out = run(&proxy, &["repo", "stat"]).await;
+    for key in [
+        "NumObjects:",
+        "RepoSize:",
+        "StorageMax:",
+        "RepoPath:",
+        "Version:",
+    ] {
+        assert!(out.contains(key), "{key} in {out}");
+    }
+    let objects = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("NumObjects:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let own = run(&direct, &["repo", "stat"]).await;
+    assert!(
+        objects(&out) > objects(&own),
+        "the sum over both daemons: {out} vs {own}"
+    );
+    run(&proxy, &["repo", "gc", "--quiet"]).await;
+
+    // Passed through: the same output as the daemon's own.
+    let dir_entry = format!("{folder_cid}/d/b.txt");
+    for args in [
+        vec!["cat", file_cid.as_str()],
+        vec!["cat", dir_entry.as_str()],
+        vec!["ls", folder_cid.as_str()],
+        vec!["dag", "get", dag_cid.as_str()],
+        vec!["block", "get", block_cid.as_str()],
+        vec!["block", "stat", block_cid.as_str()],
+        vec!["id"],
+        vec!["version"],
+        vec!["swarm", "peers"],
+        vec!["refs", "-r", folder_cid.as_str()],
+    ] {
+        let (a, b) = (run(&proxy, &args).await, run(&direct, &args).await);
+        assert_eq!(
+            a, b,
+            "ipfs {args:?} through the proxy vs straight to the daemon"
+        );
+    }
+    // `cat` of 100 MB through the proxy: the same bytes.
+    let big = files.path().join("big.bin");
+    let data: Vec<u8> = (0..100u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(&big, &data).unwrap();
+    let big_cid = run(&direct, &["add", "-Q", big.to_str().unwrap()]).await;
+    let (ok, out, err) = {
+        let out = tokio::process::Command::new(common::kubo::real_bin("ipfs"))
+            .args(["--api", &proxy, "cat", big_cid.trim()])
+            .env("IPFS_PATH", &repo)
+            .output()
+            .await
+            .unwrap();
+        (out.status.success(), out.stdout, out.stderr)
+    };
+    assert!(ok, "ipfs cat: {}", String::from_utf8_lossy(&err));
+    assert_eq!(out.len(), data.len());
+    assert!(
+        Sha256::digest(&out) == Sha256::digest(&data),
+        "cat 100 MB differs"
+    );
+    drop((data, out));
+
+    // `get` writes the same tree.
+    for (api, out) in [(&proxy, "via-proxy"), (&direct, "direct")] {
+        let target = files.path().join(out);
+        run(api, &["get", "-o", target.to_str().unwrap(), &folder_cid]).await;
+        assert_eq!(std::fs::read(target.join("d/b.txt")).unwrap(), b"b\n");
+    }
     assert!(!repo.exists(), "the CLI used a local repo");
 }
 
@@ -671,7 +786,7 @@ async fn kubo_rpc_client_works_against_the_proxy() {
     let _one = ONE_AT_A_TIME.lock().await;
     let c = Cluster::start(2).await;
     let other = &c.peers[1];
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/ipfs-testpeer/kubo-client.mjs");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/kubo-client.mjs");
     let out = tokio::process::Command::new("node")
         .arg(script)
         .arg(c.proxy(0))

@@ -7,9 +7,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
 use http_body_util::BodyExt;
-use hyper::body::Frame;
 use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Request, Response, StatusCode};
 
@@ -83,19 +81,26 @@ pub(super) async fn send(
     out.send().await
 }
 
-/// The daemon's reply as ours: status, end-to-end headers, body streamed.
+/// The daemon's reply as ours: status, end-to-end headers, body streamed
+/// with its trailers. `Trailer` is hop-by-hop, but Go's `ReverseProxy`
+/// announces the upstream's trailers again (and sends them after the body),
+/// so the reference's clients see Kubo's `Trailer: X-Stream-Error`; so do ours.
 pub(super) fn relay(res: reqwest::Response) -> Response<Body> {
-    let status = res.status();
-    let headers = strip(res.headers().clone());
-    let body = http_body_util::StreamBody::new(
-        res.bytes_stream()
-            .map_ok(Frame::data)
-            .map_err(std::io::Error::other),
-    );
-    let mut out = Response::new(BodyExt::boxed_unsync(body));
-    *out.status_mut() = status;
-    *out.headers_mut() = headers;
-    out
+    let announced: Vec<_> = res
+        .headers()
+        .get_all(header::TRAILER)
+        .iter()
+        .cloned()
+        .collect();
+    let (mut parts, body) = hyper::Response::from(res).into_parts();
+    parts.headers = strip(std::mem::take(&mut parts.headers));
+    for value in announced {
+        parts.headers.append(header::TRAILER, value);
+    }
+    Response::from_parts(
+        parts,
+        BodyExt::boxed_unsync(body.map_err(std::io::Error::other)),
+    )
 }
 
 /// The daemon could not be reached or broke off before replying.
