@@ -1,4 +1,4 @@
-//! IPFS proxy throughput against a real js-ipfs daemon (the targets of the
+//! IPFS proxy throughput against a real Kubo daemon (the targets of the
 //! proxy issue):
 //! - `add` of a 100 MB file through the proxy: ≥ 90 % of the throughput of
 //!   the same add straight to the daemon;
@@ -15,7 +15,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::jsipfs::JsIpfs;
+use common::kubo::Kubo;
 use common::*;
 use rand::RngCore;
 
@@ -100,7 +100,7 @@ fn report(what: &str, direct: Vec<Duration>, proxied: Vec<Duration>, target: f64
 #[tokio::main]
 async fn main() {
     let tmp = temp();
-    let daemon = JsIpfs::start(&tmp.path().join("ipfs")).await;
+    let daemon = Kubo::start(&tmp.path().join("ipfs")).await;
     let spec = PeerSpec {
         secret: None,
         bootstrap: Vec::new(),

@@ -4,7 +4,7 @@
 //!   and the daemon's resident memory before and while it streams (target
 //!   ≥ 500,000 pins/s with flat memory);
 //! - `POST /add` of a 100 MB file: throughput through the cluster peer
-//!   against adding the same file straight to its IPFS daemon (js-ipfs),
+//!   against adding the same file straight to its IPFS daemon (Kubo),
 //!   best of 3 each (target ≥ 80 %).
 //!
 //! Run: `cargo bench --bench rest [-- add|allocations]`. The daemons share this machine's two
@@ -16,7 +16,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::jsipfs::JsIpfs;
+use common::kubo::Kubo;
 use common::*;
 use futures::StreamExt;
 
@@ -114,7 +114,7 @@ async fn timed_add(url: &str, content_type: &str, body: &[u8]) -> (Duration, Str
 
 async fn add() {
     let tmp = temp();
-    let daemon = JsIpfs::start(&tmp.path().join("ipfs")).await;
+    let daemon = Kubo::start(&tmp.path().join("ipfs")).await;
     let peer = TestPeer::start(
         tmp.path().join("peer"),
         spec(vec![(
@@ -148,7 +148,7 @@ async fn add() {
         cluster = cluster.min(c);
     }
     println!(
-        "add 100 MB: straight to js-ipfs {direct:?} ({:.0} MB/s); through POST /add {cluster:?} ({:.0} MB/s): {:.0} %",
+        "add 100 MB: straight to Kubo {direct:?} ({:.0} MB/s); through POST /add {cluster:?} ({:.0} MB/s): {:.0} %",
         mb / direct.as_secs_f64(),
         mb / cluster.as_secs_f64(),
         100.0 * direct.as_secs_f64() / cluster.as_secs_f64()

@@ -1,4 +1,4 @@
-//! `POST /add` against real js-ipfs daemons: the CIDs equal what the
+//! `POST /add` against real Kubo daemons: the CIDs equal what the
 //! daemon computes for the same files and options (and Kubo's for a known
 //! input), the root becomes a cluster pin with allocations, and the content
 //! ends up pinned on the allocated peers' daemons.
@@ -69,8 +69,8 @@ async fn post(url: &str, entries: &[Entry<'_>]) -> (u16, Vec<Value>, String) {
     (status, lines, text)
 }
 
-/// `(name, cid)` of every node line, in order. CIDs are compared as CIDs:
-/// js-ipfs prints CIDv1 in base58btc where Kubo (and we) print base32.
+/// `(name, cid)` of every node line, in order. CIDs are compared as CIDs,
+/// not as strings: the same CID has many string forms.
 fn nodes(lines: &[Value], name: &str, cid: &str) -> Vec<(String, cid::Cid)> {
     lines
         .iter()
@@ -164,12 +164,12 @@ async fn add_gives_the_daemons_cids_and_pins_on_the_allocated_daemons() {
         ),
         ("layout=trickle", vec![("t.bin", Some(&small))]),
         // A hash other than sha2-256 needs CIDv1, as Kubo decides
-        // (sha2-512: js-ipfs has no sha3).
+        // (sha2-512).
         ("hash=SHA2-512", vec![("h.bin", Some(&small))]),
         ("", vec![("big.bin", Some(&big))]),
     ];
     for (query, entries) in &cases {
-        // What the js-ipfs daemon computes on its own (nothing stored).
+        // What the Kubo daemon computes on its own (nothing stored).
         let sep = if query.is_empty() { "" } else { "&" };
         // The daemon's own name for the trickle layout; hash names in
         // lower case (the cluster takes them in any case, as Go does).
@@ -185,7 +185,7 @@ async fn add_gives_the_daemons_cids_and_pins_on_the_allocated_daemons() {
         )
         .await;
         let want = nodes(&want, "Name", "Hash");
-        assert!(!want.is_empty(), "js-ipfs added nothing for {query:?}");
+        assert!(!want.is_empty(), "Kubo added nothing for {query:?}");
 
         let (status, got, text) = post(
             &format!("{}/add?replication=2&name=case{sep}{query}", a.api),
@@ -305,7 +305,7 @@ async fn add_options_no_pin_progress_buffered_and_errors() {
     }
 }
 
-/// `dag/export` of `root` from a js-ipfs daemon: a CARv1 built by js-ipfs.
+/// `dag/export` of `root` from a Kubo daemon: a CARv1 built by Kubo.
 async fn export(daemon: &Kubo, root: &str) -> Vec<u8> {
     let res = reqwest::Client::new()
         .post(format!("{}/api/v0/dag/export?arg={root}", daemon.api_url()))

@@ -1,5 +1,5 @@
 //! The dashboard at `/ui` as a browser shows it: headless Chromium loads
-//! it from a three-peer cluster (two peers beside real js-ipfs daemons, the
+//! it from a three-peer cluster (two peers beside real Kubo daemons, the
 //! third with its daemon down) and must show the three peers, the pins,
 //! and the health graph with the down daemon marked. The screenshot is kept
 //! in `target/test-artifacts/dashboard.png`.

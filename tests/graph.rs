@@ -1,5 +1,5 @@
 //! The health graph as users see it: `GET /health/graph` on a cluster of
-//! real peers beside real IPFS daemons (js-ipfs 0.66.1), and
+//! real peers beside real IPFS daemons (Kubo 0.43.1), and
 //! `pincluster health graph` turned into a picture by Graphviz's `dot`.
 
 mod common;
@@ -93,11 +93,7 @@ async fn three_peers_with_one_daemon_down() {
     both.sort();
     assert_eq!(sorted_strings(&up["ipfs_links"][&ia]), both, "{up}");
 
-    assert!(
-        dc.stop(),
-        "js-ipfs did not stop cleanly:\n{}",
-        dc.log_text()
-    );
+    assert!(dc.stop(), "Kubo did not stop cleanly:\n{}", dc.log_text());
     // The down daemon drops out of the graph; the rest stays as it was.
     let graph = wait_for(
         "the stopped daemon to leave the graph",

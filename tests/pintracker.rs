@@ -1,4 +1,4 @@
-//! The pin tracker driving an IPFS daemon (the fake Kubo here; js-ipfs in
+//! The pin tracker driving an IPFS daemon (the fake Kubo here; Kubo in
 //! the real-daemon tests): pins land, a CID nobody can provide ends in a
 //! terminal `pin_error` instead of staying queued, recover brings it back,
 //! unpins drop it, and a daemon that goes down shows in `/id` and statuses

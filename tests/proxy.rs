@@ -829,7 +829,7 @@ async fn kubo_rpc_client_works_against_the_proxy() {
     assert!(seen["gc"].is_array());
 }
 
-/// A stand-in daemon with headers js-ipfs cannot be made to send: a
+/// A stand-in daemon with headers Kubo cannot be made to send: a
 /// custom header (exposed through `Access-Control-Expose-Headers`) on
 /// `version`, and a CORS answer to preflights. Counts `version` calls.
 async fn header_daemon() -> (

@@ -1,4 +1,4 @@
-//! Cluster peers driving real IPFS daemons (js-ipfs 0.66.1, one beside each
+//! Cluster peers driving real IPFS daemons (Kubo 0.43.1, one beside each
 //! peer): what the cluster allocates ends up pinned on exactly the allocated
 //! daemons, as each daemon tells through its own API.
 
@@ -149,7 +149,7 @@ async fn a_cid_nobody_has_ends_in_pin_error_and_recover_pins_it_once_it_exists()
     let tmp = temp();
     let daemon = Kubo::start(&tmp.path().join("ipfs")).await;
     let mut spec = beside(&daemon, None);
-    // js-ipfs waits for missing blocks for ever: the pin timeout bounds
+    // Kubo waits for missing blocks for ever: the pin timeout bounds
     // each attempt, the attempt limit bounds them all.
     spec.env
         .push(("CLUSTER_IPFSHTTP_PINTIMEOUT".into(), "1s".into()));
@@ -174,7 +174,7 @@ async fn a_cid_nobody_has_ends_in_pin_error_and_recover_pins_it_once_it_exists()
     let added = daemon
         .add_with("add?cid-version=1&raw-leaves=true&pin=false", "x", data)
         .await;
-    // js-ipfs prints CIDv1 in base58: compare CIDs, not strings.
+    // Compare CIDs, not strings.
     let got: cid::Cid = added.last().unwrap()["Hash"]
         .as_str()
         .unwrap()
@@ -195,8 +195,8 @@ async fn a_cid_nobody_has_ends_in_pin_error_and_recover_pins_it_once_it_exists()
     assert!(pinned_on(&daemon).await.contains(&cid));
 }
 
-/// A daemon's recursive pins as canonical CID strings (js-ipfs answers
-/// CIDv1 in base58, the cluster in base32).
+/// A daemon's recursive pins as canonical CID strings (what the cluster
+/// prints).
 async fn pinned_on(daemon: &Kubo) -> Vec<String> {
     daemon
         .recursive_pins()
