@@ -212,7 +212,7 @@ async fn daemon_errors_carry_their_message() {
         } => assert_eq!(message, "fake failure"),
         other => panic!("unexpected {other}"),
     }
-    assert_eq!(conn.version().await.unwrap(), "0.29.0");
+    assert_eq!(conn.version().await.unwrap(), "0.43.1");
 
     let c = cids("missing", 1)[0];
     fake.set_pin_behaviour(c, PinBehaviour::Fail);

@@ -71,7 +71,7 @@ impl Quirks {
 pub enum PinBehaviour {
     /// Headers, then nothing, ever (content nobody has, js-ipfs style).
     Hang,
-    /// Kubo fetching nothing: `{"Progress":0}` repeated forever.
+    /// Kubo fetching nothing: `{"Progress":0,"Bytes":0}` repeated forever.
     Stall,
     /// A 500 with Kubo's error body.
     Fail,
@@ -399,27 +399,46 @@ fn handle(
     }
     log.push_back(raw_query.to_string());
     if method != Method::POST {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+        return warp::reply::with_status(
+            warp::reply::with_header(
+                "405 - Method Not Allowed",
+                "content-type",
+                "text/plain; charset=utf-8",
+            ),
+            StatusCode::METHOD_NOT_ALLOWED,
+        )
+        .into_response();
     }
     if st.fail_next > 0 {
         st.fail_next -= 1;
         return error(StatusCode::INTERNAL_SERVER_ERROR, "fake failure");
     }
-    match cmd {
+    let mut res = match cmd {
         "id" => id(&st),
         "version" => version(&st),
         "pin/add" => pin_add(&mut st, Arc::downgrade(state), &req),
         "pin/rm" => pin_rm(&mut st, &req),
         "pin/ls" => pin_ls(&st, &req),
         "pin/update" => pin_update(&mut st, &req),
-        "repo/stat" => repo_stat(&st),
+        "repo/stat" => repo_stat(&st, &req),
         "repo/gc" => repo_gc(&mut st),
         "block/put" => block_put(&mut st, &req),
         "swarm/peers" => swarm_peers(&st),
         "swarm/connect" => swarm_connect(&mut st, &req),
         "resolve" => resolve(&st, &req),
-        _ => not_found(&st),
+        _ => return not_found(&st),
+    };
+    // Kubo announces the trailer on every reply of a known command, errors
+    // included (only its command parser's plain-text 400s go without).
+    if res
+        .headers()
+        .get("content-type")
+        .is_some_and(|ct| ct == "application/json")
+    {
+        res.headers_mut()
+            .insert("trailer", "X-Stream-Error".parse().expect("header"));
     }
+    res
 }
 
 fn not_found(st: &State) -> Response {
@@ -437,14 +456,13 @@ fn id(st: &State) -> Response {
     let agent = if st.quirks.base58_cids {
         "js-ipfs/0.18.1"
     } else {
-        "kubo/0.29.0/"
+        "kubo/0.43.1/"
     };
     ok(serde_json::json!({
         "ID": st.peer_id.to_string(),
         "PublicKey": "",
         "Addresses": st.addresses,
         "AgentVersion": agent,
-        "ProtocolVersion": "ipfs/0.1.0",
         "Protocols": ["/ipfs/bitswap/1.2.0", "/ipfs/id/1.0.0"],
     }))
 }
@@ -454,15 +472,15 @@ fn version(st: &State) -> Response {
         ok(serde_json::json!({"Version": "0.18.1", "Commit": "", "Repo": "12"}))
     } else {
         ok(serde_json::json!({
-            "Version": "0.29.0", "Commit": "", "Repo": "15",
-            "System": "amd64/linux", "Golang": "go1.22.4",
+            "Version": "0.43.1", "Commit": "", "Repo": "18",
+            "System": "amd64/linux", "Golang": "go1.26.8",
         }))
     }
 }
 
 fn pin_add(st: &mut State, handle: Weak<Mutex<State>>, req: &Request<'_>) -> Response {
     let Some(cid) = arg_cid(req) else {
-        return bad_arg();
+        return bad_arg(req);
     };
     let mode = if req.flag("recursive", true) {
         PinMode::Recursive
@@ -485,7 +503,12 @@ fn pin_add(st: &mut State, handle: Weak<Mutex<State>>, req: &Request<'_>) -> Res
         Some(PinBehaviour::Hang) => streamed(|tx| async move { tx.closed().await }),
         Some(PinBehaviour::Stall) => streamed(move |tx| async move {
             loop {
-                if progress && tx.send(Ok(b"{\"Progress\":0}\n".to_vec())).await.is_err() {
+                if progress
+                    && tx
+                        .send(Ok(b"{\"Progress\":0,\"Bytes\":0}\n".to_vec()))
+                        .await
+                        .is_err()
+                {
                     return;
                 }
                 tokio::select! {
@@ -500,7 +523,7 @@ fn pin_add(st: &mut State, handle: Weak<Mutex<State>>, req: &Request<'_>) -> Res
                 for step in 1..=steps {
                     tokio::time::sleep(every).await;
                     if progress {
-                        let line = format!("{{\"Progress\":{step}}}\n");
+                        let line = format!("{{\"Progress\":{step},\"Bytes\":{}}}\n", step * 1024);
                         if tx.send(Ok(line.into_bytes())).await.is_err() {
                             return;
                         }
@@ -520,7 +543,7 @@ fn pin_add(st: &mut State, handle: Weak<Mutex<State>>, req: &Request<'_>) -> Res
             st.pins.insert(cid, mode);
             let mut body = String::new();
             if progress {
-                body.push_str("{\"Progress\":1}\n{\"Progress\":2}\n");
+                body.push_str("{\"Progress\":1,\"Bytes\":10}\n{\"Progress\":2,\"Bytes\":20}\n");
             }
             body.push_str(&done);
             streamed(move |tx| async move {
@@ -532,7 +555,7 @@ fn pin_add(st: &mut State, handle: Weak<Mutex<State>>, req: &Request<'_>) -> Res
 
 fn pin_rm(st: &mut State, req: &Request<'_>) -> Response {
     let Some(cid) = arg_cid(req) else {
-        return bad_arg();
+        return bad_arg(req);
     };
     if st.pins.remove(&cid).is_none() {
         return error(
@@ -549,7 +572,7 @@ fn pin_ls(st: &State, req: &Request<'_>) -> Response {
     let mut pins: Vec<(Cid, PinMode)> = Vec::new();
     if let Some(arg) = req.args().first() {
         let Ok(cid) = Cid::try_from(*arg) else {
-            return bad_arg();
+            return bad_arg(req);
         };
         match st.pins.get(&cid) {
             Some(mode) if wanted(*mode) => pins.push((cid, *mode)),
@@ -570,31 +593,30 @@ fn pin_ls(st: &State, req: &Request<'_>) -> Response {
     }
     let base58 = st.quirks.base58_cids;
     if st.quirks.one_object_pin_ls || !req.flag("stream", false) {
+        // Kubo names every entry (`""` when unnamed); js-ipfs has no names.
         let keys: serde_json::Map<String, serde_json::Value> = pins
             .iter()
-            .map(|(c, m)| (fmt_cid(base58, c), serde_json::json!({"Type": m.as_str()})))
+            .map(|(c, m)| {
+                let entry = if base58 {
+                    serde_json::json!({"Type": m.as_str()})
+                } else {
+                    serde_json::json!({"Name": "", "Type": m.as_str()})
+                };
+                (fmt_cid(base58, c), entry)
+            })
             .collect();
         return ok(serde_json::json!({ "Keys": keys }));
     }
-    let names = !base58;
+    // Streamed, Kubo leaves an empty `Name` out.
     streamed(move |tx| async move {
         for chunk in pins.chunks(LS_CHUNK) {
             let mut out = String::with_capacity(chunk.len() * 100);
             for (cid, mode) in chunk {
-                let line = if names {
-                    format!(
-                        "{{\"Cid\":\"{}\",\"Name\":\"\",\"Type\":\"{}\"}}\n",
-                        fmt_cid(base58, cid),
-                        mode.as_str()
-                    )
-                } else {
-                    format!(
-                        "{{\"Type\":\"{}\",\"Cid\":\"{}\"}}\n",
-                        mode.as_str(),
-                        fmt_cid(base58, cid)
-                    )
-                };
-                out.push_str(&line);
+                out.push_str(&format!(
+                    "{{\"Cid\":\"{}\",\"Type\":\"{}\"}}\n",
+                    fmt_cid(base58, cid),
+                    mode.as_str()
+                ));
             }
             if tx.send(Ok(out.into_bytes())).await.is_err() {
                 return;
@@ -612,7 +634,7 @@ fn pin_update(st: &mut State, req: &Request<'_>) -> Response {
         args.first().and_then(|a| Cid::try_from(*a).ok()),
         args.get(1).and_then(|a| Cid::try_from(*a).ok()),
     ) else {
-        return bad_arg();
+        return bad_arg(req);
     };
     if st.pins.get(&from) != Some(&PinMode::Recursive) {
         return error(
@@ -627,7 +649,7 @@ fn pin_update(st: &mut State, req: &Request<'_>) -> Response {
     ok(serde_json::json!({"Pins": [show_cid(st, &from), show_cid(st, &to)]}))
 }
 
-fn repo_stat(st: &State) -> Response {
+fn repo_stat(st: &State, req: &Request<'_>) -> Response {
     let size: usize = st.blocks.values().map(Vec::len).sum();
     if st.quirks.numbers_as_strings {
         ok(serde_json::json!({
@@ -637,8 +659,17 @@ fn repo_stat(st: &State) -> Response {
             "Version": "12",
             "StorageMax": "9007199254740991",
         }))
+    } else if req.flag("size-only", false) {
+        // Kubo skips counting objects and leaves the rest empty.
+        ok(serde_json::json!({
+            "RepoSize": size, "StorageMax": 10_000_000_000u64,
+            "NumObjects": 0, "RepoPath": "", "Version": "",
+        }))
     } else {
-        ok(serde_json::json!({"RepoSize": size, "StorageMax": 10_000_000_000u64}))
+        ok(serde_json::json!({
+            "RepoSize": size, "StorageMax": 10_000_000_000u64,
+            "NumObjects": st.blocks.len(), "RepoPath": "/fake", "Version": "fs-repo@18",
+        }))
     }
 }
 
@@ -705,7 +736,7 @@ fn swarm_peers(st: &State) -> Response {
 
 fn swarm_connect(st: &mut State, req: &Request<'_>) -> Response {
     let Some(addr) = req.args().first().and_then(|a| a.parse::<Multiaddr>().ok()) else {
-        return bad_arg();
+        return bad_arg(req);
     };
     st.connected.push(addr.clone());
     ok(serde_json::json!({"Strings": [format!("connect {addr} success")]}))
@@ -713,7 +744,7 @@ fn swarm_connect(st: &mut State, req: &Request<'_>) -> Response {
 
 fn resolve(st: &State, req: &Request<'_>) -> Response {
     let Some(path) = req.args().first().map(|a| a.to_string()) else {
-        return bad_arg();
+        return bad_arg(req);
     };
     match st.names.get(&path) {
         Some(cid) => ok(serde_json::json!({"Path": format!("/ipfs/{}", show_cid(st, cid))})),
@@ -778,8 +809,24 @@ fn error(status: StatusCode, message: &str) -> Response {
     )
 }
 
-fn bad_arg() -> Response {
-    error(StatusCode::BAD_REQUEST, "invalid argument")
+/// Kubo's answer to a missing argument (a plain-text 400, from its
+/// command parser) or to one it cannot parse (a 500 with its error JSON).
+fn bad_arg(req: &Request<'_>) -> Response {
+    match req.args().first() {
+        None => warp::reply::with_status(
+            warp::reply::with_header(
+                "argument \"ipfs-path\" is required\n",
+                "content-type",
+                "text/plain; charset=utf-8",
+            ),
+            StatusCode::BAD_REQUEST,
+        )
+        .into_response(),
+        Some(arg) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("invalid path {arg:?}: path does not have enough components"),
+        ),
+    }
 }
 
 /// The body of the first part of a `multipart/form-data` request.
