@@ -38,7 +38,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use warp::http::{HeaderValue, StatusCode, header};
 
 use super::reply::{ApiReply, error, json, ndjson};
-use super::{ApiContext, commit, percent_decode};
+use super::{ApiContext, commit, form_decode};
 use crate::api::car::{self, CarError, CarReader};
 use crate::ipfsconn::AddedLine;
 use crate::types::{Pin, PinMode, PinOptions};
@@ -281,7 +281,8 @@ where
         // The reference's words.
         return Err("expected CAR file is not of type file".to_string());
     }
-    let name = part.file_name().map(percent_decode).unwrap_or_default();
+    // Names are query-escaped, as boxo's multipart reader unescapes them.
+    let name = part.file_name().map(form_decode).unwrap_or_default();
     let reader = CarReader::new(part).await.map_err(|e| e.to_string())?;
     Ok(CarUpload { name, reader, form })
 }

@@ -284,12 +284,25 @@ pub fn url_pairs(raw: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
+            (form_decode(k), form_decode(v))
         })
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
+/// A query key or value: `+` is a space, as Go's `url.ParseQuery` reads it.
+fn form_decode(s: &str) -> String {
+    percent_decode(s, true)
+}
+
+/// A piece of a URL path: `+` is itself, as Go's `url.PathUnescape` reads
+/// it (`/pins/ipfs/<cid>/a+b` names the file `a+b`).
+fn path_decode(s: &str) -> String {
+    percent_decode(s, false)
+}
+
+/// `%XX` escapes decoded (a malformed one is kept as it is), and `+` as a
+/// space when `plus_is_space`.
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
     fn hex(b: u8) -> Option<u8> {
         (b as char).to_digit(16).map(|d| d as u8)
     }
@@ -298,7 +311,7 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
                 (Some(h), Some(l)) => {
                     out.push(h * 16 + l);
@@ -1148,7 +1161,16 @@ mod tests {
                 ("empty".to_string(), String::new()),
             ]
         );
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(form_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn paths_keep_plus_signs() {
+        assert_eq!(path_decode("a+b%20c%2B"), "a+b c+");
+        assert_eq!(
+            paths::path_of("ipfs/bafkqaaa/dir/a+b%20c").as_deref(),
+            Some("/ipfs/bafkqaaa/dir/a+b c")
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use cid::Cid;
 use warp::http::StatusCode;
 
 use super::reply::{ApiReply, error};
-use super::{ApiContext, commit_pin, percent_decode, remove_pin};
+use super::{ApiContext, commit_pin, path_decode, remove_pin};
 use crate::ipfsconn::IpfsConnector;
 use crate::types::{Pin, PinOptions};
 
@@ -21,7 +21,7 @@ pub fn path_of(tail: &str) -> Option<String> {
     let (namespace, rest) = tail.split_once('/')?;
     let rest = rest.trim_end_matches('/');
     (NAMESPACES.contains(&namespace) && !rest.is_empty())
-        .then(|| format!("/{namespace}/{}", percent_decode(rest)))
+        .then(|| format!("/{namespace}/{}", path_decode(rest)))
 }
 
 /// Checks a path as the reference's path parser does: `/ipfs/` and
