@@ -18,7 +18,7 @@ mod server;
 mod sync;
 mod ui;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -886,7 +886,22 @@ async fn cluster_status(
         });
         peer_map.extend(join_all(asks).await);
     }
-    Ok(global_info(*cid, pin, peer_map))
+    let ids = ctx.monitor.ipfs_ids(chrono::Utc::now());
+    Ok(global_info(*cid, pin, with_ipfs_ids(peer_map, &ids)))
+}
+
+/// Fills each entry's `ipfs_peer_id` from its peer's live `ping` metric,
+/// as the reference's peers report their daemon's id with every status.
+fn with_ipfs_ids(
+    mut peer_map: BTreeMap<String, PinInfoShort>,
+    ids: &HashMap<String, PeerId>,
+) -> BTreeMap<String, PinInfoShort> {
+    for (peer, entry) in peer_map.iter_mut() {
+        if entry.ipfs_peer_id.is_none() {
+            entry.ipfs_peer_id = ids.get(peer).copied();
+        }
+    }
+    peer_map
 }
 
 /// A `GlobalPinInfo` from the pin (if in the pinset) and the peers' views.
@@ -1056,6 +1071,7 @@ async fn statuses_reply(
                 }
             });
             let (mine, theirs) = tokio::join!(ctx.tracker.statuses(&page), join_all(asks));
+            let ids = ctx.monitor.ipfs_ids(chrono::Utc::now());
             for (i, ((cid, pin), my)) in page.into_iter().zip(mine).enumerate() {
                 let mut peer_map = BTreeMap::new();
                 peer_map.insert(local_id.clone(), local_entry(&peername, my));
@@ -1075,6 +1091,7 @@ async fn statuses_reply(
                         continue;
                     }
                 }
+                let peer_map = with_ipfs_ids(peer_map, &ids);
                 if tx
                     .send(Ok::<_, String>(global_info(cid, pin, peer_map)))
                     .await
