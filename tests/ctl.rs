@@ -210,6 +210,7 @@ async fn ctl_drives_a_cluster_beside_kubo() {
 async fn add_checks(dir: &Path, a: &TestPeer, b: &TestPeer, ka: &Kubo, kb: &Kubo, both: &[String]) {
     let files = dir.join("files");
     std::fs::create_dir_all(files.join("dir/sub")).unwrap();
+    std::fs::create_dir_all(files.join("hid")).unwrap();
     for (path, data) in [
         ("a.txt", "hello ctl\n"),
         ("dir/one.txt", "one\n"),
@@ -218,6 +219,8 @@ async fn add_checks(dir: &Path, a: &TestPeer, b: &TestPeer, ka: &Kubo, kb: &Kubo
         ("alloc.txt", "allocated to b\n"),
         ("nopin.txt", "never pinned\n"),
         ("wait.txt", "waited for\n"),
+        ("hid/.dot", "hidden\n"),
+        ("hid/seen", "seen\n"),
     ] {
         std::fs::write(files.join(path), data).unwrap();
     }
@@ -372,6 +375,53 @@ async fn add_checks(dir: &Path, a: &TestPeer, b: &TestPeer, ka: &Kubo, kb: &Kubo
     assert_eq!(
         missing.out,
         "An error occurred:\n  Code: 404\n  Message: pin is not part of the pinset\n"
+    );
+
+    // The DAG options reach the daemon: Kubo's CIDs for the same options
+    // (a hash other than sha2-256 makes ctl send CIDv1 with raw leaves).
+    let big: Vec<u8> = (0..5000u32).flat_map(|i| i.to_le_bytes()).collect();
+    std::fs::write(files.join("big.bin"), &big).unwrap();
+    let trickle = kubo_cid(ka, "chunker=size-1000&trickle=true", &big).await;
+    assert_eq!(
+        add(&[
+            "add",
+            "--chunker",
+            "size-1000",
+            "--layout",
+            "trickle",
+            "big.bin"
+        ])
+        .ok("add trickle"),
+        format!("added {trickle} big.bin\n")
+    );
+    let sha512 = kubo_cid(
+        ka,
+        "hash=sha2-512&cid-version=1&raw-leaves=true",
+        b"hello ctl\n",
+    )
+    .await;
+    assert_eq!(
+        add(&["add", "--hash", "sha2-512", "a.txt"]).ok("add sha2-512"),
+        format!("added {sha512} a.txt\n")
+    );
+    // Dot-files only with --hidden; several paths are wrapped.
+    let hidden = add(&["add", "-r", "--hidden", "hid"]).ok("add -H");
+    assert!(
+        hidden.contains(" hid/.dot\n") && hidden.contains(" hid/seen\n"),
+        "{hidden}"
+    );
+    let plain = add(&["add", "-r", "hid"]).ok("add");
+    assert!(
+        !plain.contains(".dot") && plain.contains(" hid/seen\n"),
+        "{plain}"
+    );
+    let several = add(&["add", "--no-stream", "a.txt", "dir/one.txt"]).ok("add two paths");
+    assert_eq!(
+        several,
+        format!(
+            "added {cid} a.txt\nadded QmUB9Nr7RpqNYQpyh4W9r3RQNttiPQ6BQ9iQLkw9LztJFz one.txt\n\
+             added QmPo6WBGfzHaxVgnAbUdX3j6hrAVwc9GPcuxYCpiXoaq6q \n"
+        )
     );
 
     // --wait returns once every peer has pinned it.

@@ -196,9 +196,7 @@ impl Kubo {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(100));
         };
-        ipfs.gateway_port = ipfs
-            .logged_port("Gateway server listening on")
-            .unwrap_or(0);
+        ipfs.gateway_port = ipfs.logged_port("Gateway server listening on").unwrap_or(0);
         ipfs.id = id["ID"].as_str().expect("ID in /api/v0/id").to_string();
         ipfs.swarm_addr = id["Addresses"]
             .as_array()
@@ -392,7 +390,10 @@ impl Kubo {
             .unwrap_or_else(|e| panic!("POST /api/v0/{cmd} to Kubo {}: {e}", self.id));
         let status = res.status();
         let text = res.text().await.expect("reading the add reply");
-        assert!(status.is_success(), "Kubo /api/v0/{cmd}: HTTP {status}: {text}");
+        assert!(
+            status.is_success(),
+            "Kubo /api/v0/{cmd}: HTTP {status}: {text}"
+        );
         parse_ndjson(cmd, &text)
     }
 
