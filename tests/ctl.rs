@@ -128,7 +128,7 @@ async fn ctl_drives_a_cluster_beside_kubo() {
     };
     let a = TestPeer::start(tmp.path().join("a"), spec("peer-a", &ka, None)).await;
     let addr = a.cluster_addr().await;
-    let b = TestPeer::start(tmp.path().join("b"), spec("peer-b", &kb, Some(&addr))).await;
+    let mut b = TestPeer::start(tmp.path().join("b"), spec("peer-b", &kb, Some(&addr))).await;
     let mut both = vec![a.id.clone(), b.id.clone()];
     both.sort();
 
@@ -190,6 +190,24 @@ async fn ctl_drives_a_cluster_beside_kubo() {
     add_checks(tmp.path(), &a, &b, &ka, &kb, &both).await;
     pin_checks(&a, &b, &ka, &kb).await;
     health_checks(&a, &b, &ka, &kb).await;
+
+    // A dead peer is an alert: its ping expired.
+    b.kill();
+    wait_for("an alert for B", DEADLINE, || async {
+        let out = ctl(&a.api, &["health", "alerts"]).ok("health alerts");
+        out.lines()
+            .any(|l| {
+                l.starts_with(&format!("{}: ping. Expired at: ", b.id))
+                    && l.contains(". Triggered at: ")
+            })
+            .then_some(())
+    })
+    .await;
+    let alerts = ctl(&a.api, &["--enc", "json", "health", "alerts"]).json("health alerts");
+    let alert = alerts[0]
+        .as_array()
+        .and_then(|l| l.iter().find(|x| x["peer"] == b.id.as_str()));
+    assert!(alert.is_some_and(|x| x["name"] == "ping"), "{alerts:?}");
 
     // peers rm: B leaves A's peerset.
     ctl(&a.api, &["peers", "rm", &b.id]).ok("peers rm");
