@@ -239,7 +239,18 @@ async fn add_options_no_pin_progress_buffered_and_errors() {
     let a = TestPeer::start(tmp.path().join("a"), beside(&da, None)).await;
     let data = noise(600_000, 3);
 
-    // no-pin: blocks in the daemon, no cluster pin.
+    // no-pin: blocks in the daemon, no cluster pin. As the reference's
+    // adder, it still names where the blocks go: every live peer (A, once
+    // its own ping is known) for a pin everywhere.
+    wait_for("A's own ping", DEADLINE, || async {
+        let pings = a.get_json("/monitor/metrics/ping").await?;
+        pings
+            .as_array()?
+            .iter()
+            .any(|m| m["peer"] == a.id.as_str())
+            .then_some(())
+    })
+    .await;
     let (status, lines, text) = post(
         &format!("{}/add?no-pin=true", a.api),
         &[("f.bin", Some(&data))],
@@ -247,7 +258,11 @@ async fn add_options_no_pin_progress_buffered_and_errors() {
     .await;
     assert_eq!(status, 200, "{text}");
     let cid = lines.last().unwrap()["cid"].as_str().unwrap().to_string();
-    assert!(lines.last().unwrap().get("allocations").is_none());
+    assert_eq!(
+        lines.last().unwrap()["allocations"],
+        serde_json::json!([a.id]),
+        "{text}"
+    );
     let res = reqwest::get(format!("{}/allocations/{cid}", a.api))
         .await
         .unwrap();

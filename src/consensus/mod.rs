@@ -146,7 +146,12 @@ impl Consensus {
 
     /// Adds or replaces a pin; returns once it is durable here and
     /// announced.
-    pub async fn log_pin(&self, pin: Pin) -> Result<(), ConsensusError> {
+    pub async fn log_pin(&self, mut pin: Pin) -> Result<(), ConsensusError> {
+        // The reference's state keeps whole seconds (protobuf Unix time):
+        // what is read back (`created`, a pinned status's time) shows them.
+        pin.timestamp = pin
+            .timestamp
+            .and_then(|t| chrono::Timelike::with_nanosecond(&t, 0));
         self.write(Write::Put(Box::new(pin))).await
     }
 

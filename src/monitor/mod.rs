@@ -181,6 +181,19 @@ impl Monitor {
             .collect()
     }
 
+    /// The IPFS daemon id each peer's live `ping` names (none for a peer
+    /// whose daemon is down).
+    pub fn ipfs_ids(&self, now: DateTime<Utc>) -> HashMap<String, PeerId> {
+        self.valid_by_peer("ping", now)
+            .into_iter()
+            .filter_map(|(peer, m)| {
+                let value: serde_json::Value = serde_json::from_str(&m.value).ok()?;
+                let id = value.get("ipfs_id")?.as_str()?.parse().ok()?;
+                Some((peer.to_string(), id))
+            })
+            .collect()
+    }
+
     /// The names of the metrics known.
     pub fn names(&self) -> Vec<String> {
         let names: BTreeSet<String> = self.store().latest.keys().map(|(_, n)| n.clone()).collect();
@@ -238,16 +251,28 @@ impl Monitor {
     }
 }
 
+/// The value of a `ping` metric: the reference's fields, in its order,
+/// empty ones left out (what `health metrics ping` prints).
+#[derive(Debug, Serialize)]
+struct PingValue<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    peer_name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    ipfs_id: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    ipfs_addresses: &'a [String],
+}
+
 /// The metrics every peer publishes about itself each ping interval.
 pub fn ping(ttl: Duration, peername: &str, ipfs_id: &str, ipfs_addresses: &[String]) -> MetricWire {
-    let value = serde_json::json!({
-        "peer_name": peername,
-        "ipfs_id": ipfs_id,
-        "ipfs_addresses": ipfs_addresses,
-    });
+    let value = PingValue {
+        peer_name: peername,
+        ipfs_id,
+        ipfs_addresses,
+    };
     MetricWire {
         name: "ping".into(),
-        value: value.to_string(),
+        value: serde_json::to_string(&value).unwrap_or_default(),
         ttl_ms: ttl.as_millis() as u64,
         valid: true,
         weight: 0,

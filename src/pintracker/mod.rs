@@ -99,6 +99,13 @@ fn now() -> DateTime<FixedOffset> {
     chrono::Utc::now().fixed_offset()
 }
 
+/// The time of a status no operation is behind: the pin's own timestamp
+/// for a pin of the state, as the reference's tracker reports it (so a
+/// pinned CID shows when it was pinned, not when it was asked), else `at`.
+fn since(pin: Option<&Pin>, at: Option<DateTime<FixedOffset>>) -> Option<DateTime<FixedOffset>> {
+    pin.and_then(|p| p.timestamp).or(at)
+}
+
 impl<C: IpfsConnector> PinTracker<C> {
     /// Starts the dispatcher and the unpin worker.
     pub fn start(ipfs: C, local: PeerId, config: TrackerConfig) -> Self {
@@ -378,7 +385,7 @@ impl<C: IpfsConnector> PinTracker<C> {
                     error,
                     attempts: 0,
                     priority: false,
-                    updated: at,
+                    updated: since(pin.as_ref(), at),
                 }
             })
             .collect()
@@ -401,7 +408,7 @@ impl<C: IpfsConnector> PinTracker<C> {
             error,
             attempts: 0,
             priority: false,
-            updated: Some(now()),
+            updated: since(pin, Some(now())),
         };
         if let Some(pin) = pin
             && !self.allocated_here(pin)

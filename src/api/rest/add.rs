@@ -59,6 +59,13 @@ pub struct AddedOutput {
     allocations: Vec<String>,
 }
 
+impl AddedOutput {
+    fn with_allocations(mut self, peers: &[String]) -> Self {
+        self.allocations = peers.to_vec();
+        self
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -206,6 +213,7 @@ where
     };
     let body = body.map(|chunk| chunk.map(|mut b| b.copy_to_bytes(b.remaining())));
     let stream = params.stream;
+    let dests = destinations(&ctx, &params);
     let (tx, rx) = mpsc::channel(QUEUE);
     if params.car {
         let upload = match open_car(&content_type, body).await {
@@ -213,18 +221,41 @@ where
             Err(e) => return error(StatusCode::BAD_REQUEST, e),
         };
         tokio::spawn(async move {
-            let item = import_car(&ctx, params, upload).await;
+            let item = import_car(&ctx, params, upload, dests).await;
             let _ = tx.send(item).await;
         });
     } else {
         let body = reqwest::Body::wrap_stream(body);
         tokio::spawn(async move {
-            if let Err(e) = run(&ctx, params, content_type, body, &tx).await {
+            if let Err(e) = run(&ctx, params, content_type, body, &dests, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
     }
     answer(stream, ReceiverStream::new(rx)).await
+}
+
+/// The peers every item of a pin-everywhere add names as its
+/// allocations: those with a live `ping`, as the reference's adder names
+/// the peers it sends blocks to (`no-pin` too). A pin with replication
+/// factors is allocated once its root is known, and only the root names
+/// its allocations.
+fn destinations(ctx: &ApiContext, params: &AddParams) -> Vec<String> {
+    let min = match params.pin.replication_factor_min {
+        0 => ctx.replication_min,
+        min => min,
+    };
+    if min >= 0 {
+        return Vec::new();
+    }
+    let mut live: Vec<String> = ctx
+        .monitor
+        .live_peers(chrono::Utc::now())
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    live.sort();
+    live
 }
 
 /// The items as the reference answers them: NDJSON as they come, or one
@@ -304,6 +335,7 @@ async fn import_car(
     ctx: &ApiContext,
     params: AddParams,
     upload: CarUpload,
+    dests: Vec<String>,
 ) -> Result<AddedOutput, String> {
     let CarUpload {
         name,
@@ -353,11 +385,13 @@ async fn import_car(
         cid: Some(root.to_string()),
         bytes,
         size,
-        allocations: Vec::new(),
+        allocations: dests,
     };
     if !params.no_pin {
         let pin = commit(ctx, Pin::new(root, params.pin), params.local).await?;
-        out.allocations = pin.allocations.iter().map(|p| p.to_string()).collect();
+        if !pin.allocations.is_empty() {
+            out.allocations = pin.allocations.iter().map(|p| p.to_string()).collect();
+        }
     }
     Ok(out)
 }
@@ -381,6 +415,7 @@ async fn run(
     params: AddParams,
     content_type: String,
     body: reqwest::Body,
+    dests: &[String],
     tx: &mpsc::Sender<Result<AddedOutput, String>>,
 ) -> Result<(), String> {
     let mut output = ctx
@@ -393,13 +428,13 @@ async fn run(
     while let Some(line) = output.next().await.map_err(|e| e.to_string())? {
         let item = if line.cid.is_some() {
             match held.replace(line) {
-                Some(previous) => previous,
+                Some(previous) => AddedOutput::from(previous).with_allocations(dests),
                 None => continue,
             }
         } else {
-            line
+            line.into()
         };
-        if tx.send(Ok(item.into())).await.is_err() {
+        if tx.send(Ok(item)).await.is_err() {
             return Ok(()); // the client went away
         }
     }
@@ -409,10 +444,12 @@ async fn run(
     let Some(root) = root_line.cid else {
         return Err("the IPFS daemon named no root".to_string());
     };
-    let mut last = AddedOutput::from(root_line);
+    let mut last = AddedOutput::from(root_line).with_allocations(dests);
     if !params.no_pin {
         let pin = commit(ctx, Pin::new(root, params.pin), params.local).await?;
-        last.allocations = pin.allocations.iter().map(|p| p.to_string()).collect();
+        if !pin.allocations.is_empty() {
+            last.allocations = pin.allocations.iter().map(|p| p.to_string()).collect();
+        }
     }
     let _ = tx.send(Ok(last)).await;
     Ok(())

@@ -18,7 +18,7 @@ mod server;
 mod sync;
 mod ui;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -42,7 +42,7 @@ use crate::pintracker::PinTracker;
 use crate::status::{GlobalPinInfo, PinInfoShort, StatusFilter, TrackerStatus};
 use crate::types::go_time;
 use crate::types::{
-    self, IdInfo, IpfsIdInfo, Pin, PinJsonWriter, PinOptions, PinTypeFilter, Version,
+    self, IdInfo, IpfsIdInfo, Pin, PinJsonWriter, PinOptions, PinType, PinTypeFilter, Version,
 };
 use reply::{ApiReply, error, json, ndjson};
 
@@ -635,10 +635,52 @@ async fn post_pin(raw_cid: String, query: Vec<(String, String)>, ctx: Arc<ApiCon
 /// Fills in the cluster's replication defaults, allocates and commits
 /// `pin`; answers with the pin as committed.
 async fn commit_pin(ctx: &ApiContext, pin: Pin) -> ApiReply {
-    match commit(ctx, pin, false).await {
+    let committed = match pin.options.pin_update {
+        Some(from) if from != pin.cid => update_pin(ctx, from, pin).await,
+        _ => commit(ctx, pin, false)
+            .await
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e)),
+    };
+    match committed {
         Ok(pin) => json(StatusCode::OK, &pin),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err((status, e)) => error(status, e),
     }
+}
+
+/// `pin-update=FROM`: the new pin is a copy of FROM's (allocations,
+/// replication, mode, metadata, name) under `new`'s CID, as the
+/// reference's `PinUpdate`: only a name and a future expiry given with the
+/// request replace FROM's; FROM stays pinned.
+async fn update_pin(ctx: &ApiContext, from: Cid, new: Pin) -> Result<Pin, (StatusCode, String)> {
+    let internal = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, e);
+    let mut pin = match ctx.consensus.state().get(&from) {
+        Ok(Some(pin)) => pin,
+        Ok(None) => {
+            return Err((
+                StatusCode::NOT_FOUND,
+                "pin is not part of the pinset".to_string(),
+            ));
+        }
+        Err(e) => return Err(internal(e.to_string())),
+    };
+    if pin.pin_type != PinType::Pin {
+        return Err(internal("this pin type cannot be updated".to_string()));
+    }
+    let now = chrono::Utc::now().fixed_offset();
+    pin.cid = new.cid;
+    pin.options.pin_update = Some(from);
+    pin.timestamp = Some(now);
+    if !new.options.name.is_empty() {
+        pin.options.name = new.options.name;
+    }
+    if let Some(at) = new.options.expire_at.filter(|at| *at > now) {
+        pin.options.expire_at = Some(at);
+    }
+    ctx.consensus
+        .log_pin(pin.clone())
+        .await
+        .map_err(|e| internal(e.to_string()))?;
+    Ok(pin)
 }
 
 /// [`commit_pin`]'s work, answering with the pin or the error text. With
@@ -899,7 +941,22 @@ async fn cluster_status(
         });
         peer_map.extend(join_all(asks).await);
     }
-    Ok(global_info(*cid, pin, peer_map))
+    let ids = ctx.monitor.ipfs_ids(chrono::Utc::now());
+    Ok(global_info(*cid, pin, with_ipfs_ids(peer_map, &ids)))
+}
+
+/// Fills each entry's `ipfs_peer_id` from its peer's live `ping` metric,
+/// as the reference's peers report their daemon's id with every status.
+fn with_ipfs_ids(
+    mut peer_map: BTreeMap<String, PinInfoShort>,
+    ids: &HashMap<String, PeerId>,
+) -> BTreeMap<String, PinInfoShort> {
+    for (peer, entry) in peer_map.iter_mut() {
+        if entry.ipfs_peer_id.is_none() {
+            entry.ipfs_peer_id = ids.get(peer).copied();
+        }
+    }
+    peer_map
 }
 
 /// A `GlobalPinInfo` from the pin (if in the pinset) and the peers' views.
@@ -1069,6 +1126,7 @@ async fn statuses_reply(
                 }
             });
             let (mine, theirs) = tokio::join!(ctx.tracker.statuses(&page), join_all(asks));
+            let ids = ctx.monitor.ipfs_ids(chrono::Utc::now());
             for (i, ((cid, pin), my)) in page.into_iter().zip(mine).enumerate() {
                 let mut peer_map = BTreeMap::new();
                 peer_map.insert(local_id.clone(), local_entry(&peername, my));
@@ -1088,6 +1146,7 @@ async fn statuses_reply(
                         continue;
                     }
                 }
+                let peer_map = with_ipfs_ids(peer_map, &ids);
                 if tx
                     .send(Ok::<_, String>(global_info(cid, pin, peer_map)))
                     .await
