@@ -208,16 +208,13 @@ impl Peer {
             network.clone(),
             monitor.clone(),
         ));
+        // `0s` turns the connecting off, as in the reference.
+        let connect_swarms = !ipfs_config.connect_swarms_delay.0.is_zero();
         tokio::spawn(connect_ipfs_swarms(
             ipfs.clone(),
             monitor.clone(),
             ipfs_seen,
-            !config
-                .ipfs_connector
-                .ipfshttp
-                .connect_swarms_delay
-                .0
-                .is_zero(),
+            connect_swarms,
         ));
         let (changes_tx, changes_rx) = mpsc::channel(4096);
         tokio::spawn(feed_tracker(tracker.clone(), changes_rx));
