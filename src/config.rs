@@ -845,6 +845,9 @@ pub struct IpfsConnectorConfig {
 pub struct IpfsHttpConfig {
     #[serde(serialize_with = "ser_display")]
     pub node_multiaddress: Multiaddr,
+    /// `0s`: never connect the IPFS daemons of the peers to each other (the
+    /// reference's meaning). Anything else: connect them as soon as a peer
+    /// is known; the delay itself is not waited (see `peer.rs`).
     pub connect_swarms_delay: GoDuration,
     pub ipfs_request_timeout: GoDuration,
     /// Idle timeout of a pin: it fails when IPFS reports no progress this long.

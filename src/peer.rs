@@ -208,11 +208,13 @@ impl Peer {
             network.clone(),
             monitor.clone(),
         ));
+        // `0s` turns the connecting off, as in the reference.
+        let connect_swarms = !ipfs_config.connect_swarms_delay.0.is_zero();
         tokio::spawn(connect_ipfs_swarms(
             ipfs.clone(),
-            network.clone(),
+            monitor.clone(),
             ipfs_seen,
-            config.ipfs_connector.ipfshttp.connect_swarms_delay.0,
+            connect_swarms,
         ));
         let (changes_tx, changes_rx) = mpsc::channel(4096);
         tokio::spawn(feed_tracker(tracker.clone(), changes_rx));
@@ -739,55 +741,85 @@ impl Repinner {
     }
 }
 
-/// How often the IPFS daemons of new peers are connected.
-const SWARM_CONNECT_EVERY: Duration = Duration::from_secs(5);
+/// How often the connector checks its daemon's identity and connections
+/// when nothing else wakes it: this bounds how long a daemon that
+/// restarted (this peer's or another's, same addresses) stays apart.
+const SWARM_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Keeps what this peer publishes about its IPFS daemon current, and
-/// connects that daemon to the other peers' daemons (first after
-/// `connect_swarms_delay`, then every 5 s for peers not connected yet), so
-/// allocated peers can fetch content from each other over bitswap.
+/// connects that daemon to the other peers' daemons, so allocated peers
+/// fetch content from each other over bitswap.
+///
+/// The reference connects once, `connect_swarms_delay` after start: a pin
+/// made before then (or after a daemon restarts) can spend every attempt
+/// on a daemon that cannot reach the content. Here a daemon is connected
+/// as soon as this peer learns of it (a peer's `ping` names a new daemon or
+/// new addresses), and every check finds, from the daemon's own
+/// `swarm/peers`, the daemons it lost (a restart on either side) and
+/// connects them again. `connect` false (`connect_swarms_delay: 0s`, as in
+/// the reference) leaves the swarm alone and only keeps the identity.
 async fn connect_ipfs_swarms(
     ipfs: KuboConnector,
-    network: Network,
+    monitor: Monitor,
     seen: Arc<std::sync::Mutex<(String, Vec<Multiaddr>)>>,
-    delay: Duration,
+    connect: bool,
 ) {
     use crate::ipfsconn::IpfsConnector;
-    let mut connected = std::collections::HashSet::new();
-    let mut first = true;
+    let mut tick = tokio::time::interval(SWARM_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match ipfs.id().await {
-            Ok(id) => {
-                if let Ok(mut s) = seen.lock() {
-                    *s = (id.id.to_string(), id.addresses);
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "IPFS daemon not reachable"),
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = monitor.ipfs_daemons_changed() => {}
         }
-        tokio::time::sleep(if first { delay } else { SWARM_CONNECT_EVERY }).await;
-        first = false;
-        for peer in network.peers().await.unwrap_or_default() {
-            if connected.contains(&peer) {
+        let own = match ipfs.id().await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::debug!(error = %e, "IPFS daemon not reachable");
                 continue;
             }
-            let Ok(remote) = network.remote_id(peer).await else {
-                continue;
-            };
-            let mut ok = false;
-            for addr in remote
-                .ipfs_addresses
-                .iter()
-                .filter_map(|a| a.parse::<Multiaddr>().ok())
-            {
-                match ipfs.swarm_connect(&addr).await {
-                    Ok(()) => ok = true,
-                    Err(e) => tracing::debug!(%addr, error = %e, "swarm connect failed"),
+        };
+        let now_seen = (own.id.to_string(), own.addresses.clone());
+        let changed = seen.lock().is_ok_and(|mut s| {
+            let changed = *s != now_seen;
+            *s = now_seen;
+            changed
+        });
+        if changed {
+            // Other peers learn our daemon from our ping: send it now
+            // rather than at the next ping interval.
+            monitor.want_metrics();
+        }
+        if !connect {
+            continue;
+        }
+        let Ok(linked) = ipfs.swarm_peers().await else {
+            continue;
+        };
+        let missing = monitor
+            .ipfs_daemons(chrono::Utc::now())
+            .into_iter()
+            .filter(|d| d.id != own.id && !linked.contains(&d.id));
+        // One slow or unreachable daemon does not hold up the others.
+        futures::future::join_all(missing.map(|daemon| {
+            let ipfs = ipfs.clone();
+            async move {
+                for addr in &daemon.addresses {
+                    let mut addr = addr.clone();
+                    if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+                        addr.push(Protocol::P2p(daemon.id));
+                    }
+                    match ipfs.swarm_connect(&addr).await {
+                        Ok(()) => {
+                            tracing::info!(peer = %daemon.peer, %addr, "IPFS daemon connected to the peer's daemon");
+                            return;
+                        }
+                        Err(e) => tracing::debug!(%addr, error = %e, "swarm connect failed"),
+                    }
                 }
             }
-            if ok {
-                connected.insert(peer);
-            }
-        }
+        }))
+        .await;
     }
 }
 

@@ -270,8 +270,10 @@ impl KuboConnector {
     }
 
     /// `pin/add` with progress. The watchdog's deadline moves only when
-    /// `Progress` grows: Kubo repeats the same value every 500 ms while
-    /// stuck, so counting bytes as activity would never time out. js-ipfs
+    /// `Progress` grows: Kubo writes a line every 500 ms whatever happens
+    /// (`{}` until the first block arrives, as `Progress` 0 is omitted, then
+    /// the same `{"Progress":n}` while stuck), so counting lines or bytes as
+    /// activity would never time out. js-ipfs
     /// sends no progress at all, only `{"Pins":...}` when done, so there the
     /// whole pin must finish within `pin_timeout`.
     async fn pin_add(&self, cid: &Cid, mode: PinMode) -> Result<(), IpfsError> {

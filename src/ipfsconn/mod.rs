@@ -2,8 +2,8 @@
 //!
 //! Components talk to the daemon through [`IpfsConnector`], so tests can put
 //! a fake in its place; [`KuboConnector`] is the real thing, a client of the
-//! Kubo RPC API (`POST /api/v0/<cmd>`). It also copes with js-ipfs, the only
-//! daemon our tests can run for real, whose replies differ from Kubo's
+//! Kubo RPC API (`POST /api/v0/<cmd>`), tested against real Kubo 0.43.1
+//! daemons. It also copes with js-ipfs, whose replies differ from Kubo's
 //! (numbers as strings, base58 CIDv1, no `pin/update`, no pin progress).
 //!
 //! Every call is bounded: `request_timeout` for plain calls and for a whole

@@ -512,6 +512,10 @@ mod tests {
         let err: PinAddLine =
             serde_json::from_str(r#"{"Message":"boom","Code":0,"Type":"error"}"#).unwrap();
         assert_eq!(err.error(), Some("boom"));
+        // Kubo's keep-alive while no block has arrived: neither progress
+        // nor an end, so it must not feed the idle watchdog.
+        let idle: PinAddLine = serde_json::from_str("{}").unwrap();
+        assert!(idle.pins.is_none() && idle.progress.is_none() && idle.error().is_none());
     }
 
     #[test]

@@ -86,6 +86,43 @@ pub struct Monitor {
     /// Wakes the expiry checker when metrics arrive: a new metric may
     /// expire before the checker's next planned look.
     recorded: Arc<tokio::sync::Notify>,
+    /// Wakes the IPFS swarm connector when a peer's `ping` names an IPFS
+    /// daemon it did not name before (a new peer, or new addresses), so
+    /// daemons are connected the moment a peer learns of another's.
+    daemons_changed: Arc<tokio::sync::Notify>,
+}
+
+/// A peer's IPFS daemon, as its latest `ping` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpfsDaemon {
+    /// The cluster peer beside it.
+    pub peer: PeerId,
+    /// The daemon's own peer id.
+    pub id: libp2p::PeerId,
+    /// The addresses it announces (those that parse).
+    pub addresses: Vec<libp2p::Multiaddr>,
+}
+
+/// The IPFS part of a `ping` value; `None` when the peer's daemon was not
+/// reachable when it published (empty id).
+fn ping_daemon(peer: PeerId, value: &str) -> Option<IpfsDaemon> {
+    #[derive(Deserialize)]
+    struct Ping {
+        #[serde(default)]
+        ipfs_id: String,
+        #[serde(default)]
+        ipfs_addresses: Vec<String>,
+    }
+    let ping: Ping = serde_json::from_str(value).ok()?;
+    Some(IpfsDaemon {
+        peer,
+        id: ping.ipfs_id.parse().ok()?,
+        addresses: ping
+            .ipfs_addresses
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect(),
+    })
 }
 
 fn nanos(t: DateTime<Utc>) -> i64 {
@@ -121,7 +158,16 @@ impl Monitor {
             let key = (author, metric.name.clone());
             // A fresh metric clears a past alert: the next expiry alerts again.
             store.alerted.remove(&key);
+            let new_daemon = metric.name == "ping"
+                && store
+                    .latest
+                    .get(&key)
+                    .is_none_or(|old| old.value != metric.value)
+                && ping_daemon(author, &metric.value).is_some();
             store.latest.insert(key, metric);
+            if new_daemon {
+                self.daemons_changed.notify_one();
+            }
         }
         self.recorded.notify_one();
     }
@@ -239,6 +285,24 @@ impl Monitor {
         self.store().alerts.iter().cloned().collect()
     }
 
+    /// The IPFS daemons of the peers whose `ping` is valid and unexpired at
+    /// `now` (this peer's own included), as their pings describe them.
+    pub fn ipfs_daemons(&self, now: DateTime<Utc>) -> Vec<IpfsDaemon> {
+        let now_ns = nanos(now);
+        self.store()
+            .latest
+            .iter()
+            .filter(|((_, n), m)| n == "ping" && m.valid && m.expire > now_ns)
+            .filter_map(|((p, _), m)| ping_daemon(*p, &m.value))
+            .collect()
+    }
+
+    /// Resolves when a `ping` named an IPFS daemon, or addresses, not
+    /// named before. One waiter: the swarm connector.
+    pub async fn ipfs_daemons_changed(&self) {
+        self.daemons_changed.notified().await;
+    }
+
     /// Peers whose `ping` is valid and unexpired at `now`.
     pub fn live_peers(&self, now: DateTime<Utc>) -> Vec<PeerId> {
         let now_ns = nanos(now);
@@ -344,5 +408,59 @@ mod tests {
         ] {
             assert!(v.get(key).is_some(), "{key} missing in {v}");
         }
+    }
+
+    #[tokio::test]
+    async fn pings_name_ipfs_daemons_and_a_new_one_wakes_the_connector() {
+        let m = Monitor::new();
+        let (peer, daemon) = (PeerId::random(), PeerId::random());
+        let addr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{daemon}");
+        let t0 = Utc::now();
+        // A peer whose daemon was down publishes an empty id: no daemon.
+        m.record(peer, vec![ping(Duration::from_secs(9), "a", "", &[])], t0);
+        assert!(m.ipfs_daemons(t0).is_empty());
+        m.record(
+            peer,
+            vec![ping(
+                Duration::from_secs(9),
+                "a",
+                &daemon.to_string(),
+                &[addr.clone(), "junk".into()],
+            )],
+            t0,
+        );
+        assert_eq!(
+            m.ipfs_daemons(t0),
+            vec![IpfsDaemon {
+                peer,
+                id: daemon,
+                addresses: vec![addr.parse().unwrap()],
+            }]
+        );
+        // The change was signalled (the permit is stored for the waiter)...
+        tokio::time::timeout(Duration::from_secs(1), m.ipfs_daemons_changed())
+            .await
+            .expect("a changed daemon wakes the connector");
+        // ...the same ping again is not a change...
+        m.record(
+            peer,
+            vec![ping(
+                Duration::from_secs(9),
+                "a",
+                &daemon.to_string(),
+                &[addr, "junk".into()],
+            )],
+            t0,
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), m.ipfs_daemons_changed())
+                .await
+                .is_err()
+        );
+        // ...and an expired ping names no daemon.
+        assert!(
+            m.ipfs_daemons(t0 + chrono::Duration::seconds(10))
+                .is_empty()
+        );
     }
 }
