@@ -35,9 +35,10 @@ async fn plain_endpoints_answer_with_the_reference_shapes() {
     let p = TestPeer::start(dir.path().into(), spec()).await;
     let http = reqwest::Client::new();
 
-    // GET /health: 204, no body, no JSON type.
+    // GET /health: 204, no body, and the JSON type the reference sets anyway.
     let res = http.get(format!("{}/health", p.api)).send().await.unwrap();
     assert_eq!(res.status(), 204);
+    assert_eq!(res.headers()["content-type"], "application/json");
     assert!(res.text().await.unwrap().is_empty());
 
     let version = p.get_json("/version").await.unwrap();

@@ -234,6 +234,8 @@ async fn answer(stream: bool, items: ReceiverStream<Result<AddedOutput, String>>
         let mut res = ndjson(items).await;
         res.headers_mut()
             .insert("x-chunked-output", HeaderValue::from_static("1"));
+        res.extensions_mut()
+            .insert(super::server::TrailerOnlyOnError);
         res
     } else {
         let all: Vec<Result<AddedOutput, String>> = items.collect().await;

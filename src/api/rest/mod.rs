@@ -402,11 +402,9 @@ pub fn routes(
                 json(StatusCode::OK, &gc)
             },
         );
-    let health = warp::path!("health").and(warp::get()).map(|| {
-        let mut res = warp::reply::Response::new(Vec::new().into());
-        *res.status_mut() = StatusCode::NO_CONTENT;
-        res
-    });
+    let health = warp::path!("health")
+        .and(warp::get())
+        .map(reply::no_content);
     let bandwidth = warp::path!("health" / "bandwidth")
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
@@ -811,18 +809,35 @@ fn local_only(query: &[(String, String)]) -> bool {
     query.iter().any(|(k, v)| k == "local" && v == "true")
 }
 
-/// A peer's answer as a `peer_map` entry.
-/// This peer's entry of a `peer_map`, from its tracker.
-fn local_entry(peername: &str, s: crate::pintracker::LocalStatus) -> PinInfoShort {
-    PinInfoShort {
-        peername: peername.to_string(),
-        ipfs_peer_id: None,
-        ipfs_peer_addresses: Vec::new(),
-        status: s.status,
-        timestamp: s.updated,
-        error: s.error,
-        attempt_count: s.attempts,
-        priority_pin: s.priority,
+/// What this peer's `peer_map` entries say about the peer itself.
+pub(super) struct Me {
+    peername: String,
+    /// Its IPFS daemon's id, as the reference shows it in every entry
+    /// (`ipfs_peer_id`); omitted while the daemon has not told it.
+    ipfs_id: Option<PeerId>,
+}
+
+impl Me {
+    pub(super) async fn of(ctx: &ApiContext) -> Me {
+        let id = ctx.network.local_id().await.ok();
+        Me {
+            ipfs_id: id.as_ref().and_then(|id| id.ipfs_id.parse().ok()),
+            peername: id.map(|id| id.peername).unwrap_or_default(),
+        }
+    }
+
+    /// This peer's entry of a `peer_map`, from its tracker.
+    pub(super) fn entry(&self, s: crate::pintracker::LocalStatus) -> PinInfoShort {
+        PinInfoShort {
+            peername: self.peername.clone(),
+            ipfs_peer_id: self.ipfs_id,
+            ipfs_peer_addresses: Vec::new(),
+            status: s.status,
+            timestamp: s.updated,
+            error: s.error,
+            attempt_count: s.attempts,
+            priority_pin: s.priority,
+        }
     }
 }
 
@@ -854,17 +869,9 @@ async fn cluster_status(
         ctx.tracker.recover(cid);
     }
     let mine = ctx.tracker.status(cid, pin.as_ref()).await;
-    let peername = ctx
-        .network
-        .local_id()
-        .await
-        .map(|id| id.peername)
-        .unwrap_or_default();
+    let me = Me::of(ctx).await;
     let mut peer_map = BTreeMap::new();
-    peer_map.insert(
-        ctx.network.local_peer_id().to_string(),
-        local_entry(&peername, mine),
-    );
+    peer_map.insert(ctx.network.local_peer_id().to_string(), me.entry(mine));
     if !local {
         let peers = ctx.network.peers().await.unwrap_or_default();
         let asks = peers.into_iter().map(|peer| {
@@ -1024,12 +1031,7 @@ async fn statuses_reply(
             }
         });
         let local_id = ctx.network.local_peer_id().to_string();
-        let peername = ctx
-            .network
-            .local_id()
-            .await
-            .map(|id| id.peername)
-            .unwrap_or_default();
+        let me = Me::of(&ctx).await;
         let peers = if local {
             Vec::new()
         } else {
@@ -1058,7 +1060,7 @@ async fn statuses_reply(
             let (mine, theirs) = tokio::join!(ctx.tracker.statuses(&page), join_all(asks));
             for (i, ((cid, pin), my)) in page.into_iter().zip(mine).enumerate() {
                 let mut peer_map = BTreeMap::new();
-                peer_map.insert(local_id.clone(), local_entry(&peername, my));
+                peer_map.insert(local_id.clone(), me.entry(my));
                 for (peer, answer) in &theirs {
                     let info = match answer {
                         Ok(statuses) => match statuses.get(i) {

@@ -57,6 +57,12 @@ impl StreamErrors {
     }
 }
 
+/// In a streamed response's extensions: no trailer at all when the stream
+/// went well. The reference's `/add` sets `X-Stream-Error` only on an
+/// error, where its other streams always set it, empty when all went well.
+#[derive(Debug, Clone, Copy)]
+pub struct TrailerOnlyOnError;
+
 /// The `X-Stream-Error` trailer name.
 pub const STREAM_ERROR: &str = "x-stream-error";
 
@@ -100,6 +106,8 @@ pub struct ApiBody {
     inner: Option<warp::reply::Response>,
     errors: Option<StreamErrors>,
     trailers_wanted: bool,
+    /// [`TrailerOnlyOnError`] was set.
+    only_on_error: bool,
     /// The error that ends the body on the next poll.
     cut: Option<String>,
 }
@@ -135,6 +143,9 @@ impl Body for ApiBody {
                     self.cut = Some(errors.join("; "));
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
+                }
+                if errors.is_empty() && self.only_on_error {
+                    return Poll::Ready(None);
                 }
                 let mut trailers = HeaderMap::new();
                 let name = HeaderName::from_static(STREAM_ERROR);
@@ -258,6 +269,7 @@ fn finish(
         }
     }
     let errors = res.extensions_mut().remove::<StreamErrors>();
+    let only_on_error = res.extensions().get::<TrailerOnlyOnError>().is_some();
     let (parts, body) = res.into_parts();
     let inner = Some(warp::reply::Response::new(body));
     Response::from_parts(
@@ -266,6 +278,7 @@ fn finish(
             inner,
             errors,
             trailers_wanted,
+            only_on_error,
             cut: None,
         },
     )
