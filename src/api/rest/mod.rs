@@ -443,6 +443,11 @@ pub fn routes(
         .and(warp::delete())
         .and(with_ctx(ctx.clone()))
         .then(paths::delete);
+    // The reference answers GET on a path route as an unknown path (404
+    // JSON), not as a known path with another method (405).
+    let get_path = ipfs_path()
+        .and(warp::get())
+        .map(|_| error(StatusCode::NOT_FOUND, "not found".to_string()));
     let add = warp::path!("add")
         .and(warp::post())
         .and(warp::header::optional::<String>("content-type"))
@@ -462,6 +467,7 @@ pub fn routes(
         sync_one.boxed(),
         pin_path.boxed(),
         unpin_path.boxed(),
+        get_path.boxed(),
         id.boxed(),
         version.boxed(),
         peers.boxed(),

@@ -291,12 +291,35 @@ fn redirect_without_slash<B>(req: &Request<B>) -> warp::reply::Response {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
     };
-    let mut res = warp::reply::Response::new(Vec::new().into());
+    // Go's `http.Redirect`: a GET or HEAD gets a short HTML note with the
+    // target, other methods no body.
+    let note = (req.method() == Method::GET || req.method() == Method::HEAD).then(|| {
+        format!(
+            "<a href=\"{}\">Temporary Redirect</a>.\n",
+            html_escape(&target)
+        )
+    });
+    let mut res = warp::reply::Response::new(note.clone().unwrap_or_default().into());
     *res.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    if note.is_some() {
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+    }
     if let Ok(v) = HeaderValue::try_from(target) {
         res.headers_mut().insert(header::LOCATION, v);
     }
     res
+}
+
+/// The five characters Go's `html.EscapeString` replaces.
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;")
 }
 
 /// `POST /token`: a JWT for the user who passed authentication.
