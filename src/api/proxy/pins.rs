@@ -291,6 +291,7 @@ pub(super) async fn cluster_pin(
         ..PinOptions::default()
     };
     let mut pin = Pin::new(cid, options);
+    crate::api::rest::check_repin(ctx.consensus.state(), &pin)?;
     pin.allocations = ctx
         .allocator
         .allocate_pin(ctx.consensus.state(), &pin, &[])?;

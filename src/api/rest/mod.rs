@@ -42,7 +42,7 @@ use crate::pintracker::PinTracker;
 use crate::status::{GlobalPinInfo, PinInfoShort, StatusFilter, TrackerStatus};
 use crate::types::go_time;
 use crate::types::{
-    self, IdInfo, IpfsIdInfo, Pin, PinJsonWriter, PinOptions, PinTypeFilter, Version,
+    self, IdInfo, IpfsIdInfo, Pin, PinJsonWriter, PinMode, PinOptions, PinTypeFilter, Version,
 };
 use reply::{ApiReply, error, json, ndjson};
 
@@ -648,11 +648,10 @@ async fn commit(ctx: &ApiContext, mut pin: Pin, local: bool) -> Result<Pin, Stri
         pin.options.replication_factor_min,
         pin.options.replication_factor_max,
     );
-    if !(min == -1 && max == -1 || (1 <= min && min <= max)) {
-        return Err(format!(
-            "cluster.replication_factor_min and max are invalid: min {min}, max {max}"
-        ));
+    if let Some(e) = replication_error(min, max) {
+        return Err(e.to_string());
     }
+    check_repin(ctx.consensus.state(), &pin)?;
     // Re-pinning keeps the live allocations the pin already has; `local`
     // puts this peer first.
     let me = ctx.network.local_peer_id();
@@ -677,6 +676,56 @@ async fn commit(ctx: &ApiContext, mut pin: Pin, local: bool) -> Result<Pin, Stri
         .await
         .map_err(|e| e.to_string())?;
     Ok(pin)
+}
+
+/// What is wrong with replication factors `min`, `max`, in the reference's
+/// order of checks and with its texts (`isReplicationFactorValid`).
+fn replication_error(min: i32, max: i32) -> Option<&'static str> {
+    if min == 0 || max == 0 {
+        Some("cluster.replication_factor_min and max must be set")
+    } else if min > max {
+        Some("cluster.replication_factor_min is larger than max")
+    } else if min < -1 {
+        Some("cluster.replication_factor_min is wrong")
+    } else if max < -1 {
+        Some("cluster.replication_factor_max is wrong")
+    } else if (min == -1) != (max == -1) {
+        Some("cluster.replication_factor_min and max must be -1 when one of them is")
+    } else {
+        None
+    }
+}
+
+/// The reference's rules for a pin against the one already in the pinset
+/// (its `setupPin`), in its order and with its texts: no expiry in the
+/// past, the same pin type, and no recursive pin turned direct.
+pub(crate) fn check_repin(state: &crate::state::PinState, pin: &Pin) -> Result<(), String> {
+    if pin
+        .options
+        .expire_at
+        .is_some_and(|at| at < chrono::Utc::now().fixed_offset())
+    {
+        return Err("pin.ExpireAt set before current time".to_string());
+    }
+    let Some(existing) = state.get(&pin.cid).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    if existing.pin_type != pin.pin_type {
+        return Err(format!(
+            "cannot repin CID with different tracking method, clear state with pin rm to \
+             proceed. New: {}. Was: {}",
+            pin.pin_type.as_str(),
+            existing.pin_type.as_str()
+        ));
+    }
+    if existing.options.mode == PinMode::Recursive && pin.options.mode != PinMode::Recursive {
+        return Err(format!(
+            "cannot repin a CID which is already pinned in recursive mode (new pin is \
+             pinned as {}). Unpin it first.",
+            pin.options.mode.as_str()
+        ));
+    }
+    Ok(())
 }
 
 async fn delete_pin(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {
