@@ -87,8 +87,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
     // Not fixed yet: pincluster should follow the reference here.
     ("add", "body", ADD_ALLOCATIONS),
     ("add no stream", "body", ADD_ALLOCATIONS),
-    ("repin recursive as direct", "status", REPIN_DIRECT),
-    ("repin recursive as direct", "body", REPIN_DIRECT),
 ];
 
 const PEER_PROTOCOL: &str = "`rpc_protocol_version` names pincluster's own peer-to-peer protocol \
@@ -113,9 +111,6 @@ const GO_NIL: &str = "`origins` is `[]` where the reference shows Go's nil slice
      (`null`) and `created` (zero time) are also Go zero values";
 const ADD_ALLOCATIONS: &str = "not fixed yet: the reference's last `/add` item carries the pin's \
      `allocations`; pincluster's omits them";
-const REPIN_DIRECT: &str = "not fixed yet: re-pinning a recursive pin with `mode=direct` replaces \
-     it; the reference refuses with 500 `cannot repin a CID which is already pinned in \
-     recursive mode (new pin is pinned as direct). Unpin it first.`";
 
 /// Which HTTP interface a request goes to.
 #[derive(Clone, Copy, Debug)]
@@ -793,6 +788,26 @@ fn script(cids: &BTreeMap<&str, String>) -> Vec<Step> {
             "allocations filter mixed",
             "GET",
             "/allocations?filter=pin,bogus",
+        ),
+        rest(
+            "pin expired",
+            "POST",
+            &format!("/pins/{k}?expire-at=2000-01-01T00:00:00Z"),
+        ),
+        rest(
+            "pin bad replication bounds",
+            "POST",
+            &format!("/pins/{k}?replication-min=3&replication-max=2"),
+        ),
+        rest(
+            "pin replication half everywhere",
+            "POST",
+            &format!("/pins/{k}?replication-min=-1&replication-max=2"),
+        ),
+        rest(
+            "pin replication below -1",
+            "POST",
+            &format!("/pins/{k}?replication-min=-5&replication-max=-1"),
         ),
         // One pin with options, through the REST API.
         rest(
