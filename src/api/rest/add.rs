@@ -358,7 +358,7 @@ async fn import_car(
     };
     if !params.no_pin {
         let pin = commit(ctx, Pin::new(root, params.pin), params.local).await?;
-        out.allocations = pin.allocations.iter().map(|p| p.to_string()).collect();
+        out.allocations = reported_allocations(ctx, &pin).await;
     }
     Ok(out)
 }
@@ -413,10 +413,22 @@ async fn run(
     let mut last = AddedOutput::from(root_line);
     if !params.no_pin {
         let pin = commit(ctx, Pin::new(root, params.pin), params.local).await?;
-        last.allocations = pin.allocations.iter().map(|p| p.to_string()).collect();
+        last.allocations = reported_allocations(ctx, &pin).await;
     }
     let _ = tx.send(Ok(last)).await;
     Ok(())
+}
+
+/// The peers the last item of an add names, as the reference reports them
+/// (its adder's block allocations): the pin's allocations, or for a pin on
+/// every peer, whose allocations are empty, the current peerset.
+async fn reported_allocations(ctx: &ApiContext, pin: &Pin) -> Vec<String> {
+    if !pin.allocations.is_empty() {
+        return pin.allocations.iter().map(|p| p.to_string()).collect();
+    }
+    let mut peers = ctx.network.peers().await.unwrap_or_default();
+    peers.insert(0, ctx.network.local_peer_id());
+    peers.iter().map(|p| p.to_string()).collect()
 }
 
 #[cfg(test)]
