@@ -55,6 +55,11 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "header:trailer",
         PASSTHROUGH_TRAILER,
     ),
+    (
+        "proxy block put no pin",
+        "header:trailer",
+        PASSTHROUGH_TRAILER,
+    ),
     // Where the reference's Go libraries show through.
     ("allocations empty", "header:trailer", NO_TRAILER_ON_204),
     ("pins empty", "header:trailer", NO_TRAILER_ON_204),
@@ -958,6 +963,35 @@ fn script(cids: &BTreeMap<&str, String>) -> Vec<Step> {
         ctl("ctl add", &["add", "--no-stream", "e.txt"]),
         Step::Settle,
         rest("pins after adds", "GET", "/pins"),
+        // Blocks and DAG nodes pinned through the proxy.
+        upload(
+            "proxy block put pin",
+            Api::Proxy,
+            "/api/v0/block/put?pin=true",
+            "block",
+            &content("block"),
+        ),
+        upload(
+            "proxy dag put pin",
+            Api::Proxy,
+            "/api/v0/dag/put?pin=true&input-codec=dag-json&store-codec=dag-cbor",
+            "node",
+            br#"{"differential":"node"}"#,
+        ),
+        upload(
+            "proxy block put no pin",
+            Api::Proxy,
+            "/api/v0/block/put",
+            "block",
+            &content("loose block"),
+        ),
+        Step::Settle,
+        rest("pins after puts", "GET", "/pins"),
+        // Garbage collection: both daemons hold the same unpinned blocks.
+        rest("ipfs gc local", "POST", "/ipfs/gc?local=true"),
+        proxy("proxy repo gc", "/api/v0/repo/gc"),
+        rest("ipfs gc", "POST", "/ipfs/gc"),
+        ctl("ctl ipfs gc", &["ipfs", "gc"]),
         // Last: the reference changes its pinset on these even when it
         // answers an error (see ALLOWED), and pincluster may not.
         rest(
