@@ -36,6 +36,7 @@ const ALLOWED: &[(&str, &str, &str)] = &[
     ("id", "body", PEER_PROTOCOL),
     ("peers", "body", PEER_PROTOCOL),
     ("ctl id json", "body", PEER_PROTOCOL),
+    ("ctl peers ls json", "body", PEER_PROTOCOL),
     ("peer rm crdt", "status", PEER_RM),
     ("peer rm crdt", "body", PEER_RM),
     ("add bad option", "status", ADD_EARLY_ERROR),
@@ -634,7 +635,7 @@ async fn rest_api_proxy_and_ctl_answer_like_the_reference() {
 
     // The same content in both daemons, not pinned there: the cluster pins it.
     let mut cids = BTreeMap::new();
-    for tag in ["a", "b", "c", "d", "e", "k", "p"] {
+    for tag in ["a", "b", "c", "d", "e", "k", "p", "q"] {
         let data = content(tag);
         let (x, y) = tokio::join!(
             kubo_ours.add_with("add?pin=false", tag, &data),
@@ -647,6 +648,7 @@ async fn rest_api_proxy_and_ctl_answer_like_the_reference() {
     let files = tmp.path().join("files");
     std::fs::create_dir_all(&files).unwrap();
     std::fs::write(files.join("e.txt"), content("e")).unwrap();
+    std::fs::write(files.join("r.txt"), content("r")).unwrap();
 
     let side = |label, api: &str, proxy: String, peer: &str, kubo: &Kubo, version: Value| Side {
         label,
@@ -655,6 +657,12 @@ async fn rest_api_proxy_and_ctl_answer_like_the_reference() {
         ids: vec![
             (peer.to_string(), "<peer>"),
             (kubo.id().to_string(), "<ipfs>"),
+            // The ctl's health graph labels peers `12*` + their id's last six.
+            (format!("12*{}", &peer[peer.len() - 6..]), "<short peer>"),
+            (
+                format!("12*{}", &kubo.id()[kubo.id().len() - 6..]),
+                "<short ipfs>",
+            ),
             (
                 version["version"].as_str().expect("a version").to_string(),
                 "<version>",
@@ -712,7 +720,7 @@ async fn rest_api_proxy_and_ctl_answer_like_the_reference() {
 
 /// The script: the same steps for both sides, in order.
 fn script(cids: &BTreeMap<&str, String>) -> Vec<Step> {
-    let [a, b, c, d, e, k, p] = ["a", "b", "c", "d", "e", "k", "p"].map(|t| &cids[t]);
+    let [a, b, c, d, e, k, p, q] = ["a", "b", "c", "d", "e", "k", "p", "q"].map(|t| &cids[t]);
     // A CID neither daemon has, never pinned.
     let unknown = &common::cids("differential-unknown", 1)[0];
     let bad = "notacid";
@@ -882,7 +890,29 @@ fn script(cids: &BTreeMap<&str, String>) -> Vec<Step> {
             "ctl pin add",
             &["pin", "add", "--no-status", "--name", "gamma", c],
         ),
+        ctl(
+            "ctl pin add options",
+            &[
+                "pin",
+                "add",
+                "--no-status",
+                "--replication",
+                "1",
+                "--name",
+                "delta",
+                "--metadata",
+                "k=v",
+                "--expire-in",
+                "1h",
+                q,
+            ],
+        ),
         Step::Settle,
+        ctl("ctl pin ls json", &["--enc", "json", "pin", "ls"]),
+        ctl("ctl status local", &["status", "--local"]),
+        ctl("ctl peers ls json", &["--enc", "json", "peers", "ls"]),
+        ctl("ctl health graph", &["health", "graph"]),
+        ctl("ctl pin rm options", &["pin", "rm", "--no-status", q]),
         // `unpin=false`, then the old pin removed once the new one is
         // pinned: with the default `unpin=true` the reference's tracker may
         // run Kubo's `pin/update` after the old pin is gone, which fails
@@ -961,6 +991,20 @@ fn script(cids: &BTreeMap<&str, String>) -> Vec<Step> {
             &content("j"),
         ),
         ctl("ctl add", &["add", "--no-stream", "e.txt"]),
+        ctl(
+            "ctl add options",
+            &[
+                "add",
+                "--cid-version",
+                "1",
+                "--name",
+                "rho",
+                "--replication",
+                "1",
+                "r.txt",
+            ],
+        ),
+        ctl("ctl add quiet", &["add", "--quieter", "r.txt"]),
         Step::Settle,
         rest("pins after adds", "GET", "/pins"),
         // Blocks and DAG nodes pinned through the proxy.
