@@ -225,7 +225,9 @@ fn ls_one(ctx: &ProxyContext, arg: &str, wanted: Wanted, stream: bool) -> Respon
         Err(e) => {
             return kubo_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("invalid path {arg:?}: {e}"),
+                // The CID decoder's error, as go-cid words it and the
+                // reference relays it.
+                format!("invalid cid: {e}"),
             );
         }
     };
