@@ -109,9 +109,9 @@ const PASSTHROUGH_TRAILER: &str = "the passthrough does not relay the daemon's t
      does not announce them either (Go's ReverseProxy re-announces `Trailer: X-Stream-Error`)";
 const NO_TRAILER_ON_204: &str = "an empty stream is a 204 in both; the reference also announces \
      `Trailer: X-Stream-Error`, which hyper drops as a 204 has no body to carry trailers";
-const DECODER_TEXT: &str = "same status and prefix (`error decoding Cid: invalid cid: `); the \
-     detail after it is the CID / peer id decoder's own text (rust-cid and rust-libp2p, not \
-     go-cid)";
+const DECODER_TEXT: &str = "same status and leading text (`error decoding Cid: invalid cid: `, \
+     `error decoding Peer ID: `, `error parsing path: `); the detail after it is the CID / peer \
+     id decoder's own (rust-cid and rust-libp2p, not go-cid and go-libp2p)";
 const GO_NIL: &str = "`origins` is `[]` where the reference shows Go's nil slice as `null` (a pin \
      not yet through its state, an unknown CID), and a path route's `metadata` is `null` \
      where the reference's is `{}`; with `local=true` an unknown CID's `allocations` \
