@@ -302,9 +302,10 @@ pub struct ApiError {
     pub message: String,
 }
 
-/// A CID that did not parse; its text is the REST API's 400 message.
+/// A CID that did not parse; its text is the REST API's 400 message, with
+/// the `invalid cid: ` go-cid puts before every decoding error.
 #[derive(Debug, thiserror::Error)]
-#[error("error decoding Cid: {0}")]
+#[error("error decoding Cid: invalid cid: {0}")]
 pub struct CidError(#[from] pub cid::Error);
 
 /// Parses a CID the way the REST API's `{cid}` routes do: CIDv0 in base58,
@@ -1009,7 +1010,10 @@ mod tests {
         assert_eq!(cid(CID1).to_string(), CID1);
         assert_eq!(cid(CID_V1).to_string(), CID_V1);
         let err = decode_cid("notacid").unwrap_err().to_string();
-        assert!(err.starts_with("error decoding Cid: "), "{err}");
+        assert!(
+            err.starts_with("error decoding Cid: invalid cid: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -51,6 +51,19 @@ pub async fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> RawResponse {
+    request_with_body(base, method, path, headers, &[]).await
+}
+
+/// [`request`] with `body` sent after the headers (`Content-Length` added
+/// when `headers` has none and the body is not empty or the method is POST
+/// or PUT).
+pub async fn request_with_body(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> RawResponse {
     let host = base.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
@@ -60,11 +73,12 @@ pub async fn request(
     let has_length = headers
         .iter()
         .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
-    if (method == "POST" || method == "PUT") && !has_length {
-        req.push_str("Content-Length: 0\r\n");
+    if (method == "POST" || method == "PUT" || !body.is_empty()) && !has_length {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).await.expect("write");
+    stream.write_all(body).await.expect("write the body");
     let mut raw = Vec::new();
     // A cut body shows up as a reset or an early close: keep what arrived.
     let _ = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut raw)).await;

@@ -483,7 +483,7 @@ impl Drop for Kubo {
 }
 
 /// Copies `stream` line by line into `log` on a thread of its own.
-fn collect_lines(stream: impl Read + Send + 'static, log: Arc<Mutex<Vec<String>>>) {
+pub(super) fn collect_lines(stream: impl Read + Send + 'static, log: Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             log.lock().unwrap().push(line);
@@ -492,7 +492,7 @@ fn collect_lines(stream: impl Read + Send + 'static, log: Arc<Mutex<Vec<String>>
 }
 
 /// The number after the first `/tcp/` in `text`.
-fn port_after_tcp(text: &str) -> Option<u16> {
+pub(super) fn port_after_tcp(text: &str) -> Option<u16> {
     let rest = &text[text.find("/tcp/")? + 5..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()

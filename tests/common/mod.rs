@@ -418,5 +418,6 @@ pub fn temp() -> tempfile::TempDir {
 pub mod fake_kubo;
 pub mod http;
 pub mod kubo;
+pub mod reference;
 pub mod tls;
 pub mod tools;

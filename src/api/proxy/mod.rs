@@ -220,11 +220,11 @@ fn values<'a>(query: &'a [(String, String)], key: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// Kubo's error reply: `{"Message","Code","Type":"error"}`, `Code` 1 for
-/// a client error, 0 otherwise.
+/// Kubo's error reply: `{"Message","Code","Type":"error"}`. `Code` is
+/// always 0 (go-ipfs-cmds' `ErrNormal`): the reference builds every error
+/// of its hijacked endpoints that way, client errors included.
 fn kubo_error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    let code = if status.is_client_error() { 1 } else { 0 };
-    let body = serde_json::json!({"Message": message.into(), "Code": code, "Type": "error"});
+    let body = serde_json::json!({"Message": message.into(), "Code": 0, "Type": "error"});
     json_reply(status, &body)
 }
 
@@ -256,8 +256,9 @@ fn channel_body() -> (mpsc::Sender<Frame<Bytes>>, Body) {
     (tx, http_body_util::StreamBody::new(stream).boxed_unsync())
 }
 
-/// NDJSON reply headers as Kubo sends them for streamed output, with the
-/// `X-Stream-Error` trailer announced.
+/// NDJSON reply headers as the reference sends them for `pin/ls`,
+/// `repo/gc`, `block/put` and `dag/put`: the `X-Stream-Error` trailer
+/// announced, and no `X-Chunked-Output` (only `add` sends that).
 fn streaming(status: StatusCode, body: Body) -> Response<Body> {
     let mut res = Response::new(body);
     *res.status_mut() = status;
@@ -266,7 +267,6 @@ fn streaming(status: StatusCode, body: Body) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    h.insert("x-chunked-output", HeaderValue::from_static("1"));
     h.insert(header::TRAILER, HeaderValue::from_static("X-Stream-Error"));
     res
 }

@@ -20,12 +20,8 @@ const LIST_AHEAD: usize = 256;
 
 /// `pin/add?arg=<cid|path>[&recursive=<bool>][&type=direct][&name=<n>]`.
 pub(super) async fn add(ctx: &ProxyContext, query: &[(String, String)]) -> Response<Body> {
-    let Some(arg) = values(query, "arg").first().copied() else {
-        return kubo_error(
-            StatusCode::BAD_REQUEST,
-            "argument \"ipfs-path\" is required",
-        );
-    };
+    // No `arg` is the empty path, which fails to parse (500), as in the reference.
+    let arg = values(query, "arg").first().copied().unwrap_or("");
     let recursive = match flag(query, "recursive", true) {
         Ok(r) => r,
         Err(e) => return kubo_error(StatusCode::BAD_REQUEST, e),
@@ -50,12 +46,7 @@ pub(super) async fn add(ctx: &ProxyContext, query: &[(String, String)]) -> Respo
 
 /// `pin/rm?arg=<cid|path>`.
 pub(super) async fn rm(ctx: &ProxyContext, query: &[(String, String)]) -> Response<Body> {
-    let Some(arg) = values(query, "arg").first().copied() else {
-        return kubo_error(
-            StatusCode::BAD_REQUEST,
-            "argument \"ipfs-path\" is required",
-        );
-    };
+    let arg = values(query, "arg").first().copied().unwrap_or("");
     let cid = match resolve(ctx, arg).await {
         Ok(cid) => cid,
         Err(e) => return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -65,7 +56,8 @@ pub(super) async fn rm(ctx: &ProxyContext, query: &[(String, String)]) -> Respon
         Ok(None) => {
             return kubo_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("{cid} is not pinned or pinned indirectly"),
+                // The state's not-found error, as the reference relays it.
+                "pin is not part of the pinset",
             );
         }
         Err(e) => return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -233,7 +225,9 @@ fn ls_one(ctx: &ProxyContext, arg: &str, wanted: Wanted, stream: bool) -> Respon
         Err(e) => {
             return kubo_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("invalid path {arg:?}: {e}"),
+                // The CID decoder's error, as go-cid words it and the
+                // reference relays it.
+                format!("invalid cid: {e}"),
             );
         }
     };
@@ -244,7 +238,7 @@ fn ls_one(ctx: &ProxyContext, arg: &str, wanted: Wanted, stream: bool) -> Respon
     let Some(pin) = pin else {
         return kubo_error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("path '{arg}' is not pinned"),
+            format!("Error: path '{arg}' is not pinned"),
         );
     };
     let mode = PinMode::from_max_depth(pin.max_depth).as_str();
@@ -271,6 +265,11 @@ pub(super) async fn resolve(ctx: &ProxyContext, arg: &str) -> Result<Cid, String
             .resolve(arg)
             .await
             .map_err(|e| format!("Error resolving IPFS path {arg:?}: {e}")),
+        // Not a CID, so a path, and a path starts with `/`: boxo's
+        // `NewPath` error, which the reference relays.
+        Err(_) if !arg.starts_with('/') => Err(format!(
+            "Error parsing IPFS Path: invalid path {arg:?}: path does not have enough components"
+        )),
         Err(e) => Err(format!(
             "Error parsing IPFS Path: invalid path {arg:?}: {e}"
         )),
@@ -294,6 +293,7 @@ pub(super) async fn cluster_pin(
         ..PinOptions::default()
     };
     let mut pin = Pin::new(cid, options);
+    crate::api::rest::check_repin(ctx.consensus.state(), &pin)?;
     pin.allocations = ctx
         .allocator
         .allocate_pin(ctx.consensus.state(), &pin, &[])?;

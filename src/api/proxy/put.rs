@@ -11,6 +11,7 @@
 //! this peer is not among the allocations, its daemon keeps that pin.)
 
 use cid::Cid;
+use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
@@ -100,8 +101,10 @@ pub(super) async fn add(
             }
         }
         if pin && !only_hash && errors.is_empty() {
-            for (root_name, cid) in roots {
-                let pin_name = name.clone().unwrap_or(root_name);
+            for (_, cid) in roots {
+                // Unnamed unless `name` is given, as the reference's
+                // adder leaves it (the file name is not the pin's name).
+                let pin_name = name.clone().unwrap_or_default();
                 if let Err(e) = cluster_pin(&ctx, cid, PinMode::Recursive, pin_name).await {
                     errors.push_str(&format!("pinning {cid}: {e}; "));
                 }
@@ -111,7 +114,11 @@ pub(super) async fn add(
             let _ = tx.send(stream_error(&errors)).await;
         }
     });
-    streaming(StatusCode::OK, body)
+    let mut res = streaming(StatusCode::OK, body);
+    // `add` alone of the proxy's streams says it is chunked output.
+    res.headers_mut()
+        .insert("x-chunked-output", HeaderValue::from_static("1"));
+    res
 }
 
 /// An `add` event as Kubo prints it: `Name`, then `Hash`, `Bytes` and

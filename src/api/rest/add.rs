@@ -265,6 +265,8 @@ async fn answer(stream: bool, items: ReceiverStream<Result<AddedOutput, String>>
         let mut res = ndjson(items).await;
         res.headers_mut()
             .insert("x-chunked-output", HeaderValue::from_static("1"));
+        res.extensions_mut()
+            .insert(super::server::TrailerOnlyOnError);
         res
     } else {
         let all: Vec<Result<AddedOutput, String>> = items.collect().await;
@@ -389,9 +391,7 @@ async fn import_car(
     };
     if !params.no_pin {
         let pin = commit(ctx, Pin::new(root, params.pin), params.local).await?;
-        if !pin.allocations.is_empty() {
-            out.allocations = pin.allocations.iter().map(|p| p.to_string()).collect();
-        }
+        out.allocations = reported_allocations(ctx, &pin).await;
     }
     Ok(out)
 }
@@ -447,12 +447,22 @@ async fn run(
     let mut last = AddedOutput::from(root_line).with_allocations(dests);
     if !params.no_pin {
         let pin = commit(ctx, Pin::new(root, params.pin), params.local).await?;
-        if !pin.allocations.is_empty() {
-            last.allocations = pin.allocations.iter().map(|p| p.to_string()).collect();
-        }
+        last.allocations = reported_allocations(ctx, &pin).await;
     }
     let _ = tx.send(Ok(last)).await;
     Ok(())
+}
+
+/// The peers the last item of an add names, as the reference reports them
+/// (its adder's block allocations): the pin's allocations, or for a pin on
+/// every peer, whose allocations are empty, the current peerset.
+async fn reported_allocations(ctx: &ApiContext, pin: &Pin) -> Vec<String> {
+    if !pin.allocations.is_empty() {
+        return pin.allocations.iter().map(|p| p.to_string()).collect();
+    }
+    let mut peers = ctx.network.peers().await.unwrap_or_default();
+    peers.insert(0, ctx.network.local_peer_id());
+    peers.iter().map(|p| p.to_string()).collect()
 }
 
 #[cfg(test)]

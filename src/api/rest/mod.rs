@@ -42,7 +42,8 @@ use crate::pintracker::PinTracker;
 use crate::status::{GlobalPinInfo, PinInfoShort, StatusFilter, TrackerStatus};
 use crate::types::go_time;
 use crate::types::{
-    self, IdInfo, IpfsIdInfo, Pin, PinJsonWriter, PinOptions, PinType, PinTypeFilter, Version,
+    self, IdInfo, IpfsIdInfo, Pin, PinJsonWriter, PinMode, PinOptions, PinType, PinTypeFilter,
+    Version,
 };
 use reply::{ApiReply, error, json, ndjson};
 
@@ -415,11 +416,9 @@ pub fn routes(
                 json(StatusCode::OK, &gc)
             },
         );
-    let health = warp::path!("health").and(warp::get()).map(|| {
-        let mut res = warp::reply::Response::new(Vec::new().into());
-        *res.status_mut() = StatusCode::NO_CONTENT;
-        res
-    });
+    let health = warp::path!("health")
+        .and(warp::get())
+        .map(reply::no_content);
     let bandwidth = warp::path!("health" / "bandwidth")
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
@@ -458,6 +457,11 @@ pub fn routes(
         .and(warp::delete())
         .and(with_ctx(ctx.clone()))
         .then(paths::delete);
+    // The reference answers GET on a path route as an unknown path (404
+    // JSON), not as a known path with another method (405).
+    let get_path = ipfs_path()
+        .and(warp::get())
+        .map(|_| error(StatusCode::NOT_FOUND, "not found".to_string()));
     let add = warp::path!("add")
         .and(warp::post())
         .and(warp::header::optional::<String>("content-type"))
@@ -477,6 +481,7 @@ pub fn routes(
         sync_one.boxed(),
         pin_path.boxed(),
         unpin_path.boxed(),
+        get_path.boxed(),
         id.boxed(),
         version.boxed(),
         peers.boxed(),
@@ -699,11 +704,10 @@ async fn commit(ctx: &ApiContext, mut pin: Pin, local: bool) -> Result<Pin, Stri
         pin.options.replication_factor_min,
         pin.options.replication_factor_max,
     );
-    if !(min == -1 && max == -1 || (1 <= min && min <= max)) {
-        return Err(format!(
-            "cluster.replication_factor_min and max are invalid: min {min}, max {max}"
-        ));
+    if let Some(e) = replication_error(min, max) {
+        return Err(e.to_string());
     }
+    check_repin(ctx.consensus.state(), &pin)?;
     // Re-pinning keeps the live allocations the pin already has; `local`
     // puts this peer first.
     let me = ctx.network.local_peer_id();
@@ -728,6 +732,56 @@ async fn commit(ctx: &ApiContext, mut pin: Pin, local: bool) -> Result<Pin, Stri
         .await
         .map_err(|e| e.to_string())?;
     Ok(pin)
+}
+
+/// What is wrong with replication factors `min`, `max`, in the reference's
+/// order of checks and with its texts (`isReplicationFactorValid`).
+fn replication_error(min: i32, max: i32) -> Option<&'static str> {
+    if min == 0 || max == 0 {
+        Some("cluster.replication_factor_min and max must be set")
+    } else if min > max {
+        Some("cluster.replication_factor_min is larger than max")
+    } else if min < -1 {
+        Some("cluster.replication_factor_min is wrong")
+    } else if max < -1 {
+        Some("cluster.replication_factor_max is wrong")
+    } else if (min == -1) != (max == -1) {
+        Some("cluster.replication_factor_min and max must be -1 when one of them is")
+    } else {
+        None
+    }
+}
+
+/// The reference's rules for a pin against the one already in the pinset
+/// (its `setupPin`), in its order and with its texts: no expiry in the
+/// past, the same pin type, and no recursive pin turned direct.
+pub(crate) fn check_repin(state: &crate::state::PinState, pin: &Pin) -> Result<(), String> {
+    if pin
+        .options
+        .expire_at
+        .is_some_and(|at| at < chrono::Utc::now().fixed_offset())
+    {
+        return Err("pin.ExpireAt set before current time".to_string());
+    }
+    let Some(existing) = state.get(&pin.cid).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    if existing.pin_type != pin.pin_type {
+        return Err(format!(
+            "cannot repin CID with different tracking method, clear state with pin rm to \
+             proceed. New: {}. Was: {}",
+            pin.pin_type.as_str(),
+            existing.pin_type.as_str()
+        ));
+    }
+    if existing.options.mode == PinMode::Recursive && pin.options.mode != PinMode::Recursive {
+        return Err(format!(
+            "cannot repin a CID which is already pinned in recursive mode (new pin is \
+             pinned as {}). Unpin it first.",
+            pin.options.mode.as_str()
+        ));
+    }
+    Ok(())
 }
 
 async fn delete_pin(raw_cid: String, ctx: Arc<ApiContext>) -> ApiReply {
@@ -866,18 +920,35 @@ fn local_only(query: &[(String, String)]) -> bool {
     query.iter().any(|(k, v)| k == "local" && v == "true")
 }
 
-/// A peer's answer as a `peer_map` entry.
-/// This peer's entry of a `peer_map`, from its tracker.
-fn local_entry(peername: &str, s: crate::pintracker::LocalStatus) -> PinInfoShort {
-    PinInfoShort {
-        peername: peername.to_string(),
-        ipfs_peer_id: None,
-        ipfs_peer_addresses: Vec::new(),
-        status: s.status,
-        timestamp: s.updated,
-        error: s.error,
-        attempt_count: s.attempts,
-        priority_pin: s.priority,
+/// What this peer's `peer_map` entries say about the peer itself.
+pub(super) struct Me {
+    peername: String,
+    /// Its IPFS daemon's id, as the reference shows it in every entry
+    /// (`ipfs_peer_id`); omitted while the daemon has not told it.
+    ipfs_id: Option<PeerId>,
+}
+
+impl Me {
+    pub(super) async fn of(ctx: &ApiContext) -> Me {
+        let id = ctx.network.local_id().await.ok();
+        Me {
+            ipfs_id: id.as_ref().and_then(|id| id.ipfs_id.parse().ok()),
+            peername: id.map(|id| id.peername).unwrap_or_default(),
+        }
+    }
+
+    /// This peer's entry of a `peer_map`, from its tracker.
+    pub(super) fn entry(&self, s: crate::pintracker::LocalStatus) -> PinInfoShort {
+        PinInfoShort {
+            peername: self.peername.clone(),
+            ipfs_peer_id: self.ipfs_id,
+            ipfs_peer_addresses: Vec::new(),
+            status: s.status,
+            timestamp: s.updated,
+            error: s.error,
+            attempt_count: s.attempts,
+            priority_pin: s.priority,
+        }
     }
 }
 
@@ -909,17 +980,9 @@ async fn cluster_status(
         ctx.tracker.recover(cid);
     }
     let mine = ctx.tracker.status(cid, pin.as_ref()).await;
-    let peername = ctx
-        .network
-        .local_id()
-        .await
-        .map(|id| id.peername)
-        .unwrap_or_default();
+    let me = Me::of(ctx).await;
     let mut peer_map = BTreeMap::new();
-    peer_map.insert(
-        ctx.network.local_peer_id().to_string(),
-        local_entry(&peername, mine),
-    );
+    peer_map.insert(ctx.network.local_peer_id().to_string(), me.entry(mine));
     if !local {
         let peers = ctx.network.peers().await.unwrap_or_default();
         let asks = peers.into_iter().map(|peer| {
@@ -1094,12 +1157,7 @@ async fn statuses_reply(
             }
         });
         let local_id = ctx.network.local_peer_id().to_string();
-        let peername = ctx
-            .network
-            .local_id()
-            .await
-            .map(|id| id.peername)
-            .unwrap_or_default();
+        let me = Me::of(&ctx).await;
         let peers = if local {
             Vec::new()
         } else {
@@ -1129,7 +1187,7 @@ async fn statuses_reply(
             let ids = ctx.monitor.ipfs_ids(chrono::Utc::now());
             for (i, ((cid, pin), my)) in page.into_iter().zip(mine).enumerate() {
                 let mut peer_map = BTreeMap::new();
-                peer_map.insert(local_id.clone(), local_entry(&peername, my));
+                peer_map.insert(local_id.clone(), me.entry(my));
                 for (peer, answer) in &theirs {
                     let info = match answer {
                         Ok(statuses) => match statuses.get(i) {

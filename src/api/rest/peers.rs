@@ -102,9 +102,7 @@ pub async fn remove(raw: String, ctx: Arc<ApiContext>) -> ApiReply {
     match reallocate(&ctx, peer).await {
         Ok(moved) => {
             tracing::info!(%peer, pins = moved, "peer removed; its pins were re-allocated");
-            let mut res = warp::reply::Response::new(Vec::new().into());
-            *res.status_mut() = StatusCode::NO_CONTENT;
-            res
+            super::reply::no_content()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }

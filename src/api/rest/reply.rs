@@ -40,6 +40,12 @@ pub fn error(status: StatusCode, message: String) -> ApiReply {
     with_json_type(status, bytes)
 }
 
+/// 204 with no body: the reference's `SendResponse` sets the JSON content
+/// type before it knows there is nothing to send, so it goes out anyway.
+pub fn no_content() -> ApiReply {
+    with_json_type(StatusCode::NO_CONTENT, Vec::new())
+}
+
 fn with_json_type(status: StatusCode, bytes: Vec<u8>) -> ApiReply {
     let mut res = warp::reply::Response::new(bytes.into());
     *res.status_mut() = status;
@@ -77,11 +83,9 @@ where
 {
     let mut lines = lines.peekable();
     match std::pin::Pin::new(&mut lines).peek().await {
-        None => {
-            let mut res = warp::reply::Response::new(Vec::new().into());
-            *res.status_mut() = StatusCode::NO_CONTENT;
-            return res;
-        }
+        // The reference also announces its trailer here, but a 204 has no
+        // body to carry one, and hyper drops the header.
+        None => return no_content(),
         Some(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.clone()),
         Some(Ok(_)) => {}
     }

@@ -57,6 +57,12 @@ impl StreamErrors {
     }
 }
 
+/// In a streamed response's extensions: no trailer at all when the stream
+/// went well. The reference's `/add` sets `X-Stream-Error` only on an
+/// error, where its other streams always set it, empty when all went well.
+#[derive(Debug, Clone, Copy)]
+pub struct TrailerOnlyOnError;
+
 /// The `X-Stream-Error` trailer name.
 pub const STREAM_ERROR: &str = "x-stream-error";
 
@@ -100,6 +106,8 @@ pub struct ApiBody {
     inner: Option<warp::reply::Response>,
     errors: Option<StreamErrors>,
     trailers_wanted: bool,
+    /// [`TrailerOnlyOnError`] was set.
+    only_on_error: bool,
     /// The error that ends the body on the next poll.
     cut: Option<String>,
 }
@@ -135,6 +143,9 @@ impl Body for ApiBody {
                     self.cut = Some(errors.join("; "));
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
+                }
+                if errors.is_empty() && self.only_on_error {
+                    return Poll::Ready(None);
                 }
                 let mut trailers = HeaderMap::new();
                 let name = HeaderName::from_static(STREAM_ERROR);
@@ -258,6 +269,7 @@ fn finish(
         }
     }
     let errors = res.extensions_mut().remove::<StreamErrors>();
+    let only_on_error = res.extensions().get::<TrailerOnlyOnError>().is_some();
     let (parts, body) = res.into_parts();
     let inner = Some(warp::reply::Response::new(body));
     Response::from_parts(
@@ -266,6 +278,7 @@ fn finish(
             inner,
             errors,
             trailers_wanted,
+            only_on_error,
             cut: None,
         },
     )
@@ -278,12 +291,35 @@ fn redirect_without_slash<B>(req: &Request<B>) -> warp::reply::Response {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
     };
-    let mut res = warp::reply::Response::new(Vec::new().into());
+    // Go's `http.Redirect`: a GET or HEAD gets a short HTML note with the
+    // target, other methods no body.
+    let note = (req.method() == Method::GET || req.method() == Method::HEAD).then(|| {
+        format!(
+            "<a href=\"{}\">Temporary Redirect</a>.\n",
+            html_escape(&target)
+        )
+    });
+    let mut res = warp::reply::Response::new(note.clone().unwrap_or_default().into());
     *res.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    if note.is_some() {
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+    }
     if let Ok(v) = HeaderValue::try_from(target) {
         res.headers_mut().insert(header::LOCATION, v);
     }
     res
+}
+
+/// The five characters Go's `html.EscapeString` replaces.
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;")
 }
 
 /// `POST /token`: a JWT for the user who passed authentication.

@@ -10,7 +10,7 @@ use cid::Cid;
 use warp::http::StatusCode;
 
 use super::reply::{ApiReply, error, json, ndjson};
-use super::{ApiContext, cluster_status, global_info, local_entry, local_only};
+use super::{ApiContext, Me, cluster_status, global_info, local_only};
 use crate::types::{self, Pin};
 
 /// Pins synced per listing of the daemon's pinset.
@@ -39,19 +39,14 @@ pub async fn all(ctx: Arc<ApiContext>) -> ApiReply {
             }
         });
         let local = ctx.network.local_peer_id().to_string();
-        let peername = ctx
-            .network
-            .local_id()
-            .await
-            .map(|id| id.peername)
-            .unwrap_or_default();
+        let me = Me::of(&ctx).await;
         while let Some(page) = pages.recv().await {
             let synced = ctx.tracker.sync(&page).await;
             for ((cid, pin), (status, changed)) in page.into_iter().zip(synced) {
                 if !changed {
                     continue;
                 }
-                let peer_map = BTreeMap::from([(local.clone(), local_entry(&peername, status))]);
+                let peer_map = BTreeMap::from([(local.clone(), me.entry(status))]);
                 if tx
                     .send(Ok::<_, String>(global_info(cid, pin, peer_map)))
                     .await
