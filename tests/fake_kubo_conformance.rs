@@ -54,26 +54,13 @@ fn shape(v: &Value) -> Value {
     }
 }
 
-/// `data` as the one file of a multipart body: its content type and bytes.
-fn multipart(data: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "conformanceboundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
 impl Daemon {
     async fn send(&self, method: reqwest::Method, cmd: &str, body: Option<&[u8]>) -> Seen {
         let mut req = self
             .http
             .request(method, format!("{}/api/v0/{cmd}", self.url));
         if let Some(data) = body {
-            let (content_type, body) = multipart(data);
+            let (content_type, body) = common::multipart_files(&[("f", data)]);
             req = req.header("content-type", content_type).body(body);
         }
         let res = req
@@ -116,7 +103,7 @@ impl Daemon {
 
     /// `block/put` of `data`; the CID the daemon gave it.
     async fn put(&self, data: &[u8]) -> String {
-        let (content_type, body) = multipart(data);
+        let (content_type, body) = common::multipart_files(&[("f", data)]);
         let res = self
             .http
             .post(format!("{}/api/v0/block/put", self.url))

@@ -81,26 +81,14 @@ fn big_data(len: usize) -> Vec<u8> {
 /// `add?pin=false` of many files in one multipart body; the CID of each
 /// file, in order.
 async fn add_files(daemon: &Kubo, files: &[(String, Vec<u8>)]) -> Vec<String> {
-    let boundary = "----pincluster-kubo-pinning-boundary";
-    let mut body = Vec::new();
-    for (name, data) in files {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
-                 Content-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let parts: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let (content_type, body) = multipart_files(&parts);
     let res = reqwest::Client::new()
         .post(format!("{}/api/v0/add?pin=false", daemon.api_url()))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
+        .header("content-type", content_type)
         .body(body)
         .send()
         .await

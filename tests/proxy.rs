@@ -135,26 +135,10 @@ async fn multipart_add(
     query: &str,
     files: &[(&str, &[u8])],
 ) -> (u16, String) {
-    let boundary = "----pincluster-proxy-test";
-    let mut body = Vec::new();
-    for (name, data) in files {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
-                 Content-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let (content_type, body) = multipart_files(files);
     let res = http
         .post(format!("{base}/api/v0/add?{query}"))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
+        .header("content-type", content_type)
         .body(body)
         .send()
         .await

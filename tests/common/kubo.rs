@@ -365,25 +365,11 @@ impl Kubo {
     /// `POST /api/v0/<cmd>` (`add?cid-version=1&…`) with `data` as the one
     /// file `name` of a multipart body; the NDJSON reply lines.
     pub async fn add_with(&self, cmd: &str, name: &str, data: &[u8]) -> Vec<Value> {
-        let boundary = format!("----pincluster-test-{:032x}", rand::random::<u128>());
-        let mut body = Vec::with_capacity(data.len() + 256);
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\n\
-                 Content-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
-                 Content-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(data);
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let (content_type, body) = super::multipart_files(&[(name, data)]);
         let res = self
             .http
             .post(format!("{}/api/v0/{cmd}", self.api_url()))
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
+            .header("content-type", content_type)
             .body(body)
             .send()
             .await

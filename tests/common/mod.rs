@@ -412,6 +412,28 @@ fn api_client(auth: &Option<(String, String)>, ca_pem: Option<&str>) -> reqwest:
 }
 
 /// A fresh temp folder that lives as long as the returned guard.
+/// A `multipart/form-data` body holding `files` (name, bytes) as parts
+/// named `file`, the way IPFS clients upload to `add`: the content type
+/// (with its random boundary) and the body.
+pub fn multipart_files(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = format!("----pincluster-test-{:032x}", rand::random::<u128>());
+    let size: usize = files.iter().map(|(_, d)| d.len() + 256).sum();
+    let mut body = Vec::with_capacity(size + 64);
+    for (name, data) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
 pub fn temp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
