@@ -38,7 +38,8 @@ use tokio::time::Instant;
 
 use crate::network::{NetEvent, Network, NetworkError};
 use crate::state::PinState;
-use crate::types::{Pin, pin_key};
+use crate::state::pin_key;
+use crate::types::Pin;
 pub use trust::{PeerSigner, PeerVerifier};
 
 /// Tuning of the consensus task.

@@ -5,13 +5,16 @@
 //! [`Pin::to_state_bytes`]). The peerset records that share the CRDT sort
 //! after every pin ([`crate::consensus::peerset`]); scans stop before them.
 
+mod codec;
 pub mod offline;
+
+pub use codec::{PinJsonWriter, StateDecodeError, pin_key};
 
 use cid::Cid;
 use pincluster_crdt::Reader;
 use pincluster_crdt::store::FjallStore;
 
-use crate::types::{Pin, StateDecodeError, pin_key};
+use crate::types::Pin;
 
 /// Why the pinset could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +56,7 @@ impl PinState {
     }
 
     /// Every pin's stored bytes, in key order, not decoded: for readers
-    /// that encode them on other threads (see [`crate::types::PinJsonWriter`]).
+    /// that encode them on other threads (see [`PinJsonWriter`]).
     pub fn list_stored(&self) -> impl Iterator<Item = Result<Vec<u8>, StateError>> + Send + use<> {
         self.entries()
             .map(|entry| Ok(entry.map(|(_, value)| value)?))

@@ -36,7 +36,8 @@ use pincluster_crdt::{Batch, BatchError, Engine, Limits};
 use crate::config::{self, Config};
 use crate::consensus::{PeerSigner, PeerVerifier};
 use crate::identity::Identity;
-use crate::types::{Pin, PinJsonWriter, PinType, PinTypeFilter, pin_key};
+use crate::state::{PinJsonWriter, pin_key};
+use crate::types::{Pin, PinType, PinTypeFilter};
 
 use super::{PinState, StateError};
 

@@ -39,11 +39,11 @@ use crate::ipfsconn::{IpfsConnector, KuboConnector};
 use crate::monitor::Monitor;
 use crate::network::{Network, RemoteId, RemoteStatus};
 use crate::pintracker::PinTracker;
+use crate::state::PinJsonWriter;
 use crate::status::{GlobalPinInfo, PinInfoShort, StatusFilter, TrackerStatus};
 use crate::types::go_time;
 use crate::types::{
-    self, IdInfo, IpfsIdInfo, Pin, PinJsonWriter, PinMode, PinOptions, PinType, PinTypeFilter,
-    Version,
+    self, IdInfo, IpfsIdInfo, Pin, PinMode, PinOptions, PinType, PinTypeFilter, Version,
 };
 use reply::{ApiReply, error, json, ndjson};
 
