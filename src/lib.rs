@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`config`] | `service.json`-shaped configuration: load, env overrides, validate |
 //! | [`duration`] | Go duration syntax, parsed and printed |
+//! | [`folder`] | the configuration folder: lock, peerstore, opening the store |
 //! | [`identity`] | `identity.json`: the peer's Ed25519 key and peer id |
 //! | [`ipfsconn`] | the IPFS daemon beside the peer: `IpfsConnector` and the Kubo RPC client |
 //! | [`types`] | domain types and wire shapes shared by every part: `Pin`, `ID`, `Version`, ... |
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod consensus;
 pub mod duration;
+pub mod folder;
 pub mod graph;
 pub mod identity;
 pub mod ipfsconn;

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
+use pincluster_crdt::store::{Durability, FjallOptions};
 use serde::Serialize;
 
 use super::{GoDuration, builtin_addr, is_false, ser_display, strings};
@@ -252,6 +253,9 @@ pub struct FjallConfig {
     pub folder: String,
     pub cache_size_bytes: u64,
     pub memtable_size_bytes: u64,
+    /// `process` by default, because whatever a power cut loses is fetched
+    /// again from the other peers, and an fsync per commit would bound write
+    /// throughput.
     pub durability: Durability,
 }
 
@@ -271,28 +275,13 @@ impl FjallConfig {
     pub fn path(&self, dir: &Path) -> PathBuf {
         dir.join(&self.folder)
     }
-}
 
-/// How far a commit has gone when fjall returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// Written to the OS: survives a crash of the process, not of the machine.
-    /// The default, because whatever a power cut loses is fetched again from
-    /// the other peers, and an fsync per commit would bound write throughput.
-    Process,
-    /// Synced to disk: survives power loss, at a cost in write latency.
-    Sync,
-}
-
-impl FromStr for Durability {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "process" => Ok(Durability::Process),
-            "sync" => Ok(Durability::Sync),
-            other => Err(format!("{other:?} is not \"process\" or \"sync\"")),
+    /// The store's tuning, as [`FjallStore::open`](pincluster_crdt::store::FjallStore::open) takes it.
+    pub fn store_options(&self) -> FjallOptions {
+        FjallOptions {
+            durability: self.durability,
+            cache_bytes: self.cache_size_bytes,
+            memtable_bytes: self.memtable_size_bytes,
         }
     }
 }

@@ -7,8 +7,8 @@ use libp2p::{Multiaddr, PeerId};
 
 use super::{
     Config, ConfigError, SERVICE_FILE, TrustedPeers, invalid, io_error, parse_secret, peer_id_of,
-    write_atomic,
 };
+use crate::folder::write_atomic;
 use crate::identity::Identity;
 
 /// What `init` was asked for.

@@ -41,7 +41,7 @@ pub use api::{ApiConfig, IpfsProxyConfig, MIN_MAX_HEADER_BYTES, RestApiConfig};
 pub use cluster::{ClusterConfig, ConnectionManagerConfig, PubsubConfig, ResourceManagerConfig};
 pub use components::{
     AllocatorConfig, BalancedConfig, DatastoreConfig, DiskInformerConfig, DiskMetricType,
-    Durability, FjallConfig, InformerConfig, IpfsConnectorConfig, IpfsHttpConfig, MonitorConfig,
+    FjallConfig, InformerConfig, IpfsConnectorConfig, IpfsHttpConfig, MonitorConfig,
     NumpinInformerConfig, PinQueueInformerConfig, PinTrackerConfig, PubsubMonConfig,
     StatelessConfig, TagsInformerConfig,
 };
@@ -50,10 +50,12 @@ pub use go_duration::{DurationError, GoDuration};
 pub use init::{
     InitOptions, InitReport, SecretChoice, default_config_dir, init_folder, init_folder_with_env,
 };
+/// The durability setting is the store's own type: one name for one idea.
+pub use pincluster_crdt::store::Durability;
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use libp2p::multiaddr::Protocol;
@@ -61,6 +63,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
+use crate::folder::write_atomic;
 use crate::identity::IdentityError;
 use json::parse;
 
@@ -333,41 +336,6 @@ fn hostname() -> String {
         .map(|name| name.trim().to_string())
         .find(|name| !name.is_empty())
         .unwrap_or_else(|| "pincluster".to_string())
-}
-
-/// Replaces `path` with `contents` so that a crash leaves the old file or the
-/// new one, never half of one. The file is readable by its owner only: the
-/// configuration folder holds the cluster secret and the private key.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
-    // The rename is durable only once the folder itself is synced.
-    #[cfg(unix)]
-    {
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }
 
 fn ensure(ok: bool, key: impl Into<String>, problem: impl Into<String>) -> Result<(), ConfigError> {
