@@ -1,5 +1,5 @@
 //! The configuration folder's files, for the daemon ([`crate::peer`]) and
-//! the offline state commands ([`crate::state::offline`]) alike:
+//! the offline state commands ([`crate::consensus::offline`]) alike:
 //! `cluster.lock` (one user of the folder at a time), the `peerstore` (one
 //! multiaddr per line: the peers to dial at start), and the fjall store the
 //! CRDT engine runs on. `service.json` is [`crate::config`]'s and

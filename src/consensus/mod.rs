@@ -18,6 +18,7 @@
 //! ([`peerset`]): every merged or committed record is applied to the
 //! network (the peer blocked or let back in) before the writer hears back.
 
+pub mod offline;
 pub mod peerset;
 mod trust;
 

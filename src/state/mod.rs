@@ -6,7 +6,6 @@
 //! after every pin ([`crate::consensus::peerset`]); scans stop before them.
 
 mod codec;
-pub mod offline;
 
 pub use codec::{PinJsonWriter, StateDecodeError, pin_key};
 
@@ -15,6 +14,13 @@ use pincluster_crdt::Reader;
 use pincluster_crdt::store::FjallStore;
 
 use crate::types::Pin;
+
+/// First bytes of the keys of the peerset records (see
+/// [`crate::consensus::peerset`]) that share the CRDT with the pins. No CID
+/// starts with 0xFF, so they sort after every pin. Declared here, with the
+/// rest of the key layout, so that reading the pinset needs nothing of
+/// consensus.
+pub const PEERSET_PREFIX: &[u8] = b"\xffpeerset/";
 
 /// Why the pinset could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +74,7 @@ impl PinState {
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), pincluster_crdt::Error>> + Send + use<>
     {
         self.reader.iter().take_while(|entry| {
-            !matches!(entry, Ok((key, _)) if key.starts_with(crate::consensus::peerset::PREFIX))
+            !matches!(entry, Ok((key, _)) if key.starts_with(PEERSET_PREFIX))
         })
     }
 }

@@ -1,6 +1,8 @@
 //! The pinset of a stopped peer: `state export`, `state import` and
 //! `state cleanup` (spec §5.2). Each takes the folder's `cluster.lock`, as
-//! the daemon does, so none runs beside a daemon on the same folder.
+//! the daemon does, so none runs beside a daemon on the same folder. It
+//! lives in consensus because import writes the CRDT, and consensus is its
+//! only writer.
 //!
 //! The export format is ipfs-cluster's: a stream of JSON [`Pin`] objects,
 //! one per line. Import reads any whitespace between objects, as the
@@ -33,13 +35,12 @@ use pincluster_crdt::store::FjallStore;
 use pincluster_crdt::{Batch, BatchError, Engine, Limits};
 
 use crate::config::Config;
-use crate::consensus::{PeerSigner, PeerVerifier};
 use crate::folder::{self, FolderLock, LockError};
 use crate::identity::Identity;
-use crate::state::{PinJsonWriter, pin_key};
+use crate::state::{PinJsonWriter, PinState, StateError, pin_key};
 use crate::types::{Pin, PinType, PinTypeFilter};
 
-use super::{PinState, StateError};
+use super::{PeerSigner, PeerVerifier};
 
 /// The largest delta an import writes. A quarter of a block's limit:
 /// small enough that a peer fetching the import gets several blocks per
