@@ -45,6 +45,6 @@ mod tests {
             Some("ipfs.local:80")
         );
         assert_eq!(host("/ip4/127.0.0.1/udp/5001"), None);
-        assert_eq!(host("/unix/tmp/api.sock"), None);
+        assert_eq!(host("/ip4/127.0.0.1"), None);
     }
 }
