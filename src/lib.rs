@@ -6,6 +6,7 @@
 //!
 //! | module | role |
 //! |---|---|
+//! | [`addr`] | `host:port` of the multiaddrs that name an HTTP endpoint |
 //! | [`config`] | `service.json`-shaped configuration: load, env overrides, validate |
 //! | [`duration`] | Go duration syntax, parsed and printed |
 //! | [`folder`] | the configuration folder: lock, peerstore, opening the store |
@@ -24,6 +25,7 @@
 //! | [`peer`] | the composition root: start everything, stop it in order |
 //! | [`cli`] | `init`, `daemon`, and the client commands |
 
+pub mod addr;
 pub mod allocator;
 pub mod api;
 pub mod cli;

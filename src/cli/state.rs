@@ -9,8 +9,8 @@ use clap::{Args, Subcommand};
 use libp2p::PeerId;
 
 use crate::config::{self, Config};
-use crate::identity::Identity;
 use crate::consensus::offline::{ImportOverrides, OfflineFolder};
+use crate::identity::Identity;
 
 /// `pincluster state`.
 #[derive(Debug, Args)]

@@ -78,11 +78,19 @@ pub enum TrustedPeers {
 }
 
 impl TrustedPeers {
+    /// Whether `peer` is on the list. A peer always trusts itself, which
+    /// this does not say: ask [`TrustedPeers::trusted_by`].
     pub fn is_trusted(&self, peer: &PeerId) -> bool {
         match self {
             TrustedPeers::All => true,
             TrustedPeers::Only(peers) => peers.contains(peer),
         }
+    }
+
+    /// Whether the peer `local` trusts `peer`: itself always (its own deltas
+    /// and metrics), the others as the list says.
+    pub fn trusted_by(&self, local: &PeerId, peer: &PeerId) -> bool {
+        peer == local || self.is_trusted(peer)
     }
 }
 

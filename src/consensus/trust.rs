@@ -64,7 +64,7 @@ impl PeerVerifier {
 impl Verifier for PeerVerifier {
     fn verify(&self, author: &[u8], message: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
         let peer = PeerId::from_bytes(author).map_err(|_| VerifyError::MalformedAuthor)?;
-        if peer != self.local && !self.trusted.is_trusted(&peer) {
+        if !self.trusted.trusted_by(&self.local, &peer) {
             return Err(VerifyError::Untrusted);
         }
         let multihash: &libp2p::multihash::Multihash<64> = peer.as_ref();

@@ -143,10 +143,9 @@ pub async fn connect_graph<C: IpfsConnector>(sources: &GraphSources<C>) -> Conne
         std::iter::once((local, Some(local_view))).chain(members.iter().copied().zip(remote_views));
     for (peer, view) in views {
         let key = peer.to_string();
-        graph.cluster_trust_links.insert(
-            key.clone(),
-            peer == local || sources.trusted.is_trusted(&peer),
-        );
+        graph
+            .cluster_trust_links
+            .insert(key.clone(), sources.trusted.trusted_by(&local, &peer));
         let Some(view) = view else {
             graph.cluster_links.insert(key.clone(), Vec::new());
             if let Some(name) = names.get(&peer) {

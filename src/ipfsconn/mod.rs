@@ -32,22 +32,13 @@ pub use kubo::{AddOutput, AddedLine, KuboConnector};
 /// enforced. `None` for what HTTP cannot reach.
 pub fn node_origin(node: &Multiaddr, https: bool) -> Option<String> {
     use libp2p::multiaddr::Protocol;
-    let mut parts = node.iter();
-    let host = match parts.next()? {
-        Protocol::Ip4(ip) => ip.to_string(),
-        Protocol::Ip6(ip) => format!("[{ip}]"),
-        Protocol::Dns(h) | Protocol::Dns4(h) | Protocol::Dns6(h) => h.to_string(),
-        _ => return None,
-    };
-    let Some(Protocol::Tcp(port)) = parts.next() else {
-        return None;
-    };
+    let (host_port, mut parts) = crate::addr::host_port(node)?;
     let scheme = match (parts.next(), parts.next()) {
         (None, _) | (Some(Protocol::Http), None) if !https => "http",
         (None, _) | (Some(Protocol::Https), None) => "https",
         _ => return None,
     };
-    Some(format!("{scheme}://{host}:{port}"))
+    Some(format!("{scheme}://{host_port}"))
 }
 pub use wire::BlockFormat;
 

@@ -383,6 +383,6 @@ impl Trust {
     }
 
     pub(crate) fn is_trusted(&self, peer: &PeerId) -> bool {
-        *peer == self.local || self.trusted.is_trusted(peer)
+        self.trusted.trusted_by(&self.local, peer)
     }
 }

@@ -73,9 +73,9 @@ impl PinState {
         &self,
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), pincluster_crdt::Error>> + Send + use<>
     {
-        self.reader.iter().take_while(|entry| {
-            !matches!(entry, Ok((key, _)) if key.starts_with(PEERSET_PREFIX))
-        })
+        self.reader
+            .iter()
+            .take_while(|entry| !matches!(entry, Ok((key, _)) if key.starts_with(PEERSET_PREFIX)))
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset, Local, TimeDelta};
 use cid::Cid;
 use clap::{Args, Subcommand, ValueEnum};
-use libp2p::multiaddr::{self, Protocol};
+use libp2p::multiaddr;
 use libp2p::{Multiaddr, PeerId};
 use reqwest::Method;
 
@@ -132,16 +132,10 @@ fn parse_host(s: &str) -> Result<ApiHost, HostError> {
         return Ok(ApiHost::Url(url.origin().ascii_serialization()));
     }
     let addr: Multiaddr = s.parse()?;
-    let mut parts = addr.iter();
-    let host = match parts.next() {
-        Some(Protocol::Ip4(ip)) => ip.to_string(),
-        Some(Protocol::Ip6(ip)) => format!("[{ip}]"),
-        Some(Protocol::Dns(h) | Protocol::Dns4(h) | Protocol::Dns6(h)) => h.to_string(),
-        _ => return Err(unsupported()),
-    };
-    match (parts.next(), parts.next()) {
-        (Some(Protocol::Tcp(port)), None) => Ok(ApiHost::Multiaddr(format!("{host}:{port}"))),
-        _ => Err(unsupported()),
+    let (host_port, mut rest) = crate::addr::host_port(&addr).ok_or_else(unsupported)?;
+    match rest.next() {
+        None => Ok(ApiHost::Multiaddr(host_port)),
+        Some(_) => Err(unsupported()),
     }
 }
 
