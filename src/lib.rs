@@ -6,6 +6,7 @@
 //!
 //! | module | role |
 //! |---|---|
+//! | [`cluster`] | the front every API calls: pin, unpin, status, peers, re-allocation, `ClusterError` |
 //! | [`config`] | `service.json`-shaped configuration: load, env overrides, validate |
 //! | [`duration`] | Go duration syntax, parsed and printed |
 //! | [`identity`] | `identity.json`: the peer's Ed25519 key and peer id |
@@ -13,6 +14,7 @@
 //! | [`types`] | wire shapes shared by every part: `Pin`, `ID`, `Version`, ... |
 //! | [`pintracker`] | makes the local IPFS daemon hold what is allocated here |
 //! | [`status`] | pin statuses: `TrackerStatus`, filters, `GlobalPinInfo` |
+//! | [`informer`] | what this peer measures about itself and publishes |
 //! | [`monitor`] | metrics over gossipsub, bound to their author; liveness and alerts |
 //! | [`network`] | the only owner of the libp2p Swarm: a handle and one event loop |
 //! | [`consensus`] | the only writer of the pinset: batching, announcing, fetching, trust |
@@ -26,11 +28,13 @@
 pub mod allocator;
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod consensus;
 pub mod duration;
 pub mod graph;
 pub mod identity;
+pub mod informer;
 pub mod ipfsconn;
 pub mod monitor;
 pub mod network;
