@@ -35,7 +35,7 @@ use crate::identity::Identity;
 use crate::informer::{Informers, publish_metrics};
 use crate::ipfsconn::{IpfsConnConfig, KuboConnector};
 use crate::monitor::Monitor;
-use crate::network::{Network, NetworkConfig, StateSource};
+use crate::network::{Network, NetworkConfig};
 use crate::pintracker::upkeep::{feed_tracker, recover_periodically, sync_periodically};
 use crate::pintracker::{PinTracker, RetryPolicy, TrackerConfig};
 use crate::state::{PAGE, readable};
@@ -188,8 +188,7 @@ impl Peer {
             config.cluster.peername.clone(),
             ipfs_seen.clone(),
         );
-        let source: Arc<dyn StateSource> =
-            Arc::new(ClusterRpc::new(engine.reader(), local_side.clone()));
+        let rpc = Arc::new(ClusterRpc::new(engine.reader(), local_side.clone()));
         let monitor = Monitor::new();
         let network = Network::start(
             NetworkConfig {
@@ -206,7 +205,8 @@ impl Peer {
                 request_timeout: Duration::from_secs(30),
                 removed,
             },
-            source,
+            rpc.clone(),
+            rpc,
             events_tx,
             monitor.clone(),
         )

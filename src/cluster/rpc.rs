@@ -12,9 +12,8 @@ use pincluster_crdt::Reader;
 use pincluster_crdt::store::FjallStore;
 
 use super::local::Local;
-use crate::network::{RemoteRepoGc, RemoteRepoStat, RemoteStatus, StateSource};
+use crate::network::{RemoteRepoGc, RemoteRepoStat, RemoteStatus, RpcHandler, SyncSource};
 use crate::pintracker::LocalStatus;
-use crate::types::go_time;
 
 /// What this peer serves to the others.
 #[derive(Debug)]
@@ -30,7 +29,7 @@ impl ClusterRpc {
     }
 }
 
-impl StateSource for ClusterRpc {
+impl SyncSource for ClusterRpc {
     fn heads(&self) -> Vec<Cid> {
         match self.reader.heads() {
             Ok(heads) => heads.into_iter().map(|h| h.cid).collect(),
@@ -47,7 +46,9 @@ impl StateSource for ClusterRpc {
             None
         })
     }
+}
 
+impl RpcHandler for ClusterRpc {
     fn ipfs(&self) -> (String, Vec<Multiaddr>) {
         self.local.seen_daemon()
     }
@@ -94,13 +95,10 @@ impl StateSource for ClusterRpc {
 fn remote_status(peername: &str, local: LocalStatus) -> RemoteStatus {
     RemoteStatus {
         peername: peername.to_string(),
-        status: local.status.as_str().to_string(),
+        status: local.status,
         error: local.error,
         attempts: local.attempts,
         priority: local.priority,
-        updated: local
-            .updated
-            .map(|t| go_time::format(&t))
-            .unwrap_or_default(),
+        updated: local.updated,
     }
 }

@@ -16,7 +16,7 @@ use crate::network::RemoteStatus;
 use crate::pintracker::LocalStatus;
 use crate::state::{PAGE, pages, readable};
 use crate::status::{GlobalPinInfo, PinInfoShort, StatusFilter, TrackerStatus};
-use crate::types::{Pin, go_time};
+use crate::types::Pin;
 
 /// How long a peer may take to report statuses or recover.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -231,8 +231,8 @@ fn entry(remote: RemoteStatus) -> PinInfoShort {
         peername: remote.peername,
         ipfs_peer_id: None,
         ipfs_peer_addresses: Vec::new(),
-        status: TrackerStatus::from_name(&remote.status),
-        timestamp: go_time::parse(&remote.updated).ok().flatten(),
+        status: remote.status,
+        timestamp: remote.updated,
         error: remote.error,
         attempt_count: remote.attempts,
         priority_pin: remote.priority,
