@@ -153,7 +153,7 @@ impl Identity {
         let mut text = serde_json::to_string_pretty(&json)
             .expect("a JSON object of two strings always serializes");
         text.push('\n');
-        crate::config::write_atomic(&path, text.as_bytes())
+        crate::folder::write_atomic(&path, text.as_bytes())
             .map_err(|source| IdentityError::Io { path, source })
     }
 }

@@ -9,16 +9,17 @@
 //! | [`cluster`] | the front every API calls: pin, unpin, status, peers, re-allocation, `ClusterError` |
 //! | [`config`] | `service.json`-shaped configuration: load, env overrides, validate |
 //! | [`duration`] | Go duration syntax, parsed and printed |
+//! | [`folder`] | the configuration folder: lock, peerstore, opening the store |
 //! | [`identity`] | `identity.json`: the peer's Ed25519 key and peer id |
 //! | [`ipfsconn`] | the IPFS daemon beside the peer: `IpfsConnector` and the Kubo RPC client |
-//! | [`types`] | wire shapes shared by every part: `Pin`, `ID`, `Version`, ... |
+//! | [`types`] | domain types and wire shapes shared by every part: `Pin`, `ID`, `Version`, ... |
 //! | [`pintracker`] | makes the local IPFS daemon hold what is allocated here |
 //! | [`status`] | pin statuses: `TrackerStatus`, filters, `GlobalPinInfo` |
 //! | [`informer`] | what this peer measures about itself and publishes |
 //! | [`monitor`] | metrics over gossipsub, bound to their author; liveness and alerts |
 //! | [`network`] | the only owner of the libp2p Swarm: a handle and one event loop |
 //! | [`consensus`] | the only writer of the pinset: batching, announcing, fetching, trust |
-//! | [`state`] | the pinset, read-only and typed |
+//! | [`state`] | the pinset, read-only and typed, and the codec it is stored in |
 //! | [`allocator`] | who pins what |
 //! | [`graph`] | the health graph: who is connected to whom, as JSON and Graphviz DOT |
 //! | [`api`] | the REST API (warp) |
@@ -32,6 +33,7 @@ pub mod cluster;
 pub mod config;
 pub mod consensus;
 pub mod duration;
+pub mod folder;
 pub mod graph;
 pub mod identity;
 pub mod informer;

@@ -2,10 +2,9 @@
 //! runs them, and shuts them down in order (API, then consensus flushing
 //! its last batch, then the peerstore, then the network).
 //!
-//! Files under the config folder: `cluster.lock` (one daemon per folder),
+//! Files under the config folder ([`crate::folder`]): `cluster.lock` (one daemon per folder),
 //! the fjall store (`datastore.fjall.folder`, default `fjall`), `peerstore`.
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,8 +13,6 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
-use pincluster_crdt::store::{Durability, FjallOptions, FjallStore};
-use pincluster_crdt::{Engine, Limits};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -28,9 +25,10 @@ use crate::cluster::ipfs::{Daemon, connect_swarms};
 use crate::cluster::repin::check_metrics;
 use crate::cluster::rpc::ClusterRpc;
 use crate::cluster::{Cluster, ClusterConfig, Local, SeenDaemon};
-use crate::config::{self, Config, TrustedPeers};
+use crate::config::{Config, TrustedPeers};
 use crate::consensus::PinChange;
 use crate::consensus::{Consensus, ConsensusConfig, PeerSigner, PeerVerifier};
+use crate::folder::{self, FolderLock, LockError};
 use crate::identity::Identity;
 use crate::informer::{Informers, publish_metrics};
 use crate::ipfsconn::{IpfsConnConfig, KuboConnector};
@@ -56,9 +54,6 @@ pub enum PeerError {
     /// The state store failed to open.
     #[error("opening the state store: {0}")]
     Store(#[from] pincluster_crdt::Error),
-    /// The state store's backend failed to open.
-    #[error("opening the state store: {0}")]
-    Backend(#[from] pincluster_crdt::store::StoreError),
     /// The network failed to start.
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
@@ -89,7 +84,7 @@ pub struct Peer {
     rest: Option<(Option<SocketAddr>, oneshot::Sender<()>, JoinHandle<()>)>,
     proxy: Option<(Option<SocketAddr>, oneshot::Sender<()>, JoinHandle<()>)>,
     peerstore: PathBuf,
-    _lock: File,
+    _lock: FolderLock,
 }
 
 impl Peer {
@@ -102,19 +97,10 @@ impl Peer {
         identity: Identity,
         bootstrap: Vec<Multiaddr>,
     ) -> Result<Peer, PeerError> {
-        let lock = lock_folder(dir)?;
-        let store_dir = config.datastore.fjall.path(dir);
-        let store = FjallStore::open(
-            &store_dir,
-            FjallOptions {
-                durability: match config.datastore.fjall.durability {
-                    config::Durability::Process => Durability::Process,
-                    config::Durability::Sync => Durability::Sync,
-                },
-                cache_bytes: config.datastore.fjall.cache_size_bytes,
-                memtable_bytes: config.datastore.fjall.memtable_size_bytes,
-            },
-        )?;
+        let lock = folder::lock(dir).map_err(|e| match e {
+            LockError::Held(path) => PeerError::Locked(path),
+            LockError::Io { path, source } => PeerError::Io { path, source },
+        })?;
         let local = identity.peer_id;
         let crdt = &config.consensus.crdt;
         let mut trusted = crdt.trusted_peers.clone();
@@ -122,11 +108,11 @@ impl Peer {
             // As the reference does: the peers one bootstraps from are trusted.
             list.extend(bootstrap.iter().filter_map(peer_of));
         }
-        let engine = Engine::open(
-            store,
+        let engine = folder::open_engine(
+            &config.datastore.fjall.path(dir),
+            config.datastore.fjall.store_options(),
             Arc::new(PeerSigner::new(identity.keypair.clone())),
             Arc::new(PeerVerifier::new(trusted.clone(), local)),
-            Limits::default(),
         )?;
 
         let removed: Vec<libp2p::PeerId> =
@@ -141,7 +127,7 @@ impl Peer {
         let peerstore = config.cluster.peerstore_path(dir);
         let mut dial = bootstrap;
         dial.extend(config.cluster.peer_addresses.iter().cloned());
-        dial.extend(read_peerstore(&peerstore));
+        dial.extend(folder::read_peerstore(&peerstore));
         dial.retain(|a| peer_of(a) != Some(local));
         dial.dedup();
 
@@ -419,7 +405,7 @@ impl Peer {
         self.cancel.cancel();
         while self.tasks.join_next().await.is_some() {}
         match self.network.known_addrs().await {
-            Ok(addrs) => write_peerstore(&self.peerstore, &addrs),
+            Ok(addrs) => folder::write_peerstore(&self.peerstore, &addrs),
             Err(e) => tracing::warn!(error = %e, "peerstore not saved"),
         }
         drop(self.consensus);
@@ -430,58 +416,11 @@ impl Peer {
     }
 }
 
-fn lock_folder(dir: &Path) -> Result<File, PeerError> {
-    let path = dir.join("cluster.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| PeerError::Io {
-            path: path.clone(),
-            source,
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(PeerError::Locked(path)),
-        Err(std::fs::TryLockError::Error(source)) => Err(PeerError::Io { path, source }),
-    }
-}
-
 fn peer_of(addr: &Multiaddr) -> Option<libp2p::PeerId> {
     addr.iter().find_map(|p| match p {
         Protocol::P2p(peer) => Some(peer),
         _ => None,
     })
-}
-
-/// One multiaddr per line; unreadable lines are skipped with a warning.
-fn read_peerstore(path: &Path) -> Vec<Multiaddr> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| match l.parse() {
-            Ok(a) => Some(a),
-            Err(e) => {
-                tracing::warn!(line = l, error = %e, "peerstore line ignored");
-                None
-            }
-        })
-        .collect()
-}
-
-fn write_peerstore(path: &Path, addrs: &[Multiaddr]) {
-    let mut text = String::new();
-    for a in addrs {
-        text.push_str(&a.to_string());
-        text.push('\n');
-    }
-    if let Err(e) = std::fs::write(path, text) {
-        tracing::warn!(path = %path.display(), error = %e, "peerstore not saved");
-    }
 }
 
 /// `/ip4/<ip>/tcp/<port>` for a bound socket.

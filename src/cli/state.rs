@@ -1,5 +1,5 @@
 //! `state export|import|cleanup`: the pinset of a stopped peer, in
-//! ipfs-cluster's export format (see [`crate::state::offline`]).
+//! ipfs-cluster's export format (see [`crate::consensus::offline`]).
 
 use std::fs::File;
 use std::io::{BufRead, IsTerminal, Write};
@@ -9,8 +9,8 @@ use clap::{Args, Subcommand};
 use libp2p::PeerId;
 
 use crate::config::{self, Config};
+use crate::consensus::offline::{ImportOverrides, OfflineFolder};
 use crate::identity::Identity;
-use crate::state::offline::{ImportOverrides, OfflineFolder};
 
 /// `pincluster state`.
 #[derive(Debug, Args)]

@@ -18,6 +18,7 @@
 //! ([`peerset`]): every merged or committed record is applied to the
 //! network (the peer blocked or let back in) before the writer hears back.
 
+pub mod offline;
 pub mod peerset;
 mod trust;
 
@@ -38,7 +39,8 @@ use tokio::time::Instant;
 
 use crate::network::{NetEvent, Network, NetworkError};
 use crate::state::PinState;
-use crate::types::{Pin, pin_key};
+use crate::state::pin_key;
+use crate::types::Pin;
 pub use trust::{PeerSigner, PeerVerifier};
 
 /// Tuning of the consensus task.

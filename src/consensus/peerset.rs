@@ -20,7 +20,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
 /// First bytes of every peerset key.
-pub const PREFIX: &[u8] = b"\xffpeerset/";
+pub use crate::state::PEERSET_PREFIX as PREFIX;
 
 /// Version of [`PeerRecord`]'s encoding.
 const RECORD_VERSION: u64 = 1;

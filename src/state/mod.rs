@@ -5,13 +5,22 @@
 //! [`Pin::to_state_bytes`]). The peerset records that share the CRDT sort
 //! after every pin ([`crate::consensus::peerset`]); scans stop before them.
 
-pub mod offline;
+mod codec;
+
+pub use codec::{PinJsonWriter, StateDecodeError, pin_key};
 
 use cid::Cid;
 use pincluster_crdt::Reader;
 use pincluster_crdt::store::FjallStore;
 
-use crate::types::{Pin, StateDecodeError, pin_key};
+use crate::types::Pin;
+
+/// First bytes of the keys of the peerset records (see
+/// [`crate::consensus::peerset`]) that share the CRDT with the pins. No CID
+/// starts with 0xFF, so they sort after every pin. Declared here, with the
+/// rest of the key layout, so that reading the pinset needs nothing of
+/// consensus.
+pub const PEERSET_PREFIX: &[u8] = b"\xffpeerset/";
 
 /// Items per page of [`pages`] for the listings that work page by page
 /// (statuses, sync, re-allocation).
@@ -57,7 +66,7 @@ impl PinState {
     }
 
     /// Every pin's stored bytes, in key order, not decoded: for readers
-    /// that encode them on other threads (see [`crate::types::PinJsonWriter`]).
+    /// that encode them on other threads (see [`PinJsonWriter`]).
     pub fn list_stored(&self) -> impl Iterator<Item = Result<Vec<u8>, StateError>> + Send + use<> {
         self.entries()
             .map(|entry| Ok(entry.map(|(_, value)| value)?))
@@ -68,9 +77,9 @@ impl PinState {
         &self,
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), pincluster_crdt::Error>> + Send + use<>
     {
-        self.reader.iter().take_while(|entry| {
-            !matches!(entry, Ok((key, _)) if key.starts_with(crate::consensus::peerset::PREFIX))
-        })
+        self.reader
+            .iter()
+            .take_while(|entry| !matches!(entry, Ok((key, _)) if key.starts_with(PEERSET_PREFIX)))
     }
 }
 

@@ -3,13 +3,18 @@
 //! journals and recovers atomically across keyspaces.
 
 use std::path::Path;
+use std::str::FromStr;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use serde::Serialize;
 
 use super::{Scan, Store, StoreError, Table, WriteBatch, prefix_end};
 
-/// How far a committed batch is pushed before `write` returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How far a committed batch is pushed before `write` returns. Written
+/// (serde, [`FromStr`]) as `process` or `sync`, the words of the peer's
+/// `datastore.fjall.durability` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// Into the operating system's buffers: survives the process being
     /// killed, not a power loss. One `write(2)` per batch.
@@ -17,6 +22,18 @@ pub enum Durability {
     Process,
     /// fsync'ed: survives a power loss, at the cost of a sync per batch.
     Sync,
+}
+
+impl FromStr for Durability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "process" => Ok(Durability::Process),
+            "sync" => Ok(Durability::Sync),
+            other => Err(format!("{other:?} is not \"process\" or \"sync\"")),
+        }
+    }
 }
 
 /// Tuning of a [`FjallStore`]. Memory is bounded by `cache_bytes`, plus

@@ -32,8 +32,9 @@ use warp::http::StatusCode;
 use crate::api::serve::{Listener, Server, Timeouts, TlsError, UnixSocket, tls};
 use crate::cluster::{Cluster, Which};
 use crate::config::RestApiConfig;
+use crate::state::PinJsonWriter;
 use crate::status::StatusFilter;
-use crate::types::{self, Pin, PinJsonWriter, PinOptions, PinTypeFilter, Version};
+use crate::types::{self, Pin, PinOptions, PinTypeFilter, Version};
 use reply::{ApiReply, error, json, ndjson};
 
 /// Why an API (the REST API, the IPFS proxy) could not start.

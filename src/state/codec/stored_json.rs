@@ -19,9 +19,8 @@ use libp2p::{Multiaddr, PeerId};
 use serde::Deserialize;
 use serde_bytes::Bytes;
 
-use super::{
-    PinMode, PinType, PinTypeFilter, STATE_FORMAT_VERSION, StateDecodeError, StoredVersion,
-};
+use super::{STATE_FORMAT_VERSION, StateDecodeError, StoredVersion};
+use crate::types::{PinMode, PinType, PinTypeFilter, go_time};
 
 /// [`super::StoredPin`] read without copying its strings and byte strings.
 /// Same field names, same format version: a change there shows here as a
@@ -196,14 +195,14 @@ fn optional_cid(out: &mut Vec<u8>, cid: Option<&Cid>) {
     }
 }
 
-/// A stored time as [`super::go_time`] prints it: RFC 3339 in UTC with
+/// A stored time as [`go_time`] prints it: RFC 3339 in UTC with
 /// trailing zeros of the fraction dropped, Go's zero time when unset.
 fn time(out: &mut Vec<u8>, t: Option<(i64, u32)>) -> Result<(), StateDecodeError> {
     use chrono::{Datelike, Timelike};
 
     let Some((secs, nanos)) = t else {
         out.push(b'"');
-        out.extend_from_slice(super::go_time::ZERO.as_bytes());
+        out.extend_from_slice(go_time::ZERO.as_bytes());
         out.push(b'"');
         return Ok(());
     };
@@ -211,7 +210,7 @@ fn time(out: &mut Vec<u8>, t: Option<(i64, u32)>) -> Result<(), StateDecodeError
     // Years of other than four digits and leap seconds are left to the
     // general formatter; neither occurs in a real pinset.
     if !(0..=9999).contains(&at.year()) || nanos >= 1_000_000_000 {
-        string(out, &super::go_time::format(&at));
+        string(out, &go_time::format(&at));
         return Ok(());
     }
     let fields = [
@@ -392,7 +391,7 @@ mod tests {
     }
 
     fn stored(t: &str, allocations: Vec<Vec<u8>>) -> Vec<u8> {
-        serde_ipld_dagcbor::to_vec(&crate::types::StoredPin {
+        serde_ipld_dagcbor::to_vec(&super::super::StoredPin {
             v: STATE_FORMAT_VERSION,
             c: "QmP63DkAFEnDYNjDYBpyNDfttu1fvUw99x1brscPzpqmmq"
                 .parse()

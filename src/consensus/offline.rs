@@ -1,6 +1,8 @@
 //! The pinset of a stopped peer: `state export`, `state import` and
 //! `state cleanup` (spec §5.2). Each takes the folder's `cluster.lock`, as
-//! the daemon does, so none runs beside a daemon on the same folder.
+//! the daemon does, so none runs beside a daemon on the same folder. It
+//! lives in consensus because import writes the CRDT, and consensus is its
+//! only writer.
 //!
 //! The export format is ipfs-cluster's: a stream of JSON [`Pin`] objects,
 //! one per line. Import reads any whitespace between objects, as the
@@ -23,22 +25,22 @@
 //! its elements belong to no block another peer could fetch: the imported
 //! pins would never leave this peer.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 
 use libp2p::PeerId;
-use pincluster_crdt::store::{Durability, FjallOptions, FjallStore};
+use pincluster_crdt::store::FjallStore;
 use pincluster_crdt::{Batch, BatchError, Engine, Limits};
 
-use crate::config::{self, Config};
-use crate::consensus::{PeerSigner, PeerVerifier};
+use crate::config::Config;
+use crate::folder::{self, FolderLock, LockError};
 use crate::identity::Identity;
-use crate::types::{Pin, PinJsonWriter, PinType, PinTypeFilter, pin_key};
+use crate::state::{PinJsonWriter, PinState, StateError, pin_key};
+use crate::types::{Pin, PinType, PinTypeFilter};
 
-use super::{PinState, StateError};
+use super::{PeerSigner, PeerVerifier};
 
 /// The largest delta an import writes. A quarter of a block's limit:
 /// small enough that a peer fetching the import gets several blocks per
@@ -67,9 +69,6 @@ pub enum OfflineError {
     /// Reading or writing the store failed.
     #[error("state store: {0}")]
     Store(#[from] pincluster_crdt::Error),
-    /// The store's backend failed.
-    #[error("state store: {0}")]
-    Backend(#[from] pincluster_crdt::store::StoreError),
     /// A pin does not fit in a delta (a value over the size limit).
     #[error("pin too large for the state: {0}")]
     Batch(#[from] BatchError),
@@ -96,32 +95,20 @@ pub struct ImportOverrides {
 pub struct OfflineFolder {
     dir: PathBuf,
     config: Config,
-    _lock: File,
+    _lock: FolderLock,
 }
 
 impl OfflineFolder {
     /// Locks `dir` (failing if a daemon runs on it) with its loaded `config`.
     pub fn lock(dir: &Path, config: Config) -> Result<Self, OfflineError> {
-        let path = dir.join("cluster.lock");
-        let io = |source| OfflineError::Io {
-            path: path.clone(),
-            source,
-        };
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(OfflineError::Locked(path)),
-            Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
-        }
+        let lock = folder::lock(dir).map_err(|e| match e {
+            LockError::Held(path) => OfflineError::Locked(path),
+            LockError::Io { path, source } => OfflineError::Io { path, source },
+        })?;
         Ok(Self {
             dir: dir.to_owned(),
             config,
-            _lock: file,
+            _lock: lock,
         })
     }
 
@@ -134,26 +121,14 @@ impl OfflineFolder {
         path: &Path,
         identity: &Identity,
     ) -> Result<Engine<FjallStore>, OfflineError> {
-        let fjall = &self.config.datastore.fjall;
-        let store = FjallStore::open(
+        Ok(folder::open_engine(
             path,
-            FjallOptions {
-                durability: match fjall.durability {
-                    config::Durability::Process => Durability::Process,
-                    config::Durability::Sync => Durability::Sync,
-                },
-                cache_bytes: fjall.cache_size_bytes,
-                memtable_bytes: fjall.memtable_size_bytes,
-            },
-        )?;
-        Ok(Engine::open(
-            store,
+            self.config.datastore.fjall.store_options(),
             Arc::new(PeerSigner::new(identity.keypair.clone())),
             Arc::new(PeerVerifier::new(
                 self.config.consensus.crdt.trusted_peers.clone(),
                 identity.peer_id,
             )),
-            Limits::default(),
         )?)
     }
 

@@ -1,0 +1,123 @@
+//! The `consensus` section: the CRDT's settings, trusted peers, batching.
+
+use libp2p::PeerId;
+use serde::{Serialize, Serializer};
+
+use super::{ConfigError, GoDuration, ensure, positive};
+
+/// The `consensus` section. Only the CRDT consensus exists in pincluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConsensusConfig {
+    pub crdt: CrdtConfig,
+}
+
+/// `consensus.crdt`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CrdtConfig {
+    /// Names the pubsub topic and the DHT: peers with another name never meet.
+    pub cluster_name: String,
+    pub trusted_peers: TrustedPeers,
+    pub batching: Batching,
+    /// Zero disables the periodic repair walk.
+    pub repair_interval: GoDuration,
+    pub rebroadcast_interval: GoDuration,
+    /// The metric whose senders make up the peer set.
+    pub peerset_metric: String,
+}
+
+impl Default for CrdtConfig {
+    fn default() -> Self {
+        CrdtConfig {
+            cluster_name: "ipfs-cluster".to_string(),
+            trusted_peers: TrustedPeers::All,
+            batching: Batching::default(),
+            repair_interval: GoDuration::from_secs(60 * 60),
+            rebroadcast_interval: GoDuration::from_secs(60),
+            peerset_metric: "ping".to_string(),
+        }
+    }
+}
+
+impl CrdtConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            !self.cluster_name.is_empty(),
+            "consensus.crdt.cluster_name",
+            "cannot be empty",
+        )?;
+        ensure(
+            self.batching.max_batch_size > 0,
+            "consensus.crdt.batching.max_batch_size",
+            "must be greater than 0",
+        )?;
+        ensure(
+            self.batching.max_queue_size > 0,
+            "consensus.crdt.batching.max_queue_size",
+            "must be greater than 0",
+        )?;
+        positive(
+            self.rebroadcast_interval,
+            "consensus.crdt.rebroadcast_interval",
+        )?;
+        ensure(
+            !self.peerset_metric.is_empty(),
+            "consensus.crdt.peerset_metric",
+            "cannot be empty",
+        )
+    }
+}
+
+/// Which peers may change the shared pinset.
+///
+/// In the file, a list of peer ids where `"*"` anywhere means everybody. A
+/// peer always trusts itself: callers check their own id apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustedPeers {
+    All,
+    Only(Vec<PeerId>),
+}
+
+impl TrustedPeers {
+    pub fn is_trusted(&self, peer: &PeerId) -> bool {
+        match self {
+            TrustedPeers::All => true,
+            TrustedPeers::Only(peers) => peers.contains(peer),
+        }
+    }
+}
+
+impl Serialize for TrustedPeers {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TrustedPeers::All => s.collect_seq(["*"]),
+            TrustedPeers::Only(peers) => s.collect_seq(peers.iter().map(|p| p.to_base58())),
+        }
+    }
+}
+
+/// `consensus.crdt.batching`: how many pin changes go into one CRDT delta.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Batching {
+    pub max_batch_size: usize,
+    pub max_batch_age: GoDuration,
+    pub max_queue_size: usize,
+}
+
+impl Default for Batching {
+    /// On by default, unlike the reference (which writes 0 = off): every delta
+    /// is a signed block that each peer fetches and merges, and one delta per
+    /// pin is what makes the reference slow under load. Batching is group
+    /// commit: the writes waiting when a commit starts share its delta (up to
+    /// `max_batch_size`), so a lone pin commits at once and a burst shares
+    /// blocks. `max_batch_age` > 0 additionally lingers that long for more
+    /// writes before committing (the reference's behaviour); 0 never waits.
+    /// A reference file's `max_batch_size: 0` keeps the default; set it to 1
+    /// for one block per change.
+    fn default() -> Self {
+        Batching {
+            max_batch_size: 1000,
+            max_batch_age: GoDuration::ZERO,
+            max_queue_size: 50_000,
+        }
+    }
+}
