@@ -177,3 +177,25 @@ pub async fn rejection(rejection: Rejection) -> Result<ApiReply, std::convert::I
     }
     Ok(error(StatusCode::NOT_FOUND, "not found".to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_errors_get_the_reference_status_codes() {
+        let code = |e: ClusterError| failed(&e).status();
+        assert_eq!(code(ClusterError::NotFound), StatusCode::NOT_FOUND);
+        assert_eq!(code(ClusterError::NotTrusted), StatusCode::FORBIDDEN);
+        // The reference answers every other failed call 500, invalid
+        // replication factors and follower mode included.
+        for e in [
+            ClusterError::InvalidReplication("cluster.replication_factor_min is larger than max"),
+            ClusterError::Follower,
+            ClusterError::QueueFull(1),
+            ClusterError::RemoveSelf,
+        ] {
+            assert_eq!(code(e), StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    }
+}
