@@ -290,37 +290,17 @@ impl EventLoop {
                 }
             }
             Command::Publish(heads) => {
-                let Ok(data) = super::protocol::encode(&HeadsMessage {
+                let message = HeadsMessage {
                     v: super::protocol::WIRE_VERSION,
                     heads,
-                }) else {
-                    return;
                 };
-                if let Err(e) = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossip
-                    .publish(self.topic.clone(), data)
-                {
-                    // No subscribed peer yet is normal for a lone peer.
-                    tracing::debug!(error = %e, "heads not published");
-                }
+                self.publish(self.topic.clone(), &message, "heads");
             }
             Command::PublishMetrics(metrics) => {
                 let local = *self.swarm.local_peer_id();
                 self.monitor
                     .record(local, metrics.clone(), chrono::Utc::now());
-                let Ok(data) = super::protocol::encode(&metrics) else {
-                    return;
-                };
-                if let Err(e) = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossip
-                    .publish(self.metrics_topic.clone(), data)
-                {
-                    tracing::debug!(error = %e, "metrics not published");
-                }
+                self.publish(self.metrics_topic.clone(), &metrics, "metrics");
             }
             Command::Heads(peer, reply) => {
                 self.sync_request(peer, SyncRequest::Heads, SyncPending::Heads(reply))
@@ -389,6 +369,22 @@ impl EventLoop {
             Command::RepoGc(peer, reply) => {
                 self.rpc_request(peer, RpcRequest::RepoGc, RpcPending::RepoGc(reply))
             }
+        }
+    }
+
+    /// Publishes `message` (`what`, for the log) on `topic`, best effort:
+    /// no subscribed peer yet is normal for a lone peer.
+    fn publish<T: serde::Serialize>(
+        &mut self,
+        topic: gossipsub::IdentTopic,
+        message: &T,
+        what: &str,
+    ) {
+        let Ok(data) = super::protocol::encode(message) else {
+            return;
+        };
+        if let Err(e) = self.swarm.behaviour_mut().gossip.publish(topic, data) {
+            tracing::debug!(error = %e, "{what} not published");
         }
     }
 
