@@ -46,6 +46,7 @@ async fn throughput(concurrent_pins: usize) {
                 max_backoff: Duration::from_secs(60),
             },
         },
+        tokio_util::sync::CancellationToken::new(),
     );
     let cids: Vec<cid::Cid> = cids("tracker", pins())
         .iter()

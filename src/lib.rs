@@ -7,6 +7,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`addr`] | `host:port` of the multiaddrs that name an HTTP endpoint |
+//! | [`cluster`] | the front every API calls: pin, unpin, status, peers, re-allocation, `ClusterError` |
 //! | [`config`] | `service.json`-shaped configuration: load, env overrides, validate |
 //! | [`duration`] | Go duration syntax, parsed and printed |
 //! | [`folder`] | the configuration folder: lock, peerstore, opening the store |
@@ -15,6 +16,7 @@
 //! | [`types`] | domain types and wire shapes shared by every part: `Pin`, `ID`, `Version`, ... |
 //! | [`pintracker`] | makes the local IPFS daemon hold what is allocated here |
 //! | [`status`] | pin statuses: `TrackerStatus`, filters, `GlobalPinInfo` |
+//! | [`informer`] | what this peer measures about itself and publishes |
 //! | [`monitor`] | metrics over gossipsub, bound to their author; liveness and alerts |
 //! | [`network`] | the only owner of the libp2p Swarm: a handle and one event loop |
 //! | [`consensus`] | the only writer of the pinset: batching, announcing, fetching, trust |
@@ -29,12 +31,14 @@ pub mod addr;
 pub mod allocator;
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod consensus;
 pub mod duration;
 pub mod folder;
 pub mod graph;
 pub mod identity;
+pub mod informer;
 pub mod ipfsconn;
 pub mod monitor;
 pub mod network;

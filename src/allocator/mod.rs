@@ -108,31 +108,6 @@ impl Allocator {
         allocate(&self.snapshot(chrono::Utc::now()), &self.trust, req)
     }
 
-    /// Allocations for `pin` (its replication factors) as a write of it
-    /// needs them: the live allocations it already has in `state` stay,
-    /// `priority` peers come next.
-    pub fn allocate_pin(
-        &self,
-        state: &crate::state::PinState,
-        pin: &crate::types::Pin,
-        priority: &[PeerId],
-    ) -> Result<Vec<PeerId>, String> {
-        let current = state
-            .get(&pin.cid)
-            .map_err(|e| e.to_string())?
-            .map(|p| p.allocations)
-            .unwrap_or_default();
-        self.allocate(Request {
-            cid: &pin.cid,
-            replication_min: pin.options.replication_factor_min,
-            replication_max: pin.options.replication_factor_max,
-            current: &current,
-            priority,
-            exclude: &[],
-        })
-        .map_err(|e| e.to_string())
-    }
-
     /// Peers that are alive and allowed to receive pins.
     pub fn live_peers(&self) -> Vec<PeerId> {
         let mut live = self.monitor.live_peers(chrono::Utc::now());

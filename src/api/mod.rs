@@ -2,7 +2,6 @@
 //! from `service.json`.
 
 pub mod car;
-pub mod cluster_ipfs;
 pub mod proxy;
 pub mod rest;
 pub mod serve;

@@ -1,8 +1,8 @@
 //! The health graph: which cluster peers are connected to which, which IPFS
 //! daemon belongs to which peer, which daemons are linked, which are down.
 //!
-//! [`build`] asks every peer of the peerset at once (one `Graph` request
-//! each over the sync protocol, each bounded by a timeout) and merges the
+//! The cluster asks every peer of the peerset at once
+//! ([`crate::cluster::Cluster::health_graph`]); [`build`] merges the
 //! answers into the [`ConnectGraph`] that `GET /health/graph` returns;
 //! [`dot`] renders it as the Graphviz DOT that `ipfs-cluster-ctl health
 //! graph` prints, so `pincluster health graph | dot -Tpng` draws the same
@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use build::{GraphSources, connect_graph, ipfs_links};
+pub use build::{connect_graph, ping_names};
 
 /// `ConnectGraph` (spec §1.2). Peer ids are strings: the graph is drawn
 /// from whatever a peer answered, and a strange id must still render.

@@ -9,7 +9,9 @@
 //! `cluster.secret`), Noise, Yamux; then Kademlia on a protocol name of this
 //! cluster's own (discovery from one bootstrap address), gossipsub for heads
 //! announcements with validation (untrusted authors are rejected and not
-//! forwarded), request-response for heads, blocks and identities, identify,
+//! forwarded), request-response for the sync protocol (heads, blocks) and,
+//! on a protocol of its own, the cluster RPC (identities, statuses,
+//! recovery, the health graph, IPFS calls, peerset changes), identify,
 //! ping, connection limits and a block list. Every substream's bytes are
 //! counted per negotiated protocol ([`bandwidth`]).
 
@@ -67,14 +69,18 @@ impl NetworkConfig {
     }
 }
 
-/// What the network serves to peers without a round trip through the
-/// consensus task: heads and blocks straight from fjall, pin statuses from
-/// the tracker.
-pub trait StateSource: Send + Sync + 'static {
+/// What the sync protocol serves, straight from fjall without a round
+/// trip through the consensus task: heads and blocks.
+pub trait SyncSource: Send + Sync + 'static {
     /// Current heads.
     fn heads(&self) -> Vec<Cid>;
     /// A block's bytes.
     fn block(&self, cid: &Cid) -> Option<Vec<u8>>;
+}
+
+/// Who answers the cluster RPC: the cluster's side of what other peers
+/// ask this one ([`crate::cluster::rpc::ClusterRpc`]).
+pub trait RpcHandler: Send + Sync + 'static {
     /// The IPFS daemon beside this peer, as last seen: its id and swarm
     /// addresses (empty when unknown).
     fn ipfs(&self) -> (String, Vec<Multiaddr>);
@@ -169,17 +175,26 @@ pub struct Network {
 impl Network {
     /// Builds the Swarm, starts listening and dialing, and spawns the event
     /// loop. Events go to `events`; blocks and heads are served from
-    /// `source`.
+    /// `source`, the cluster RPC by `handler`.
     pub async fn start(
         config: NetworkConfig,
-        source: Arc<dyn StateSource>,
+        source: Arc<dyn SyncSource>,
+        handler: Arc<dyn RpcHandler>,
         events: mpsc::Sender<NetEvent>,
         monitor: crate::monitor::Monitor,
     ) -> Result<Network, NetworkError> {
         let local = config.keypair.public().to_peer_id();
         let (tx, rx) = mpsc::channel(256);
         let bandwidth = bandwidth::Bandwidth::default();
-        let event_loop = EventLoop::new(config, source, events, monitor, rx, bandwidth.clone())?;
+        let event_loop = EventLoop::new(
+            config,
+            source,
+            handler,
+            events,
+            monitor,
+            rx,
+            bandwidth.clone(),
+        )?;
         tokio::spawn(event_loop.run());
         Ok(Network {
             tx,

@@ -1,19 +1,24 @@
-//! The peer-to-peer sync protocol: a request-response protocol whose
-//! messages are versioned DAG-CBOR, and the gossip message that announces
-//! heads. Both are pincluster's own (the reference speaks go-libp2p-gorpc
+//! The peer-to-peer protocols: the sync protocol (heads and blocks, what
+//! replicas need to converge) and the cluster RPC (what API calls ask of
+//! every peer), two request-response protocols whose messages are
+//! versioned DAG-CBOR, and the gossip message that announces heads. Both are pincluster's own (the reference speaks go-libp2p-gorpc
 //! with msgpack; mixed clusters are not a goal).
 //!
 //! Every read is bounded before decoding, so a peer cannot make us
 //! allocate more than [`MAX_RESPONSE_BYTES`].
 
 use std::io;
+use std::marker::PhantomData;
 
+use chrono::{DateTime, FixedOffset};
 use cid::Cid;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use libp2p::StreamProtocol;
 use libp2p::request_response;
+use libp2p::{PeerId, StreamProtocol};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
+
+use crate::status::TrackerStatus;
 
 /// Version of the messages below.
 pub const WIRE_VERSION: u64 = 1;
@@ -30,7 +35,8 @@ pub const MAX_BLOCKS_PER_RESPONSE: usize = 1024;
 /// re-queues them all and lists the first ones.
 pub const MAX_RECOVERED_LISTED: usize = 100_000;
 
-/// A request to another peer of the cluster.
+/// A request of the sync protocol: what a replica needs from another to
+/// catch up (heads and the blocks behind them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncRequest {
     /// "What are your heads?" (sent on connect, so a joiner syncs at once).
@@ -38,6 +44,21 @@ pub enum SyncRequest {
     /// "Send me these blocks, and up to `ancestors` of their ancestors
     /// (newest first)": one round trip walks a deep chain many levels.
     Blocks { cids: Vec<Cid>, ancestors: u32 },
+}
+
+/// The answer to a [`SyncRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncResponse {
+    /// The responder's heads.
+    Heads(Vec<Cid>),
+    /// The blocks it has among those asked for, then ancestors.
+    Blocks(Vec<(Cid, ByteBuf)>),
+}
+
+/// A cluster RPC: what one peer asks another on behalf of an API call
+/// that spans the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RpcRequest {
     /// "Who are you?" for `GET /peers`.
     Id,
     /// "What is the status of this pin on you?" (`recover`: re-queue it
@@ -62,16 +83,16 @@ pub enum SyncRequest {
     /// (the lasting change is the peerset record in the CRDT; this makes it
     /// immediate and tells the writer whether it is trusted), and to `peer`
     /// itself so that it knows. Heeded from trusted peers only.
-    SetRemoved { peer: String, removed: bool },
+    SetRemoved {
+        #[serde(with = "crate::types::display_from_str")]
+        peer: PeerId,
+        removed: bool,
+    },
 }
 
-/// The answer to a [`SyncRequest`].
+/// The answer to an [`RpcRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SyncResponse {
-    /// The responder's heads.
-    Heads(Vec<Cid>),
-    /// The blocks it has among those asked for, then ancestors.
-    Blocks(Vec<(Cid, ByteBuf)>),
+pub enum RpcResponse {
     /// The responder's identity as `GET /id` shows it.
     Id(RemoteId),
     /// The responder's status of one pin.
@@ -80,8 +101,6 @@ pub enum SyncResponse {
     StatusMany(Vec<RemoteStatus>),
     /// The pins the responder re-queued (at most [`MAX_RECOVERED_LISTED`]).
     Recovered(Vec<Cid>),
-    /// The request could not be served.
-    Error(String),
     /// The responder's connections, for the health graph.
     Graph(RemoteGraph),
     /// The responder's IPFS repository usage.
@@ -90,6 +109,8 @@ pub enum SyncResponse {
     RepoGc(RemoteRepoGc),
     /// Done, nothing to report.
     Done,
+    /// The request could not be served.
+    Error(String),
     /// The asker is not trusted to ask this.
     NotTrusted,
 }
@@ -119,7 +140,9 @@ pub struct RemoteRepoGc {
     pub error: String,
 }
 
-/// What a peer says about itself; the REST layer turns it into an `ID`.
+/// What a peer says about itself; the cluster turns it into an `ID`.
+/// Addresses and ids stay text here: what does not parse is left out of
+/// the `ID` rather than failing the whole answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteId {
     /// Its peer id.
@@ -140,7 +163,9 @@ pub struct RemoteId {
     pub ipfs_addresses: Vec<String>,
 }
 
-/// What a peer says about its connections for the health graph.
+/// What a peer says about its connections for the health graph. Ids stay
+/// text: the graph draws what peers said, and leaves out what does not
+/// parse.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteGraph {
     /// Its peer name.
@@ -153,22 +178,24 @@ pub struct RemoteGraph {
     pub ipfs_peers: Vec<String>,
 }
 
-/// One peer's status of one pin; the REST layer turns it into a
+/// One peer's status of one pin; the cluster turns it into a
 /// `PinInfoShort`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteStatus {
     /// The peer's name.
     pub peername: String,
-    /// A tracker status name (`pinned`, `pin_error`, ...).
-    pub status: String,
+    /// The status (by name on the wire; a name this peer does not know
+    /// reads as `undefined`).
+    pub status: TrackerStatus,
     /// The error of an error status.
     pub error: String,
     /// Attempts of the tracked operation.
     pub attempts: u32,
     /// Whether it is in the priority lane.
     pub priority: bool,
-    /// When the status last changed, RFC 3339.
-    pub updated: String,
+    /// When the status last changed (RFC 3339 on the wire).
+    #[serde(with = "crate::types::go_time")]
+    pub updated: Option<DateTime<FixedOffset>>,
 }
 
 /// The gossip message announcing a replica's heads.
@@ -208,10 +235,55 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> io::Result<T> {
     Ok(env.body)
 }
 
-/// The request-response codec: one message per stream, read to the end
-/// with a size limit.
-#[derive(Debug, Clone, Default)]
-pub struct SyncCodec;
+/// A message whose size is checked once decoded, beyond the byte limit.
+pub trait Bounded {
+    /// Whether the message stays within its limits.
+    fn within_limits(&self) -> bool {
+        true
+    }
+}
+
+impl Bounded for SyncRequest {
+    fn within_limits(&self) -> bool {
+        !matches!(self, SyncRequest::Blocks { cids, .. } if cids.len() > MAX_CIDS_PER_REQUEST)
+    }
+}
+
+impl Bounded for RpcRequest {
+    fn within_limits(&self) -> bool {
+        !matches!(self, RpcRequest::StatusMany { cids } if cids.len() > MAX_CIDS_PER_REQUEST)
+    }
+}
+
+impl Bounded for SyncResponse {}
+impl Bounded for RpcResponse {}
+
+/// The request-response codec of both protocols: one versioned message per
+/// stream, read to the end with a size limit.
+pub struct Codec<Req, Res>(PhantomData<fn() -> (Req, Res)>);
+
+impl<Req, Res> Default for Codec<Req, Res> {
+    fn default() -> Self {
+        Codec(PhantomData)
+    }
+}
+
+impl<Req, Res> Clone for Codec<Req, Res> {
+    fn clone(&self) -> Self {
+        Codec(PhantomData)
+    }
+}
+
+impl<Req, Res> std::fmt::Debug for Codec<Req, Res> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Codec")
+    }
+}
+
+/// The sync protocol's codec.
+pub type SyncCodec = Codec<SyncRequest, SyncResponse>;
+/// The cluster RPC's codec.
+pub type RpcCodec = Codec<RpcRequest, RpcResponse>;
 
 async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T, limit: u64) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
@@ -225,37 +297,34 @@ async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T, limit: u64) -> io
     Ok(buf)
 }
 
-impl request_response::Codec for SyncCodec {
+impl<Req, Res> request_response::Codec for Codec<Req, Res>
+where
+    Req: Serialize + for<'de> Deserialize<'de> + Bounded + Send + 'static,
+    Res: Serialize + for<'de> Deserialize<'de> + Bounded + Send + 'static,
+{
     type Protocol = StreamProtocol;
-    type Request = SyncRequest;
-    type Response = SyncResponse;
+    type Request = Req;
+    type Response = Res;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncRequest>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Req>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let request: SyncRequest = decode(&read_limited(io, MAX_REQUEST_BYTES).await?)?;
-        if let SyncRequest::Blocks { cids, .. } | SyncRequest::StatusMany { cids } = &request
-            && cids.len() > MAX_CIDS_PER_REQUEST
-        {
+        let request: Req = decode(&read_limited(io, MAX_REQUEST_BYTES).await?)?;
+        if !request.within_limits() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "too many CIDs"));
         }
         Ok(request)
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncResponse>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Res>
     where
         T: AsyncRead + Unpin + Send,
     {
         decode(&read_limited(io, MAX_RESPONSE_BYTES).await?)
     }
 
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: SyncRequest,
-    ) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Req) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -267,7 +336,7 @@ impl request_response::Codec for SyncCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        res: SyncResponse,
+        res: Res,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
@@ -286,43 +355,59 @@ mod tests {
         let cid = pincluster_crdt::cid_of(b"x");
         for msg in [
             SyncRequest::Heads,
-            SyncRequest::Id,
-            SyncRequest::Graph,
-            SyncRequest::RepoStat,
-            SyncRequest::RepoGc,
             SyncRequest::Blocks {
                 cids: vec![cid],
                 ancestors: 7,
             },
-            SyncRequest::SetRemoved {
-                peer: "12D3KooW".to_string(),
-                removed: true,
-            },
         ] {
             assert_eq!(decode::<SyncRequest>(&encode(&msg).unwrap()).unwrap(), msg);
         }
+        for msg in [
+            RpcRequest::Id,
+            RpcRequest::Graph,
+            RpcRequest::RepoStat,
+            RpcRequest::RepoGc,
+            RpcRequest::SetRemoved {
+                peer: PeerId::random(),
+                removed: true,
+            },
+        ] {
+            assert_eq!(decode::<RpcRequest>(&encode(&msg).unwrap()).unwrap(), msg);
+        }
+        let status = RpcResponse::Status(RemoteStatus {
+            peername: "p1".into(),
+            status: TrackerStatus::Pinned,
+            error: String::new(),
+            attempts: 1,
+            priority: false,
+            updated: Some(chrono::Utc::now().fixed_offset()),
+        });
+        let back = decode::<RpcResponse>(&encode(&status).unwrap()).unwrap();
+        assert!(
+            matches!(back, RpcResponse::Status(s) if s.status == TrackerStatus::Pinned && s.updated.is_some())
+        );
         let res = SyncResponse::Blocks(vec![(cid, ByteBuf::from(vec![1, 2]))]);
         assert_eq!(decode::<SyncResponse>(&encode(&res).unwrap()).unwrap(), res);
-        let graph = SyncResponse::Graph(RemoteGraph {
+        let graph = RpcResponse::Graph(RemoteGraph {
             peername: "p1".into(),
             cluster_peers: vec!["12D3KooWA".into()],
             ipfs_id: "12D3KooWB".into(),
             ipfs_peers: vec![],
         });
         assert_eq!(
-            decode::<SyncResponse>(&encode(&graph).unwrap()).unwrap(),
+            decode::<RpcResponse>(&encode(&graph).unwrap()).unwrap(),
             graph
         );
-        let gc = SyncResponse::RepoGc(RemoteRepoGc {
+        let gc = RpcResponse::RepoGc(RemoteRepoGc {
             peername: "p".into(),
             removed: vec![cid],
             errors: vec!["e".into()],
             error: String::new(),
         });
-        assert_eq!(decode::<SyncResponse>(&encode(&gc).unwrap()).unwrap(), gc);
-        for done in [SyncResponse::Done, SyncResponse::NotTrusted] {
+        assert_eq!(decode::<RpcResponse>(&encode(&gc).unwrap()).unwrap(), gc);
+        for done in [RpcResponse::Done, RpcResponse::NotTrusted] {
             assert_eq!(
-                decode::<SyncResponse>(&encode(&done).unwrap()).unwrap(),
+                decode::<RpcResponse>(&encode(&done).unwrap()).unwrap(),
                 done
             );
         }

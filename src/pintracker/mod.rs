@@ -9,6 +9,7 @@
 //! backoff up to `max_attempts`, then stay in `pin_error` until recovered.
 
 pub mod optracker;
+pub mod upkeep;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ use cid::Cid;
 use futures::StreamExt;
 use libp2p::PeerId;
 use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::consensus::PinChange;
 use crate::ipfsconn::{IpfsConnector, PinMode};
@@ -87,6 +89,8 @@ struct Inner<C> {
     priority: mpsc::Sender<Job>,
     normal: mpsc::Sender<Job>,
     unpins: mpsc::Sender<Job>,
+    /// Stops the workers, the operations in flight and the retries waiting.
+    cancel: CancellationToken,
     /// The daemon's pinset as last listed, for statuses of many pins: one
     /// `pin/ls` serves every page of a `GET /pins` for a few seconds.
     snapshot: tokio::sync::Mutex<Option<(std::time::Instant, Arc<HashSet<Cid>>)>>,
@@ -107,8 +111,9 @@ fn since(pin: Option<&Pin>, at: Option<DateTime<FixedOffset>>) -> Option<DateTim
 }
 
 impl<C: IpfsConnector> PinTracker<C> {
-    /// Starts the dispatcher and the unpin worker.
-    pub fn start(ipfs: C, local: PeerId, config: TrackerConfig) -> Self {
+    /// Starts the dispatcher and the unpin worker; they, the operations
+    /// in flight and the retries waiting stop when `cancel` is cancelled.
+    pub fn start(ipfs: C, local: PeerId, config: TrackerConfig, cancel: CancellationToken) -> Self {
         let cap = config.max_queue.max(1);
         let (priority, priority_rx) = mpsc::channel(cap);
         let (normal, normal_rx) = mpsc::channel(cap);
@@ -122,11 +127,16 @@ impl<C: IpfsConnector> PinTracker<C> {
                 priority,
                 normal,
                 unpins,
+                cancel: cancel.clone(),
                 snapshot: tokio::sync::Mutex::new(None),
             }),
         };
-        tokio::spawn(tracker.clone().dispatch(priority_rx, normal_rx));
-        tokio::spawn(tracker.clone().unpin_worker(unpins_rx));
+        tokio::spawn(
+            cancel
+                .clone()
+                .run_until_cancelled_owned(tracker.clone().dispatch(priority_rx, normal_rx)),
+        );
+        tokio::spawn(cancel.run_until_cancelled_owned(tracker.clone().unpin_worker(unpins_rx)));
         tracker
     }
 
@@ -199,7 +209,11 @@ impl<C: IpfsConnector> PinTracker<C> {
 
     async fn dispatch(self, mut priority: mpsc::Receiver<Job>, mut normal: mpsc::Receiver<Job>) {
         let slots = Arc::new(Semaphore::new(self.inner.config.concurrent_pins.max(1)));
+        // The operations in flight: aborted with the dispatcher when the
+        // tracker is cancelled.
+        let mut running = tokio::task::JoinSet::new();
         loop {
+            while running.try_join_next().is_some() {}
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
@@ -210,7 +224,7 @@ impl<C: IpfsConnector> PinTracker<C> {
                 else => return,
             };
             let tracker = self.clone();
-            tokio::spawn(async move {
+            running.spawn(async move {
                 tracker.run(job).await;
                 drop(permit);
             });
@@ -253,10 +267,11 @@ impl<C: IpfsConnector> PinTracker<C> {
         if let AfterFailure::RetryIn(wait) = outcome {
             let tracker = self.clone();
             let priority = self.is_priority(&op.pin, op.attempts);
-            tokio::spawn(async move {
+            let cancel = self.inner.cancel.clone();
+            tokio::spawn(cancel.run_until_cancelled_owned(async move {
                 tokio::time::sleep(wait).await;
                 tracker.send(op.kind, priority, (cid, generation));
-            });
+            }));
         }
     }
 

@@ -22,6 +22,10 @@ use crate::types::Pin;
 /// consensus.
 pub const PEERSET_PREFIX: &[u8] = b"\xffpeerset/";
 
+/// Items per page of [`pages`] for the listings that work page by page
+/// (statuses, sync, re-allocation).
+pub const PAGE: usize = 256;
+
 /// Why the pinset could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -77,6 +81,39 @@ impl PinState {
             .iter()
             .take_while(|entry| !matches!(entry, Ok((key, _)) if key.starts_with(PEERSET_PREFIX)))
     }
+}
+
+/// Reads `items` (a scan of the store, or point reads: both block) on a
+/// blocking thread and hands them over in pages of up to `size`, at most
+/// two pages ahead: a slow reader slows the scan down, the pinset is never
+/// held whole. Dropping the receiver stops the scan. Every listing of the
+/// pinset goes through here.
+pub fn pages<T: Send + 'static>(
+    items: impl Iterator<Item = T> + Send + 'static,
+    size: usize,
+) -> tokio::sync::mpsc::Receiver<Vec<T>> {
+    let size = size.max(1);
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        let mut page = Vec::with_capacity(size);
+        for item in items {
+            page.push(item);
+            if page.len() == size && tx.blocking_send(std::mem::take(&mut page)).is_err() {
+                return; // the reader went away
+            }
+        }
+        if !page.is_empty() {
+            let _ = tx.blocking_send(page);
+        }
+    });
+    rx
+}
+
+/// Drops (and logs) the pins that do not decode: listings that must go on
+/// past a bad entry.
+pub fn readable(pin: Result<Pin, StateError>) -> Option<Pin> {
+    pin.map_err(|e| tracing::warn!(error = %e, "unreadable pin skipped"))
+        .ok()
 }
 
 fn decode(bytes: &[u8]) -> Result<Pin, StateError> {

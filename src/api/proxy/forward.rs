@@ -12,8 +12,8 @@ use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Request, Response, StatusCode};
 
 use super::{Body, kubo_error};
-use crate::api::cluster_ipfs::Daemon;
 use crate::api::serve::ReqBody;
+use crate::cluster::ipfs::Daemon;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [

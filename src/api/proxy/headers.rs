@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hyper::Request;
 use hyper::header::{self, HeaderName, HeaderValue};
 
-use super::ProxyContext;
+use super::Ctx;
 use crate::api::serve::ReqBody;
 
 /// How long the daemon may take to answer a header probe; past it the
@@ -33,15 +33,16 @@ type Headers = Vec<(HeaderName, HeaderValue)>;
 /// The context plus the cached copy of the daemon's headers.
 #[derive(Debug)]
 pub(super) struct Shared {
-    pub(super) ctx: ProxyContext,
+    pub(super) ctx: Ctx,
+    config: HeaderConfig,
     names: Vec<HeaderName>,
     cache: Mutex<Option<(Instant, Headers)>>,
 }
 
 impl Shared {
-    pub(super) fn new(ctx: ProxyContext) -> Self {
+    pub(super) fn new(ctx: Ctx, config: HeaderConfig) -> Self {
         let mut names = vec![header::ACCESS_CONTROL_EXPOSE_HEADERS];
-        for extra in &ctx.headers.extra {
+        for extra in &config.extra {
             match HeaderName::from_bytes(extra.as_bytes()) {
                 Ok(n) => names.push(n),
                 Err(_) => {
@@ -51,6 +52,7 @@ impl Shared {
         }
         Shared {
             ctx,
+            config,
             names,
             cache: Mutex::new(None),
         }
@@ -90,14 +92,14 @@ impl Shared {
     /// The copied daemon headers, fetched again when older than the TTL.
     /// A failed fetch keeps the last copy (or none).
     pub(super) async fn extracted(&self) -> Headers {
-        let ttl = self.ctx.headers.ttl;
+        let ttl = self.config.ttl;
         if let Ok(cache) = self.cache.lock()
             && let Some((at, headers)) = cache.as_ref()
             && (ttl.is_zero() || at.elapsed() < ttl)
         {
             return headers.clone();
         }
-        let url = format!("{}{}", self.ctx.daemon.origin(), self.ctx.headers.path);
+        let url = format!("{}{}", self.ctx.daemon.origin(), self.config.path);
         let fetched = self
             .ctx
             .daemon

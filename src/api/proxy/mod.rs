@@ -38,12 +38,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use libp2p::Multiaddr;
 use tokio::sync::mpsc;
 
-use crate::api::cluster_ipfs::Daemon;
 use crate::api::rest::{ServeError, bind_all, url_pairs};
 use crate::api::serve::{ReqBody, Server};
-use crate::consensus::Consensus;
-use crate::ipfsconn::KuboConnector;
-use crate::network::Network;
+use crate::cluster::ipfs::Daemon;
+use crate::cluster::{Cluster, ClusterError};
 
 pub use headers::HeaderConfig;
 
@@ -54,39 +52,29 @@ const SERVER: &str = "ipfs-cluster/ipfsproxy/1.1.6";
 /// Every reply body: streamed, possibly with trailers.
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
-/// What the handlers need.
+/// What the handlers need: the cluster, which every hijacked command
+/// calls, and the daemon requests are forwarded to (`node_multiaddress`).
 #[derive(Debug, Clone)]
-pub struct ProxyContext {
-    /// The peerset and the cluster-wide calls.
-    pub network: Network,
-    /// The pinset and writes.
-    pub consensus: Consensus,
-    /// The daemon behind `ipfs_connector` (resolve, gc).
-    pub ipfs: KuboConnector,
-    /// The daemon requests are forwarded to (`node_multiaddress`).
-    pub daemon: Daemon,
-    /// Who gets new pins.
-    pub allocator: crate::allocator::Allocator,
-    /// Cluster defaults for new pins.
-    pub replication_min: i32,
-    /// Cluster defaults for new pins.
-    pub replication_max: i32,
-    /// Which daemon headers hijacked replies copy, and for how long.
-    pub headers: HeaderConfig,
+pub(super) struct Ctx {
+    cluster: Cluster,
+    daemon: Daemon,
 }
 
-/// Binds every address of `addrs` and serves with `server` (timeouts,
+/// Binds every address of `addrs` and serves `cluster` (requests not
+/// hijacked go to `daemon`) with `server` (timeouts,
 /// header limit) until `shutdown` resolves; in-flight requests then get a
 /// few seconds to finish. Returns the bound addresses (port 0 resolved),
 /// in order, and the task.
 pub async fn serve(
     addrs: &[Multiaddr],
-    ctx: ProxyContext,
+    cluster: Cluster,
+    daemon: Daemon,
+    headers: HeaderConfig,
     server: Server,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(Vec<Multiaddr>, tokio::task::JoinHandle<()>), ServeError> {
     let (listeners, bound) = bind_all(addrs).await?;
-    let state = Arc::new(headers::Shared::new(ctx));
+    let state = Arc::new(headers::Shared::new(Ctx { cluster, daemon }, headers));
     let answer = move |req, remote| handle(state.clone(), req, remote);
     let task = tokio::spawn(server.run(listeners, answer, shutdown));
     Ok((bound, task))
@@ -226,6 +214,12 @@ fn values<'a>(query: &'a [(String, String)], key: &str) -> Vec<&'a str> {
 fn kubo_error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let body = serde_json::json!({"Message": message.into(), "Code": 0, "Type": "error"});
     json_reply(status, &body)
+}
+
+/// A failed cluster operation as the reference's proxy answers it: a 500
+/// Kubo error with the error's text, whatever the cause.
+fn cluster_error(e: &ClusterError) -> Response<Body> {
+    kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
 /// A JSON value and a newline, as Kubo ends every reply.

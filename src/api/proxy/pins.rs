@@ -6,20 +6,17 @@ use cid::Cid;
 use hyper::body::Frame;
 use hyper::{Response, StatusCode};
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use super::{
-    Body, ProxyContext, channel_body, flag, json_reply, kubo_error, line, stream_error, streaming,
-    values,
+    Body, Ctx, channel_body, cluster_error, flag, json_reply, kubo_error, line, stream_error,
+    streaming, values,
 };
-use crate::ipfsconn::IpfsConnector;
+use crate::cluster::ClusterError;
+use crate::state::{PAGE, pages};
 use crate::types::{Pin, PinMode, PinOptions};
 
-/// Pins read ahead of a slow `pin/ls` client.
-const LIST_AHEAD: usize = 256;
-
 /// `pin/add?arg=<cid|path>[&recursive=<bool>][&type=direct][&name=<n>]`.
-pub(super) async fn add(ctx: &ProxyContext, query: &[(String, String)]) -> Response<Body> {
+pub(super) async fn add(ctx: &Ctx, query: &[(String, String)]) -> Response<Body> {
     // No `arg` is the empty path, which fails to parse (500), as in the reference.
     let arg = values(query, "arg").first().copied().unwrap_or("");
     let recursive = match flag(query, "recursive", true) {
@@ -40,38 +37,29 @@ pub(super) async fn add(ctx: &ProxyContext, query: &[(String, String)]) -> Respo
     let name = values(query, "name").first().unwrap_or(&"").to_string();
     match cluster_pin(ctx, cid, mode, name).await {
         Ok(()) => json_reply(StatusCode::OK, &json!({"Pins": [cid.to_string()]})),
-        Err(e) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => cluster_error(&e),
     }
 }
 
 /// `pin/rm?arg=<cid|path>`.
-pub(super) async fn rm(ctx: &ProxyContext, query: &[(String, String)]) -> Response<Body> {
+pub(super) async fn rm(ctx: &Ctx, query: &[(String, String)]) -> Response<Body> {
     let arg = values(query, "arg").first().copied().unwrap_or("");
     let cid = match resolve(ctx, arg).await {
         Ok(cid) => cid,
         Err(e) => return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
-    match ctx.consensus.state().get(&cid) {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return kubo_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                // The state's not-found error, as the reference relays it.
-                "pin is not part of the pinset",
-            );
-        }
-        Err(e) => return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
-    match ctx.consensus.log_unpin(cid).await {
-        Ok(()) => json_reply(StatusCode::OK, &json!({"Pins": [cid.to_string()]})),
-        Err(e) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    // Not in the pinset: the state's not-found error, as the reference
+    // relays it.
+    match ctx.cluster.unpin(cid).await {
+        Ok(_) => json_reply(StatusCode::OK, &json!({"Pins": [cid.to_string()]})),
+        Err(e) => cluster_error(&e),
     }
 }
 
 /// `pin/update?arg=<from>&arg=<to>[&unpin=<bool>]`: `to` is pinned with
 /// `from`'s options and allocations (so the same peers fetch only the
 /// difference), then `from` is unpinned unless `unpin=false`.
-pub(super) async fn update(ctx: &ProxyContext, query: &[(String, String)]) -> Response<Body> {
+pub(super) async fn update(ctx: &Ctx, query: &[(String, String)]) -> Response<Body> {
     let args = values(query, "arg");
     let Some(from) = args.first().copied() else {
         return kubo_error(
@@ -90,29 +78,29 @@ pub(super) async fn update(ctx: &ProxyContext, query: &[(String, String)]) -> Re
         (Ok(f), Ok(t)) => (f, t),
         (Err(e), _) | (_, Err(e)) => return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
-    let existing = match ctx.consensus.state().get(&from) {
-        Ok(Some(pin)) => pin,
-        Ok(None) => {
-            return kubo_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "'from' cid was not recursively pinned already",
-            );
-        }
-        Err(e) => return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let not_pinned = || {
+        kubo_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "'from' cid was not recursively pinned already",
+        )
     };
     let reply = json!({"Pins": [from.to_string(), to.to_string()]});
     if from == to {
-        return json_reply(StatusCode::OK, &reply);
+        return match ctx.cluster.get(&from) {
+            Ok(_) => json_reply(StatusCode::OK, &reply),
+            Err(ClusterError::NotFound) => not_pinned(),
+            Err(e) => cluster_error(&e),
+        };
     }
-    let mut pin = existing;
-    pin.cid = to;
-    pin.options.pin_update = Some(from);
-    pin.timestamp = Some(chrono::Utc::now().fixed_offset());
-    if let Err(e) = ctx.consensus.log_pin(pin).await {
-        return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    // Kubo's `pin/update` takes no options: `to` gets `from`'s as they are.
+    let to = Pin::new(to, PinOptions::default());
+    match ctx.cluster.update(from, to).await {
+        Ok(_) => {}
+        Err(ClusterError::NotFound) => return not_pinned(),
+        Err(e) => return cluster_error(&e),
     }
-    if unpin && let Err(e) = ctx.consensus.log_unpin(from).await {
-        return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    if unpin && let Err(e) = ctx.cluster.unpin(from).await {
+        return cluster_error(&e);
     }
     json_reply(StatusCode::OK, &reply)
 }
@@ -138,7 +126,7 @@ impl Wanted {
 
 /// `pin/ls[?arg=<cid>][&type=...][&stream=<bool>]`: the cluster pinset,
 /// streamed from the state as it is read, in both of Kubo's shapes.
-pub(super) async fn ls(ctx: &ProxyContext, query: &[(String, String)]) -> Response<Body> {
+pub(super) async fn ls(ctx: &Ctx, query: &[(String, String)]) -> Response<Body> {
     let wanted = match values(query, "type").first().copied().unwrap_or("all") {
         "all" | "" => Wanted::All,
         "recursive" => Wanted::Only(PinMode::Recursive),
@@ -160,46 +148,37 @@ pub(super) async fn ls(ctx: &ProxyContext, query: &[(String, String)]) -> Respon
     if let Some(arg) = values(query, "arg").first().copied() {
         return ls_one(ctx, arg, wanted, stream);
     }
-    let (pins_tx, mut pins) = mpsc::channel::<Result<Pin, String>>(LIST_AHEAD);
-    let state = ctx.consensus.state().clone();
-    tokio::task::spawn_blocking(move || {
-        for pin in state.list() {
-            if pins_tx
-                .blocking_send(pin.map_err(|e| e.to_string()))
-                .is_err()
-            {
-                return; // the client went away
-            }
-        }
-    });
+    let mut pins = pages(ctx.cluster.state().list(), PAGE);
     let (tx, body) = channel_body();
     tokio::spawn(async move {
         let mut first = true;
         if !stream && tx.send(Frame::data("{\"Keys\":{".into())).await.is_err() {
             return;
         }
-        while let Some(pin) = pins.recv().await {
-            let pin = match pin {
-                Ok(pin) => pin,
-                Err(e) => {
-                    let _ = tx.send(stream_error(&e)).await;
+        while let Some(page) = pins.recv().await {
+            for pin in page {
+                let pin = match pin {
+                    Ok(pin) => pin,
+                    Err(e) => {
+                        let _ = tx.send(stream_error(&e.to_string())).await;
+                        return;
+                    }
+                };
+                let mode = PinMode::from_max_depth(pin.max_depth);
+                if !wanted.matches(mode) {
+                    continue;
+                }
+                let frame = if stream {
+                    line(&json!({"Cid": pin.cid.to_string(), "Type": mode.as_str()}))
+                } else {
+                    let sep = if first { "" } else { "," };
+                    let entry = format!("{sep}\"{}\":{{\"Type\":\"{}\"}}", pin.cid, mode.as_str());
+                    Frame::data(entry.into())
+                };
+                first = false;
+                if tx.send(frame).await.is_err() {
                     return;
                 }
-            };
-            let mode = PinMode::from_max_depth(pin.max_depth);
-            if !wanted.matches(mode) {
-                continue;
-            }
-            let frame = if stream {
-                line(&json!({"Cid": pin.cid.to_string(), "Type": mode.as_str()}))
-            } else {
-                let sep = if first { "" } else { "," };
-                let entry = format!("{sep}\"{}\":{{\"Type\":\"{}\"}}", pin.cid, mode.as_str());
-                Frame::data(entry.into())
-            };
-            first = false;
-            if tx.send(frame).await.is_err() {
-                return;
             }
         }
         if !stream {
@@ -218,7 +197,7 @@ pub(super) async fn ls(ctx: &ProxyContext, query: &[(String, String)]) -> Respon
     }
 }
 
-fn ls_one(ctx: &ProxyContext, arg: &str, wanted: Wanted, stream: bool) -> Response<Body> {
+fn ls_one(ctx: &Ctx, arg: &str, wanted: Wanted, stream: bool) -> Response<Body> {
     let plain = arg.strip_prefix("/ipfs/").unwrap_or(arg);
     let cid = match Cid::try_from(plain) {
         Ok(cid) => cid,
@@ -231,7 +210,7 @@ fn ls_one(ctx: &ProxyContext, arg: &str, wanted: Wanted, stream: bool) -> Respon
             );
         }
     };
-    let pin = match ctx.consensus.state().get(&cid) {
+    let pin = match ctx.cluster.state().get(&cid) {
         Ok(pin) => pin.filter(|p| wanted.matches(PinMode::from_max_depth(p.max_depth))),
         Err(e) => return kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
@@ -256,12 +235,12 @@ fn ls_one(ctx: &ProxyContext, arg: &str, wanted: Wanted, stream: bool) -> Respon
 }
 
 /// A CID from `<cid>`, `/ipfs/<cid>`, or any path the daemon resolves.
-pub(super) async fn resolve(ctx: &ProxyContext, arg: &str) -> Result<Cid, String> {
+pub(super) async fn resolve(ctx: &Ctx, arg: &str) -> Result<Cid, String> {
     let plain = arg.strip_prefix("/ipfs/").unwrap_or(arg);
     match Cid::try_from(plain) {
         Ok(cid) => Ok(cid),
         Err(_) if arg.starts_with("/ipfs/") || arg.starts_with("/ipns/") => ctx
-            .ipfs
+            .cluster
             .resolve(arg)
             .await
             .map_err(|e| format!("Error resolving IPFS path {arg:?}: {e}")),
@@ -276,27 +255,18 @@ pub(super) async fn resolve(ctx: &ProxyContext, arg: &str) -> Result<Cid, String
     }
 }
 
-/// Pins `cid` in the cluster with the cluster's default replication,
-/// allocated by the balanced allocator (a re-pin keeps live allocations).
+/// Pins `cid` in the cluster with the cluster's default replication
+/// (a re-pin keeps live allocations).
 pub(super) async fn cluster_pin(
-    ctx: &ProxyContext,
+    ctx: &Ctx,
     cid: Cid,
     mode: PinMode,
     name: String,
-) -> Result<(), String> {
-    let (min, max) = (ctx.replication_min, ctx.replication_max);
+) -> Result<(), ClusterError> {
     let options = PinOptions {
-        replication_factor_min: min,
-        replication_factor_max: max,
         name,
         mode,
         ..PinOptions::default()
     };
-    let mut pin = Pin::new(cid, options);
-    crate::api::rest::check_repin(ctx.consensus.state(), &pin)?;
-    pin.allocations = ctx
-        .allocator
-        .allocate_pin(ctx.consensus.state(), &pin, &[])?;
-    pin.timestamp = Some(chrono::Utc::now().fixed_offset());
-    ctx.consensus.log_pin(pin).await.map_err(|e| e.to_string())
+    ctx.cluster.pin(Pin::new(cid, options)).await.map(drop)
 }

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::forward::{self, Lines};
 use super::pins::cluster_pin;
-use super::{Body, ProxyContext, channel_body, flag, kubo_error, line, stream_error, streaming};
+use super::{Body, Ctx, channel_body, flag, kubo_error, line, stream_error, streaming};
 use crate::api::serve::ReqBody;
 use crate::types::PinMode;
 
@@ -29,7 +29,7 @@ const MAX_LINE: usize = 1 << 20;
 /// the client said `pin=false` or `only-hash=true`. The name of a pin is
 /// `name=` if given, else the root's name.
 pub(super) async fn add(
-    ctx: &ProxyContext,
+    ctx: &Ctx,
     req: Request<ReqBody>,
     query: Vec<(String, String)>,
 ) -> Response<Body> {
@@ -153,7 +153,7 @@ fn kubo_add_event(event: &Map<String, Value>) -> Map<String, Value> {
 
 /// `block/put?pin=true`: each `{"Key","Size"}` the daemon reports is
 /// pinned in the cluster and passed on.
-pub(super) async fn block_put(ctx: &ProxyContext, req: Request<ReqBody>) -> Response<Body> {
+pub(super) async fn block_put(ctx: &Ctx, req: Request<ReqBody>) -> Response<Body> {
     let res = match send_as_is(ctx, req).await {
         Ok(res) => res,
         Err(e) => return forward::bad_gateway(&e),
@@ -169,7 +169,7 @@ pub(super) async fn block_put(ctx: &ProxyContext, req: Request<ReqBody>) -> Resp
 
 /// `dag/put?pin=true`: each `{"Cid":{"/":...}}` the daemon reports is
 /// pinned in the cluster and passed on.
-pub(super) async fn dag_put(ctx: &ProxyContext, req: Request<ReqBody>) -> Response<Body> {
+pub(super) async fn dag_put(ctx: &Ctx, req: Request<ReqBody>) -> Response<Body> {
     let res = match send_as_is(ctx, req).await {
         Ok(res) => res,
         Err(e) => return forward::bad_gateway(&e),
@@ -183,7 +183,7 @@ pub(super) async fn dag_put(ctx: &ProxyContext, req: Request<ReqBody>) -> Respon
 /// Relays a failed reply as it is; on success, pins the CID `pick` finds
 /// in each reply line and emits what `pick` returns for it.
 fn pin_each(
-    ctx: &ProxyContext,
+    ctx: &Ctx,
     res: reqwest::Response,
     pick: fn(&Value) -> Option<(Cid, Value)>,
 ) -> Response<Body> {
@@ -223,10 +223,7 @@ fn pin_each(
     streaming(StatusCode::OK, body)
 }
 
-async fn send_as_is(
-    ctx: &ProxyContext,
-    req: Request<ReqBody>,
-) -> Result<reqwest::Response, reqwest::Error> {
+async fn send_as_is(ctx: &Ctx, req: Request<ReqBody>) -> Result<reqwest::Response, reqwest::Error> {
     let query = req.uri().query().map(str::to_string);
     forward::send(&ctx.daemon, req, None, query.as_deref()).await
 }

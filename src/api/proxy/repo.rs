@@ -5,15 +5,15 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use super::{
-    Body, ProxyContext, channel_body, flag, json_reply, kubo_error, line, stream_error, streaming,
+    Body, Ctx, channel_body, cluster_error, flag, json_reply, kubo_error, line, stream_error,
+    streaming,
 };
-use crate::api::cluster_ipfs;
 
 /// `repo/stat`: sizes and object counts summed over the daemons of every
 /// peer that answers in time; `RepoPath` and `Version` are the local
 /// daemon's. Kubo's parameters (`size-only`, `human`) are ignored.
-pub(super) async fn stat(ctx: &ProxyContext) -> Response<Body> {
-    match cluster_ipfs::repo_stat(&ctx.network, &ctx.daemon).await {
+pub(super) async fn stat(ctx: &Ctx) -> Response<Body> {
+    match ctx.cluster.repo_stat().await {
         Ok(stat) => json_reply(
             StatusCode::OK,
             &json!({
@@ -24,7 +24,7 @@ pub(super) async fn stat(ctx: &ProxyContext) -> Response<Body> {
                 "Version": stat.version,
             }),
         ),
-        Err(e) => kubo_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => cluster_error(&e),
     }
 }
 
@@ -32,12 +32,12 @@ pub(super) async fn stat(ctx: &ProxyContext) -> Response<Body> {
 /// then streams each removed key as `{"Key":{"/":<cid>}}`. Errors (a key's,
 /// or a whole peer's) come as `{"Key":null,"Error":...}` lines with
 /// `stream-errors`, else in the `X-Stream-Error` trailer.
-pub(super) async fn gc(ctx: &ProxyContext, query: &[(String, String)]) -> Response<Body> {
+pub(super) async fn gc(ctx: &Ctx, query: &[(String, String)]) -> Response<Body> {
     let stream_errors = match flag(query, "stream-errors", false) {
         Ok(s) => s,
         Err(e) => return kubo_error(StatusCode::BAD_REQUEST, e),
     };
-    let global = cluster_ipfs::repo_gc(&ctx.network, &ctx.ipfs, false).await;
+    let global = ctx.cluster.repo_gc(false).await;
     let (tx, body) = channel_body();
     tokio::spawn(async move {
         let mut errors = String::new();

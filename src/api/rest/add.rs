@@ -28,8 +28,6 @@
 //! and `nocopy=true` (the filestore, which js-ipfs lacks) are refused with
 //! a 400.
 
-use std::sync::Arc;
-
 use bytes::{Buf, Bytes};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
@@ -37,9 +35,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use warp::http::{HeaderValue, StatusCode, header};
 
+use super::form_decode;
 use super::reply::{ApiReply, error, json, ndjson};
-use super::{ApiContext, commit, form_decode};
 use crate::api::car::{self, CarError, CarReader};
+use crate::cluster::Cluster;
 use crate::ipfsconn::AddedLine;
 use crate::types::{Pin, PinMode, PinOptions};
 
@@ -192,7 +191,7 @@ pub async fn add<S, B>(
     content_type: Option<String>,
     query: Vec<(String, String)>,
     body: S,
-    ctx: Arc<ApiContext>,
+    ctx: Cluster,
 ) -> ApiReply
 where
     S: Stream<Item = Result<B, warp::Error>> + Send + Sync + 'static,
@@ -240,16 +239,16 @@ where
 /// the peers it sends blocks to (`no-pin` too). A pin with replication
 /// factors is allocated once its root is known, and only the root names
 /// its allocations.
-fn destinations(ctx: &ApiContext, params: &AddParams) -> Vec<String> {
+fn destinations(ctx: &Cluster, params: &AddParams) -> Vec<String> {
     let min = match params.pin.replication_factor_min {
-        0 => ctx.replication_min,
+        0 => ctx.replication().0,
         min => min,
     };
     if min >= 0 {
         return Vec::new();
     }
     let mut live: Vec<String> = ctx
-        .monitor
+        .monitor()
         .live_peers(chrono::Utc::now())
         .iter()
         .map(|p| p.to_string())
@@ -334,7 +333,7 @@ fn boundary(content_type: &str) -> Result<String, String> {
 /// Streams the verified blocks of `upload` into the daemon, then
 /// cluster-pins the root: the one item of a CAR add.
 async fn import_car(
-    ctx: &ApiContext,
+    ctx: &Cluster,
     params: AddParams,
     upload: CarUpload,
     dests: Vec<String>,
@@ -346,7 +345,7 @@ async fn import_car(
     } = upload;
     let root = reader.root();
     let (tx, rx) = mpsc::channel::<Result<Bytes, CarError>>(QUEUE);
-    let import = ctx.ipfs.dag_import(ReceiverStream::new(rx));
+    let import = ctx.ipfs().dag_import(ReceiverStream::new(rx));
     // `Err(None)`: the daemon stopped reading (its own error says why).
     let pump = async move {
         let (mut bytes, mut size) = (0u64, 0u64);
@@ -390,7 +389,10 @@ async fn import_car(
         allocations: dests,
     };
     if !params.no_pin {
-        let pin = commit(ctx, Pin::new(root, params.pin), params.local).await?;
+        let pin = ctx
+            .commit(Pin::new(root, params.pin), params.local)
+            .await
+            .map_err(|e| e.to_string())?;
         out.allocations = reported_allocations(ctx, &pin).await;
     }
     Ok(out)
@@ -411,7 +413,7 @@ async fn drain(reader: CarReader<Part>, form: &mut Form) {
 /// Adds through the daemon, forwarding its output; the root goes out last,
 /// after it is pinned, with its allocations.
 async fn run(
-    ctx: &ApiContext,
+    ctx: &Cluster,
     params: AddParams,
     content_type: String,
     body: reqwest::Body,
@@ -419,7 +421,7 @@ async fn run(
     tx: &mpsc::Sender<Result<AddedOutput, String>>,
 ) -> Result<(), String> {
     let mut output = ctx
-        .ipfs
+        .ipfs()
         .add(&params.ipfs, content_type, body)
         .await
         .map_err(|e| e.to_string())?;
@@ -446,7 +448,10 @@ async fn run(
     };
     let mut last = AddedOutput::from(root_line).with_allocations(dests);
     if !params.no_pin {
-        let pin = commit(ctx, Pin::new(root, params.pin), params.local).await?;
+        let pin = ctx
+            .commit(Pin::new(root, params.pin), params.local)
+            .await
+            .map_err(|e| e.to_string())?;
         last.allocations = reported_allocations(ctx, &pin).await;
     }
     let _ = tx.send(Ok(last)).await;
@@ -456,12 +461,12 @@ async fn run(
 /// The peers the last item of an add names, as the reference reports them
 /// (its adder's block allocations): the pin's allocations, or for a pin on
 /// every peer, whose allocations are empty, the current peerset.
-async fn reported_allocations(ctx: &ApiContext, pin: &Pin) -> Vec<String> {
+async fn reported_allocations(ctx: &Cluster, pin: &Pin) -> Vec<String> {
     if !pin.allocations.is_empty() {
         return pin.allocations.iter().map(|p| p.to_string()).collect();
     }
-    let mut peers = ctx.network.peers().await.unwrap_or_default();
-    peers.insert(0, ctx.network.local_peer_id());
+    let mut peers = ctx.network().peers().await.unwrap_or_default();
+    peers.insert(0, ctx.local_peer_id());
     peers.iter().map(|p| p.to_string()).collect()
 }
 

@@ -2,14 +2,12 @@
 //! path points to, resolved through the IPFS daemon. Unlike the CID route,
 //! these honour `mode=direct`, as in the reference.
 
-use std::sync::Arc;
-
 use cid::Cid;
 use warp::http::StatusCode;
 
-use super::reply::{ApiReply, error};
-use super::{ApiContext, commit_pin, path_decode, remove_pin};
-use crate::ipfsconn::IpfsConnector;
+use super::path_decode;
+use super::reply::{self, ApiReply, error};
+use crate::cluster::Cluster;
 use crate::types::{Pin, PinOptions};
 
 /// The namespaces a path route starts with.
@@ -45,21 +43,13 @@ fn parse(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn resolve(ctx: &ApiContext, path: &str) -> Result<Cid, ApiReply> {
+async fn resolve(ctx: &Cluster, path: &str) -> Result<Cid, ApiReply> {
     parse(path).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
-    ctx.ipfs.resolve(path).await.map_err(|e| {
-        let text = e.to_string();
-        let status = if text.contains("not found") || text.contains("could not resolve") {
-            StatusCode::NOT_FOUND
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        };
-        error(status, text)
-    })
+    ctx.resolve(path).await.map_err(|e| reply::failed(&e))
 }
 
 /// `POST /pins/<namespace>/<path>`.
-pub async fn post(path: String, query: Vec<(String, String)>, ctx: Arc<ApiContext>) -> ApiReply {
+pub async fn post(path: String, query: Vec<(String, String)>, ctx: Cluster) -> ApiReply {
     let options = match PinOptions::from_query(&query) {
         Ok(o) => o,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
@@ -68,13 +58,13 @@ pub async fn post(path: String, query: Vec<(String, String)>, ctx: Arc<ApiContex
         Ok(cid) => cid,
         Err(reply) => return reply,
     };
-    commit_pin(&ctx, Pin::new(cid, options)).await
+    reply::answer(ctx.pin(Pin::new(cid, options)).await)
 }
 
 /// `DELETE /pins/<namespace>/<path>`.
-pub async fn delete(path: String, ctx: Arc<ApiContext>) -> ApiReply {
+pub async fn delete(path: String, ctx: Cluster) -> ApiReply {
     match resolve(&ctx, &path).await {
-        Ok(cid) => remove_pin(&ctx, cid).await,
+        Ok(cid) => reply::answer(ctx.unpin(cid).await),
         Err(reply) => reply,
     }
 }

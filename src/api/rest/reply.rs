@@ -10,6 +10,7 @@ use warp::http::{StatusCode, header};
 use warp::reject::{MethodNotAllowed, Rejection};
 
 use super::server::StreamErrors;
+use crate::cluster::ClusterError;
 use crate::types::ApiError;
 
 /// Every handler answers with a finished response.
@@ -38,6 +39,39 @@ pub fn error(status: StatusCode, message: String) -> ApiReply {
     let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
     bytes.push(b'\n');
     with_json_type(status, bytes)
+}
+
+/// The answer of a [`Cluster`](crate::cluster::Cluster) call: the value
+/// as JSON, or its error.
+pub fn answer<T: Serialize>(result: Result<T, ClusterError>) -> ApiReply {
+    match result {
+        Ok(value) => json(StatusCode::OK, &value),
+        Err(e) => failed(&e),
+    }
+}
+
+/// A [`ClusterError`] as the reference sends it: 404 for what does not
+/// exist (its `state.ErrNotFound`, or an IPFS path the daemon cannot
+/// resolve), 403 when the other peers refuse this one, and 500 for every
+/// other failure, invalid replication factors included, as its
+/// `SendResponse` does.
+pub fn failed(e: &ClusterError) -> ApiReply {
+    let status = if e.is_not_found() {
+        StatusCode::NOT_FOUND
+    } else if matches!(e, ClusterError::NotTrusted) {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    error(status, e.to_string())
+}
+
+/// Items a [`Cluster`](crate::cluster::Cluster) streams, as NDJSON.
+pub async fn stream<T>(items: tokio::sync::mpsc::Receiver<T>) -> ApiReply
+where
+    T: Serialize + Send + Sync + 'static,
+{
+    ndjson(tokio_stream::wrappers::ReceiverStream::new(items).map(Ok)).await
 }
 
 /// 204 with no body: the reference's `SendResponse` sets the JSON content
@@ -142,4 +176,26 @@ pub async fn rejection(rejection: Rejection) -> Result<ApiReply, std::convert::I
         return Ok(res);
     }
     Ok(error(StatusCode::NOT_FOUND, "not found".to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_errors_get_the_reference_status_codes() {
+        let code = |e: ClusterError| failed(&e).status();
+        assert_eq!(code(ClusterError::NotFound), StatusCode::NOT_FOUND);
+        assert_eq!(code(ClusterError::NotTrusted), StatusCode::FORBIDDEN);
+        // The reference answers every other failed call 500, invalid
+        // replication factors and follower mode included.
+        for e in [
+            ClusterError::InvalidReplication("cluster.replication_factor_min is larger than max"),
+            ClusterError::Follower,
+            ClusterError::QueueFull(1),
+            ClusterError::RemoveSelf,
+        ] {
+            assert_eq!(code(e), StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    }
 }

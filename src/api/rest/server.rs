@@ -340,7 +340,7 @@ pub async fn run(
     listeners: Vec<crate::api::serve::Listener>,
     server: Server,
     config: RestApiConfig,
-    ctx: Arc<super::ApiContext>,
+    ctx: crate::cluster::Cluster,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let layer = Arc::new(Layer::new(&config));

@@ -9,7 +9,7 @@ use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Encoding;
-use crate::api::cluster_ipfs::GlobalRepoGc;
+use crate::cluster::ipfs::GlobalRepoGc;
 use crate::monitor::{Alert, Metric};
 use crate::status::GlobalPinInfo;
 use crate::types::{ApiError, IdInfo, Pin, PinMode, Version};

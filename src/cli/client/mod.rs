@@ -27,7 +27,7 @@ use reqwest::Method;
 
 use self::format::{Bandwidth, emit, print_some, render};
 use self::http::{Api, CallError};
-use crate::api::cluster_ipfs::GlobalRepoGc;
+use crate::cluster::ipfs::GlobalRepoGc;
 use crate::duration::parse_time_delta;
 use crate::graph::ConnectGraph;
 use crate::monitor::{Alert, Metric};

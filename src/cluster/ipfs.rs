@@ -1,22 +1,25 @@
 //! Calls that reach every peer's IPFS daemon: `repo/stat` summed over the
-//! cluster and `repo/gc` run everywhere. The IPFS proxy and the REST API's
-//! `POST /ipfs/gc` share them.
+//! cluster and `repo/gc` run everywhere (the IPFS proxy and the REST API's
+//! `POST /ipfs/gc` share them), and the task that keeps the daemons of all
+//! peers connected to each other ([`connect_swarms`]).
 //!
-//! The local daemon is asked directly, the other peers over the sync
-//! protocol (`SyncRequest::RepoStat` / `RepoGc`), all at once, each bounded
-//! by a timeout: a silent peer is skipped (stat) or reported (gc), it never
-//! holds up the answer.
+//! The local daemon is asked directly, the other peers over the cluster
+//! RPC, all at once ([`ask_all`]), each bounded by a timeout: a silent
+//! peer is skipped (stat) or reported (gc), it never holds up the answer.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cid::Cid;
-use futures::future::join_all;
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
-use crate::ipfsconn::IpfsConnector;
-use crate::network::{Network, RemoteRepoGc, RemoteRepoStat};
+use libp2p::multiaddr::Protocol;
+
+use super::{Cluster, ClusterError, SeenDaemon, ask_all};
+use crate::ipfsconn::{IpfsConnector, KuboConnector};
+use crate::monitor::Monitor;
+use crate::network::{RemoteRepoGc, RemoteRepoStat};
 use crate::types::opt_string;
 
 /// How long a peer may take to report its repository size.
@@ -186,74 +189,61 @@ pub struct GlobalRepoGc {
     pub peer_map: BTreeMap<String, RepoGcInfo>,
 }
 
-/// The usage of this peer's daemon plus that of every peer that answers
-/// in time; the others are skipped (and logged). Fails only when the
-/// local daemon does. `RepoPath` and `Version` are the local daemon's.
-pub async fn repo_stat(network: &Network, daemon: &Daemon) -> Result<FullRepoStat, String> {
-    let peers = network.peers().await.unwrap_or_default();
-    let asks = peers.into_iter().map(|peer| async move {
-        match tokio::time::timeout(STAT_TIMEOUT, network.remote_repo_stat(peer)).await {
-            Ok(Ok(stat)) => Some(stat),
-            Ok(Err(e)) => {
-                tracing::warn!(%peer, error = %e, "repo/stat: peer skipped");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(%peer, "repo/stat: peer skipped, no answer in time");
-                None
-            }
+impl Cluster {
+    /// The usage of this peer's daemon plus that of every peer that
+    /// answers in time; the others are skipped (and logged). Fails only
+    /// when the local daemon does. `RepoPath` and `Version` are the local
+    /// daemon's.
+    pub async fn repo_stat(&self) -> Result<FullRepoStat, ClusterError> {
+        let peers = self.network().peers().await.unwrap_or_default();
+        let theirs = ask_all(peers, STAT_TIMEOUT, |peer| {
+            self.network().remote_repo_stat(peer)
+        });
+        let (local, theirs) = tokio::join!(self.inner.local.daemon.repo_stat(), theirs);
+        let mut sum = local.map_err(ClusterError::IpfsCall)?;
+        for (peer, answer) in theirs {
+            let stat = match answer {
+                Ok(stat) => stat,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "repo/stat: peer skipped");
+                    continue;
+                }
+            };
+            let u = &mut sum.usage;
+            u.repo_size = u.repo_size.saturating_add(stat.repo_size);
+            u.storage_max = u.storage_max.saturating_add(stat.storage_max);
+            u.num_objects = u.num_objects.saturating_add(stat.num_objects);
         }
-    });
-    let (local, remote) = tokio::join!(daemon.repo_stat(), join_all(asks));
-    let mut sum = local?;
-    for stat in remote.into_iter().flatten() {
-        let u = &mut sum.usage;
-        u.repo_size = u.repo_size.saturating_add(stat.repo_size);
-        u.storage_max = u.storage_max.saturating_add(stat.storage_max);
-        u.num_objects = u.num_objects.saturating_add(stat.num_objects);
+        Ok(sum)
     }
-    Ok(sum)
-}
 
-/// Runs `repo/gc` on this peer's daemon and, unless `local_only`, on every
-/// other peer's at the same time. A peer that fails shows with its error.
-pub async fn repo_gc<I: IpfsConnector>(
-    network: &Network,
-    ipfs: &I,
-    local_only: bool,
-) -> GlobalRepoGc {
-    let peers = if local_only {
-        Vec::new()
-    } else {
-        network.peers().await.unwrap_or_default()
-    };
-    let local_peer = network.local_peer_id();
-    let local = async {
-        let peername = network
-            .local_id()
-            .await
-            .map(|id| id.peername)
-            .unwrap_or_default();
-        (local_peer, local_repo_gc(ipfs, peername).await)
-    };
-    let asks = peers.into_iter().map(|peer| async move {
-        let gc = match tokio::time::timeout(GC_TIMEOUT, network.remote_repo_gc(peer)).await {
-            Ok(Ok(gc)) => gc,
-            Ok(Err(e)) => failed(e.to_string()),
-            Err(_) => failed(format!("no answer after {GC_TIMEOUT:?}")),
+    /// Runs `repo/gc` on this peer's daemon and, unless `local_only`, on
+    /// every other peer's at the same time. A peer that fails shows with
+    /// its error.
+    pub async fn repo_gc(&self, local_only: bool) -> GlobalRepoGc {
+        let peers = if local_only {
+            Vec::new()
+        } else {
+            self.network().peers().await.unwrap_or_default()
         };
-        (peer, gc)
-    });
-    let (local, remote) = tokio::join!(local, join_all(asks));
-    let mut global = GlobalRepoGc::default();
-    for (peer, gc) in std::iter::once(local).chain(remote) {
-        global.peer_map.insert(peer.to_string(), info(peer, gc));
+        let theirs = ask_all(peers, GC_TIMEOUT, |peer| {
+            self.network().remote_repo_gc(peer)
+        });
+        let (local, theirs) = tokio::join!(self.inner.local.repo_gc(), theirs);
+        let mut global = GlobalRepoGc::default();
+        let local = (self.local_peer_id(), local);
+        let theirs = theirs
+            .into_iter()
+            .map(|(peer, answer)| (peer, answer.unwrap_or_else(|e| failed(e.to_string()))));
+        for (peer, gc) in std::iter::once(local).chain(theirs) {
+            global.peer_map.insert(peer.to_string(), info(peer, gc));
+        }
+        global
     }
-    global
 }
 
 /// What this peer answers to a `RepoGc` request.
-pub async fn local_repo_gc<I: IpfsConnector>(ipfs: &I, peername: String) -> RemoteRepoGc {
+pub(super) async fn local_repo_gc<I: IpfsConnector>(ipfs: &I, peername: String) -> RemoteRepoGc {
     match ipfs.repo_gc().await {
         Ok(gc) => RemoteRepoGc {
             peername,
@@ -297,6 +287,87 @@ fn info(peer: PeerId, gc: RemoteRepoGc) -> RepoGcInfo {
         peername: gc.peername,
         keys,
         error: gc.error,
+    }
+}
+
+/// How often the connector checks its daemon's identity and connections
+/// when nothing else wakes it: this bounds how long a daemon that
+/// restarted (this peer's or another's, same addresses) stays apart.
+const SWARM_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps what this peer publishes about its IPFS daemon current, and
+/// connects that daemon to the other peers' daemons, so allocated peers
+/// fetch content from each other over bitswap.
+///
+/// The reference connects once, `connect_swarms_delay` after start: a pin
+/// made before then (or after a daemon restarts) can spend every attempt
+/// on a daemon that cannot reach the content. Here a daemon is connected
+/// as soon as this peer learns of it (a peer's `ping` names a new daemon or
+/// new addresses), and every check finds, from the daemon's own
+/// `swarm/peers`, the daemons it lost (a restart on either side) and
+/// connects them again. `connect` false (`connect_swarms_delay: 0s`, as in
+/// the reference) leaves the swarm alone and only keeps the identity.
+pub async fn connect_swarms(
+    ipfs: KuboConnector,
+    monitor: Monitor,
+    seen: SeenDaemon,
+    connect: bool,
+) {
+    let mut tick = tokio::time::interval(SWARM_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = monitor.ipfs_daemons_changed() => {}
+        }
+        let own = match ipfs.id().await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::debug!(error = %e, "IPFS daemon not reachable");
+                continue;
+            }
+        };
+        let now_seen = (own.id.to_string(), own.addresses.clone());
+        let changed = seen.lock().is_ok_and(|mut s| {
+            let changed = *s != now_seen;
+            *s = now_seen;
+            changed
+        });
+        if changed {
+            // Other peers learn our daemon from our ping: send it now
+            // rather than at the next ping interval.
+            monitor.want_metrics();
+        }
+        if !connect {
+            continue;
+        }
+        let Ok(linked) = ipfs.swarm_peers().await else {
+            continue;
+        };
+        let missing = monitor
+            .ipfs_daemons(chrono::Utc::now())
+            .into_iter()
+            .filter(|d| d.id != own.id && !linked.contains(&d.id));
+        // One slow or unreachable daemon does not hold up the others.
+        futures::future::join_all(missing.map(|daemon| {
+            let ipfs = ipfs.clone();
+            async move {
+                for addr in &daemon.addresses {
+                    let mut addr = addr.clone();
+                    if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+                        addr.push(Protocol::P2p(daemon.id));
+                    }
+                    match ipfs.swarm_connect(&addr).await {
+                        Ok(()) => {
+                            tracing::info!(peer = %daemon.peer, %addr, "IPFS daemon connected to the peer's daemon");
+                            return;
+                        }
+                        Err(e) => tracing::debug!(%addr, error = %e, "swarm connect failed"),
+                    }
+                }
+            }
+        }))
+        .await;
     }
 }
 

@@ -1,0 +1,167 @@
+//! The peerset as the event loop keeps it: the peers of this cluster seen
+//! lately and their addresses, blocking and letting back in (peerset
+//! records, partitions), redialing lost peers, and this peer's identity as
+//! it tells others.
+
+use std::time::Instant;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+
+use super::super::protocol::RemoteId;
+use super::{EventLoop, REDIAL};
+
+/// What we know of a peer that speaks our protocols.
+#[derive(Debug)]
+pub(super) struct PeerState {
+    pub(super) connections: usize,
+    pub(super) last_seen: Instant,
+    pub(super) addrs: Vec<Multiaddr>,
+    pub(super) last_dial: Option<Instant>,
+}
+
+impl EventLoop {
+    pub(super) fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let local = *self.swarm.local_peer_id();
+        let mut addrs: Vec<Multiaddr> =
+            self.swarm.listeners().map(|a| with_p2p(a, local)).collect();
+        addrs.sort();
+        addrs
+    }
+
+    pub(super) fn live_peers(&self) -> Vec<PeerId> {
+        let ttl = self.config.peer_ttl;
+        let mut peers: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.connections > 0 || s.last_seen.elapsed() < ttl)
+            .map(|(p, _)| *p)
+            .collect();
+        peers.sort();
+        peers
+    }
+
+    /// Cluster peers with an open connection now (the peerset also counts
+    /// peers seen within the TTL; the health graph shows actual links).
+    pub(super) fn connected_peers(&self) -> Vec<PeerId> {
+        let mut peers: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.connections > 0)
+            .map(|(p, _)| *p)
+            .collect();
+        peers.sort();
+        peers
+    }
+
+    pub(super) fn local_id(&self) -> RemoteId {
+        let local = *self.swarm.local_peer_id();
+        let mut cluster_peers: Vec<String> =
+            self.live_peers().iter().map(PeerId::to_string).collect();
+        cluster_peers.push(local.to_string());
+        cluster_peers.sort();
+        let (ipfs_id, ipfs_addresses) = self.handler.ipfs();
+        RemoteId {
+            ipfs_id,
+            ipfs_addresses: ipfs_addresses.iter().map(Multiaddr::to_string).collect(),
+            id: local.to_string(),
+            addresses: self
+                .listen_addrs()
+                .iter()
+                .map(Multiaddr::to_string)
+                .collect(),
+            cluster_peers,
+            peername: self.config.peername.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// Blocks a peer (its connections closed and refused, forgotten from
+    /// the peerset) or lets it back in and dials it at `addrs`. About this
+    /// peer itself: stops or resumes redialing.
+    pub(super) fn set_blocked(&mut self, peer: PeerId, blocked: bool, addrs: Vec<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id() {
+            if blocked && !self.removed_self {
+                tracing::warn!(
+                    "this peer was removed from the cluster; it stops redialing its peers until a trusted peer takes it back in"
+                );
+            } else if !blocked && self.removed_self {
+                tracing::info!("this peer was taken back into the cluster");
+            }
+            self.removed_self = blocked;
+            return;
+        }
+        let was_blocked = self
+            .swarm
+            .behaviour()
+            .blocked
+            .blocked_peers()
+            .contains(&peer);
+        if blocked {
+            if !was_blocked {
+                tracing::info!(%peer, "peer removed from the cluster: its connections are refused");
+            }
+            self.swarm.behaviour_mut().blocked.block_peer(peer);
+            self.peers.remove(&peer);
+            // Its metrics go too: a removed peer is no allocation candidate.
+            self.monitor.forget(&peer);
+        } else {
+            if was_blocked {
+                tracing::info!(%peer, "peer taken back into the cluster");
+            }
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+            for addr in &addrs {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, addr.clone());
+            }
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+    }
+
+    /// Forgets peers gone for longer than the TTL and redials cluster peers
+    /// that dropped off while still in the peerset.
+    pub(super) fn maintain(&mut self) {
+        let ttl = self.config.peer_ttl;
+        let removed_self = self.removed_self;
+        let mut redial = Vec::new();
+        self.peers.retain(|peer, state| {
+            if state.connections > 0 {
+                return true;
+            }
+            let due = !removed_self && state.last_dial.is_none_or(|t| t.elapsed() > REDIAL);
+            if due {
+                state.last_dial = Some(Instant::now());
+                redial.push((*peer, state.addrs.clone()));
+            }
+            // Stay known (for redials and the peerstore) for a long while;
+            // the peerset itself only counts peers seen within the TTL.
+            state.last_seen.elapsed() < ttl * 20
+        });
+        for (peer, addrs) in redial {
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+    }
+}
+
+pub(super) fn with_p2p(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
+    if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+        addr.clone()
+    } else {
+        addr.clone().with(Protocol::P2p(peer))
+    }
+}
+
+pub(super) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
