@@ -79,7 +79,6 @@ impl Cluster {
         local: bool,
         recover: bool,
     ) -> Result<GlobalPinInfo, ClusterError> {
-        let pin = self.state().get(&cid)?;
         let (mine, theirs) = tokio::join!(
             self.inner.local.status(cid, recover),
             ask_all(self.others(local).await, STATUS_TIMEOUT, |peer| self
@@ -96,6 +95,10 @@ impl Cluster {
             peer_map.insert(peer.to_string(), info);
         }
         let ids = self.monitor().ipfs_ids(chrono::Utc::now());
+        // Read after the peers answered, not before: a pin that arrives
+        // while they are asked would otherwise show statuses that know it
+        // beside a pin record that does not (no allocations, no name).
+        let pin = self.state().get(&cid)?;
         Ok(global_info(cid, pin, with_ipfs_ids(peer_map, &ids)))
     }
 
