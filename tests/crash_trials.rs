@@ -1,5 +1,6 @@
 //! Crash trials: the peer that takes the writes is killed with SIGKILL
-//! while the others catch up from it, restarted, and written to again.
+//! while the others catch up from it, restarted, killed again at a random
+//! moment while 32 writers pin through it, restarted, and written to again.
 //! Checked after every trial: each pin acknowledged with a 2xx is listed by
 //! every peer, and every peer lists the same pinset, within a bound.
 //!
@@ -34,12 +35,12 @@ fn signal(peer: &TestPeer, sig: &str) {
     assert!(ok.success(), "kill {sig} {pid}");
 }
 
-/// Pins `cids` through `api` with [`WRITERS`] requests in flight; returns
-/// the acknowledged ones. Stops at the first failure (the peer died).
-async fn write(api: &str, cids: &[String]) -> Vec<String> {
+/// Pins `cids` through `api` with [`WRITERS`] requests in flight, adding
+/// the acknowledged ones to `acked` as they come. Stops at the first
+/// failure (the peer died).
+async fn write(api: &str, cids: &[String], acked: &Mutex<Vec<String>>) {
     let http = reqwest::Client::new();
     let next = AtomicUsize::new(0);
-    let acked = Mutex::new(Vec::new());
     let dead = AtomicBool::new(false);
     futures::stream::iter(0..WRITERS)
         .for_each_concurrent(WRITERS, |_| async {
@@ -55,6 +56,12 @@ async fn write(api: &str, cids: &[String]) -> Vec<String> {
             }
         })
         .await;
+}
+
+/// [`write`], returning what was acknowledged.
+async fn write_all(api: &str, cids: &[String]) -> Vec<String> {
+    let acked = Mutex::new(Vec::new());
+    write(api, cids, &acked).await;
     acked.into_inner().unwrap()
 }
 
@@ -82,7 +89,7 @@ async fn holds_all(peer: &TestPeer, acked: &BTreeSet<String>) -> Result<(), usiz
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_writer_killed_while_others_catch_up_loses_nothing_and_all_converge() {
+async fn a_writer_killed_mid_catch_up_and_mid_write_loses_nothing_and_all_converge() {
     let trials: usize = std::env::var("PINCLUSTER_CRASH_TRIALS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -119,7 +126,7 @@ async fn a_writer_killed_while_others_catch_up_loses_nothing_and_all_converge() 
             signal(f, "-STOP");
         }
         let burst = cids(&format!("trial-{trial}"), 600);
-        acked.extend(write(&writer.api, &burst).await);
+        acked.extend(write_all(&writer.api, &burst).await);
         for f in &followers {
             signal(f, "-CONT");
         }
@@ -138,10 +145,28 @@ async fn a_writer_killed_while_others_catch_up_loses_nothing_and_all_converge() 
             bootstrap: vec![followers[1].cluster_addr().await],
             ..spec.clone()
         };
+        writer = writer.restart_with(back.clone()).await;
+
+        // Killed again at a random moment while 32 writers pin through it:
+        // every write it acknowledged must survive.
+        let during = cids(&format!("during-{trial}"), 400);
+        let kill_after = 1 + rand::random::<usize>() % 200;
+        let acked_now = Mutex::new(Vec::new());
+        let api = writer.api.clone();
+        let killer = async {
+            wait_for("writes before the kill", DEADLINE, || async {
+                (acked_now.lock().unwrap().len() >= kill_after).then_some(())
+            })
+            .await;
+            writer.kill();
+        };
+        tokio::join!(write(&api, &during, &acked_now), killer);
+        acked.extend(acked_now.into_inner().unwrap());
         writer = writer.restart_with(back).await;
+
         // Written to again: fresh heads to announce, as in real use.
         let more = cids(&format!("after-{trial}"), 20);
-        acked.extend(write(&writer.api, &more).await);
+        acked.extend(write_all(&writer.api, &more).await);
 
         let start = Instant::now();
         for p in [&writer, &followers[0], &followers[1]] {
@@ -171,8 +196,8 @@ async fn a_writer_killed_while_others_catch_up_loses_nothing_and_all_converge() 
             .map(|f| f.log_values("no peer could provide block", "cid=").len())
             .sum();
         eprintln!(
-            "trial {trial}: {total} acknowledged before the kill, converged in {:?}, \
-             blocks given up on so far: {gave_up}",
+            "trial {trial}: {total} acknowledged before the catch-up kill, the next kill \
+             after {kill_after} more; converged in {:?}; blocks given up on so far: {gave_up}",
             start.elapsed()
         );
     }
