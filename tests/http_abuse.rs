@@ -9,25 +9,44 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// An "IPFS daemon" that takes every request and never replies.
-async fn black_hole() -> String {
+/// The first line of each request a [`black_hole`] holds open.
+type Held = Arc<Mutex<Vec<(u64, String)>>>;
+
+/// An "IPFS daemon" that takes every request and never replies; the
+/// requests it holds (connections still open) are in the returned list.
+async fn black_hole() -> (String, Held) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let held: Held = Arc::default();
+    let list = held.clone();
     tokio::spawn(async move {
+        let mut next = 0;
         while let Ok((mut s, _)) = listener.accept().await {
+            next += 1;
+            let (id, held) = (next, held.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0; 64 * 1024];
-                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                let mut first = true;
+                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                    if first {
+                        let head = String::from_utf8_lossy(&buf[..n]);
+                        let line = head.lines().next().unwrap_or_default().to_string();
+                        held.lock().unwrap().push((id, line));
+                        first = false;
+                    }
+                }
+                held.lock().unwrap().retain(|(i, _)| *i != id);
             });
         }
     });
-    format!("/ip4/127.0.0.1/tcp/{port}")
+    (format!("/ip4/127.0.0.1/tcp/{port}"), list)
 }
 
 /// Sockets of the peer's process on local `port` in CLOSE-WAIT (`08` in
@@ -118,7 +137,7 @@ fn abuses() -> Vec<(&'static str, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_leave_mid_request_leave_no_socket_behind() {
-    let ipfs = black_hole().await;
+    let (ipfs, held) = black_hole().await;
     let dir = temp();
     let spec = PeerSpec {
         env: vec![
@@ -153,13 +172,32 @@ async fn clients_that_leave_mid_request_leave_no_socket_behind() {
         || async { (close_waits(pid, port) == 0).then_some(()) },
     )
     .await;
-    // The handlers and their daemon connections went with the clients:
-    // descriptors are back to where they were (a few of the peer's own
-    // calls to the daemon may be in flight).
+    // The handlers went with their clients, and so did their requests to
+    // the daemon (an add has no overall timeout: it would wait for ever).
+    wait_for(
+        "the adds and gcs dropped",
+        Duration::from_secs(20),
+        || async {
+            let held = held.lock().unwrap();
+            let stuck = held
+                .iter()
+                .filter(|(_, line)| {
+                    line.contains("/api/v0/add") || line.contains("/api/v0/repo/gc")
+                })
+                .count();
+            (stuck == 0).then_some(())
+        },
+    )
+    .await;
+    // Descriptors are back to where they were, but for the peer's own
+    // calls (`id`, metrics) that the daemon holds.
     wait_for(
         "descriptors back to normal",
         Duration::from_secs(20),
-        || async { (open_fds(pid) <= fds_before + 4).then_some(()) },
+        || async {
+            let own_calls = held.lock().unwrap().len();
+            (open_fds(pid) <= fds_before + own_calls + 2).then_some(())
+        },
     )
     .await;
     // And the API still answers.
