@@ -11,7 +11,12 @@
 //!   within a round trip instead of a rebroadcast interval;
 //! - fetches what announced heads lack: first from the peer that announced
 //!   them, then from the others, in batches, with ancestors, a bounded number
-//!   of requests at a time, and merges in causal order.
+//!   of requests at a time, and merges in causal order;
+//! - asks again for blocks it gave up on (every peer it knew failed or
+//!   lacked them, typically because the only peer that had them died
+//!   mid-fetch): the engine keeps them on its wanted list, and the task
+//!   takes them back from there when a peer comes up, on an announcement
+//!   when it has nothing else to fetch, and at every rebroadcast.
 //!
 //! Deltas from untrusted authors are refused by the engine's verifier; a
 //! follower never writes. Peer removals ride in the same CRDT
@@ -137,6 +142,7 @@ impl Consensus {
             fetches: FuturesUnordered::new(),
             peers: Vec::new(),
             changes,
+            asked_again: None,
         };
         (handle, tokio::spawn(task.run(writes_rx, events)))
     }
@@ -211,6 +217,10 @@ const CIDS_PER_FETCH: usize = 64;
 /// walks this many levels of a deep history.
 const DEEP_ANCESTORS: u32 = 512;
 
+/// Announcements send the task back to the engine's wanted list at most
+/// this often.
+const ASK_AGAIN_EVERY: Duration = Duration::from_secs(1);
+
 /// A block some announced head needs.
 struct Want {
     preferred: Option<PeerId>,
@@ -231,6 +241,8 @@ struct Task {
     fetches: FuturesUnordered<BoxFuture<'static, FetchResult>>,
     peers: Vec<PeerId>,
     changes: Option<mpsc::Sender<PinChange>>,
+    /// When an announcement last sent us back to the wanted list.
+    asked_again: Option<Instant>,
 }
 
 impl Task {
@@ -275,6 +287,9 @@ impl Task {
                         if !self.peers.contains(&peer) {
                             self.peers.push(peer);
                         }
+                        // A peer that restarted is the likeliest to hold
+                        // what we gave up on when it died.
+                        self.want_given_up(Some(peer));
                         let network = self.network.clone();
                         let tx = heads_tx.clone();
                         tokio::spawn(async move {
@@ -293,6 +308,7 @@ impl Task {
                     if let Ok(peers) = self.network.peers().await {
                         self.peers = peers;
                     }
+                    self.want_given_up(None);
                     let heads: Vec<Cid> = self.engine.heads().iter().map(|h| h.cid).collect();
                     if !heads.is_empty() {
                         let _ = self.network.publish_heads(heads).await;
@@ -359,6 +375,43 @@ impl Task {
         match self.engine.missing(&heads) {
             Ok(missing) => self.want(missing, Some(from), false),
             Err(e) => tracing::error!(error = %e, "cannot check announced heads"),
+        }
+        // Announced heads we hold as pending say nothing new, yet their
+        // sender may have the parents we gave up on. Only when idle (while
+        // fetches run, what they bring keeps the work list going) and at
+        // most once a second: a busy writer announces after every commit.
+        let now = Instant::now();
+        if self.wanted.is_empty() && self.asked_again.is_none_or(|t| now - t >= ASK_AGAIN_EVERY) {
+            self.asked_again = Some(now);
+            self.want_given_up(Some(from));
+        }
+    }
+
+    /// Takes back, from the engine's durable wanted list, the blocks this
+    /// task dropped after every peer it knew failed to provide them. The
+    /// engine reports a missing parent once (when the first child needing
+    /// it arrives); without this, a parent whose fetch failed because its
+    /// only holder died mid-request stayed wanted on disk but was never
+    /// asked for again, and everything above it stayed unmerged until this
+    /// peer restarted (issue 14: two peers stuck at 8,388 of 50,381 pins).
+    fn want_given_up(&mut self, from: Option<PeerId>) {
+        let cids = match self.engine.wanted(CIDS_PER_FETCH * MAX_FETCHES) {
+            Ok(cids) => cids,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the wanted list");
+                return;
+            }
+        };
+        let dropped: Vec<Cid> = cids
+            .into_iter()
+            .filter(|c| !self.wanted.contains_key(c))
+            .collect();
+        if !dropped.is_empty() {
+            tracing::debug!(
+                blocks = dropped.len(),
+                "asking again for blocks given up on"
+            );
+            self.want(dropped, from, true);
         }
     }
 

@@ -220,13 +220,23 @@ where
             Err(e) => return error(StatusCode::BAD_REQUEST, e),
         };
         tokio::spawn(async move {
-            let item = import_car(&ctx, params, upload, dests).await;
+            // Both adds end with the answer's reader: a client that left
+            // must not keep an add, and its daemon connection, waiting on
+            // a daemon that never replies (adds have no overall timeout).
+            let item = tokio::select! {
+                item = import_car(&ctx, params, upload, dests) => item,
+                () = tx.closed() => return,
+            };
             let _ = tx.send(item).await;
         });
     } else {
         let body = reqwest::Body::wrap_stream(body);
         tokio::spawn(async move {
-            if let Err(e) = run(&ctx, params, content_type, body, &dests, &tx).await {
+            let ran = tokio::select! {
+                ran = run(&ctx, params, content_type, body, &dests, &tx) => ran,
+                () = tx.closed() => return,
+            };
+            if let Err(e) = ran {
                 let _ = tx.send(Err(e)).await;
             }
         });

@@ -19,7 +19,9 @@
 //! as in Go, so it bounds the whole response: a long NDJSON stream is cut
 //! when it passes. One deviation: Go keeps the read deadline while the
 //! response is written, which cancels long handlers once `read_timeout`
-//! has passed; here `read_timeout` bounds reading the request only.
+//! has passed; here `read_timeout` bounds reading the request only. With
+//! no read deadline, a client that leaves mid-request is still noticed:
+//! the socket itself is watched for its FIN ([`super::socket`]).
 
 use std::future::Future as _;
 use std::io;

@@ -3,9 +3,12 @@
 //! ([`deadline`]) and request header limit, and a graceful stop. Each
 //! connection runs in its own task; handshakes too, so a slow client never
 //! holds up the next accept. One server serves all its listeners (TCP
-//! and unix sockets) with the same handler and stops them together.
+//! and unix sockets) with the same handler and stops them together. A
+//! connection whose client hangs up ends then, even mid-request
+//! ([`socket`]).
 
 mod deadline;
+mod socket;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -27,6 +30,7 @@ use tokio_rustls::TlsAcceptor;
 
 use deadline::{Clock, ResBody, Timed};
 pub use deadline::{ReqBody, Timeouts};
+use socket::{Shared, Socket};
 pub use tls::TlsError;
 
 /// Go's server reads up to `max_header_bytes` plus 4 KiB of slack before it
@@ -149,14 +153,16 @@ impl Server {
                 Listener::Tcp(l) => l.accept().await.map(|(stream, remote)| {
                     tokio::spawn(async move {
                         server
-                            .connection(stream, Some(remote), service, watcher)
+                            .connection(Shared::new(stream), Some(remote), service, watcher)
                             .await
                     });
                 }),
                 Listener::Unix(l) => l.listener.accept().await.map(|(stream, _)| {
-                    tokio::spawn(
-                        async move { server.connection(stream, None, service, watcher).await },
-                    );
+                    tokio::spawn(async move {
+                        server
+                            .connection(Shared::new(stream), None, service, watcher)
+                            .await
+                    });
                 }),
             };
             if let Err(e) = accepted {
@@ -167,22 +173,24 @@ impl Server {
         }
     }
 
-    async fn connection<I, S, F, B>(
+    async fn connection<T, S, F, B>(
         &self,
-        stream: I,
+        stream: Shared<T>,
         remote: Option<SocketAddr>,
         service: S,
         watcher: Watcher,
     ) where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        T: Socket,
         S: Fn(Request<ReqBody>, Option<SocketAddr>) -> F + Send + 'static,
         F: Future<Output = Response<B>> + Send + 'static,
         B: Body + Unpin + Send + 'static,
         B::Data: Send,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
+        let socket = stream.watch();
+        let hung_up = async move { socket.hung_up().await };
         let Some(acceptor) = &self.tls else {
-            return self.http(stream, remote, service, watcher).await;
+            return self.http(stream, remote, service, watcher, hung_up).await;
         };
         let handshake = tls::accept(acceptor, stream);
         let done = match self.timeouts.handshake() {
@@ -192,7 +200,7 @@ impl Server {
             None => handshake.await,
         };
         match done {
-            Ok(Some(stream)) => self.http(stream, remote, service, watcher).await,
+            Ok(Some(stream)) => self.http(stream, remote, service, watcher, hung_up).await,
             Ok(None) => {
                 tracing::debug!(server = self.name, ?remote, "plain HTTP on the HTTPS port")
             }
@@ -203,13 +211,14 @@ impl Server {
     }
 
     /// HTTP/1.1 on an accepted (and maybe decrypted) stream, under the
-    /// connection's deadlines.
+    /// connection's deadlines, until the client hangs up (`hung_up`).
     async fn http<I, S, F, B>(
         &self,
         io: I,
         remote: Option<SocketAddr>,
         service: S,
         watcher: Watcher,
+        hung_up: impl Future<Output = ()>,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: Fn(Request<ReqBody>, Option<SocketAddr>) -> F + Send + 'static,
@@ -238,8 +247,16 @@ impl Server {
             }
         });
         let conn = http.serve_connection(TokioIo::new(Timed::new(io, clock)), handler);
-        if let Err(e) = watcher.watch(conn).await {
-            tracing::debug!(server = self.name, ?remote, error = %e, "connection ended");
+        // hyper does not look for the client's FIN while a handler waits
+        // with its body unread or a pipelined request buffered: dropping
+        // the connection here frees the socket and cancels the handler.
+        tokio::select! {
+            ended = watcher.watch(conn) => if let Err(e) = ended {
+                tracing::debug!(server = self.name, ?remote, error = %e, "connection ended");
+            },
+            () = hung_up => {
+                tracing::debug!(server = self.name, ?remote, "client hung up: connection closed");
+            }
         }
     }
 }
@@ -311,6 +328,87 @@ mod tests {
                 assert_eq!(res.text().await.unwrap(), "ok", "{key}");
             }
         }
+    }
+
+    /// Runs a server whose handler never answers; each request's handler
+    /// sends on the returned channel when it is dropped (cancelled).
+    async fn never_answering() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        struct Cancelled(tokio::sync::mpsc::UnboundedSender<()>);
+        impl Drop for Cancelled {
+            fn drop(&mut self) {
+                let _ = self.0.send(());
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stuck = move |req: Request<ReqBody>, _remote| {
+            let guard = Cancelled(tx.clone());
+            async move {
+                // Holds the body unread, as a handler that waits on a
+                // daemon before it reads its upload.
+                let _held = (req, guard);
+                std::future::pending::<()>().await;
+                Response::new(Full::new(Bytes::new()))
+            }
+        };
+        tokio::spawn(server(Timeouts::default(), None).run(
+            vec![Listener::Tcp(listener)],
+            stuck,
+            std::future::pending(),
+        ));
+        (addr, rx)
+    }
+
+    #[tokio::test]
+    async fn a_client_that_hangs_up_mid_request_ends_its_connection() {
+        let (addr, mut cancelled) = never_answering().await;
+        // Each of these keeps hyper from reading the client's FIN itself.
+        let requests: [&[u8]; 3] = [
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
+        ];
+        for request in requests {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(request).await.unwrap();
+            drop(s);
+            let dropped = tokio::time::timeout(Duration::from_secs(10), cancelled.recv()).await;
+            assert!(
+                dropped.is_ok(),
+                "connection kept after the client left: {}",
+                String::from_utf8_lossy(request)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_stream_to_a_client_that_stays_is_not_cut() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let slow = |_req, _remote| async {
+            let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+                Duration::from_millis(50),
+            ));
+            let lines = futures::StreamExt::map(futures::StreamExt::take(ticks, 20), |_| {
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"{}\n")))
+            });
+            Response::new(StreamBody::new(Box::pin(lines)))
+        };
+        tokio::spawn(server(Timeouts::default(), None).run(
+            vec![Listener::Tcp(listener)],
+            slow,
+            std::future::pending(),
+        ));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        let raw = String::from_utf8_lossy(&raw);
+        assert_eq!(raw.matches("{}\n").count(), 20, "{raw}");
+        assert!(raw.ends_with("0\r\n\r\n"), "ended, not cut: {raw}");
     }
 
     #[tokio::test]

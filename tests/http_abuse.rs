@@ -1,0 +1,220 @@
+//! Clients that send abusive requests and leave: the peer must close its
+//! side of every such connection (no socket left in CLOSE-WAIT, no
+//! descriptor held), however long the handler would have waited.
+//!
+//! The IPFS daemon here is a black hole (it accepts and reads, and never
+//! answers): `/add` and `repo/gc` then wait as long as a hung Kubo would
+//! make them, which is what turned the connections below into permanent
+//! CLOSE-WAITs before the server watched for hang-ups (issue 14).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The first line of each request a [`black_hole`] holds open.
+type Held = Arc<Mutex<Vec<(u64, String)>>>;
+
+/// An "IPFS daemon" that takes every request and never replies; the
+/// requests it holds (connections still open) are in the returned list.
+async fn black_hole() -> (String, Held) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held: Held = Arc::default();
+    let list = held.clone();
+    tokio::spawn(async move {
+        let mut next = 0;
+        while let Ok((mut s, _)) = listener.accept().await {
+            next += 1;
+            let (id, held) = (next, held.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0; 64 * 1024];
+                let mut first = true;
+                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                    if first {
+                        let head = String::from_utf8_lossy(&buf[..n]);
+                        let line = head.lines().next().unwrap_or_default().to_string();
+                        held.lock().unwrap().push((id, line));
+                        first = false;
+                    }
+                }
+                held.lock().unwrap().retain(|(i, _)| *i != id);
+            });
+        }
+    });
+    (format!("/ip4/127.0.0.1/tcp/{port}"), list)
+}
+
+/// Sockets of the peer's process on local `port` in CLOSE-WAIT (`08` in
+/// `/proc/<pid>/net/tcp`).
+fn close_waits(pid: u32, port: u16) -> usize {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            local_port == Some(port) && cols.get(3) == Some(&"08")
+        })
+        .count()
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The abusive requests, by name: each is sent whole, then the client
+/// waits for the peer to have read it and closes.
+fn abuses() -> Vec<(&'static str, Vec<u8>)> {
+    let part = b"--X\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\nhello\r\n--X--\r\n";
+    let add = |extra: &str, body: &[u8], after: &[u8]| {
+        let mut req = format!(
+            "POST /add HTTP/1.1\r\nHost: a\r\n\
+             Content-Type: multipart/form-data; boundary=X\r\n{extra}\r\n"
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        req.extend_from_slice(after);
+        req
+    };
+    let length = format!("Content-Length: {}\r\n", part.len());
+    vec![
+        // A whole add, then a pipelined request: the buffered request
+        // hides the FIN from hyper while the add waits on the daemon.
+        (
+            "add + pipelined request",
+            add(&length, part, b"GET /id HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ),
+        ("add + junk after the body", add(&length, part, b"x")),
+        (
+            "add, body cut short",
+            add("Content-Length: 500\r\n", part, b""),
+        ),
+        (
+            "add, Expect: 100-continue and no body",
+            add("Content-Length: 500\r\nExpect: 100-continue\r\n", b"", b""),
+        ),
+        (
+            "add, chunked body never ended",
+            add(
+                "Transfer-Encoding: chunked\r\n",
+                format!("{:x}\r\n", part.len()).as_bytes(),
+                part,
+            ),
+        ),
+        (
+            "add, broken chunk size",
+            add("Transfer-Encoding: chunked\r\n", b"zz\r\n", b""),
+        ),
+        // The handler waits on the daemon before it reads its body: hyper
+        // reads nothing meanwhile.
+        (
+            "repo gc with a body cut short",
+            b"POST /ipfs/gc HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab".to_vec(),
+        ),
+        (
+            "pipelined junk",
+            b"GET /id HTTP/1.1\r\nHost: a\r\n\r\nxx".to_vec(),
+        ),
+        (
+            "HTTP/2 prior knowledge",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+        ),
+        ("half a head", b"GET /id HTTP/1.1\r\nHost: a\r\n".to_vec()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_leave_mid_request_leave_no_socket_behind() {
+    let (ipfs, held) = black_hole().await;
+    let dir = temp();
+    let spec = PeerSpec {
+        env: vec![
+            ("CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(), ipfs.clone()),
+            ("CLUSTER_IPFSPROXY_NODEMULTIADDRESS".into(), ipfs),
+        ],
+        ..PeerSpec::default()
+    };
+    let peer = TestPeer::start(dir.path().into(), spec).await;
+    let pid = peer.pid().unwrap();
+    let port: u16 = peer.api.rsplit(':').next().unwrap().parse().unwrap();
+    let fds_before = open_fds(pid);
+
+    const ROUNDS: usize = 4;
+    for (name, request) in abuses() {
+        for _ in 0..ROUNDS {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            s.write_all(&request).await.unwrap();
+            // Until the peer has taken the bytes in (its socket's receive
+            // queue is empty), so the hang-up comes mid-request.
+            wait_for(&format!("{name}: request read"), DEADLINE, || async {
+                let client = s.local_addr().unwrap().port();
+                (unread(pid, port, client) == Some(0)).then_some(())
+            })
+            .await;
+            drop(s);
+        }
+    }
+    wait_for(
+        "the peer to close every connection its clients left",
+        Duration::from_secs(20),
+        || async { (close_waits(pid, port) == 0).then_some(()) },
+    )
+    .await;
+    // The handlers went with their clients, and so did their requests to
+    // the daemon (an add has no overall timeout: it would wait for ever).
+    wait_for(
+        "the adds and gcs dropped",
+        Duration::from_secs(20),
+        || async {
+            let held = held.lock().unwrap();
+            let stuck = held
+                .iter()
+                .filter(|(_, line)| {
+                    line.contains("/api/v0/add") || line.contains("/api/v0/repo/gc")
+                })
+                .count();
+            (stuck == 0).then_some(())
+        },
+    )
+    .await;
+    // Descriptors are back to where they were, but for the peer's own
+    // calls (`id`, metrics) that the daemon holds.
+    wait_for(
+        "descriptors back to normal",
+        Duration::from_secs(20),
+        || async {
+            let own_calls = held.lock().unwrap().len();
+            (open_fds(pid) <= fds_before + own_calls + 2).then_some(())
+        },
+    )
+    .await;
+    // And the API still answers.
+    assert!(peer.get_json("/version").await.is_some());
+}
+
+/// Bytes waiting in the receive queue of the peer's socket from
+/// `remote_port` to `local_port` (`None` until the socket shows up).
+fn unread(pid: u32, local_port: u16, remote_port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let port = |c: &str| u16::from_str_radix(c.rsplit(':').next()?, 16).ok();
+        if port(cols.get(1)?) != Some(local_port) || port(cols.get(2)?) != Some(remote_port) {
+            return None;
+        }
+        let rx_queue = cols.get(4)?.split(':').nth(1)?;
+        u64::from_str_radix(rx_queue, 16).ok()
+    })
+}
