@@ -59,7 +59,7 @@ pub enum PeerError {
     Network(#[from] crate::network::NetworkError),
     /// The REST API failed to start.
     #[error(transparent)]
-    Api(#[from] rest::ServeError),
+    Api(#[from] crate::api::serve::ServeError),
     /// The IPFS connector's configuration is unusable.
     #[error("ipfs_connector.ipfshttp: {0}")]
     Ipfs(#[from] crate::ipfsconn::IpfsError),
@@ -430,7 +430,7 @@ fn peer_of(addr: &Multiaddr) -> Option<libp2p::PeerId> {
 fn log_listening(name: &str, bound: &[Multiaddr], https: bool) -> Option<SocketAddr> {
     let tcp = bound
         .iter()
-        .position(|a| rest::socket_addr(a).is_ok())
+        .position(|a| crate::api::serve::socket_addr(a).is_ok())
         .unwrap_or(0);
     for (i, addr) in bound.iter().enumerate() {
         if i == tcp {
@@ -439,7 +439,9 @@ fn log_listening(name: &str, bound: &[Multiaddr], https: bool) -> Option<SocketA
             tracing::info!(%addr, https, "{name} also listening");
         }
     }
-    bound.get(tcp).and_then(|a| rest::socket_addr(a).ok())
+    bound
+        .get(tcp)
+        .and_then(|a| crate::api::serve::socket_addr(a).ok())
 }
 
 pub fn socket_multiaddr(addr: SocketAddr) -> Multiaddr {

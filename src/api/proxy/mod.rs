@@ -38,8 +38,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use libp2p::Multiaddr;
 use tokio::sync::mpsc;
 
-use crate::api::rest::{ServeError, bind_all, url_pairs};
+use crate::api::query::{path_decode, url_pairs};
 use crate::api::serve::{ReqBody, Server};
+use crate::api::serve::{ServeError, bind_all};
 use crate::cluster::ipfs::Daemon;
 use crate::cluster::{Cluster, ClusterError};
 
@@ -120,15 +121,7 @@ fn route(path: &str) -> Option<(Hijack, Option<String>)> {
         "pin/ls" => Hijack::PinLs,
         _ => return None,
     };
-    (!arg.is_empty()).then(|| (h, Some(percent_decode_segment(arg))))
-}
-
-fn percent_decode_segment(s: &str) -> String {
-    // A path segment: `+` is a plus, not a space.
-    url_pairs(&format!("a={}", s.replace('+', "%2B")))
-        .pop()
-        .map(|(_, v)| v)
-        .unwrap_or_default()
+    (!arg.is_empty()).then(|| (h, Some(path_decode(arg))))
 }
 
 async fn handle(

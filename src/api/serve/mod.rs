@@ -5,6 +5,7 @@
 //! holds up the next accept. One server serves all its listeners (TCP
 //! and unix sockets) with the same handler and stops them together.
 
+mod bind;
 mod deadline;
 pub mod tls;
 
@@ -25,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
 
+pub use bind::{ServeError, bind_all, socket_addr};
 use deadline::{Clock, ResBody, Timed};
 pub use deadline::{ReqBody, Timeouts};
 pub use tls::TlsError;
