@@ -423,14 +423,13 @@ fn peer_of(addr: &Multiaddr) -> Option<libp2p::PeerId> {
     })
 }
 
-/// `/ip4/<ip>/tcp/<port>` for a bound socket.
 /// Logs where `name` listens: the first TCP address (else the first one)
 /// as "<name> listening", which scripts and tests read, each other as
 /// "<name> also listening". Returns the first TCP address.
 fn log_listening(name: &str, bound: &[Multiaddr], https: bool) -> Option<SocketAddr> {
     let tcp = bound
         .iter()
-        .position(|a| crate::api::serve::socket_addr(a).is_ok())
+        .position(|a| crate::addr::socket_addr(a).is_some())
         .unwrap_or(0);
     for (i, addr) in bound.iter().enumerate() {
         if i == tcp {
@@ -439,15 +438,5 @@ fn log_listening(name: &str, bound: &[Multiaddr], https: bool) -> Option<SocketA
             tracing::info!(%addr, https, "{name} also listening");
         }
     }
-    bound
-        .get(tcp)
-        .and_then(|a| crate::api::serve::socket_addr(a).ok())
-}
-
-pub fn socket_multiaddr(addr: SocketAddr) -> Multiaddr {
-    let ip = match addr.ip() {
-        std::net::IpAddr::V4(ip) => Protocol::Ip4(ip),
-        std::net::IpAddr::V6(ip) => Protocol::Ip6(ip),
-    };
-    Multiaddr::empty().with(ip).with(Protocol::Tcp(addr.port()))
+    bound.get(tcp).and_then(crate::addr::socket_addr)
 }

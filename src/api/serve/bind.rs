@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
 
 use super::{Listener, TlsError, UnixSocket};
+use crate::addr::{self, Host};
 
 /// Why an API (the REST API, the IPFS proxy) could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,21 +36,6 @@ pub enum ServeError {
     },
 }
 
-/// Turns `/ip4/a.b.c.d/tcp/p` (or ip6) into a socket address.
-pub fn socket_addr(addr: &Multiaddr) -> Result<SocketAddr, ServeError> {
-    use libp2p::multiaddr::Protocol;
-    let mut iter = addr.iter();
-    let ip: std::net::IpAddr = match iter.next() {
-        Some(Protocol::Ip4(ip)) => ip.into(),
-        Some(Protocol::Ip6(ip)) => ip.into(),
-        _ => return Err(ServeError::Address(addr.clone())),
-    };
-    match (iter.next(), iter.next()) {
-        (Some(Protocol::Tcp(port)), None) => Ok(SocketAddr::new(ip, port)),
-        _ => Err(ServeError::Address(addr.clone())),
-    }
-}
-
 /// Binds every address of `addrs` (TCP, `/dns*` resolved, or unix
 /// sockets); returns the listeners and the addresses they got (port 0
 /// resolved), in order. Nothing stays bound on error.
@@ -64,46 +51,35 @@ pub async fn bind_all(addrs: &[Multiaddr]) -> Result<(Vec<Listener>, Vec<Multiad
 }
 
 async fn bind(addr: &Multiaddr) -> Result<(Listener, Multiaddr), ServeError> {
-    use libp2p::multiaddr::Protocol;
     let bind_error = |source| ServeError::Bind {
         addr: addr.clone(),
         source,
     };
     let mut iter = addr.iter();
-    let socket = match (iter.next(), iter.next(), iter.next()) {
-        (Some(Protocol::Unix(path)), None, None) => {
-            let path = Path::new("/").join(path.as_ref());
-            let socket = unix_listen(&path).map_err(|e| match e {
-                UnixBind::Path(problem) => ServeError::UnixPath { path, problem },
-                UnixBind::Io(source) => bind_error(source),
-            })?;
-            return Ok((Listener::Unix(socket), addr.clone()));
-        }
-        (
-            Some(Protocol::Dns(host) | Protocol::Dns4(host) | Protocol::Dns6(host)),
-            Some(Protocol::Tcp(port)),
-            None,
-        ) => {
-            let family = addr.iter().next();
-            let found = tokio::net::lookup_host((host.as_ref(), port))
-                .await
-                .map_err(bind_error)?
-                .find(|a| match family {
-                    Some(Protocol::Dns4(_)) => a.is_ipv4(),
-                    Some(Protocol::Dns6(_)) => a.is_ipv6(),
-                    _ => true,
-                });
-            found.ok_or_else(|| {
+    if let (Some(Protocol::Unix(path)), None) = (iter.next(), iter.next()) {
+        let path = Path::new("/").join(path.as_ref());
+        let socket = unix_listen(&path).map_err(|e| match e {
+            UnixBind::Path(problem) => ServeError::UnixPath { path, problem },
+            UnixBind::Io(source) => bind_error(source),
+        })?;
+        return Ok((Listener::Unix(socket), addr.clone()));
+    }
+    let socket = match addr::tcp_endpoint(addr) {
+        Some((Host::Ip(ip), port)) => SocketAddr::new(ip, port),
+        Some((Host::Dns { name, family }, port)) => tokio::net::lookup_host((name.as_str(), port))
+            .await
+            .map_err(bind_error)?
+            .find(|a| family.is_none_or(|f| f.holds(a)))
+            .ok_or_else(|| {
                 bind_error(std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     "the host has no address of that family",
                 ))
-            })?
-        }
-        _ => socket_addr(addr)?,
+            })?,
+        None => return Err(ServeError::Address(addr.clone())),
     };
     let (listener, got) = listen(socket).map_err(bind_error)?;
-    Ok((Listener::Tcp(listener), crate::peer::socket_multiaddr(got)))
+    Ok((Listener::Tcp(listener), addr::socket_multiaddr(got)))
 }
 
 enum UnixBind {
@@ -156,17 +132,4 @@ fn listen(socket: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, Socke
     let listener = s.listen(1024)?;
     let bound = listener.local_addr()?;
     Ok((listener, bound))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_tcp_multiaddrs_are_listen_addresses() {
-        let ok: Multiaddr = "/ip4/127.0.0.1/tcp/9094".parse().unwrap();
-        assert_eq!(socket_addr(&ok).unwrap().port(), 9094);
-        let bad: Multiaddr = "/ip4/127.0.0.1/udp/9094".parse().unwrap();
-        assert!(socket_addr(&bad).is_err());
-    }
 }

@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
 
-pub use bind::{ServeError, bind_all, socket_addr};
+pub use bind::{ServeError, bind_all};
 use deadline::{Clock, ResBody, Timed};
 pub use deadline::{ReqBody, Timeouts};
 pub use tls::TlsError;
