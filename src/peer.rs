@@ -21,13 +21,13 @@ use crate::allocator::{Allocator, TrustFilter};
 use crate::api::proxy::HeaderConfig;
 use crate::api::rest;
 use crate::api::serve::{Server, Timeouts};
-use crate::cluster::ipfs::{Daemon, connect_swarms};
+use crate::cluster::ipfs::{RawIpfsApi, connect_swarms};
 use crate::cluster::repin::check_metrics;
 use crate::cluster::rpc::ClusterRpc;
 use crate::cluster::{Cluster, ClusterConfig, Local, SeenDaemon};
 use crate::config::{Config, TrustedPeers};
 use crate::consensus::PinChange;
-use crate::consensus::{Consensus, ConsensusConfig, PeerSigner, PeerVerifier};
+use crate::consensus::{Consensus, ConsensusTuning, PeerSigner, PeerVerifier};
 use crate::folder::{self, FolderLock, LockError};
 use crate::identity::Identity;
 use crate::informer::{Informers, publish_metrics};
@@ -170,7 +170,7 @@ impl Peer {
             crate::state::PinState::new(engine.reader()),
             tracker.clone(),
             ipfs.clone(),
-            Daemon::new(&ipfs_config.node_multiaddress, false)?,
+            RawIpfsApi::new(&ipfs_config.node_multiaddress, false)?,
             config.cluster.peername.clone(),
             ipfs_seen.clone(),
         );
@@ -238,7 +238,7 @@ impl Peer {
             network.clone(),
             events_rx,
             Some(changes_tx.clone()),
-            ConsensusConfig {
+            ConsensusTuning {
                 max_batch_size: crdt.batching.max_batch_size.max(1),
                 max_batch_age: crdt.batching.max_batch_age.0,
                 max_queue_size: crdt.batching.max_queue_size.max(1),
@@ -305,7 +305,7 @@ impl Peer {
         let proxy = match &config.api.ipfsproxy {
             Some(proxy) => {
                 let (stop_tx, stop_rx) = oneshot::channel::<()>();
-                let daemon = Daemon::new(&proxy.node_multiaddress, proxy.node_https)?;
+                let daemon = RawIpfsApi::new(&proxy.node_multiaddress, proxy.node_https)?;
                 let headers = HeaderConfig {
                     extra: proxy.extract_headers_extra.clone(),
                     path: proxy.extract_headers_path.clone(),

@@ -12,7 +12,7 @@ use hyper::{Request, Response, StatusCode};
 
 use super::{Body, kubo_error};
 use crate::api::serve::ReqBody;
-use crate::cluster::ipfs::Daemon;
+use crate::cluster::ipfs::RawIpfsApi;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -29,7 +29,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Forwards `req` to the daemon and relays its reply; `remote` is the
 /// client's address (none over a unix socket).
 pub(super) async fn passthrough(
-    daemon: &Daemon,
+    daemon: &RawIpfsApi,
     req: Request<ReqBody>,
     remote: Option<SocketAddr>,
 ) -> Response<Body> {
@@ -43,7 +43,7 @@ pub(super) async fn passthrough(
 /// Sends `req` to the daemon with `query` in place of its own: the caller
 /// reads the reply. `remote` is added to `X-Forwarded-For`.
 pub(super) async fn send(
-    daemon: &Daemon,
+    daemon: &RawIpfsApi,
     req: Request<ReqBody>,
     remote: Option<SocketAddr>,
     query: Option<&str>,

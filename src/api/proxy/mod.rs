@@ -41,7 +41,7 @@ use tokio::sync::mpsc;
 use crate::api::query::{path_decode, url_pairs};
 use crate::api::serve::{ReqBody, Server};
 use crate::api::serve::{ServeError, bind_all};
-use crate::cluster::ipfs::Daemon;
+use crate::cluster::ipfs::RawIpfsApi;
 use crate::cluster::{Cluster, ClusterError};
 
 pub use headers::HeaderConfig;
@@ -58,7 +58,7 @@ pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 #[derive(Debug, Clone)]
 pub(super) struct Ctx {
     cluster: Cluster,
-    daemon: Daemon,
+    daemon: RawIpfsApi,
 }
 
 /// Binds every address of `addrs` and serves `cluster` (requests not
@@ -69,7 +69,7 @@ pub(super) struct Ctx {
 pub async fn serve(
     addrs: &[Multiaddr],
     cluster: Cluster,
-    daemon: Daemon,
+    daemon: RawIpfsApi,
     headers: HeaderConfig,
     server: Server,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
