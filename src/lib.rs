@@ -24,7 +24,7 @@
 //! | [`state`] | the pinset, read-only and typed, and the codec it is stored in |
 //! | [`allocator`] | who pins what |
 //! | [`graph`] | the health graph: who is connected to whom, as JSON and Graphviz DOT |
-//! | [`api`] | the REST API (warp) |
+//! | [`api`] | the REST API, the IPFS proxy, and the HTTP server they share |
 //! | [`peer`] | the composition root: start everything, stop it in order |
 //! | [`cli`] | `init`, `daemon`, and the client commands |
 
