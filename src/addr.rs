@@ -1,25 +1,99 @@
 //! Multiaddrs that name an HTTP endpoint: `/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>`,
-//! read once here for the IPFS daemon's address ([`crate::ipfsconn::node_origin`])
-//! and the client's `--host`.
+//! read once here for the IPFS daemon's address ([`crate::ipfsconn::node_origin`]),
+//! the client's `--host` and the APIs' listen addresses
+//! ([`crate::api::serve::bind_all`]).
+
+use std::net::{IpAddr, SocketAddr};
 
 use libp2p::Multiaddr;
 use libp2p::multiaddr::{self, Protocol};
 
-/// The `host:port` an address starts with, written as a URL writes it
-/// (an IPv6 address in brackets), and the protocols after the port. `None`
-/// unless the address starts with an IP or DNS host and a TCP port.
-pub fn host_port(addr: &Multiaddr) -> Option<(String, multiaddr::Iter<'_>)> {
+/// The host of an endpoint: an IP address, or a DNS name to resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Ip(IpAddr),
+    Dns {
+        name: String,
+        /// `/dns4` and `/dns6` restrict the name to one family; `/dns`
+        /// takes any.
+        family: Option<Family>,
+    },
+}
+
+/// An IP address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// Whether `addr` is of this family.
+    pub fn holds(self, addr: &SocketAddr) -> bool {
+        match self {
+            Family::V4 => addr.is_ipv4(),
+            Family::V6 => addr.is_ipv6(),
+        }
+    }
+}
+
+/// The host and TCP port an address starts with, and the protocols after
+/// the port. `None` unless the address starts with an IP or DNS host and
+/// a TCP port.
+pub fn tcp_host(addr: &Multiaddr) -> Option<(Host, u16, multiaddr::Iter<'_>)> {
     let mut parts = addr.iter();
+    let dns = |name: std::borrow::Cow<'_, str>, family| Host::Dns {
+        name: name.into_owned(),
+        family,
+    };
     let host = match parts.next()? {
-        Protocol::Ip4(ip) => ip.to_string(),
-        Protocol::Ip6(ip) => format!("[{ip}]"),
-        Protocol::Dns(h) | Protocol::Dns4(h) | Protocol::Dns6(h) => h.to_string(),
+        Protocol::Ip4(ip) => Host::Ip(ip.into()),
+        Protocol::Ip6(ip) => Host::Ip(ip.into()),
+        Protocol::Dns(name) => dns(name, None),
+        Protocol::Dns4(name) => dns(name, Some(Family::V4)),
+        Protocol::Dns6(name) => dns(name, Some(Family::V6)),
         _ => return None,
     };
     let Some(Protocol::Tcp(port)) = parts.next() else {
         return None;
     };
-    Some((format!("{host}:{port}"), parts))
+    Some((host, port, parts))
+}
+
+/// The `host:port` an address starts with, written as a URL writes it
+/// (an IPv6 address in brackets), and the protocols after the port.
+pub fn host_port(addr: &Multiaddr) -> Option<(String, multiaddr::Iter<'_>)> {
+    let (host, port, rest) = tcp_host(addr)?;
+    let host = match host {
+        Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+        Host::Ip(ip) => ip.to_string(),
+        Host::Dns { name, .. } => name,
+    };
+    Some((format!("{host}:{port}"), rest))
+}
+
+/// The host and port of an address that ends at the port, as a listen
+/// address must.
+pub fn tcp_endpoint(addr: &Multiaddr) -> Option<(Host, u16)> {
+    let (host, port, mut rest) = tcp_host(addr)?;
+    rest.next().is_none().then_some((host, port))
+}
+
+/// The socket address of exactly `/ip4|ip6/<ip>/tcp/<port>`.
+pub fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
+    match tcp_endpoint(addr)? {
+        (Host::Ip(ip), port) => Some(SocketAddr::new(ip, port)),
+        (Host::Dns { .. }, _) => None,
+    }
+}
+
+/// `/ip4|ip6/<ip>/tcp/<port>` for a bound socket.
+pub fn socket_multiaddr(addr: SocketAddr) -> Multiaddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) => Protocol::Ip4(ip),
+        IpAddr::V6(ip) => Protocol::Ip6(ip),
+    };
+    Multiaddr::empty().with(ip).with(Protocol::Tcp(addr.port()))
 }
 
 #[cfg(test)]
@@ -46,5 +120,34 @@ mod tests {
         );
         assert_eq!(host("/ip4/127.0.0.1/udp/5001"), None);
         assert_eq!(host("/ip4/127.0.0.1"), None);
+    }
+
+    #[test]
+    fn dns_hosts_keep_their_family() {
+        let addr: Multiaddr = "/dns6/ipfs.local/tcp/80".parse().unwrap();
+        let (host, port, _) = tcp_host(&addr).unwrap();
+        assert_eq!(
+            host,
+            Host::Dns {
+                name: "ipfs.local".into(),
+                family: Some(Family::V6)
+            }
+        );
+        assert_eq!(port, 80);
+    }
+
+    #[test]
+    fn only_ip_and_tcp_make_a_socket_address() {
+        let ok: Multiaddr = "/ip6/::1/tcp/9094".parse().unwrap();
+        let socket = socket_addr(&ok).unwrap();
+        assert_eq!(socket.port(), 9094);
+        assert_eq!(socket_multiaddr(socket), ok);
+        for bad in [
+            "/ip4/127.0.0.1/udp/9094",
+            "/ip4/127.0.0.1/tcp/9094/http",
+            "/dns4/localhost/tcp/9094",
+        ] {
+            assert_eq!(socket_addr(&bad.parse().unwrap()), None, "{bad}");
+        }
     }
 }

@@ -18,12 +18,13 @@
 //! | [`status`] | pin statuses: `TrackerStatus`, filters, `GlobalPinInfo` |
 //! | [`informer`] | what this peer measures about itself and publishes |
 //! | [`monitor`] | metrics over gossipsub, bound to their author; liveness and alerts |
+//! | [`ndjson`] | the one splitter of streamed newline-delimited JSON replies, with one line limit |
 //! | [`network`] | the only owner of the libp2p Swarm: a handle and one event loop |
 //! | [`consensus`] | the only writer of the pinset: batching, announcing, fetching, trust |
 //! | [`state`] | the pinset, read-only and typed, and the codec it is stored in |
 //! | [`allocator`] | who pins what |
 //! | [`graph`] | the health graph: who is connected to whom, as JSON and Graphviz DOT |
-//! | [`api`] | the REST API (warp) |
+//! | [`api`] | the REST API, the IPFS proxy, and the HTTP server they share |
 //! | [`peer`] | the composition root: start everything, stop it in order |
 //! | [`cli`] | `init`, `daemon`, and the client commands |
 
@@ -41,6 +42,7 @@ pub mod identity;
 pub mod informer;
 pub mod ipfsconn;
 pub mod monitor;
+pub mod ndjson;
 pub mod network;
 pub mod peer;
 pub mod pintracker;

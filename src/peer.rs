@@ -21,13 +21,13 @@ use crate::allocator::{Allocator, TrustFilter};
 use crate::api::proxy::HeaderConfig;
 use crate::api::rest;
 use crate::api::serve::{Server, Timeouts};
-use crate::cluster::ipfs::{Daemon, connect_swarms};
+use crate::cluster::ipfs::{RawIpfsApi, connect_swarms};
 use crate::cluster::repin::check_metrics;
 use crate::cluster::rpc::ClusterRpc;
 use crate::cluster::{Cluster, ClusterConfig, Local, SeenDaemon};
 use crate::config::{Config, TrustedPeers};
 use crate::consensus::PinChange;
-use crate::consensus::{Consensus, ConsensusConfig, PeerSigner, PeerVerifier};
+use crate::consensus::{Consensus, ConsensusTuning, PeerSigner, PeerVerifier};
 use crate::folder::{self, FolderLock, LockError};
 use crate::identity::Identity;
 use crate::informer::{Informers, publish_metrics};
@@ -59,7 +59,7 @@ pub enum PeerError {
     Network(#[from] crate::network::NetworkError),
     /// The REST API failed to start.
     #[error(transparent)]
-    Api(#[from] rest::ServeError),
+    Api(#[from] crate::api::serve::ServeError),
     /// The IPFS connector's configuration is unusable.
     #[error("ipfs_connector.ipfshttp: {0}")]
     Ipfs(#[from] crate::ipfsconn::IpfsError),
@@ -170,7 +170,7 @@ impl Peer {
             crate::state::PinState::new(engine.reader()),
             tracker.clone(),
             ipfs.clone(),
-            Daemon::new(&ipfs_config.node_multiaddress, false)?,
+            RawIpfsApi::new(&ipfs_config.node_multiaddress, false)?,
             config.cluster.peername.clone(),
             ipfs_seen.clone(),
         );
@@ -238,7 +238,7 @@ impl Peer {
             network.clone(),
             events_rx,
             Some(changes_tx.clone()),
-            ConsensusConfig {
+            ConsensusTuning {
                 max_batch_size: crdt.batching.max_batch_size.max(1),
                 max_batch_age: crdt.batching.max_batch_age.0,
                 max_queue_size: crdt.batching.max_queue_size.max(1),
@@ -305,7 +305,7 @@ impl Peer {
         let proxy = match &config.api.ipfsproxy {
             Some(proxy) => {
                 let (stop_tx, stop_rx) = oneshot::channel::<()>();
-                let daemon = Daemon::new(&proxy.node_multiaddress, proxy.node_https)?;
+                let daemon = RawIpfsApi::new(&proxy.node_multiaddress, proxy.node_https)?;
                 let headers = HeaderConfig {
                     extra: proxy.extract_headers_extra.clone(),
                     path: proxy.extract_headers_path.clone(),
@@ -423,14 +423,13 @@ fn peer_of(addr: &Multiaddr) -> Option<libp2p::PeerId> {
     })
 }
 
-/// `/ip4/<ip>/tcp/<port>` for a bound socket.
 /// Logs where `name` listens: the first TCP address (else the first one)
 /// as "<name> listening", which scripts and tests read, each other as
 /// "<name> also listening". Returns the first TCP address.
 fn log_listening(name: &str, bound: &[Multiaddr], https: bool) -> Option<SocketAddr> {
     let tcp = bound
         .iter()
-        .position(|a| rest::socket_addr(a).is_ok())
+        .position(|a| crate::addr::socket_addr(a).is_some())
         .unwrap_or(0);
     for (i, addr) in bound.iter().enumerate() {
         if i == tcp {
@@ -439,13 +438,5 @@ fn log_listening(name: &str, bound: &[Multiaddr], https: bool) -> Option<SocketA
             tracing::info!(%addr, https, "{name} also listening");
         }
     }
-    bound.get(tcp).and_then(|a| rest::socket_addr(a).ok())
-}
-
-pub fn socket_multiaddr(addr: SocketAddr) -> Multiaddr {
-    let ip = match addr.ip() {
-        std::net::IpAddr::V4(ip) => Protocol::Ip4(ip),
-        std::net::IpAddr::V6(ip) => Protocol::Ip6(ip),
-    };
-    Multiaddr::empty().with(ip).with(Protocol::Tcp(addr.port()))
+    bound.get(tcp).and_then(crate::addr::socket_addr)
 }

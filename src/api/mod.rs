@@ -3,5 +3,6 @@
 
 pub mod car;
 pub mod proxy;
+pub mod query;
 pub mod rest;
 pub mod serve;

@@ -28,11 +28,12 @@ const STAT_TIMEOUT: Duration = Duration::from_secs(10);
 /// request timeout may end it sooner).
 const GC_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
-/// The IPFS daemon's HTTP address, for the calls the connector does not
-/// make: a full `repo/stat` (Kubo clients need `NumObjects`, which
-/// `size-only` leaves out) and the proxy's forwarding.
+/// The IPFS daemon's RPC API, untyped: the same daemon as the typed
+/// [`KuboConnector`], for the calls that connector does not make: a full
+/// `repo/stat` (Kubo clients need `NumObjects`, which `size-only` leaves
+/// out) and the proxy's forwarding.
 #[derive(Debug, Clone)]
-pub struct Daemon {
+pub struct RawIpfsApi {
     http: reqwest::Client,
     origin: String,
 }
@@ -51,9 +52,9 @@ pub struct FullRepoStat {
     pub version: String,
 }
 
-impl Daemon {
+impl RawIpfsApi {
     /// The daemon at `node` (`https` from `node_https`).
-    pub fn new(node: &libp2p::Multiaddr, https: bool) -> Result<Daemon, BadNodeAddress> {
+    pub fn new(node: &libp2p::Multiaddr, https: bool) -> Result<RawIpfsApi, BadNodeAddress> {
         let bad = || BadNodeAddress(node.clone());
         let origin = crate::ipfsconn::node_origin(node, https).ok_or_else(bad)?;
         // The daemon is beside the peer: never through a proxy from the
@@ -64,7 +65,7 @@ impl Daemon {
             .tcp_nodelay(true)
             .build()
             .map_err(|_| bad())?;
-        Ok(Daemon { http, origin })
+        Ok(RawIpfsApi { http, origin })
     }
 
     /// The shared HTTP client (one connection pool to the daemon).

@@ -11,10 +11,10 @@ use std::time::Duration;
 use cid::Cid;
 use libp2p::{Multiaddr, PeerId};
 
-use super::ipfs::{self, Daemon};
+use super::ipfs::{self, RawIpfsApi};
 use crate::ipfsconn::{IpfsConnector, KuboConnector};
 use crate::network::{RemoteRepoGc, RemoteRepoStat};
-use crate::pintracker::{LocalStatus, PinTracker};
+use crate::pintracker::{PinTracker, TrackerEntry};
 use crate::state::PinState;
 use crate::types::Pin;
 
@@ -36,7 +36,7 @@ pub struct Local {
     pub(super) tracker: PinTracker<KuboConnector>,
     pub(super) ipfs: KuboConnector,
     /// The same daemon over plain HTTP, for the full `repo/stat`.
-    pub(super) daemon: Daemon,
+    pub(super) daemon: RawIpfsApi,
     pub(super) peername: String,
     pub(super) seen: SeenDaemon,
 }
@@ -47,7 +47,7 @@ impl Local {
         state: PinState,
         tracker: PinTracker<KuboConnector>,
         ipfs: KuboConnector,
-        daemon: Daemon,
+        daemon: RawIpfsApi,
         peername: String,
         seen: SeenDaemon,
     ) -> Local {
@@ -73,7 +73,7 @@ impl Local {
 
     /// The status of `cid` here, after re-queueing it if `recover` and it
     /// failed. A pinset that cannot be read counts the pin as absent.
-    pub async fn status(&self, cid: Cid, recover: bool) -> LocalStatus {
+    pub async fn status(&self, cid: Cid, recover: bool) -> TrackerEntry {
         if recover {
             self.tracker.recover(&cid);
         }
@@ -85,12 +85,12 @@ impl Local {
     }
 
     /// The statuses of `pins` here, in order (one listing of the daemon).
-    pub async fn statuses(&self, pins: &[(Cid, Option<Pin>)]) -> Vec<LocalStatus> {
+    pub async fn statuses(&self, pins: &[(Cid, Option<Pin>)]) -> Vec<TrackerEntry> {
         self.tracker.statuses(pins).await
     }
 
     /// The statuses of `cids` here, their pins read from the pinset.
-    pub async fn statuses_of(&self, cids: Vec<Cid>) -> Vec<LocalStatus> {
+    pub async fn statuses_of(&self, cids: Vec<Cid>) -> Vec<TrackerEntry> {
         let pins: Vec<(Cid, Option<Pin>)> = cids
             .into_iter()
             .map(|cid| (cid, self.state.get(&cid).ok().flatten()))

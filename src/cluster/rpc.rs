@@ -12,8 +12,8 @@ use pincluster_crdt::Reader;
 use pincluster_crdt::store::FjallStore;
 
 use super::local::Local;
-use crate::network::{RemoteRepoGc, RemoteRepoStat, RemoteStatus, RpcHandler, SyncSource};
-use crate::pintracker::LocalStatus;
+use crate::network::{PeerPinStatus, RemoteRepoGc, RemoteRepoStat, RpcHandler, SyncSource};
+use crate::pintracker::TrackerEntry;
 
 /// What this peer serves to the others.
 #[derive(Debug)]
@@ -53,7 +53,7 @@ impl RpcHandler for ClusterRpc {
         self.local.seen_daemon()
     }
 
-    fn status_many(&self, cids: Vec<Cid>) -> BoxFuture<'static, Vec<RemoteStatus>> {
+    fn status_many(&self, cids: Vec<Cid>) -> BoxFuture<'static, Vec<PeerPinStatus>> {
         let local = self.local.clone();
         async move {
             let peername = local.peername().to_string();
@@ -76,7 +76,7 @@ impl RpcHandler for ClusterRpc {
         async move { local.ipfs_links().await }.boxed()
     }
 
-    fn status(&self, cid: Cid, recover: bool) -> BoxFuture<'static, RemoteStatus> {
+    fn status(&self, cid: Cid, recover: bool) -> BoxFuture<'static, PeerPinStatus> {
         let local = self.local.clone();
         async move { remote_status(local.peername(), local.status(cid, recover).await) }.boxed()
     }
@@ -92,8 +92,8 @@ impl RpcHandler for ClusterRpc {
     }
 }
 
-fn remote_status(peername: &str, local: LocalStatus) -> RemoteStatus {
-    RemoteStatus {
+fn remote_status(peername: &str, local: TrackerEntry) -> PeerPinStatus {
+    PeerPinStatus {
         peername: peername.to_string(),
         status: local.status,
         error: local.error,

@@ -12,8 +12,8 @@ use libp2p::PeerId;
 use tokio::sync::mpsc;
 
 use super::{Cluster, ClusterError, ask_all};
-use crate::network::RemoteStatus;
-use crate::pintracker::LocalStatus;
+use crate::network::PeerPinStatus;
+use crate::pintracker::TrackerEntry;
 use crate::state::{PAGE, pages, readable};
 use crate::status::{GlobalPinInfo, PinInfoShort, StatusFilter, TrackerStatus};
 use crate::types::Pin;
@@ -39,7 +39,7 @@ struct Me {
 }
 
 impl Me {
-    fn entry(&self, s: LocalStatus) -> PinInfoShort {
+    fn entry(&self, s: TrackerEntry) -> PinInfoShort {
         PinInfoShort {
             peername: self.peername.clone(),
             ipfs_peer_id: self.ipfs_id,
@@ -229,7 +229,7 @@ impl Cluster {
     }
 }
 
-fn entry(remote: RemoteStatus) -> PinInfoShort {
+fn entry(remote: PeerPinStatus) -> PinInfoShort {
     PinInfoShort {
         peername: remote.peername,
         ipfs_peer_id: None,

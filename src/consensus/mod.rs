@@ -48,9 +48,11 @@ use crate::state::pin_key;
 use crate::types::Pin;
 pub use trust::{PeerSigner, PeerVerifier};
 
-/// Tuning of the consensus task.
+/// Tuning of the consensus task, drawn by the peer from the `consensus`
+/// section ([`crate::config::ConsensusConfig`]) and the cluster's
+/// `follower_mode`.
 #[derive(Debug, Clone)]
-pub struct ConsensusConfig {
+pub struct ConsensusTuning {
     /// Most writes per delta.
     pub max_batch_size: usize,
     /// How long a write lingers for others to share its delta (0: commit
@@ -120,7 +122,7 @@ impl Consensus {
         network: Network,
         events: mpsc::Receiver<NetEvent>,
         changes: Option<mpsc::Sender<PinChange>>,
-        config: ConsensusConfig,
+        config: ConsensusTuning,
     ) -> (Consensus, tokio::task::JoinHandle<()>) {
         let state = PinState::new(engine.reader());
         let (writes, writes_rx) = mpsc::channel(config.max_queue_size.max(1));
@@ -233,7 +235,7 @@ type FetchResult = (PeerId, Vec<Cid>, Result<Vec<(Cid, Vec<u8>)>, NetworkError>)
 struct Task {
     engine: Engine<FjallStore>,
     network: Network,
-    config: ConsensusConfig,
+    config: ConsensusTuning,
     queue: Vec<(Write, WriteReply)>,
     deadline: Option<Instant>,
     wanted: HashMap<Cid, Want>,

@@ -19,7 +19,8 @@ use reqwest::{Response, Url};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use super::ndjson::{LineBuf, MAX_LINE, decode};
+use crate::ndjson::{ReadError, ResponseLines};
+
 use super::wire::{
     self, BlockPutReply, GcLine, IdReply, PinAddLine, PinLsLine, RepoStatReply, ResolveReply,
     SwarmPeersReply, VersionReply,
@@ -33,8 +34,8 @@ use super::{
 const FAILURES_BEFORE_THROTTLE: u32 = 10;
 /// The pace of requests while throttled.
 const THROTTLE_INTERVAL: Duration = Duration::from_secs(1);
-/// The largest non-streamed reply, or streamed line other than `pin/ls`'s,
-/// we read.
+/// The largest non-streamed reply we read (a streamed one is read line by
+/// line, each at most [`crate::ndjson::MAX_LINE`]).
 const MAX_REPLY: usize = 16 << 20;
 /// How much of an error reply we keep for its message.
 const MAX_ERROR_REPLY: usize = 64 << 10;
@@ -174,7 +175,7 @@ impl KuboConnector {
         let res = self
             .send(OP, url.clone(), Some((content_type, body)))
             .await?;
-        Ok(AddOutput(JsonLines::new(OP, res, url, MAX_REPLY)))
+        Ok(AddOutput(JsonLines::new(OP, res, url)))
     }
 
     /// `dag/import` of one CAR, without pinning its roots: `car` (the CAR's
@@ -246,7 +247,7 @@ impl KuboConnector {
             }
             other => other?,
         };
-        let mut lines = JsonLines::new(OP, res, url, MAX_REPLY);
+        let mut lines = JsonLines::new(OP, res, url);
         while let Some(line) = lines.next::<PinLsLine>().await? {
             if let Some(message) = line.error() {
                 if wire::is_not_pinned(message) {
@@ -309,7 +310,7 @@ impl KuboConnector {
             }
             Ok(res) => res?,
         };
-        let mut lines = JsonLines::new(OP, res, url, MAX_REPLY);
+        let mut lines = JsonLines::new(OP, res, url);
         let mut progress = None;
         loop {
             let line = tokio::time::timeout_at(deadline, lines.next::<PinAddLine>())
@@ -457,7 +458,7 @@ impl IpfsConnector for KuboConnector {
         let url = self.url(OP, &[("stream-errors", "true")]);
         let run = async {
             let res = self.send(OP, url.clone(), None).await?;
-            let mut lines = JsonLines::new(OP, res, url, MAX_REPLY);
+            let mut lines = JsonLines::new(OP, res, url);
             let mut gc = RepoGc::default();
             while let Some(line) = lines.next::<GcLine>().await? {
                 match (line.key, line.error) {
@@ -576,7 +577,7 @@ impl PinListing<'_> {
                     .conn
                     .url(OP, &[("stream", "true"), ("type", kind.as_str())]);
                 let res = self.conn.send(OP, url.clone(), None).await?;
-                self.current = Some((JsonLines::new(OP, res, url, MAX_LINE), kind));
+                self.current = Some((JsonLines::new(OP, res, url), kind));
                 continue;
             };
             let wanted = *wanted;
@@ -614,39 +615,39 @@ impl PinListing<'_> {
 #[derive(Debug)]
 struct JsonLines {
     op: &'static str,
-    res: Response,
     url: Url,
-    buf: LineBuf,
-    ended: bool,
+    lines: ResponseLines,
 }
 
 impl JsonLines {
-    fn new(op: &'static str, res: Response, url: Url, max_line: usize) -> Self {
+    fn new(op: &'static str, res: Response, url: Url) -> Self {
         JsonLines {
             op,
-            res,
             url,
-            buf: LineBuf::new(op, max_line),
-            ended: false,
+            lines: ResponseLines::new(res),
         }
     }
 
     /// The next value, or `None` at the end of the reply.
     async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, IpfsError> {
-        loop {
-            if let Some(line) = self.buf.next_line()? {
-                return decode(self.op, line).map(Some);
-            }
-            if self.ended {
-                return self.buf.finish().map(|l| decode(self.op, l)).transpose();
-            }
-            match self.res.chunk().await {
-                Ok(Some(chunk)) => self.buf.push(&chunk),
-                Ok(None) => self.ended = true,
-                Err(e) => return Err(unreachable(&self.url, &e)),
-            }
+        match self.lines.next_line().await {
+            Ok(Some(line)) => decode(self.op, line).map(Some),
+            Ok(None) => Ok(None),
+            Err(ReadError::TooLong(e)) => Err(IpfsError::Decode {
+                op: self.op,
+                detail: e.to_string(),
+            }),
+            Err(ReadError::Transport(e)) => Err(unreachable(&self.url, &e)),
         }
     }
+}
+
+/// Decodes one value as `T`, naming the command on failure.
+fn decode<T: DeserializeOwned>(op: &'static str, bytes: &[u8]) -> Result<T, IpfsError> {
+    serde_json::from_slice(bytes).map_err(|e| IpfsError::Decode {
+        op,
+        detail: e.to_string(),
+    })
 }
 
 /// The output of [`KuboConnector::add`], line by line.
@@ -782,4 +783,15 @@ fn error_chain(e: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_names_the_command() {
+        let err = decode::<serde_json::Value>("id", b"{nope").unwrap_err();
+        assert!(matches!(err, IpfsError::Decode { op: "id", .. }));
+    }
 }

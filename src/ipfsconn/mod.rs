@@ -12,7 +12,6 @@
 //! replies are decoded line by line and never held whole.
 
 mod kubo;
-mod ndjson;
 mod wire;
 
 use std::future::Future;

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::TrustedPeers;
 pub use event_loop::EventLoop;
-pub use protocol::{RemoteGraph, RemoteId, RemoteRepoGc, RemoteRepoStat, RemoteStatus};
+pub use protocol::{PeerPinStatus, RemoteGraph, RemoteId, RemoteRepoGc, RemoteRepoStat};
 
 /// What the network needs to know to start.
 #[derive(Debug, Clone)]
@@ -86,10 +86,13 @@ pub trait RpcHandler: Send + Sync + 'static {
     fn ipfs(&self) -> (String, Vec<Multiaddr>);
     /// This peer's status of `cid`, after re-queueing it if `recover` and
     /// it failed.
-    fn status(&self, cid: Cid, recover: bool) -> futures::future::BoxFuture<'static, RemoteStatus>;
+    fn status(&self, cid: Cid, recover: bool)
+    -> futures::future::BoxFuture<'static, PeerPinStatus>;
     /// This peer's statuses of `cids`, in order.
-    fn status_many(&self, cids: Vec<Cid>)
-    -> futures::future::BoxFuture<'static, Vec<RemoteStatus>>;
+    fn status_many(
+        &self,
+        cids: Vec<Cid>,
+    ) -> futures::future::BoxFuture<'static, Vec<PeerPinStatus>>;
     /// Re-queues every failed pin operation of this peer; returns their CIDs.
     fn recover_all(&self) -> Vec<Cid>;
     /// This peer's IPFS daemon, asked now (bounded by a timeout): its id
@@ -145,8 +148,8 @@ pub(crate) enum Command {
     Heads(PeerId, Reply<Vec<Cid>>),
     Blocks(PeerId, Vec<Cid>, u32, Reply<Vec<(Cid, Vec<u8>)>>),
     RemoteId(PeerId, Reply<RemoteId>),
-    RemoteStatus(PeerId, Cid, bool, Reply<RemoteStatus>),
-    RemoteStatusMany(PeerId, Vec<Cid>, Reply<Vec<RemoteStatus>>),
+    PeerPinStatus(PeerId, Cid, bool, Reply<PeerPinStatus>),
+    RemoteStatusMany(PeerId, Vec<Cid>, Reply<Vec<PeerPinStatus>>),
     RemoteRecoverAll(PeerId, Reply<Vec<Cid>>),
     LocalId(oneshot::Sender<RemoteId>),
     Peers(oneshot::Sender<Vec<PeerId>>),
@@ -279,8 +282,8 @@ impl Network {
         peer: PeerId,
         cid: Cid,
         recover: bool,
-    ) -> Result<RemoteStatus, NetworkError> {
-        self.ask(|r| Command::RemoteStatus(peer, cid, recover, r))
+    ) -> Result<PeerPinStatus, NetworkError> {
+        self.ask(|r| Command::PeerPinStatus(peer, cid, recover, r))
             .await?
     }
 
@@ -289,7 +292,7 @@ impl Network {
         &self,
         peer: PeerId,
         cids: Vec<Cid>,
-    ) -> Result<Vec<RemoteStatus>, NetworkError> {
+    ) -> Result<Vec<PeerPinStatus>, NetworkError> {
         self.ask(|r| Command::RemoteStatusMany(peer, cids, r))
             .await?
     }

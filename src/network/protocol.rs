@@ -96,9 +96,9 @@ pub enum RpcResponse {
     /// The responder's identity as `GET /id` shows it.
     Id(RemoteId),
     /// The responder's status of one pin.
-    Status(RemoteStatus),
+    Status(PeerPinStatus),
     /// The responder's statuses of several pins, in the order asked.
-    StatusMany(Vec<RemoteStatus>),
+    StatusMany(Vec<PeerPinStatus>),
     /// The pins the responder re-queued (at most [`MAX_RECOVERED_LISTED`]).
     Recovered(Vec<Cid>),
     /// The responder's connections, for the health graph.
@@ -178,10 +178,11 @@ pub struct RemoteGraph {
     pub ipfs_peers: Vec<String>,
 }
 
-/// One peer's status of one pin; the cluster turns it into a
-/// `PinInfoShort`.
+/// One peer's status of one pin, as the cluster RPC carries it (a
+/// [`TrackerEntry`](crate::pintracker::TrackerEntry) plus the peer's
+/// name); the cluster turns it into a `PinInfoShort`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoteStatus {
+pub struct PeerPinStatus {
     /// The peer's name.
     pub peername: String,
     /// The status (by name on the wire; a name this peer does not know
@@ -374,7 +375,7 @@ mod tests {
         ] {
             assert_eq!(decode::<RpcRequest>(&encode(&msg).unwrap()).unwrap(), msg);
         }
-        let status = RpcResponse::Status(RemoteStatus {
+        let status = RpcResponse::Status(PeerPinStatus {
             peername: "p1".into(),
             status: TrackerStatus::Pinned,
             error: String::new(),

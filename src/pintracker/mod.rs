@@ -43,9 +43,10 @@ pub struct TrackerConfig {
     pub retry: RetryPolicy,
 }
 
-/// A pin's status on this peer.
+/// The tracker's entry for one pin: its [`TrackerStatus`] on this peer,
+/// with the error, attempts and lane that go with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalStatus {
+pub struct TrackerEntry {
     /// The status.
     pub status: TrackerStatus,
     /// The error of an error status.
@@ -339,7 +340,7 @@ impl<C: IpfsConnector> PinTracker<C> {
     /// CID it no longer holds; an allocated pin the daemon lost is queued
     /// again. Returns each pin's status afterwards and whether the sync
     /// changed it.
-    pub async fn sync(&self, pins: &[(Cid, Option<Pin>)]) -> Vec<(LocalStatus, bool)> {
+    pub async fn sync(&self, pins: &[(Cid, Option<Pin>)]) -> Vec<(TrackerEntry, bool)> {
         *self.inner.snapshot.lock().await = None;
         let mut changed = vec![false; pins.len()];
         if let Ok(held) = self.ipfs_pinset().await {
@@ -369,13 +370,13 @@ impl<C: IpfsConnector> PinTracker<C> {
 
     /// This peer's statuses of many pins of the state (or CIDs not in it),
     /// in order, from one listing of the daemon's pinset.
-    pub async fn statuses(&self, pins: &[(Cid, Option<Pin>)]) -> Vec<LocalStatus> {
+    pub async fn statuses(&self, pins: &[(Cid, Option<Pin>)]) -> Vec<TrackerEntry> {
         let pinned = self.ipfs_pinset().await;
         let at = Some(now());
         pins.iter()
             .map(|(cid, pin)| {
                 if let Some(op) = self.operation(cid) {
-                    return LocalStatus {
+                    return TrackerEntry {
                         status: op.status(),
                         error: op.error.clone(),
                         attempts: op.attempts,
@@ -395,7 +396,7 @@ impl<C: IpfsConnector> PinTracker<C> {
                     ),
                     (None, Ok(_)) => (TrackerStatus::Unpinned, String::new()),
                 };
-                LocalStatus {
+                TrackerEntry {
                     status,
                     error,
                     attempts: 0,
@@ -408,9 +409,9 @@ impl<C: IpfsConnector> PinTracker<C> {
 
     /// This peer's status of a pin of the state (or of a CID not in it):
     /// the tracked operation if any, else what IPFS says.
-    pub async fn status(&self, cid: &Cid, pin: Option<&Pin>) -> LocalStatus {
+    pub async fn status(&self, cid: &Cid, pin: Option<&Pin>) -> TrackerEntry {
         if let Some(op) = self.operation(cid) {
-            return LocalStatus {
+            return TrackerEntry {
                 status: op.status(),
                 error: op.error.clone(),
                 attempts: op.attempts,
@@ -418,7 +419,7 @@ impl<C: IpfsConnector> PinTracker<C> {
                 updated: Some(op.updated),
             };
         }
-        let plain = |status, error: String| LocalStatus {
+        let plain = |status, error: String| TrackerEntry {
             status,
             error,
             attempts: 0,

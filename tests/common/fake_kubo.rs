@@ -343,7 +343,7 @@ fn routes(
                   content_type: Option<String>,
                   body: Bytes| {
                 let req = Request {
-                    query: pincluster::api::rest::url_pairs(&query),
+                    query: pincluster::api::query::url_pairs(&query),
                     content_type,
                     body: &body,
                 };

@@ -6,14 +6,13 @@
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Request, Response, StatusCode};
 
 use super::{Body, kubo_error};
 use crate::api::serve::ReqBody;
-use crate::cluster::ipfs::Daemon;
+use crate::cluster::ipfs::RawIpfsApi;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -30,7 +29,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Forwards `req` to the daemon and relays its reply; `remote` is the
 /// client's address (none over a unix socket).
 pub(super) async fn passthrough(
-    daemon: &Daemon,
+    daemon: &RawIpfsApi,
     req: Request<ReqBody>,
     remote: Option<SocketAddr>,
 ) -> Response<Body> {
@@ -44,7 +43,7 @@ pub(super) async fn passthrough(
 /// Sends `req` to the daemon with `query` in place of its own: the caller
 /// reads the reply. `remote` is added to `X-Forwarded-For`.
 pub(super) async fn send(
-    daemon: &Daemon,
+    daemon: &RawIpfsApi,
     req: Request<ReqBody>,
     remote: Option<SocketAddr>,
     query: Option<&str>,
@@ -126,56 +125,4 @@ fn strip(mut headers: HeaderMap) -> HeaderMap {
         headers.remove(name);
     }
     headers
-}
-
-/// Reads a daemon reply line by line, each at most `limit` bytes, without
-/// holding more than one line and one chunk.
-pub(super) struct Lines {
-    res: reqwest::Response,
-    buf: Vec<u8>,
-    limit: usize,
-    done: bool,
-}
-
-impl Lines {
-    pub(super) fn new(res: reqwest::Response, limit: usize) -> Self {
-        Lines {
-            res,
-            buf: Vec::new(),
-            limit,
-            done: false,
-        }
-    }
-
-    /// The next non-empty line, without its newline; `None` at the end.
-    pub(super) async fn next(&mut self) -> Result<Option<Bytes>, String> {
-        loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-                let rest = self.buf.split_off(pos + 1);
-                let mut line = std::mem::replace(&mut self.buf, rest);
-                line.truncate(pos);
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                return Ok(Some(line.into()));
-            }
-            if self.done {
-                if self.buf.iter().all(u8::is_ascii_whitespace) {
-                    return Ok(None);
-                }
-                return Ok(Some(std::mem::take(&mut self.buf).into()));
-            }
-            if self.buf.len() > self.limit {
-                return Err(format!(
-                    "a reply line of the IPFS daemon is over {} bytes",
-                    self.limit
-                ));
-            }
-            match self.res.chunk().await {
-                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
-                Ok(None) => self.done = true,
-                Err(e) => return Err(format!("reading the IPFS daemon's reply: {e}")),
-            }
-        }
-    }
 }

@@ -38,9 +38,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use libp2p::Multiaddr;
 use tokio::sync::mpsc;
 
-use crate::api::rest::{ServeError, bind_all, url_pairs};
+use crate::api::query::{path_decode, url_pairs};
 use crate::api::serve::{ReqBody, Server};
-use crate::cluster::ipfs::Daemon;
+use crate::api::serve::{ServeError, bind_all};
+use crate::cluster::ipfs::RawIpfsApi;
 use crate::cluster::{Cluster, ClusterError};
 
 pub use headers::HeaderConfig;
@@ -57,7 +58,7 @@ pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 #[derive(Debug, Clone)]
 pub(super) struct Ctx {
     cluster: Cluster,
-    daemon: Daemon,
+    daemon: RawIpfsApi,
 }
 
 /// Binds every address of `addrs` and serves `cluster` (requests not
@@ -68,7 +69,7 @@ pub(super) struct Ctx {
 pub async fn serve(
     addrs: &[Multiaddr],
     cluster: Cluster,
-    daemon: Daemon,
+    daemon: RawIpfsApi,
     headers: HeaderConfig,
     server: Server,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -120,15 +121,7 @@ fn route(path: &str) -> Option<(Hijack, Option<String>)> {
         "pin/ls" => Hijack::PinLs,
         _ => return None,
     };
-    (!arg.is_empty()).then(|| (h, Some(percent_decode_segment(arg))))
-}
-
-fn percent_decode_segment(s: &str) -> String {
-    // A path segment: `+` is a plus, not a space.
-    url_pairs(&format!("a={}", s.replace('+', "%2B")))
-        .pop()
-        .map(|(_, v)| v)
-        .unwrap_or_default()
+    (!arg.is_empty()).then(|| (h, Some(path_decode(arg))))
 }
 
 async fn handle(

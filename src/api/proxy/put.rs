@@ -15,14 +15,12 @@ use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::forward::{self, Lines};
+use super::forward;
 use super::pins::cluster_pin;
 use super::{Body, Ctx, channel_body, flag, kubo_error, line, stream_error, streaming};
 use crate::api::serve::ReqBody;
+use crate::ndjson::{ReadError, ResponseLines};
 use crate::types::PinMode;
-
-/// The longest reply line we accept from the daemon.
-const MAX_LINE: usize = 1 << 20;
 
 /// `add`: the daemon adds; each root of what was added (every top-level
 /// entry, or the wrapping directory) then becomes a cluster pin, unless
@@ -59,19 +57,19 @@ pub(super) async fn add(
     let ctx = ctx.clone();
     let (tx, body) = channel_body();
     tokio::spawn(async move {
-        let mut lines = Lines::new(res, MAX_LINE);
+        let mut lines = ResponseLines::new(res);
         let mut roots: Vec<(String, Cid)> = Vec::new();
         let mut errors = String::new();
         loop {
-            let raw = match lines.next().await {
+            let raw = match lines.next_line().await {
                 Ok(Some(raw)) => raw,
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = tx.send(stream_error(&e)).await;
+                    let _ = tx.send(stream_error(&reading(&e))).await;
                     return;
                 }
             };
-            let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(&raw) else {
+            let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(raw) else {
                 let _ = tx
                     .send(stream_error("unexpected reply line from the IPFS daemon"))
                     .await;
@@ -193,18 +191,18 @@ fn pin_each(
     let ctx = ctx.clone();
     let (tx, body) = channel_body();
     tokio::spawn(async move {
-        let mut lines = Lines::new(res, MAX_LINE);
+        let mut lines = ResponseLines::new(res);
         let mut errors = String::new();
         loop {
-            let raw = match lines.next().await {
+            let raw = match lines.next_line().await {
                 Ok(Some(raw)) => raw,
                 Ok(None) => break,
                 Err(e) => {
-                    errors.push_str(&e);
+                    errors.push_str(&reading(&e));
                     break;
                 }
             };
-            let parsed = serde_json::from_slice::<Value>(&raw).ok();
+            let parsed = serde_json::from_slice::<Value>(raw).ok();
             let Some((cid, out)) = parsed.as_ref().and_then(pick) else {
                 errors.push_str("unexpected reply line from the IPFS daemon; ");
                 continue;
@@ -221,6 +219,11 @@ fn pin_each(
         }
     });
     streaming(StatusCode::OK, body)
+}
+
+/// What went wrong reading the daemon's reply, as the client is told.
+fn reading(e: &ReadError) -> String {
+    format!("reading the IPFS daemon's reply: {e}")
 }
 
 async fn send_as_is(ctx: &Ctx, req: Request<ReqBody>) -> Result<reqwest::Response, reqwest::Error> {

@@ -35,9 +35,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use warp::http::{HeaderValue, StatusCode, header};
 
-use super::form_decode;
 use super::reply::{ApiReply, error, json, ndjson};
 use crate::api::car::{self, CarError, CarReader};
+use crate::api::query::form_decode;
 use crate::cluster::Cluster;
 use crate::ipfsconn::AddedLine;
 use crate::types::{Pin, PinMode, PinOptions};

@@ -21,7 +21,6 @@ mod server;
 mod sync;
 mod ui;
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use libp2p::Multiaddr;
@@ -29,163 +28,14 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 
-use crate::api::serve::{Listener, Server, Timeouts, TlsError, UnixSocket, tls};
+use crate::api::query::url_pairs;
+use crate::api::serve::{ServeError, Server, Timeouts, bind_all, tls};
 use crate::cluster::{Cluster, Which};
 use crate::config::RestApiConfig;
 use crate::state::PinJsonWriter;
 use crate::status::StatusFilter;
 use crate::types::{self, Pin, PinOptions, PinTypeFilter, Version};
 use reply::{ApiReply, error, json, ndjson};
-
-/// Why an API (the REST API, the IPFS proxy) could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The listen address is neither TCP nor a unix socket.
-    #[error(
-        "unsupported listen address {0}: expected /ip4|ip6|dns|dns4|dns6/<host>/tcp/<port> or /unix/<path>"
-    )]
-    Address(Multiaddr),
-    /// The HTTPS certificate or key cannot be used.
-    #[error("api.restapi: HTTPS")]
-    Tls(#[from] TlsError),
-    /// Binding (or resolving the host) failed.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: Multiaddr,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The unix socket's path cannot be used.
-    #[error("cannot listen on unix socket {}: {problem}", path.display())]
-    UnixPath {
-        path: std::path::PathBuf,
-        problem: &'static str,
-    },
-}
-
-/// Turns `/ip4/a.b.c.d/tcp/p` (or ip6) into a socket address.
-pub fn socket_addr(addr: &Multiaddr) -> Result<SocketAddr, ServeError> {
-    use libp2p::multiaddr::Protocol;
-    let mut iter = addr.iter();
-    let ip: std::net::IpAddr = match iter.next() {
-        Some(Protocol::Ip4(ip)) => ip.into(),
-        Some(Protocol::Ip6(ip)) => ip.into(),
-        _ => return Err(ServeError::Address(addr.clone())),
-    };
-    match (iter.next(), iter.next()) {
-        (Some(Protocol::Tcp(port)), None) => Ok(SocketAddr::new(ip, port)),
-        _ => Err(ServeError::Address(addr.clone())),
-    }
-}
-
-/// Binds every address of `addrs` (TCP, `/dns*` resolved, or unix
-/// sockets); returns the listeners and the addresses they got (port 0
-/// resolved), in order. Nothing stays bound on error.
-pub async fn bind_all(addrs: &[Multiaddr]) -> Result<(Vec<Listener>, Vec<Multiaddr>), ServeError> {
-    let mut listeners = Vec::with_capacity(addrs.len());
-    let mut bound = Vec::with_capacity(addrs.len());
-    for addr in addrs {
-        let (listener, got) = bind(addr).await?;
-        listeners.push(listener);
-        bound.push(got);
-    }
-    Ok((listeners, bound))
-}
-
-async fn bind(addr: &Multiaddr) -> Result<(Listener, Multiaddr), ServeError> {
-    use libp2p::multiaddr::Protocol;
-    let bind_error = |source| ServeError::Bind {
-        addr: addr.clone(),
-        source,
-    };
-    let mut iter = addr.iter();
-    let socket = match (iter.next(), iter.next(), iter.next()) {
-        (Some(Protocol::Unix(path)), None, None) => {
-            let path = Path::new("/").join(path.as_ref());
-            let socket = unix_listen(&path).map_err(|e| match e {
-                UnixBind::Path(problem) => ServeError::UnixPath { path, problem },
-                UnixBind::Io(source) => bind_error(source),
-            })?;
-            return Ok((Listener::Unix(socket), addr.clone()));
-        }
-        (
-            Some(Protocol::Dns(host) | Protocol::Dns4(host) | Protocol::Dns6(host)),
-            Some(Protocol::Tcp(port)),
-            None,
-        ) => {
-            let family = addr.iter().next();
-            let found = tokio::net::lookup_host((host.as_ref(), port))
-                .await
-                .map_err(bind_error)?
-                .find(|a| match family {
-                    Some(Protocol::Dns4(_)) => a.is_ipv4(),
-                    Some(Protocol::Dns6(_)) => a.is_ipv6(),
-                    _ => true,
-                });
-            found.ok_or_else(|| {
-                bind_error(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "the host has no address of that family",
-                ))
-            })?
-        }
-        _ => socket_addr(addr)?,
-    };
-    let (listener, got) = listen(socket).map_err(bind_error)?;
-    Ok((Listener::Tcp(listener), crate::peer::socket_multiaddr(got)))
-}
-
-enum UnixBind {
-    Path(&'static str),
-    Io(std::io::Error),
-}
-
-/// Binds a unix socket at `path`, first removing a socket file a stopped
-/// (or killed) peer left there; anything else in the way is refused.
-fn unix_listen(path: &Path) -> Result<UnixSocket, UnixBind> {
-    use std::os::unix::fs::FileTypeExt;
-    match path.parent() {
-        Some(dir) if dir.as_os_str().is_empty() || dir.is_dir() => {}
-        _ => return Err(UnixBind::Path("its folder does not exist")),
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            // Refused means nobody listens: a leftover, safe to remove.
-            // Anything else (it answers) is a live server's.
-            match std::os::unix::net::UnixStream::connect(path) {
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    std::fs::remove_file(path).map_err(UnixBind::Io)?;
-                }
-                Err(e) => return Err(UnixBind::Io(e)),
-                Ok(_) => return Err(UnixBind::Path("another process listens on it")),
-            }
-        }
-        Ok(_) => return Err(UnixBind::Path("a file that is not a socket is in the way")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(UnixBind::Io(e)),
-    }
-    let listener = tokio::net::UnixListener::bind(path).map_err(UnixBind::Io)?;
-    Ok(UnixSocket::new(listener, path.to_path_buf()))
-}
-
-/// A listener on `socket` (the REST API's and the proxy's) and the address
-/// it got (port 0 resolved).
-pub fn listen(socket: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
-    let s = if socket.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    // Accepted sockets inherit TCP_NODELAY from the listener (Linux):
-    // without it, a response written as head then body meets the
-    // client's delayed ACK, 40 ms a request.
-    s.set_nodelay(true)?;
-    s.set_reuseaddr(true)?;
-    s.bind(socket)?;
-    let listener = s.listen(1024)?;
-    let bound = listener.local_addr()?;
-    Ok((listener, bound))
-}
 
 /// Binds every `http_listen_multiaddress` of `config` and serves the
 /// API on all of them until `shutdown` resolves, over HTTPS when `ssl_cert_file` and
@@ -237,55 +87,6 @@ fn query()
         .or(warp::any().map(String::new))
         .unify()
         .map(|raw: String| url_pairs(&raw))
-}
-
-/// Decodes `a=1&b=2` (percent-decoding, `+` as space) keeping order and
-/// repeats, which the pin options need (`meta-*`).
-pub fn url_pairs(raw: &str) -> Vec<(String, String)> {
-    raw.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (form_decode(k), form_decode(v))
-        })
-        .collect()
-}
-
-/// A query key or value: `+` is a space, as Go's `url.ParseQuery` reads it.
-fn form_decode(s: &str) -> String {
-    percent_decode(s, true)
-}
-
-/// A piece of a URL path: `+` is itself, as Go's `url.PathUnescape` reads
-/// it (`/pins/ipfs/<cid>/a+b` names the file `a+b`).
-fn path_decode(s: &str) -> String {
-    percent_decode(s, false)
-}
-
-/// `%XX` escapes decoded (a malformed one is kept as it is), and `+` as a
-/// space when `plus_is_space`.
-fn percent_decode(s: &str, plus_is_space: bool) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' if plus_is_space => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Every route, with the reference's not-found and wrong-method answers.
@@ -636,33 +437,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_pairs_keep_order_repeats_and_decode() {
-        assert_eq!(
-            url_pairs("name=a+b%21&meta-k=1&meta-k=2&empty="),
-            vec![
-                ("name".to_string(), "a b!".to_string()),
-                ("meta-k".to_string(), "1".to_string()),
-                ("meta-k".to_string(), "2".to_string()),
-                ("empty".to_string(), String::new()),
-            ]
-        );
-        assert_eq!(form_decode("%zz%4"), "%zz%4");
-    }
-
-    #[test]
     fn paths_keep_plus_signs() {
-        assert_eq!(path_decode("a+b%20c%2B"), "a+b c+");
         assert_eq!(
             paths::path_of("ipfs/bafkqaaa/dir/a+b%20c").as_deref(),
             Some("/ipfs/bafkqaaa/dir/a+b c")
         );
-    }
-
-    #[test]
-    fn only_tcp_multiaddrs_are_listen_addresses() {
-        let ok: Multiaddr = "/ip4/127.0.0.1/tcp/9094".parse().unwrap();
-        assert_eq!(socket_addr(&ok).unwrap().port(), 9094);
-        let bad: Multiaddr = "/ip4/127.0.0.1/udp/9094".parse().unwrap();
-        assert!(socket_addr(&bad).is_err());
     }
 }

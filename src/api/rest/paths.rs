@@ -5,8 +5,8 @@
 use cid::Cid;
 use warp::http::StatusCode;
 
-use super::path_decode;
 use super::reply::{self, ApiReply, error};
+use crate::api::query::path_decode;
 use crate::cluster::Cluster;
 use crate::types::{Pin, PinOptions};
 

@@ -7,6 +7,7 @@
 //! connection whose client hangs up ends then, even mid-request
 //! ([`socket`]).
 
+mod bind;
 mod deadline;
 mod socket;
 pub mod tls;
@@ -28,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
 
+pub use bind::{ServeError, bind_all};
 use deadline::{Clock, ResBody, Timed};
 pub use deadline::{ReqBody, Timeouts};
 use socket::{Shared, Socket};

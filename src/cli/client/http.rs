@@ -11,10 +11,12 @@ use serde::de::DeserializeOwned;
 
 use super::format::{emit, render};
 use super::{ClientOpts, Encoding};
+use crate::ndjson::{LineSplitter, LineTooLong};
 use crate::types::ApiError;
 
-/// The most we buffer of one response body or one streamed item. Pins and
-/// IDs are a few KiB; anything near this is not a cluster API talking.
+/// The most we buffer of one response body (a streamed item is held to
+/// [`crate::ndjson::MAX_LINE`]). Pins and IDs are a few KiB; anything near
+/// this is not a cluster API talking.
 const MAX_BODY_BYTES: usize = 16 << 20;
 
 /// Why a command failed. Like the Go client, a failed call is reported as
@@ -59,6 +61,8 @@ pub(super) enum CallError {
     Truncated,
     #[error("response larger than {MAX_BODY_BYTES} bytes")]
     TooLarge,
+    #[error("in the response stream, {0}")]
+    LineTooLong(#[from] LineTooLong),
 }
 
 impl CallError {
@@ -293,14 +297,14 @@ impl Api {
         if status != StatusCode::OK && status != StatusCode::NO_CONTENT {
             return Err(CallError::NotAStream(status.as_u16()));
         }
-        let mut splitter = JsonSplitter::default();
+        let mut items = StreamItems::default();
         while let Some(chunk) = response.chunk().await.map_err(CallError::Transport)? {
             if self.debug {
                 emit(log, &String::from_utf8_lossy(&chunk));
             }
-            splitter.push(&chunk, on_item)?;
+            items.push(&chunk, on_item)?;
         }
-        splitter.finish()
+        items.finish(on_item)
     }
 }
 
@@ -361,47 +365,43 @@ pub(super) fn error_from_body(status: StatusCode, body: &[u8]) -> ApiError {
     })
 }
 
-/// Cuts a body into consecutive JSON values as its bytes arrive. Like Go's
-/// `json.Decoder`, values may be separated by any whitespace (the server
-/// writes one per line, but nothing promises it).
+/// The items of a streamed answer, decoded as its bytes arrive. Values
+/// are cut on newlines: ipfs-cluster's server writes each with Go's
+/// `json.Encoder`, which ends it with one. (Go's client would also take
+/// values separated by spaces; no server of the API writes them.)
 #[derive(Default)]
-pub(super) struct JsonSplitter {
-    pending: Vec<u8>,
+pub(super) struct StreamItems {
+    lines: LineSplitter,
 }
 
-impl JsonSplitter {
+impl StreamItems {
     pub(super) fn push<T: DeserializeOwned>(
         &mut self,
         chunk: &[u8],
         on_item: &mut (dyn FnMut(T) + Send),
     ) -> Result<(), CallError> {
-        self.pending.extend_from_slice(chunk);
-        let mut values = serde_json::Deserializer::from_slice(&self.pending).into_iter::<T>();
-        let mut consumed = 0;
-        loop {
-            match values.next() {
-                Some(Ok(value)) => {
-                    consumed = values.byte_offset();
-                    on_item(value);
-                }
-                // The rest of this value is still on its way.
-                Some(Err(e)) if e.is_eof() => break,
-                Some(Err(e)) => return Err(CallError::StreamDecode(e)),
-                None => break,
-            }
-        }
-        self.pending.drain(..consumed);
-        if self.pending.len() > MAX_BODY_BYTES {
-            return Err(CallError::TooLarge);
+        self.lines.push(chunk);
+        while let Some(line) = self.lines.next_line()? {
+            on_item(serde_json::from_slice(line).map_err(CallError::StreamDecode)?);
         }
         Ok(())
     }
 
-    pub(super) fn finish(&self) -> Result<(), CallError> {
-        if self.pending.iter().all(u8::is_ascii_whitespace) {
-            Ok(())
-        } else {
-            Err(CallError::Truncated)
+    /// The last item, which needs no newline; one cut short means the
+    /// stream was.
+    pub(super) fn finish<T: DeserializeOwned>(
+        &mut self,
+        on_item: &mut (dyn FnMut(T) + Send),
+    ) -> Result<(), CallError> {
+        if let Some(line) = self.lines.finish()? {
+            on_item(serde_json::from_slice(line).map_err(|e| {
+                if e.is_eof() {
+                    CallError::Truncated
+                } else {
+                    CallError::StreamDecode(e)
+                }
+            })?);
         }
+        Ok(())
     }
 }

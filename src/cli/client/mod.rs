@@ -839,7 +839,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::format::{format_id, format_pin};
-    use super::http::{JsonSplitter, parse_credentials};
+    use super::http::{StreamItems, parse_credentials};
     use super::*;
     use crate::types::{ApiError, IpfsIdInfo, PinType};
 
@@ -1557,8 +1557,9 @@ mod tests {
         assert_send(&run(&cli.opts, &cli.cmd));
     }
 
+    /// Items are one per line, cut anywhere; the last needs no newline.
     #[test]
-    fn splitter_handles_values_cut_anywhere() {
+    fn stream_items_handle_values_cut_anywhere() {
         let a = serde_json::to_string(&Version {
             version: "a".into(),
         })
@@ -1567,19 +1568,33 @@ mod tests {
             version: "b".into(),
         })
         .unwrap();
-        let body = format!("{a}\n  {b}{a}\n");
-        for cut in 0..body.len() {
+        let body = format!("{a}\n\n  {b}\n{a}");
+        for cut in 0..=body.len() {
             let mut seen = Vec::new();
-            let mut splitter = JsonSplitter::default();
+            let mut items = StreamItems::default();
             let mut collect = |v: Version| seen.push(v.version);
-            splitter
-                .push(&body.as_bytes()[..cut], &mut collect)
-                .unwrap();
-            splitter
-                .push(&body.as_bytes()[cut..], &mut collect)
-                .unwrap();
-            splitter.finish().unwrap();
+            items.push(&body.as_bytes()[..cut], &mut collect).unwrap();
+            items.push(&body.as_bytes()[cut..], &mut collect).unwrap();
+            items.finish(&mut collect).unwrap();
             assert_eq!(seen, ["a", "b", "a"], "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn stream_items_refuse_what_is_not_one_value_a_line() {
+        let mut ignore = |_: Version| {};
+        let mut cut_short = StreamItems::default();
+        cut_short
+            .push(b"{\"version\":\"a\"}\n{\"vers", &mut ignore)
+            .unwrap();
+        assert!(matches!(
+            cut_short.finish(&mut ignore),
+            Err(CallError::Truncated)
+        ));
+        let mut garbage = StreamItems::default();
+        assert!(matches!(
+            garbage.push(b"<html>\n", &mut ignore),
+            Err(CallError::StreamDecode(_))
+        ));
     }
 }

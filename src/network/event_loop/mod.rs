@@ -313,7 +313,7 @@ impl EventLoop {
             Command::RemoteId(peer, reply) => {
                 self.rpc_request(peer, RpcRequest::Id, RpcPending::Id(reply))
             }
-            Command::RemoteStatus(peer, cid, recover, reply) => self.rpc_request(
+            Command::PeerPinStatus(peer, cid, recover, reply) => self.rpc_request(
                 peer,
                 RpcRequest::Status { cid, recover },
                 RpcPending::Status(reply),

@@ -13,8 +13,8 @@ use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use serde_bytes::ByteBuf;
 
 use super::super::protocol::{
-    MAX_BLOCKS_PER_RESPONSE, MAX_RESPONSE_BYTES, RemoteGraph, RemoteId, RemoteRepoGc,
-    RemoteRepoStat, RemoteStatus, RpcRequest, RpcResponse, SyncRequest, SyncResponse,
+    MAX_BLOCKS_PER_RESPONSE, MAX_RESPONSE_BYTES, PeerPinStatus, RemoteGraph, RemoteId,
+    RemoteRepoGc, RemoteRepoStat, RpcRequest, RpcResponse, SyncRequest, SyncResponse,
 };
 use super::super::{NetworkError, Reply, SyncSource};
 use super::EventLoop;
@@ -38,8 +38,8 @@ impl SyncPending {
 /// A cluster RPC waiting for its answer.
 pub(super) enum RpcPending {
     Id(Reply<RemoteId>),
-    Status(Reply<RemoteStatus>),
-    StatusMany(Reply<Vec<RemoteStatus>>),
+    Status(Reply<PeerPinStatus>),
+    StatusMany(Reply<Vec<PeerPinStatus>>),
     Recovered(Reply<Vec<Cid>>),
     Graph(Reply<RemoteGraph>),
     RepoStat(Reply<RemoteRepoStat>),
