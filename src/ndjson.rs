@@ -28,6 +28,7 @@ pub struct LineTooLong {
 /// Why [`ResponseLines::next_line`] gave no line.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// A line went over [`MAX_LINE`].
     #[error(transparent)]
     TooLong(#[from] LineTooLong),
     /// The connection broke off in the middle of the reply.
@@ -47,6 +48,7 @@ pub struct LineSplitter {
     scanned: usize,
 }
 
+/// A splitter refusing lines over [`MAX_LINE`].
 impl Default for LineSplitter {
     fn default() -> Self {
         LineSplitter::with_limit(MAX_LINE)
@@ -136,6 +138,7 @@ pub struct ResponseLines {
 }
 
 impl ResponseLines {
+    /// Reads `res`, each line at most [`MAX_LINE`] bytes.
     pub fn new(res: reqwest::Response) -> Self {
         ResponseLines {
             res,
@@ -175,6 +178,17 @@ mod tests {
         out
     }
 
+    /// The lines of `text` pushed as two chunks cut at `cut`, and the
+    /// splitter, for what is left.
+    fn in_two_chunks(text: &[u8], cut: usize) -> (Vec<String>, LineSplitter) {
+        let mut buf = LineSplitter::with_limit(100);
+        buf.push(&text[..cut]);
+        let mut lines = drain(&mut buf);
+        buf.push(&text[cut..]);
+        lines.extend(drain(&mut buf));
+        (lines, buf)
+    }
+
     #[test]
     fn lines_split_across_chunks_are_joined() {
         let mut buf = LineSplitter::with_limit(100);
@@ -193,11 +207,7 @@ mod tests {
         let text = b"{\"x\":1}\n{\"y\":[1,2,3]}\r\n\n \n{\"z\":\"w\"}\n";
         let want = ["{\"x\":1}", "{\"y\":[1,2,3]}\r", "{\"z\":\"w\"}"];
         for cut in 0..=text.len() {
-            let mut buf = LineSplitter::with_limit(100);
-            buf.push(&text[..cut]);
-            let mut lines = drain(&mut buf);
-            buf.push(&text[cut..]);
-            lines.extend(drain(&mut buf));
+            let (lines, mut buf) = in_two_chunks(text, cut);
             assert_eq!(lines, want, "cut at {cut}");
             assert_eq!(buf.finish(), Ok(None), "cut at {cut}");
         }
@@ -214,11 +224,7 @@ mod tests {
     fn trailing_data_without_a_newline_is_the_last_line() {
         let text = b"{\"a\":1}\n{\"b\":2}";
         for cut in 0..=text.len() {
-            let mut buf = LineSplitter::with_limit(100);
-            buf.push(&text[..cut]);
-            let mut lines = drain(&mut buf);
-            buf.push(&text[cut..]);
-            lines.extend(drain(&mut buf));
+            let (lines, mut buf) = in_two_chunks(text, cut);
             assert_eq!(lines, ["{\"a\":1}"], "cut at {cut}");
             assert_eq!(buf.finish(), Ok(Some(&b"{\"b\":2}"[..])), "cut at {cut}");
         }

@@ -1,5 +1,6 @@
-//! The HTTP/1.1 server the REST API and the IPFS proxy share: the accept
-//! loop, TLS when configured ([`tls`]), Go's `net/http` timeouts
+//! The HTTP/1.1 server the REST API and the IPFS proxy share: binding
+//! their listen addresses ([`bind_all`]), the accept loop, TLS when
+//! configured ([`tls`]), Go's `net/http` timeouts
 //! ([`deadline`]) and request header limit, and a graceful stop. Each
 //! connection runs in its own task; handshakes too, so a slow client never
 //! holds up the next accept. One server serves all its listeners (TCP
