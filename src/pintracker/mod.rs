@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::consensus::PinChange;
-use crate::ipfsconn::{IpfsConnector, PinMode};
+use crate::ipfsconn::IpfsConnector;
 use crate::status::TrackerStatus;
 use crate::types::Pin;
 pub use optracker::{AfterFailure, OpKind, OpTracker, Operation, Phase, RetryPolicy};
@@ -160,20 +160,22 @@ impl<C: IpfsConnector> PinTracker<C> {
             (Some(old), None) if self.allocated_here(&old) => self.enqueue(OpKind::Unpin, old),
             // Remote before and after: nothing to do here, unless a pin
             // operation of an older allocation is still pending.
+            // (An unpin needs only the CID, which the new pin has.)
             (_, new) => {
-                let cid = new.as_ref().map(|p| p.cid);
-                if let Some(cid) = cid {
-                    let pending = self.ops().get(&cid).map(|op| (op.kind, op.pin.clone()));
-                    if let Some((OpKind::Pin, pin)) = pending {
-                        self.enqueue(OpKind::Unpin, pin);
+                if let Some(new) = new {
+                    let pending = self.ops().get(&new.cid).map(|op| op.kind);
+                    if pending == Some(OpKind::Pin) {
+                        self.enqueue(OpKind::Unpin, new);
                     }
                 }
             }
         }
     }
 
-    fn is_priority(&self, pin: &Pin, attempts: u32) -> bool {
-        let young = pin.timestamp.is_some_and(|t| {
+    /// Whether an operation on a pin of timestamp `added` goes in the
+    /// priority lane.
+    fn is_priority(&self, added: Option<DateTime<FixedOffset>>, attempts: u32) -> bool {
+        let young = added.is_some_and(|t| {
             (now() - t)
                 .to_std()
                 .is_ok_and(|age| age < self.inner.config.priority_max_age)
@@ -183,8 +185,8 @@ impl<C: IpfsConnector> PinTracker<C> {
 
     fn enqueue(&self, kind: OpKind, pin: Pin) {
         let cid = pin.cid;
-        let priority = kind == OpKind::Pin && self.is_priority(&pin, 0);
-        let Some(generation) = self.ops().enqueue(kind, pin, priority, now()) else {
+        let priority = kind == OpKind::Pin && self.is_priority(pin.timestamp, 0);
+        let Some(generation) = self.ops().enqueue(kind, &pin, priority, now()) else {
             return;
         };
         self.send(kind, priority, (cid, generation));
@@ -204,7 +206,7 @@ impl<C: IpfsConnector> PinTracker<C> {
                 ..self.inner.config.retry
             };
             self.ops()
-                .fail(&job.0, job.1, "pin queue is full".into(), &policy, now());
+                .fail(&job.0, job.1, "pin queue is full", &policy, now());
         }
     }
 
@@ -244,14 +246,7 @@ impl<C: IpfsConnector> PinTracker<C> {
             return; // superseded or recovered meanwhile
         };
         let result = match op.kind {
-            OpKind::Pin => {
-                let mode = if op.pin.max_depth == 0 {
-                    PinMode::Direct
-                } else {
-                    PinMode::Recursive
-                };
-                self.inner.ipfs.pin(&cid, mode).await
-            }
+            OpKind::Pin => self.inner.ipfs.pin(&cid, op.mode).await,
             OpKind::Unpin => self.inner.ipfs.unpin(&cid).await,
         };
         let error = match result {
@@ -264,14 +259,17 @@ impl<C: IpfsConnector> PinTracker<C> {
         tracing::debug!(%cid, attempt = op.attempts, %error, "operation failed");
         let outcome = self
             .ops()
-            .fail(&cid, generation, error, &self.inner.config.retry, now());
+            .fail(&cid, generation, &error, &self.inner.config.retry, now());
         if let AfterFailure::RetryIn(wait) = outcome {
             let tracker = self.clone();
-            let priority = self.is_priority(&op.pin, op.attempts);
+            let priority = self.is_priority(op.added, op.attempts);
             let cancel = self.inner.cancel.clone();
+            // Only the kind goes in the waiting task, not the operation:
+            // a failing daemon leaves one such task per pin.
+            let kind = op.kind;
             tokio::spawn(cancel.run_until_cancelled_owned(async move {
                 tokio::time::sleep(wait).await;
-                tracker.send(op.kind, priority, (cid, generation));
+                tracker.send(kind, priority, (cid, generation));
             }));
         }
     }
@@ -292,8 +290,8 @@ impl<C: IpfsConnector> PinTracker<C> {
     pub fn failed(&self) -> Vec<Cid> {
         self.ops()
             .iter()
-            .filter(|op| op.phase == Phase::Error)
-            .map(|op| op.pin.cid)
+            .filter(|(_, op)| op.phase == Phase::Error)
+            .map(|(cid, _)| *cid)
             .collect()
     }
 
@@ -378,7 +376,7 @@ impl<C: IpfsConnector> PinTracker<C> {
                 if let Some(op) = self.operation(cid) {
                     return TrackerEntry {
                         status: op.status(),
-                        error: op.error.clone(),
+                        error: op.error().to_string(),
                         attempts: op.attempts,
                         priority: op.priority,
                         updated: Some(op.updated),
@@ -413,7 +411,7 @@ impl<C: IpfsConnector> PinTracker<C> {
         if let Some(op) = self.operation(cid) {
             return TrackerEntry {
                 status: op.status(),
-                error: op.error.clone(),
+                error: op.error().to_string(),
                 attempts: op.attempts,
                 priority: op.priority,
                 updated: Some(op.updated),

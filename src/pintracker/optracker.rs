@@ -10,15 +10,22 @@
 //!   `max_attempts`, then stays in `pin_error`/`unpin_error` until recovered:
 //!   a CID that nobody has never sits in `pin_queued` for ever;
 //! - finished operations are forgotten: their status comes from IPFS.
+//!
+//! An operation is kept small: with the IPFS daemon down, every pin
+//! allocated here sits in the tracker, a million of them on a large
+//! pinset. So it holds only what the worker and the status need of the
+//! pin (its mode and timestamp, not the whole pin with its name,
+//! allocations and metadata), and failures share their error text.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
 use cid::Cid;
 
 use crate::status::TrackerStatus;
-use crate::types::Pin;
+use crate::types::{Pin, PinMode};
 
 /// Pin or unpin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,14 +54,18 @@ pub struct Operation {
     pub kind: OpKind,
     /// Where it is.
     pub phase: Phase,
-    /// The pin as last seen in the state.
-    pub pin: Pin,
+    /// How to pin, from the pin as last seen in the state.
+    pub mode: PinMode,
+    /// The pin's timestamp as last seen in the state: retries of young
+    /// pins stay in the priority lane.
+    pub added: Option<DateTime<FixedOffset>>,
     /// Attempts made so far.
     pub attempts: u32,
     /// Whether it goes in the priority lane.
     pub priority: bool,
-    /// The last error.
-    pub error: String,
+    /// The last error, shared with the other operations that failed the
+    /// same way.
+    pub error: Option<Arc<str>>,
     /// When the phase last changed.
     pub updated: DateTime<FixedOffset>,
     /// Distinguishes this operation from an older one on the same CID, so a
@@ -63,6 +74,11 @@ pub struct Operation {
 }
 
 impl Operation {
+    /// The last error, empty if none.
+    pub fn error(&self) -> &str {
+        self.error.as_deref().unwrap_or_default()
+    }
+
     /// The status a reader sees.
     pub fn status(&self) -> TrackerStatus {
         match (self.kind, self.phase) {
@@ -118,24 +134,34 @@ pub struct OpTracker {
     /// million failed operations each time would hold the tracker's lock.
     errored: usize,
     next_generation: u64,
+    /// The error texts seen last, so that operations failing the same way
+    /// (every one of them while the daemon is down) share one allocation.
+    /// Few and bounded: a text that names its CID is not kept for long.
+    recent_errors: Vec<Arc<str>>,
 }
+
+/// How many distinct error texts `recent_errors` keeps.
+const RECENT_ERRORS: usize = 8;
 
 impl OpTracker {
     /// Records that `pin` must be pinned (`OpKind::Pin`) or unpinned.
     /// Returns the generation to queue, or `None` when an operation of the
-    /// same kind is already queued or running (it just gets the new pin).
+    /// same kind is already queued or running (it just gets the new pin's
+    /// mode and timestamp).
     pub fn enqueue(
         &mut self,
         kind: OpKind,
-        pin: Pin,
+        pin: &Pin,
         priority: bool,
         now: DateTime<FixedOffset>,
     ) -> Option<u64> {
+        let mode = PinMode::from_max_depth(pin.max_depth);
         if let Some(op) = self.ops.get_mut(&pin.cid)
             && op.kind == kind
             && op.phase != Phase::Error
         {
-            op.pin = pin;
+            op.mode = mode;
+            op.added = pin.timestamp;
             return None;
         }
         self.next_generation += 1;
@@ -150,10 +176,11 @@ impl OpTracker {
             Operation {
                 kind,
                 phase: Phase::Queued,
-                pin,
+                mode,
+                added: pin.timestamp,
                 attempts,
                 priority,
-                error: String::new(),
+                error: None,
                 updated: now,
                 generation,
             },
@@ -198,10 +225,11 @@ impl OpTracker {
         &mut self,
         cid: &Cid,
         generation: u64,
-        error: String,
+        error: &str,
         policy: &RetryPolicy,
         now: DateTime<FixedOffset>,
     ) -> AfterFailure {
+        let error = self.intern(error);
         let Some(op) = self
             .ops
             .get_mut(cid)
@@ -209,7 +237,7 @@ impl OpTracker {
         else {
             return AfterFailure::Stale;
         };
-        op.error = error;
+        op.error = Some(error);
         op.updated = now;
         if op.attempts >= policy.max_attempts {
             if op.phase != Phase::Error {
@@ -221,6 +249,19 @@ impl OpTracker {
             op.phase = Phase::Queued;
             AfterFailure::RetryIn(policy.backoff(op.attempts))
         }
+    }
+
+    /// The shared copy of `error`, made and remembered if new.
+    fn intern(&mut self, error: &str) -> Arc<str> {
+        if let Some(i) = self.recent_errors.iter().position(|e| **e == *error) {
+            return self.recent_errors[i].clone();
+        }
+        if self.recent_errors.len() == RECENT_ERRORS {
+            self.recent_errors.remove(0);
+        }
+        let error: Arc<str> = Arc::from(error);
+        self.recent_errors.push(error.clone());
+        error
     }
 
     /// Re-queues an errored operation (recover): returns its generation.
@@ -257,8 +298,8 @@ impl OpTracker {
     }
 
     /// Every tracked operation.
-    pub fn iter(&self) -> impl Iterator<Item = &Operation> {
-        self.ops.values()
+    pub fn iter(&self) -> impl Iterator<Item = (&Cid, &Operation)> {
+        self.ops.iter()
     }
 
     /// Operations queued or running (the pinqueue informer's figure).
@@ -290,10 +331,10 @@ mod tests {
     fn a_pin_goes_queued_pinning_and_is_forgotten_when_done() {
         let mut t = OpTracker::default();
         let p = pin(1);
-        let g = t.enqueue(OpKind::Pin, p.clone(), true, now()).unwrap();
+        let g = t.enqueue(OpKind::Pin, &p, true, now()).unwrap();
         assert_eq!(t.get(&p.cid).unwrap().status(), TrackerStatus::PinQueued);
         // Same kind again: refreshed, not queued twice.
-        assert_eq!(t.enqueue(OpKind::Pin, p.clone(), true, now()), None);
+        assert_eq!(t.enqueue(OpKind::Pin, &p, true, now()), None);
         t.start(&p.cid, g, now()).unwrap();
         assert_eq!(t.get(&p.cid).unwrap().status(), TrackerStatus::Pinning);
         assert_eq!(t.queued(), 1);
@@ -305,11 +346,11 @@ mod tests {
     fn failures_back_off_then_end_in_a_terminal_error_until_recovered() {
         let mut t = OpTracker::default();
         let p = pin(2);
-        let mut g = t.enqueue(OpKind::Pin, p.clone(), false, now()).unwrap();
+        let mut g = t.enqueue(OpKind::Pin, &p, false, now()).unwrap();
         let mut waits = Vec::new();
         loop {
             t.start(&p.cid, g, now()).unwrap();
-            match t.fail(&p.cid, g, "no provider".into(), &POLICY, now()) {
+            match t.fail(&p.cid, g, "no provider", &POLICY, now()) {
                 AfterFailure::RetryIn(d) => waits.push(d),
                 AfterFailure::GaveUp => break,
                 AfterFailure::Stale => unreachable!(),
@@ -319,7 +360,7 @@ mod tests {
         assert_eq!(waits, vec![Duration::from_secs(1), Duration::from_secs(2)]);
         let op = t.get(&p.cid).unwrap();
         assert_eq!(
-            (op.status(), op.attempts, op.error.as_str()),
+            (op.status(), op.attempts, op.error()),
             (TrackerStatus::PinError, 3, "no provider")
         );
         assert_eq!(t.queued(), 0);
@@ -343,15 +384,15 @@ mod tests {
                 let p = pin(i);
                 let generation = t.get(&p.cid).map(|op| op.generation).unwrap_or(0);
                 match step {
-                    0 => drop(t.enqueue(OpKind::Pin, p, false, now())),
-                    1 => drop(t.enqueue(OpKind::Unpin, p, false, now())),
+                    0 => drop(t.enqueue(OpKind::Pin, &p, false, now())),
+                    1 => drop(t.enqueue(OpKind::Unpin, &p, false, now())),
                     2 => drop(t.start(&p.cid, generation, now())),
-                    3 => drop(t.fail(&p.cid, generation, "x".into(), &POLICY, now())),
+                    3 => drop(t.fail(&p.cid, generation, "x", &POLICY, now())),
                     4 => drop(t.recover(&p.cid, now())),
                     _ if i == 0 => t.forget(&p.cid),
                     _ => drop(t.finish(&p.cid, generation)),
                 }
-                let scanned = t.iter().filter(|op| op.phase != Phase::Error).count();
+                let scanned = t.iter().filter(|(_, op)| op.phase != Phase::Error).count();
                 proptest::prop_assert_eq!(t.queued(), scanned);
             }
         }
@@ -361,16 +402,13 @@ mod tests {
     fn an_opposite_operation_supersedes_a_running_one() {
         let mut t = OpTracker::default();
         let p = pin(3);
-        let g = t.enqueue(OpKind::Pin, p.clone(), false, now()).unwrap();
+        let g = t.enqueue(OpKind::Pin, &p, false, now()).unwrap();
         t.start(&p.cid, g, now()).unwrap();
-        let u = t.enqueue(OpKind::Unpin, p.clone(), false, now()).unwrap();
+        let u = t.enqueue(OpKind::Unpin, &p, false, now()).unwrap();
         assert_eq!(t.get(&p.cid).unwrap().status(), TrackerStatus::UnpinQueued);
         // The pin worker reports late: nothing changes.
         assert!(!t.finish(&p.cid, g));
-        assert_eq!(
-            t.fail(&p.cid, g, "x".into(), &POLICY, now()),
-            AfterFailure::Stale
-        );
+        assert_eq!(t.fail(&p.cid, g, "x", &POLICY, now()), AfterFailure::Stale);
         assert!(t.start(&p.cid, u, now()).is_some());
     }
 }
