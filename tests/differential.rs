@@ -21,7 +21,7 @@ use std::time::Duration;
 use common::http::{RawResponse, request_with_body};
 use common::kubo::{Kubo, real_bin};
 use common::reference::ReferencePeer;
-use common::{DEADLINE, PeerSpec, TestPeer, temp};
+use common::{DEADLINE, PeerSpec, RestApi, TestPeer, temp};
 use serde_json::{Value, json};
 
 const SECRET: &str = "9f3c0d7a1b2e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c";

@@ -256,34 +256,15 @@ impl Kubo {
     /// SIGTERM and wait for the daemon to exit (SIGKILL after 10 s); returns
     /// whether it exited cleanly on its own. `false` if it was not running.
     pub fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let start = Instant::now();
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return status.success(),
-                Ok(None) if start.elapsed() < STOP_GRACE => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return false;
-                }
-            }
-        }
+        self.child
+            .take()
+            .is_some_and(|child| stop_child(child, STOP_GRACE))
     }
 
     /// SIGKILL, no shutdown: the repo is left as a crash leaves it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            kill_child(child);
         }
     }
 
@@ -492,4 +473,31 @@ fn parse_ndjson(cmd: &str, body: &str) -> Vec<Value> {
                 .unwrap_or_else(|e| panic!("Kubo /api/v0/{cmd}: bad NDJSON line ({e}): {l}"))
         })
         .collect()
+}
+
+/// SIGTERM to `child`, then waits for it to exit, polling, for at most
+/// `grace` before SIGKILL; whether it exited 0 on its own. Shared by the
+/// harnesses of every daemon a test runs beside pincluster.
+pub fn stop_child(mut child: Child, grace: Duration) -> bool {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if start.elapsed() < grace => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                kill_child(child);
+                return false;
+            }
+        }
+    }
+}
+
+/// SIGKILL, no shutdown, and reap the process.
+pub fn kill_child(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -215,94 +215,6 @@ impl TestPeer {
             .to_string()
     }
 
-    pub async fn get_json(&self, path: &str) -> Option<Value> {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.api))
-            .send()
-            .await
-            .ok()?;
-        res.json().await.ok()
-    }
-
-    /// GET an NDJSON stream; `[]` for a 204.
-    pub async fn get_ndjson(&self, path: &str) -> Option<Vec<Value>> {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.api))
-            .send()
-            .await
-            .ok()?;
-        if res.status() == 204 {
-            return Some(Vec::new());
-        }
-        if !res.status().is_success() {
-            return None;
-        }
-        let text = res.text().await.ok()?;
-        text.lines().map(|l| serde_json::from_str(l).ok()).collect()
-    }
-
-    /// POST /pins/{cid}; the status and the body.
-    pub async fn pin(&self, cid: &str, query: &str) -> (u16, Value) {
-        let res = self
-            .http
-            .post(format!("{}/pins/{cid}?{query}", self.api))
-            .send()
-            .await
-            .expect("POST /pins");
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    /// DELETE /pins/{cid}; the status.
-    pub async fn unpin(&self, cid: &str) -> u16 {
-        let res = self
-            .http
-            .delete(format!("{}/pins/{cid}", self.api))
-            .send()
-            .await
-            .expect("DELETE /pins");
-        res.status().as_u16()
-    }
-
-    /// The CIDs of `GET /allocations`, sorted.
-    pub async fn pinset(&self) -> Option<Vec<String>> {
-        let items = self.get_ndjson("/allocations").await?;
-        let mut cids: Vec<String> = items
-            .iter()
-            .filter_map(|p| p["cid"].as_str().map(str::to_string))
-            .collect();
-        cids.sort();
-        Some(cids)
-    }
-
-    /// The peer ids of `GET /peers`, sorted.
-    pub async fn peer_ids(&self) -> Option<Vec<String>> {
-        let items = self.get_ndjson("/peers").await?;
-        let mut ids: Vec<String> = items
-            .iter()
-            .filter_map(|p| p["id"].as_str().map(str::to_string))
-            .collect();
-        ids.sort();
-        Some(ids)
-    }
-
-    /// Waits until this peer lists exactly `expected` pins.
-    pub async fn wait_pinset(&self, expected: &[String]) {
-        let mut want = expected.to_vec();
-        want.sort();
-        wait_for(
-            &format!("{} pins on {}", want.len(), self.id),
-            DEADLINE,
-            || {
-                let want = want.clone();
-                async move { (self.pinset().await? == want).then_some(()) }
-            },
-        )
-        .await;
-    }
-
     /// The daemon's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -310,9 +222,8 @@ impl TestPeer {
 
     /// SIGKILL, no shutdown.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            kubo::kill_child(c);
         }
     }
 
@@ -375,6 +286,124 @@ impl Drop for TestPeer {
             );
         }
         self.kill();
+    }
+}
+
+/// The REST API calls the tests make of any peer, pincluster's
+/// ([`TestPeer`]) or the reference's ([`reference::ReferencePeer`]), written
+/// once over the peer's HTTP client and API address.
+#[allow(async_fn_in_trait)] // only the harness implements it
+pub trait RestApi {
+    /// `http://127.0.0.1:<port>` of the REST API.
+    fn api_base(&self) -> &str;
+    /// The client the peer's requests go through (it trusts the peer's
+    /// certificate when the API is HTTPS).
+    fn client(&self) -> &reqwest::Client;
+    /// How failure messages name the peer.
+    fn label(&self) -> String;
+
+    /// GET `path` of the REST API as JSON; `None` when it does not answer
+    /// or the body is not JSON.
+    async fn get_json(&self, path: &str) -> Option<Value> {
+        let res = self
+            .client()
+            .get(format!("{}{path}", self.api_base()))
+            .send()
+            .await
+            .ok()?;
+        res.json().await.ok()
+    }
+
+    /// GET an NDJSON stream; `[]` for a 204, `None` for an error status.
+    async fn get_ndjson(&self, path: &str) -> Option<Vec<Value>> {
+        let res = self
+            .client()
+            .get(format!("{}{path}", self.api_base()))
+            .send()
+            .await
+            .ok()?;
+        if res.status() == 204 {
+            return Some(Vec::new());
+        }
+        if !res.status().is_success() {
+            return None;
+        }
+        let text = res.text().await.ok()?;
+        text.lines().map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// POST /pins/{cid}?{query}; the status and the body.
+    async fn pin(&self, cid: &str, query: &str) -> (u16, Value) {
+        let res = self
+            .client()
+            .post(format!("{}/pins/{cid}?{query}", self.api_base()))
+            .send()
+            .await
+            .expect("POST /pins");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// DELETE /pins/{cid}; the status.
+    async fn unpin(&self, cid: &str) -> u16 {
+        let res = self
+            .client()
+            .delete(format!("{}/pins/{cid}", self.api_base()))
+            .send()
+            .await
+            .expect("DELETE /pins");
+        res.status().as_u16()
+    }
+
+    /// The CIDs of `GET /allocations`, sorted.
+    async fn pinset(&self) -> Option<Vec<String>> {
+        self.sorted_field("/allocations", "cid").await
+    }
+
+    /// The peer ids of `GET /peers`, sorted.
+    async fn peer_ids(&self) -> Option<Vec<String>> {
+        self.sorted_field("/peers", "id").await
+    }
+
+    /// The string `field` of every item of the NDJSON stream at `path`,
+    /// sorted.
+    async fn sorted_field(&self, path: &str, field: &str) -> Option<Vec<String>> {
+        let items = self.get_ndjson(path).await?;
+        let mut values: Vec<String> = items
+            .iter()
+            .filter_map(|p| p[field].as_str().map(str::to_string))
+            .collect();
+        values.sort();
+        Some(values)
+    }
+
+    /// Waits until this peer lists exactly `expected` pins.
+    async fn wait_pinset(&self, expected: &[String]) {
+        let mut want = expected.to_vec();
+        want.sort();
+        wait_for(
+            &format!("{} pins on {}", want.len(), self.label()),
+            DEADLINE,
+            || {
+                let want = want.clone();
+                async move { (self.pinset().await? == want).then_some(()) }
+            },
+        )
+        .await;
+    }
+}
+
+impl RestApi for TestPeer {
+    fn api_base(&self) -> &str {
+        &self.api
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn label(&self) -> String {
+        self.id.clone()
     }
 }
 

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::kubo::{collect_lines, port_after_tcp, real_bin};
-use super::{DEADLINE, PeerSpec, wait_for};
+use super::kubo::{collect_lines, kill_child, port_after_tcp, real_bin, stop_child};
+use super::{DEADLINE, PeerSpec, RestApi, wait_for};
 
 /// How long `stop` waits after SIGTERM before it kills: the reference's
 /// shutdown waits for its components in turn.
@@ -233,96 +233,6 @@ impl ReferencePeer {
             .to_string()
     }
 
-    /// GET `path` of the REST API as JSON; `None` when it does not answer
-    /// or the body is not JSON.
-    pub async fn get_json(&self, path: &str) -> Option<Value> {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.api))
-            .send()
-            .await
-            .ok()?;
-        res.json().await.ok()
-    }
-
-    /// GET an NDJSON stream; `[]` for a 204, `None` for an error status.
-    pub async fn get_ndjson(&self, path: &str) -> Option<Vec<Value>> {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.api))
-            .send()
-            .await
-            .ok()?;
-        if res.status() == 204 {
-            return Some(Vec::new());
-        }
-        if !res.status().is_success() {
-            return None;
-        }
-        let text = res.text().await.ok()?;
-        text.lines().map(|l| serde_json::from_str(l).ok()).collect()
-    }
-
-    /// POST /pins/{cid}?{query}; the status and the body.
-    pub async fn pin(&self, cid: &str, query: &str) -> (u16, Value) {
-        let res = self
-            .http
-            .post(format!("{}/pins/{cid}?{query}", self.api))
-            .send()
-            .await
-            .expect("POST /pins");
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    /// DELETE /pins/{cid}; the status.
-    pub async fn unpin(&self, cid: &str) -> u16 {
-        let res = self
-            .http
-            .delete(format!("{}/pins/{cid}", self.api))
-            .send()
-            .await
-            .expect("DELETE /pins");
-        res.status().as_u16()
-    }
-
-    /// The CIDs of `GET /allocations`, sorted.
-    pub async fn pinset(&self) -> Option<Vec<String>> {
-        let items = self.get_ndjson("/allocations").await?;
-        let mut cids: Vec<String> = items
-            .iter()
-            .filter_map(|p| p["cid"].as_str().map(str::to_string))
-            .collect();
-        cids.sort();
-        Some(cids)
-    }
-
-    /// The peer ids of `GET /peers`, sorted.
-    pub async fn peer_ids(&self) -> Option<Vec<String>> {
-        let items = self.get_ndjson("/peers").await?;
-        let mut ids: Vec<String> = items
-            .iter()
-            .filter_map(|p| p["id"].as_str().map(str::to_string))
-            .collect();
-        ids.sort();
-        Some(ids)
-    }
-
-    /// Waits until this peer lists exactly `expected` pins.
-    pub async fn wait_pinset(&self, expected: &[String]) {
-        let mut want = expected.to_vec();
-        want.sort();
-        wait_for(
-            &format!("{} pins on reference {}", want.len(), self.id),
-            DEADLINE,
-            || {
-                let want = want.clone();
-                async move { (self.pinset().await? == want).then_some(()) }
-            },
-        )
-        .await;
-    }
-
     /// The daemon's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -344,34 +254,15 @@ impl ReferencePeer {
     /// [`STOP_GRACE`]); returns whether it exited 0 on its own. `false` if
     /// it was not running.
     pub fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let start = Instant::now();
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return status.success(),
-                Ok(None) if start.elapsed() < STOP_GRACE => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return false;
-                }
-            }
-        }
+        self.child
+            .take()
+            .is_some_and(|child| stop_child(child, STOP_GRACE))
     }
 
     /// SIGKILL, no shutdown.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            kill_child(child);
         }
     }
 
@@ -399,5 +290,19 @@ impl Drop for ReferencePeer {
             );
         }
         self.kill();
+    }
+}
+
+impl RestApi for ReferencePeer {
+    fn api_base(&self) -> &str {
+        &self.api
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn label(&self) -> String {
+        format!("reference {}", self.id)
     }
 }
