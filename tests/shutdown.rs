@@ -56,12 +56,28 @@ async fn a_stopped_peer_leaves_no_task_and_no_port() {
         }
     }
     assert_eq!(ports.len(), 3, "{ports:?}");
-    // Some work in flight: a request served, a pin tracked, the loops ticking.
+    // Some work done before stopping: requests served, and the periodic
+    // loops run (this peer's own ping metric has gone through the informer,
+    // gossip and the monitor).
     let id = reqwest::get(format!("http://{}/id", ports[0]))
         .await
         .unwrap();
     assert!(id.status().is_success());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics: serde_json::Value =
+            reqwest::get(format!("http://{}/monitor/metrics/ping", ports[0]))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap_or_default();
+        if metrics.as_array().is_some_and(|m| !m.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no ping metric after 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(runtime.num_alive_tasks() > 0);
     assert!(ports.iter().all(|p| bound(*p)), "{ports:?} listened on");
 
