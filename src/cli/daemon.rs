@@ -37,13 +37,7 @@ pub(super) async fn run(args: DaemonArgs) -> i32 {
     let dir = args.config.unwrap_or_else(config::default_config_dir);
     match start(&dir, args.bootstrap).await {
         Ok(peer) => {
-            wait_for_signal().await;
-            tracing::info!("shutting down (a second signal exits at once)");
-            tokio::spawn(async {
-                wait_for_signal().await;
-                std::process::exit(130);
-            });
-            peer.shutdown().await;
+            serve_until_signal(peer).await;
             0
         }
         Err(e) => {
@@ -51,6 +45,18 @@ pub(super) async fn run(args: DaemonArgs) -> i32 {
             1
         }
     }
+}
+
+/// Runs `peer` until SIGINT or SIGTERM, then shuts it down in order; a
+/// second signal exits at once.
+pub(super) async fn serve_until_signal(peer: Peer) {
+    wait_for_signal().await;
+    tracing::info!("shutting down (a second signal exits at once)");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
+    peer.shutdown().await;
 }
 
 async fn start(dir: &Path, bootstrap: Vec<libp2p::Multiaddr>) -> anyhow::Result<Peer> {
@@ -66,7 +72,7 @@ async fn start(dir: &Path, bootstrap: Vec<libp2p::Multiaddr>) -> anyhow::Result<
             },
         )?;
     }
-    let loaded = Config::load(dir)?;
+    let loaded = Config::load_fetching(dir).await?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }

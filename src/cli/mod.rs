@@ -4,6 +4,7 @@
 
 pub mod client;
 mod daemon;
+pub mod follow;
 pub mod state;
 
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ pub enum Command {
     Init(InitArgs),
     /// Runs the peer until SIGINT or SIGTERM (initialising the folder first if it is empty).
     Daemon(DaemonArgs),
+    /// Follow a collaborative cluster: `follow <cluster> init|run|list|info`.
+    Follow(follow::FollowArgs),
     /// Export, import or remove the pinset of a stopped peer.
     State(state::StateArgs),
     /// Client commands, against --host.
@@ -78,6 +81,7 @@ pub async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Init(args) => daemon::init(args),
         Command::Daemon(args) => daemon::run(args).await,
+        Command::Follow(args) => follow::run(args).await,
         Command::State(args) => state::run(args),
         Command::Client(cmd) => client::run(&cli.client, &cmd).await,
     }

@@ -47,7 +47,11 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
         }
         keep
     });
-    Ok(Loaded { config, warnings })
+    Ok(Loaded {
+        config,
+        origin: super::Origin::File,
+        warnings,
+    })
 }
 
 /// One JSON object of the file, with its key path and the keys read so far.
@@ -368,9 +372,11 @@ impl<T> Zero for Vec<T> {
 pub(super) fn read_config(root: &Value, warnings: &mut Vec<String>) -> Result<Config, ConfigError> {
     let mut top = Obj::new(String::new(), root)?;
     if top.present("source") {
+        // A sourced file is resolved before it is parsed ([`super::source`]):
+        // here, it is a fetched configuration naming another source.
         return Err(invalid(
             "source",
-            "loading the configuration from a URL is not supported: save the fetched JSON as service.json",
+            "a sourced configuration cannot point to another source",
         ));
     }
     // The reference's `state` section has been unused for years: drop it quietly.

@@ -36,6 +36,7 @@ mod env;
 mod go_duration;
 mod init;
 mod json;
+mod source;
 
 pub use api::{ApiConfig, IpfsProxyConfig, MIN_MAX_HEADER_BYTES, RestApiConfig};
 pub use cluster::{ClusterConfig, ConnectionManagerConfig, PubsubConfig, ResourceManagerConfig};
@@ -66,6 +67,8 @@ use serde_json::Value;
 use crate::folder::write_atomic;
 use crate::identity::IdentityError;
 use json::parse;
+
+pub use source::{Origin, SOURCE_CACHE_FILE, fetch as fetch_source, source_url};
 
 /// Name of the configuration file inside the configuration folder.
 pub const SERVICE_FILE: &str = "service.json";
@@ -102,6 +105,19 @@ pub enum ConfigError {
     /// `init` would overwrite an existing configuration.
     #[error("{} already exists; use --force to overwrite it", path.display())]
     Exists { path: PathBuf },
+    /// `"source"` could not be fetched, and no copy was cached before.
+    #[error(
+        "could not fetch configuration from source {url} ({reason}), and there is no cached copy at {}",
+        cache.display()
+    )]
+    Source {
+        url: String,
+        reason: String,
+        cache: PathBuf,
+    },
+    /// The configuration fetched from `"source"` has a source itself.
+    #[error("{url}: a sourced configuration cannot point to another source")]
+    SourceRedirect { url: String },
     /// The identity could not be read or written (during `init`).
     #[error(transparent)]
     Identity(#[from] IdentityError),
@@ -145,6 +161,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
     pub config: Config,
+    /// `service.json`, or the `"source"` it names (fetched or cached).
+    pub origin: Origin,
     /// One line each, naming the key: `unknown key cluster.foo ignored`.
     pub warnings: Vec<String>,
 }
@@ -186,11 +204,23 @@ impl Config {
     }
 
     /// Reads `dir/service.json`, applies the `CLUSTER_*` environment of this
-    /// process, and validates.
+    /// process, and validates. A `"source"` is read from its cached copy,
+    /// never fetched: this is for the commands that run without the daemon.
     pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
-        let path = dir.join(SERVICE_FILE);
-        let text = fs::read_to_string(&path).map_err(io_error(&path))?;
-        let mut loaded = parse(&text, &path)?;
+        Config::finish(source::resolve_offline(dir)?)
+    }
+
+    /// [`Config::load`] for the daemon: a `"source"` is fetched (and
+    /// cached); when it cannot be, the cached copy is used and a warning
+    /// says so.
+    pub async fn load_fetching(dir: &Path) -> Result<Loaded, ConfigError> {
+        Config::finish(source::resolve(dir).await?)
+    }
+
+    fn finish(resolved: source::Resolved) -> Result<Loaded, ConfigError> {
+        let mut loaded = parse(&resolved.text, &resolved.path)?;
+        loaded.origin = resolved.origin;
+        loaded.warnings.splice(0..0, resolved.warnings);
         loaded.config.apply_env(|var| std::env::var(var).ok())?;
         loaded.config.validate()?;
         Ok(loaded)

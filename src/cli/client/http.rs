@@ -23,7 +23,7 @@ const MAX_BODY_BYTES: usize = 16 << 20;
 /// an API error object on stdout (code 0 when no HTTP status applies);
 /// what fails before or after the calls is a local error on stderr.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum CallError {
+pub(in crate::cli) enum CallError {
     /// Something local: bad input the parser could not catch, a file, TLS.
     #[error("error {doing}: {message}")]
     Local {
@@ -86,6 +86,11 @@ impl CallError {
         }
     }
 
+    /// Whether no connection to the API could be made (nobody listens).
+    pub(in crate::cli) fn is_connect(&self) -> bool {
+        matches!(self, CallError::Transport(e) if e.is_connect())
+    }
+
     fn is_local(&self) -> bool {
         matches!(self, CallError::Local { .. } | CallError::WaitTimeout)
     }
@@ -140,7 +145,7 @@ pub(super) struct RequestBody {
 }
 
 /// An HTTP client for one REST API endpoint.
-pub(super) struct Api {
+pub(in crate::cli) struct Api {
     http: reqwest::Client,
     base: String,
     auth: Option<(String, String)>,
@@ -148,7 +153,10 @@ pub(super) struct Api {
 }
 
 impl Api {
-    pub(super) fn new(opts: &ClientOpts, log: &mut (dyn Write + Send)) -> Result<Self, CallError> {
+    pub(in crate::cli) fn new(
+        opts: &ClientOpts,
+        log: &mut (dyn Write + Send),
+    ) -> Result<Self, CallError> {
         let auth = opts.basic_auth.as_deref().and_then(parse_credentials);
         let mut https = opts.https;
         if auth.is_some() && !https && !opts.force_http {
@@ -161,6 +169,9 @@ impl Api {
         }
         let base = opts.host.base_url(https);
         let mut builder = reqwest::Client::builder();
+        if let super::ApiHost::Unix(path) = &opts.host {
+            builder = builder.unix_socket(path.clone());
+        }
         if opts.no_check_certificate {
             // ctl's InsecureSkipVerify: neither the chain nor the name.
             builder = builder.danger_accept_invalid_certs(true);
@@ -244,7 +255,7 @@ impl Api {
     }
 
     /// One request, one JSON answer; `None` for 202 and 204 (no content).
-    pub(super) async fn call<T: DeserializeOwned>(
+    pub(in crate::cli) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -270,7 +281,7 @@ impl Api {
 
     /// One request answered by a stream of JSON objects (204 when there are
     /// none), each handed to `on_item` as soon as it is complete.
-    pub(super) async fn stream<T: DeserializeOwned>(
+    pub(in crate::cli) async fn stream<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,

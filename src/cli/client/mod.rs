@@ -26,7 +26,7 @@ use libp2p::{Multiaddr, PeerId};
 use reqwest::Method;
 
 use self::format::{Bandwidth, emit, print_some, render};
-use self::http::{Api, CallError};
+pub(super) use self::http::{Api, CallError};
 use crate::cluster::ipfs::GlobalRepoGc;
 use crate::duration::parse_time_delta;
 use crate::graph::ConnectGraph;
@@ -41,7 +41,8 @@ const DEFAULT_HOST: &str = "/ip4/127.0.0.1/tcp/9094";
 #[derive(Args, Debug, Clone)]
 pub struct ClientOpts {
     /// REST API address: a multiaddr such as /ip4/127.0.0.1/tcp/9094 (also
-    /// /ip6, /dns, /dns4, /dns6) or an http(s)://host:port URL
+    /// /ip6, /dns, /dns4, /dns6), /unix/<path> for a unix socket, or an
+    /// http(s)://host:port URL
     #[arg(long, short = 'l', default_value = DEFAULT_HOST, value_parser = parse_host)]
     pub host: ApiHost,
     /// Output format
@@ -90,6 +91,9 @@ pub enum ApiHost {
     Multiaddr(String),
     /// `scheme://host[:port]` from a URL, which fixes the scheme.
     Url(String),
+    /// A unix socket (`/unix/<path>`), as ipfs-cluster-follow's API
+    /// listens on.
+    Unix(std::path::PathBuf),
 }
 
 impl ApiHost {
@@ -100,20 +104,26 @@ impl ApiHost {
                 format!("{scheme}://{authority}")
             }
             ApiHost::Url(origin) => origin.clone(),
+            // The socket is the connection; the name only fills the
+            // request's Host header.
+            ApiHost::Unix(_) => {
+                let scheme = if https { "https" } else { "http" };
+                format!("{scheme}://localhost")
+            }
         }
     }
 }
 
 /// A `--host` value that names no HTTP endpoint.
 #[derive(Debug, thiserror::Error)]
-enum HostError {
+pub(super) enum HostError {
     #[error("invalid multiaddress: {0}")]
     Multiaddr(#[from] multiaddr::Error),
     #[error("invalid URL: {0}")]
     Url(#[source] UrlParseError),
     #[error(
         "unsupported API address {0:?}: use /ip4, /ip6, /dns, /dns4 or /dns6 followed by \
-         /tcp/<port>, or an http(s)://host:port URL"
+         /tcp/<port>, /unix/<path>, or an http(s)://host:port URL"
     )]
     Unsupported(String),
 }
@@ -121,7 +131,7 @@ enum HostError {
 /// The `url` crate's error, which reqwest does not re-export by name.
 type UrlParseError = <reqwest::Url as std::str::FromStr>::Err;
 
-fn parse_host(s: &str) -> Result<ApiHost, HostError> {
+pub(super) fn parse_host(s: &str) -> Result<ApiHost, HostError> {
     let unsupported = || HostError::Unsupported(s.to_owned());
     if s.starts_with("http://") || s.starts_with("https://") {
         let url: reqwest::Url = s.parse().map_err(HostError::Url)?;
@@ -130,6 +140,11 @@ fn parse_host(s: &str) -> Result<ApiHost, HostError> {
             return Err(unsupported());
         }
         return Ok(ApiHost::Url(url.origin().ascii_serialization()));
+    }
+    // As in Go's multiaddrs, the rest of the text is the socket's path
+    // (`/unix/run/f/api-socket`): rust-multiaddr would take one segment.
+    if let Some(rest) = s.strip_prefix("/unix/") {
+        return Ok(ApiHost::Unix(std::path::Path::new("/").join(rest)));
     }
     let addr: Multiaddr = s.parse()?;
     let (host_port, mut rest) = crate::addr::host_port(&addr).ok_or_else(unsupported)?;
@@ -1046,12 +1061,16 @@ mod tests {
         for (input, base) in ok {
             assert_eq!(parse_host(input).unwrap().base_url(false), base, "{input}");
         }
+        assert_eq!(
+            parse_host("/unix/run/follow/api-socket").unwrap(),
+            ApiHost::Unix("/run/follow/api-socket".into()),
+        );
         let https = parse_host("/ip4/10.0.0.1/tcp/443").unwrap();
         assert_eq!(https.base_url(true), "https://10.0.0.1:443");
         for bad in [
             "/ip4/127.0.0.1",
             "/ip4/127.0.0.1/udp/9094",
-            "/unix/tmp/sock",
+            "/ip4/127.0.0.1/tcp/9094/unix/sock",
             "localhost:9094",
             "http://localhost:9094/api",
         ] {
@@ -1118,7 +1137,7 @@ mod tests {
             &["pin", "add", CID1, "--metadata", "novalue"],
             &["pin", "add", CID1, "--expire-in", "1d"],
             &["pin", "add", CID1, "--allocs", "nope"],
-            &["-l", "/unix/x", "id"],
+            &["-l", "/ip4/1.2.3.4/tcp/1/unix/x", "id"],
             &["--enc", "yaml", "id"],
         ] {
             let args = std::iter::once("pincluster").chain(bad.iter().copied());

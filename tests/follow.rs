@@ -1,0 +1,346 @@
+//! `pincluster follow`: a collaborative cluster of one trusted peer and ten
+//! followers, every one a real process, pinning to a real Kubo daemon. Each
+//! follower is made by `follow demo init <url>` from a template the test
+//! serves over HTTP (one through the Kubo gateway, as /ipfs/<cid>), runs
+//! with its REST API on a unix socket, and is read with `follow list` and
+//! `follow info`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use common::kubo::Kubo;
+use common::{BIN, DEADLINE, PeerSpec, RestApi, TestPeer, temp, wait_for};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SECRET: &str = "2588b80d5cb05374fa142aed6cbb047d1f4ef8ef15e37eba68c65b9d30df67ed";
+const FOLLOWERS: usize = 10;
+
+/// Serves `body` as `/service.json` until dropped.
+struct TemplateServer {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TemplateServer {
+    async fn start(body: String) -> TemplateServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/service.json", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut head = [0u8; 4096];
+                    let _ = socket.read(&mut head).await;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        TemplateServer { url, task }
+    }
+}
+
+impl Drop for TemplateServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One `pincluster follow demo run` process, in its own `--path`.
+struct Follower {
+    path: PathBuf,
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn follow(path: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(["follow", "demo"])
+        .args(args)
+        .arg("--path")
+        .arg(path)
+        .env_remove("CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS")
+        .env_remove("PINCLUSTER_FOLLOW_PATH")
+        .env_remove("IPFS_GATEWAY")
+        .output()
+        .expect("run pincluster follow");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Follower {
+    fn folder(&self) -> PathBuf {
+        self.path.join("demo")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.folder().join("api-socket")
+    }
+
+    /// Starts `follow demo run` and waits for its REST API on the socket.
+    async fn run(path: PathBuf) -> Follower {
+        let mut child = Command::new(BIN)
+            .args(["follow", "demo", "run", "--path"])
+            .arg(&path)
+            .env_remove("CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS")
+            .env("PINCLUSTER_LOG", "warn,pincluster=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pincluster follow run");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut f = Follower {
+            path,
+            child: Some(child),
+            log,
+        };
+        wait_for("the follower's REST API", DEADLINE, || {
+            let up = f.logged("REST API listening");
+            let exited = matches!(f.child.as_mut().unwrap().try_wait(), Ok(Some(_)));
+            let log = f.log_text();
+            async move {
+                assert!(!exited, "follower exited during start:\n{log}");
+                up.then_some(())
+            }
+        })
+        .await;
+        f
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, and a clean exit.
+    fn stop(&mut self) {
+        let child = self.child.take().expect("running");
+        assert!(
+            common::kubo::stop_child(child, std::time::Duration::from_secs(20)),
+            "follower did not stop cleanly:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// `follow demo list`: (status, cid) of each line.
+    fn list(&self) -> Vec<(String, String)> {
+        let (ok, out, err) = follow(&self.path, &["list"]);
+        assert!(ok, "follow list failed: {err}");
+        out.lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                Some((words.next()?.to_string(), words.next()?.to_string()))
+            })
+            .collect()
+    }
+
+    async fn wait_pinned(&self, cids: &[String]) {
+        let what = format!("{} pinned on follower {}", cids.len(), self.path.display());
+        wait_for(&what, DEADLINE, || {
+            let list = self.list();
+            let done = cids
+                .iter()
+                .all(|c| list.iter().any(|(s, cid)| s == "pinned" && cid == c));
+            async move { done.then_some(()) }
+        })
+        .await;
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- last log lines of follower {} ---\n{}",
+                self.path.display(),
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        if let Some(c) = self.child.take() {
+            common::kubo::kill_child(c);
+        }
+    }
+}
+
+/// The template the operators publish: the trusted peer's cluster (secret,
+/// name, address, trust), followers listening on a free port of 127.0.0.1
+/// and pinning to `kubo`, with the test's short intervals.
+fn template(trusted: &TestPeer, trusted_addr: &str, kubo: &Kubo) -> String {
+    let text = std::fs::read_to_string(trusted.dir.join("service.json")).unwrap();
+    let mut t: Value = serde_json::from_str(&text).unwrap();
+    t["cluster"]["peername"] = "".into();
+    t["cluster"]["listen_multiaddress"] = "/ip4/127.0.0.1/tcp/0".into();
+    t["cluster"]["peer_addresses"] = vec![trusted_addr.to_string()].into();
+    t["cluster"]["monitor_ping_interval"] = "2s".into();
+    t["cluster"]["mdns_interval"] = "0s".into();
+    t["consensus"]["crdt"]["trusted_peers"] = vec![trusted.id.clone()].into();
+    t["consensus"]["crdt"]["rebroadcast_interval"] = "2s".into();
+    t["ipfs_connector"]["ipfshttp"]["node_multiaddress"] = kubo.api_multiaddr().into();
+    serde_json::to_string_pretty(&t).unwrap()
+}
+
+async fn add_content(kubo: &Kubo, name: &str) -> String {
+    let lines = kubo
+        .add_with("add?pin=false&cid-version=1", name, name.as_bytes())
+        .await;
+    lines.last().unwrap()["Hash"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_followers_made_from_a_template_follow_relay_and_cannot_write() {
+    let tmp = temp();
+    let kubo = Kubo::start(&tmp.path().join("kubo")).await;
+    let mut trusted = TestPeer::start(
+        tmp.path().join("trusted"),
+        PeerSpec {
+            secret: Some(SECRET.into()),
+            env: vec![
+                (
+                    "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
+                    kubo.api_multiaddr(),
+                ),
+                ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let trusted_addr = trusted.cluster_addr().await;
+    let template = template(&trusted, &trusted_addr, &kubo);
+    let server = TemplateServer::start(template.clone()).await;
+
+    // Nine followers from the URL, one from the template published on IPFS
+    // and read through the Kubo gateway.
+    let on_ipfs = kubo.add("service.json", template.as_bytes()).await;
+    let mut paths = Vec::new();
+    for i in 0..FOLLOWERS {
+        let path = tmp.path().join(format!("volunteer{i}"));
+        let (ok, out, err) = if i == 0 {
+            follow(
+                &path,
+                &[
+                    "init",
+                    &format!("/ipfs/{on_ipfs}"),
+                    "--gateway",
+                    &kubo.gateway_url(),
+                ],
+            )
+        } else {
+            follow(&path, &["init", &server.url])
+        };
+        assert!(ok, "follow init failed: {out}{err}");
+        paths.push(path);
+    }
+    // A second init of the same cluster is refused and changes nothing.
+    let before = std::fs::read(paths[1].join("demo/identity.json")).unwrap();
+    let (ok, _, err) = follow(&paths[1], &["init", &server.url]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    assert_eq!(
+        std::fs::read(paths[1].join("demo/identity.json")).unwrap(),
+        before
+    );
+
+    let mut followers = Vec::new();
+    for path in &paths {
+        followers.push(Follower::run(path.clone()).await);
+    }
+
+    // A pin on the trusted peer reaches every follower, pinned on its IPFS.
+    let first = add_content(&kubo, "first release").await;
+    let (status, body) = trusted.pin(&first, "").await;
+    assert_eq!(status, 200, "{body}");
+    for f in &followers {
+        f.wait_pinned(std::slice::from_ref(&first)).await;
+    }
+
+    // A follower's write fails with the reference's error, here through
+    // the client on the follower's unix socket.
+    let socket = format!("/unix{}", followers[3].socket().display());
+    let other = add_content(&kubo, "not allowed").await;
+    let out = Command::new(BIN)
+        .args(["--host", &socket, "pin", "add", &other])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains(
+            "this peer is configured to be in follower mode. Write operations are disabled"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("500"), "{stdout}");
+
+    // `info` names the cluster, the trusted peer, the peers seen and the
+    // local IPFS daemon; wait until the last follower knows its fellows
+    // (it remembers them for its next start).
+    let last = FOLLOWERS - 1;
+    wait_for("the last follower to see other followers", DEADLINE, || {
+        let (ok, out, _) = follow(&paths[last], &["info"]);
+        let seen = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Peers seen: "))
+            .and_then(|n| n.split_whitespace().next()?.parse::<usize>().ok());
+        async move { (ok && seen.is_some_and(|n| n >= 3)).then_some(()) }
+    })
+    .await;
+    let (ok, info, err) = follow(&paths[last], &["info"]);
+    assert!(ok, "{err}");
+    for needle in [
+        "Follower online: true",
+        &trusted.id,
+        "Pins: 1",
+        &format!("IPFS daemon: {} online", kubo.api_multiaddr()),
+        &format!("available ({})", server.url),
+    ] {
+        assert!(info.contains(needle), "{needle:?} not in:\n{info}");
+    }
+
+    // The last follower stops; `list` reads its store, offline.
+    followers[last].stop();
+    let offline = followers[last].list();
+    assert_eq!(offline, vec![("offline".to_string(), first.clone())]);
+
+    // A second release while it is away, then the trusted peer and the
+    // template's web server go down.
+    let second = add_content(&kubo, "second release").await;
+    let (status, body) = trusted.pin(&second, "").await;
+    assert_eq!(status, 200, "{body}");
+    for f in &followers[..last] {
+        f.wait_pinned(std::slice::from_ref(&second)).await;
+    }
+    assert!(trusted.stop(), "trusted peer did not stop cleanly");
+    drop(server);
+
+    // The follower starts from its cached template and catches up from the
+    // other followers alone.
+    let back = Follower::run(paths[last].clone()).await;
+    assert!(back.logged("using the cached copy"), "{}", back.log_text());
+    back.wait_pinned(&[first.clone(), second.clone()]).await;
+}
