@@ -97,6 +97,18 @@ impl Peer {
         identity: Identity,
         bootstrap: Vec<Multiaddr>,
     ) -> Result<Peer, PeerError> {
+        Peer::start_sharded(dir, config, identity, bootstrap, None).await
+    }
+
+    /// [`Peer::start`] for a follower that holds only its `shard` of the
+    /// pins allocated to everyone ([`crate::allocator::shard`]).
+    pub async fn start_sharded(
+        dir: &Path,
+        config: Config,
+        identity: Identity,
+        bootstrap: Vec<Multiaddr>,
+        shard: Option<crate::allocator::shard::ShardSettings>,
+    ) -> Result<Peer, PeerError> {
         let lock = folder::lock(dir).map_err(|e| match e {
             LockError::Held(path) => PeerError::Locked(path),
             LockError::Io { path, source } => PeerError::Io { path, source },
@@ -176,6 +188,13 @@ impl Peer {
         );
         let rpc = Arc::new(ClusterRpc::new(engine.reader(), local_side.clone()));
         let monitor = Monitor::new();
+        if let Some(settings) = shard {
+            tracker.limit_to_share(crate::allocator::shard::Shard::new(
+                local,
+                settings,
+                monitor.clone(),
+            ));
+        }
         let network = Network::start(
             NetworkConfig {
                 keypair: identity.keypair.clone(),
@@ -209,6 +228,7 @@ impl Peer {
                 peername: config.cluster.peername.clone(),
                 ping_interval: config.cluster.monitor_ping_interval.0,
                 informers: config.informer.clone(),
+                shard,
             },
             network.clone(),
             monitor.clone(),

@@ -89,9 +89,15 @@ impl Follower {
 
     /// Starts `follow demo run` and waits for its REST API on the socket.
     async fn run(path: PathBuf) -> Follower {
+        Follower::run_with(path, &[]).await
+    }
+
+    /// [`Follower::run`] with more arguments to `run`.
+    async fn run_with(path: PathBuf, args: &[&str]) -> Follower {
         let mut child = Command::new(BIN)
             .args(["follow", "demo", "run", "--path"])
             .arg(&path)
+            .args(args)
             .env_remove("CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS")
             .env("PINCLUSTER_LOG", "warn,pincluster=info")
             .stdout(Stdio::null())
@@ -343,4 +349,119 @@ async fn ten_followers_made_from_a_template_follow_relay_and_cannot_write() {
     let back = Follower::run(paths[last].clone()).await;
     assert!(back.logged("using the cached copy"), "{}", back.log_text());
     back.wait_pinned(&[first.clone(), second.clone()]).await;
+}
+
+/// `list` lines of one follower: (status, cid, holders named on the line).
+fn sharded_list(f: &Follower) -> Vec<(String, String, Vec<String>)> {
+    let (ok, out, err) = follow(&f.path, &["list"]);
+    assert!(ok, "follow list failed: {err}");
+    out.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let status = words.next()?.to_string();
+            let cid = words.next()?.to_string();
+            let holders = l
+                .split_once("[held by ")
+                .map(|(_, rest)| {
+                    rest.trim_end_matches(']')
+                        .split(", ")
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some((status, cid, holders))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn followers_with_a_budget_pin_only_their_share_and_the_shares_cover_the_pinset() {
+    let tmp = temp();
+    let kubo = Kubo::start(&tmp.path().join("kubo")).await;
+    let trusted = TestPeer::start(
+        tmp.path().join("trusted"),
+        PeerSpec {
+            secret: Some(SECRET.into()),
+            env: vec![
+                (
+                    "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
+                    kubo.api_multiaddr(),
+                ),
+                ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let trusted_addr = trusted.cluster_addr().await;
+    let server = TemplateServer::start(template(&trusted, &trusted_addr, &kubo)).await;
+
+    // Three followers share the pinset, one copy of each pin; the third
+    // offers twice the storage.
+    let mut followers = Vec::new();
+    let mut ids = Vec::new();
+    for (i, budget) in ["1", "1", "2"].iter().enumerate() {
+        let path = tmp.path().join(format!("sharer{i}"));
+        let (ok, out, err) = follow(&path, &["init", &server.url]);
+        assert!(ok, "follow init failed: {out}{err}");
+        let f = Follower::run_with(path, &["--shard-copies", "1", "--budget", budget]).await;
+        let identity: Value = serde_json::from_str(
+            &std::fs::read_to_string(f.folder().join("identity.json")).unwrap(),
+        )
+        .unwrap();
+        ids.push(identity["id"].as_str().unwrap().to_string());
+        followers.push(f);
+    }
+    for f in &followers {
+        wait_for("every follower to see the whole shard", DEADLINE, || {
+            let (_, out, _) = follow(&f.path, &["info"]);
+            async move { out.contains("Shard: 3 members, 1 copies").then_some(()) }
+        })
+        .await;
+    }
+
+    let mut cids = Vec::new();
+    for i in 0..12 {
+        let cid = add_content(&kubo, &format!("volume {i}")).await;
+        let (status, body) = trusted.pin(&cid, "").await;
+        assert_eq!(status, 200, "{body}");
+        cids.push(cid);
+    }
+
+    // Each pin ends pinned by exactly the one follower every follower
+    // names as its holder; the others show it as remote.
+    let mut pinned_by = std::collections::HashMap::<String, Vec<usize>>::new();
+    for (i, f) in followers.iter().enumerate() {
+        let lines = wait_for("the follower's share pinned", DEADLINE, || {
+            let lines = sharded_list(f);
+            let settled = cids.iter().all(|c| {
+                lines.iter().any(|(status, cid, holders)| {
+                    cid == c
+                        && holders.len() == 1
+                        && (status == "pinned") == (holders[0] == ids[i])
+                        && (status == "pinned" || status == "remote")
+                })
+            });
+            async move { settled.then_some(lines) }
+        })
+        .await;
+        for (status, cid, holders) in lines {
+            assert!(ids.contains(&holders[0]), "{holders:?} are not followers");
+            if status == "pinned" {
+                pinned_by.entry(cid).or_default().push(i);
+            }
+        }
+    }
+    for cid in &cids {
+        assert_eq!(
+            pinned_by.get(cid).map(Vec::len),
+            Some(1),
+            "{cid} pinned by {:?}",
+            pinned_by.get(cid)
+        );
+    }
+    for i in 0..followers.len() {
+        let share = pinned_by.values().filter(|v| v.contains(&i)).count();
+        assert!(share < cids.len(), "follower {i} pinned the whole pinset");
+    }
 }

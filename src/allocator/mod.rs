@@ -18,6 +18,8 @@
 //! `sha256(cid ‖ peer)`: the same peers get the same CIDs while metrics are
 //! equal, and CIDs spread evenly over them.
 
+pub mod shard;
+
 use std::collections::HashMap;
 
 use cid::Cid;

@@ -23,6 +23,7 @@ use libp2p::Multiaddr;
 use reqwest::Method;
 
 use super::client::{ApiHost, ClientOpts, Encoding};
+use crate::allocator::shard::{self, SHARD_METRIC, ShardSettings};
 use crate::config::{self, Config, ConfigError, RestApiConfig, SERVICE_FILE};
 use crate::folder::{self, LockError};
 use crate::identity::{Identity, IdentityError};
@@ -84,6 +85,15 @@ pub enum FollowCommand {
         /// multiaddrs with /p2p/<id>.
         #[arg(long, value_delimiter = ',')]
         bootstrap: Vec<Multiaddr>,
+        /// Join the followers' shard: pin only this follower's share of the
+        /// pinset, the shard's members holding each pin this many times.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        shard_copies: Option<u32>,
+        /// With --shard-copies: the storage this follower offers, in GiB.
+        /// Shares are proportional to it.
+        #[arg(long, value_name = "GIB", default_value_t = 1, requires = "shard_copies",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        budget: u64,
     },
     /// Prints the pinset with this follower's status of each pin (the
     /// pinset alone, marked "offline", while the follower is stopped).
@@ -168,7 +178,23 @@ pub async fn run(args: FollowArgs) -> i32 {
                     init: template,
                     gateway,
                     bootstrap,
-                } => run_follower(&args.cluster, &dir, template, &gateway.address, bootstrap).await,
+                    shard_copies,
+                    budget,
+                } => {
+                    let shard = shard_copies.map(|copies| ShardSettings {
+                        copies: copies as usize,
+                        weight: budget,
+                    });
+                    run_follower(
+                        &args.cluster,
+                        &dir,
+                        template,
+                        &gateway.address,
+                        bootstrap,
+                        shard,
+                    )
+                    .await
+                }
                 FollowCommand::List => list(&args.cluster, &dir).await,
                 FollowCommand::Info => info(&args.cluster, &dir).await,
             }
@@ -344,6 +370,7 @@ async fn run_follower(
     template: Option<String>,
     gateway: &str,
     bootstrap: Vec<Multiaddr>,
+    shard: Option<ShardSettings>,
 ) -> Result<(), FollowError> {
     if let Some(template) = template {
         if dir.join(SERVICE_FILE).exists() {
@@ -370,7 +397,14 @@ async fn run_follower(
         folder = %dir.display(),
         "starting the follower (CTRL-C to stop it)"
     );
-    let peer = crate::peer::Peer::start(dir, config, identity, bootstrap).await?;
+    if let Some(shard) = shard {
+        tracing::info!(
+            copies = shard.copies,
+            budget_gib = shard.weight,
+            "sharding: this follower pins only its share of the pinset"
+        );
+    }
+    let peer = crate::peer::Peer::start_sharded(dir, config, identity, bootstrap, shard).await?;
     super::daemon::serve_until_signal(peer).await;
     Ok(())
 }
@@ -443,15 +477,22 @@ async fn list(cluster: &str, dir: &Path) -> Result<(), FollowError> {
         return Err(not_initialized(cluster, dir));
     }
     let online = ask(dir, async |api| {
+        let (members, copies) = shard_view(api).await?;
         let mut out = std::io::stdout();
         let mut print = |info: GlobalPinInfo| {
             // A follower answers for itself only: one entry per pin.
             if let Some((_, mine)) = info.peer_map.iter().next() {
+                let mut name = info.name.clone();
+                if !members.is_empty() && info.allocations.is_empty() {
+                    let holders = shard::holders(&info.cid, &members, copies);
+                    let holders: Vec<String> = holders.iter().map(|p| p.to_string()).collect();
+                    name = format!("{name} [held by {}]", holders.join(", "));
+                }
                 print_pin(
                     &mut out,
                     mine.status.as_str(),
                     &info.cid.to_string(),
-                    &info.name,
+                    &name,
                     &mine.error,
                 );
             }
@@ -481,6 +522,28 @@ async fn list(cluster: &str, dir: &Path) -> Result<(), FollowError> {
         )
     })
     .map(|_| ())
+}
+
+/// The shard's members (peer, weight) as the follower sees them, and the
+/// copies they ask for; no members when nobody shards.
+async fn shard_view(
+    api: &super::client::Api,
+) -> Result<(Vec<(libp2p::PeerId, u64)>, usize), super::client::CallError> {
+    let path = format!("/monitor/metrics/{SHARD_METRIC}");
+    let metrics = api
+        .call::<Vec<crate::monitor::Metric>>(Method::GET, &path, &[], &mut std::io::sink())
+        .await?
+        .unwrap_or_default();
+    let mut copies = 0;
+    let members = metrics
+        .iter()
+        .filter_map(|m| {
+            let settings = shard::parse_value(&m.value)?;
+            copies = copies.max(settings.copies);
+            Some((m.peer.parse().ok()?, settings.weight))
+        })
+        .collect();
+    Ok((members, copies))
 }
 
 /// Hands every pin of the stopped follower's store to `each`; returns how
@@ -576,6 +639,16 @@ async fn info(cluster: &str, dir: &Path) -> Result<(), FollowError> {
             .await?;
             let _ = writeln!(out, "Follower online: true (peer {})", id.id);
             let _ = writeln!(out, "Peers seen: {}", id.cluster_peers.len());
+            if let Online::Yes((members, copies)) =
+                ask(dir, async |api| shard_view(api).await).await?
+                && !members.is_empty()
+            {
+                let _ = writeln!(
+                    out,
+                    "Shard: {} members, {copies} copies of each pin",
+                    members.len()
+                );
+            }
             if let Online::Yes(n) = pins {
                 let _ = writeln!(out, "Pins: {n}");
             }

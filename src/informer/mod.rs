@@ -29,6 +29,8 @@ pub struct Informers {
     pub ping_interval: Duration,
     /// Which informers are on.
     pub informers: InformerConfig,
+    /// A sharding follower's part, announced as the `shard` metric.
+    pub shard: Option<crate::allocator::shard::ShardSettings>,
 }
 
 impl Informers {
@@ -44,6 +46,12 @@ impl Informers {
             &ipfs_id,
             &addrs,
         )];
+        if let Some(shard) = self.shard {
+            metrics.push(crate::allocator::shard::shard_metric(
+                shard,
+                self.ping_interval * 2,
+            ));
+        }
         let ttl_ms = |d: Duration| d.as_millis() as u64;
         if let Some(disk) = &self.informers.disk
             && let Ok(stat) = self.ipfs.repo_stat().await

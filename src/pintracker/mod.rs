@@ -95,6 +95,9 @@ struct Inner<C> {
     /// The daemon's pinset as last listed, for statuses of many pins: one
     /// `pin/ls` serves every page of a `GET /pins` for a few seconds.
     snapshot: tokio::sync::Mutex<Option<(std::time::Instant, Arc<HashSet<Cid>>)>>,
+    /// A sharding follower's view of the shard: of the pins allocated to
+    /// everyone, it holds only its share.
+    shard: std::sync::OnceLock<crate::allocator::shard::Shard>,
 }
 
 /// How long a listing of the daemon's pinset serves status requests.
@@ -130,6 +133,7 @@ impl<C: IpfsConnector> PinTracker<C> {
                 unpins,
                 cancel: cancel.clone(),
                 snapshot: tokio::sync::Mutex::new(None),
+                shard: std::sync::OnceLock::new(),
             }),
         };
         tokio::spawn(
@@ -149,7 +153,17 @@ impl<C: IpfsConnector> PinTracker<C> {
 
     /// Whether `pin` is this peer's to hold.
     pub fn allocated_here(&self, pin: &Pin) -> bool {
-        pin.allocations.is_empty() || pin.allocations.contains(&self.inner.local)
+        if pin.allocations.is_empty() {
+            self.inner.shard.get().is_none_or(|s| s.holds(&pin.cid))
+        } else {
+            pin.allocations.contains(&self.inner.local)
+        }
+    }
+
+    /// Makes this peer (a follower) hold only its share of the pins
+    /// allocated to everyone; set once, before pins are fed.
+    pub fn limit_to_share(&self, shard: crate::allocator::shard::Shard) {
+        let _ = self.inner.shard.set(shard);
     }
 
     /// Reacts to a change of the pinset.
