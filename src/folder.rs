@@ -62,6 +62,31 @@ pub fn lock(dir: &Path) -> Result<FolderLock, LockError> {
     }
 }
 
+/// `<store>.<suffix>` beside the store at `live` (`state import` stages
+/// its new store at `.import` and moves the old one aside to `.old`).
+pub fn sibling(live: &Path, suffix: &str) -> PathBuf {
+    let mut name = live.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".{suffix}"));
+    live.with_file_name(name)
+}
+
+/// Finishes a `state import` killed while it swapped its staged store in.
+/// The old store is moved aside only once the staged one is complete, so
+/// a missing store beside both means the import had finished: its store
+/// goes in. Without this, a crash between the two renames left no store,
+/// and the next start an empty pinset.
+pub fn finish_interrupted_import(live: &Path) -> io::Result<()> {
+    let (staged, old) = (sibling(live, "import"), sibling(live, "old"));
+    if !live.exists() && staged.exists() && old.exists() {
+        tracing::warn!(store = %live.display(), "finishing a state import that was interrupted");
+        fs::rename(&staged, live)?;
+    }
+    if live.exists() && old.exists() {
+        fs::remove_dir_all(&old)?;
+    }
+    Ok(())
+}
+
 /// Opens (or creates) the fjall store at `path` and the CRDT engine on it.
 pub fn open_engine(
     path: &Path,

@@ -163,37 +163,45 @@ fn read_file(path: &Path) -> Result<Identity, IdentityError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| IdentityError::Syntax {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let field = |key: &'static str| -> Result<&str, IdentityError> {
-        value
-            .get(key)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| IdentityError::Invalid {
-                path: path.to_path_buf(),
-                key,
-                problem: "missing, empty or not a string".to_string(),
-            })
-    };
-    let id = field("id")?;
-    let keypair =
-        decode_private_key(field("private_key")?).map_err(|problem| IdentityError::Invalid {
+    Identity::parse(&text, path)
+}
+
+impl Identity {
+    /// Reads the text of an identity file; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Identity, IdentityError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| IdentityError::Syntax {
             path: path.to_path_buf(),
-            key: "private_key",
-            problem,
+            message: e.to_string(),
         })?;
-    let identity = Identity::from_keypair(keypair);
-    if id != identity.peer_id.to_base58() {
-        return Err(IdentityError::Mismatch {
-            path: path.to_path_buf(),
-            id: id.to_string(),
-            derived: identity.peer_id.to_base58(),
-        });
+        let field = |key: &'static str| -> Result<&str, IdentityError> {
+            value
+                .get(key)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| IdentityError::Invalid {
+                    path: path.to_path_buf(),
+                    key,
+                    problem: "missing, empty or not a string".to_string(),
+                })
+        };
+        let id = field("id")?;
+        let keypair = decode_private_key(field("private_key")?).map_err(|problem| {
+            IdentityError::Invalid {
+                path: path.to_path_buf(),
+                key: "private_key",
+                problem,
+            }
+        })?;
+        let identity = Identity::from_keypair(keypair);
+        if id != identity.peer_id.to_base58() {
+            return Err(IdentityError::Mismatch {
+                path: path.to_path_buf(),
+                id: id.to_string(),
+                derived: identity.peer_id.to_base58(),
+            });
+        }
+        Ok(identity)
     }
-    Ok(identity)
 }
 
 /// Base64 (standard alphabet, as Go's `base64.StdEncoding`) of a libp2p

@@ -10,6 +10,7 @@
 //! | [`cluster`] | the front every API calls: pin, unpin, status, peers, re-allocation, `ClusterError` |
 //! | [`config`] | `service.json`-shaped configuration: load, env overrides, validate |
 //! | [`duration`] | Go duration syntax, parsed and printed |
+//! | [`fuzz`] | the fuzzers' entry points: one per parser of outside input |
 //! | [`folder`] | the configuration folder: lock, peerstore, opening the store |
 //! | [`identity`] | `identity.json`: the peer's Ed25519 key and peer id |
 //! | [`ipfsconn`] | the IPFS daemon beside the peer: `IpfsConnector` and the Kubo RPC client |
@@ -37,6 +38,7 @@ pub mod config;
 pub mod consensus;
 pub mod duration;
 pub mod folder;
+pub mod fuzz;
 pub mod graph;
 pub mod identity;
 pub mod informer;

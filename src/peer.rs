@@ -120,8 +120,13 @@ impl Peer {
             // As the reference does: the peers one bootstraps from are trusted.
             list.extend(bootstrap.iter().filter_map(peer_of));
         }
+        let live = config.datastore.fjall.path(dir);
+        folder::finish_interrupted_import(&live).map_err(|source| PeerError::Io {
+            path: live.clone(),
+            source,
+        })?;
         let engine = folder::open_engine(
-            &config.datastore.fjall.path(dir),
+            &live,
             config.datastore.fjall.store_options(),
             Arc::new(PeerSigner::new(identity.keypair.clone())),
             Arc::new(PeerVerifier::new(trusted.clone(), local)),

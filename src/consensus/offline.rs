@@ -35,7 +35,7 @@ use pincluster_crdt::store::FjallStore;
 use pincluster_crdt::{Batch, BatchError, Engine, Limits};
 
 use crate::config::Config;
-use crate::folder::{self, FolderLock, LockError};
+use crate::folder::{self, FolderLock, LockError, sibling};
 use crate::identity::Identity;
 use crate::state::{PinJsonWriter, PinState, StateError, pin_key};
 use crate::types::{Pin, PinType, PinTypeFilter};
@@ -104,6 +104,11 @@ impl OfflineFolder {
         let lock = folder::lock(dir).map_err(|e| match e {
             LockError::Held(path) => OfflineError::Locked(path),
             LockError::Io { path, source } => OfflineError::Io { path, source },
+        })?;
+        let live = config.datastore.fjall.path(dir);
+        folder::finish_interrupted_import(&live).map_err(|source| OfflineError::Io {
+            path: live.clone(),
+            source,
         })?;
         Ok(Self {
             dir: dir.to_owned(),
@@ -316,12 +321,6 @@ fn check_and_override(pin: &mut Pin, overrides: &ImportOverrides) -> Result<(), 
         pin.allocations = allocations.clone();
     }
     Ok(())
-}
-
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(format!(".{suffix}"));
-    path.with_file_name(name)
 }
 
 fn remove_dir(path: &Path) -> Result<(), OfflineError> {

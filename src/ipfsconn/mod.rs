@@ -40,6 +40,7 @@ pub fn node_origin(node: &Multiaddr, https: bool) -> Option<String> {
     Some(format!("{scheme}://{host_port}"))
 }
 pub use wire::BlockFormat;
+pub(crate) use wire::decode_replies;
 
 /// The daemon's identity, from `id`.
 #[derive(Debug, Clone, PartialEq, Eq)]

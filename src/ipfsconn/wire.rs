@@ -413,6 +413,34 @@ pub(super) fn multipart_file(data: &[u8]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
+/// Reads `bytes` as every reply shape above, as the client would read a
+/// line or a whole reply (the fuzzers' entry, `crate::fuzz`).
+pub(crate) fn decode_replies(bytes: &[u8]) {
+    fn read<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
+        serde_json::from_slice(bytes).ok()
+    }
+    let _ = error_message(bytes);
+    let _ = read::<IdReply>(bytes);
+    let _ = read::<VersionReply>(bytes);
+    if let Some(line) = read::<DagImportLine>(bytes) {
+        let _ = line.error();
+    }
+    if let Some(line) = read::<PinAddLine>(bytes) {
+        let _ = line.error();
+    }
+    if let Some(line) = read::<AddLine>(bytes) {
+        let _ = line.error();
+    }
+    if let Some(line) = read::<PinLsLine>(bytes) {
+        let _ = line.error();
+    }
+    let _ = read::<RepoStatReply>(bytes);
+    let _ = read::<GcLine>(bytes);
+    let _ = read::<BlockPutReply>(bytes);
+    let _ = read::<SwarmPeersReply>(bytes);
+    let _ = read::<ResolveReply>(bytes);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,7 +83,7 @@ pub async fn serve(
 
 /// The hijacked commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hijack {
+pub(crate) enum Hijack {
     PinAdd,
     PinRm,
     PinLs,
@@ -97,7 +97,7 @@ enum Hijack {
 
 /// Which hijacked command `path` names, and the argument carried as its
 /// last segment (`/api/v0/pin/add/<arg>`).
-fn route(path: &str) -> Option<(Hijack, Option<String>)> {
+pub(crate) fn route(path: &str) -> Option<(Hijack, Option<String>)> {
     let cmd = path.strip_prefix("/api/v0/")?;
     let exact = match cmd {
         "pin/add" => Some(Hijack::PinAdd),

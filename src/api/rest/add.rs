@@ -83,7 +83,7 @@ impl From<AddedLine> for AddedOutput {
 
 /// The options of one add, read from the query.
 #[derive(Debug, Clone, PartialEq)]
-struct AddParams {
+pub(crate) struct AddParams {
     /// What goes to the daemon's `add`.
     ipfs: Vec<(&'static str, String)>,
     pin: PinOptions,
@@ -103,7 +103,7 @@ fn go_bool(value: &str) -> Option<bool> {
     }
 }
 
-fn parse_params(query: &[(String, String)]) -> Result<AddParams, String> {
+pub(crate) fn parse_params(query: &[(String, String)]) -> Result<AddParams, String> {
     let get = |key: &str| {
         query
             .iter()
@@ -327,6 +327,28 @@ where
     let name = part.file_name().map(form_decode).unwrap_or_default();
     let reader = CarReader::new(part).await.map_err(|e| e.to_string())?;
     Ok(CarUpload { name, reader, form })
+}
+
+/// What the add path parses of a `format=car` body, alone (no daemon, no
+/// pin): the form, the CAR header, every block (at most 64), then the
+/// rest of the form. The fuzzers' entry to the multipart and CAR readers as
+/// the API uses them.
+pub(crate) async fn read_car_upload(content_type: &str, chunks: Vec<Bytes>) {
+    let body = futures::stream::iter(chunks.into_iter().map(Ok::<_, warp::Error>));
+    let Ok(CarUpload {
+        mut reader,
+        mut form,
+        ..
+    }) = open_car(content_type, body).await
+    else {
+        return;
+    };
+    for _ in 0..64 {
+        if !matches!(reader.next_block().await, Ok(Some(_))) {
+            break;
+        }
+    }
+    drain(reader, &mut form).await;
 }
 
 /// The boundary of a multipart body. `multipart/mixed`, which the

@@ -37,6 +37,10 @@ use crate::status::StatusFilter;
 use crate::types::{self, Pin, PinOptions, PinTypeFilter, Version};
 use reply::{ApiReply, error, json, ndjson};
 
+// For the fuzzers (`crate::fuzz`): the parsers of a request's path and body.
+pub(crate) use add::{parse_params as add_params, read_car_upload};
+pub(crate) use paths::path_of;
+
 /// Binds every `http_listen_multiaddress` of `config` and serves the
 /// API on all of them until `shutdown` resolves, over HTTPS when `ssl_cert_file` and
 /// `ssl_key_file` are set (relative to the configuration folder `dir`).
