@@ -71,6 +71,16 @@ while ((quiet < 3)); do
 done
 echo "idle after $(echo "$(date +%s.%N) - $START" | bc) s"
 report "idle, $N pins, IPFS daemon down"
+# Retries come due in waves (backoff), and fjall flushes in the background:
+# the RSS over the next minute, lowest and highest of 12 samples.
+lo=999999 hi=0
+for _ in $(seq 12); do
+    sleep 5
+    r=$(mib VmRSS)
+    ((r < lo)) && lo=$r
+    ((r > hi)) && hi=$r
+done
+echo "over the next minute: RSS $lo-$hi MiB"
 t0=$(date +%s.%N)
 count=$(curl -sf "http://127.0.0.1:$REST/allocations" | grep -o '"cid"' | wc -l)
 echo "GET /allocations: $count pins in $(echo "$(date +%s.%N) - $t0" | bc) s"
