@@ -20,6 +20,7 @@ use pincluster::consensus::PinChange;
 use pincluster::ipfsconn::{IpfsConnConfig, KuboConnector};
 use pincluster::pintracker::{PinTracker, RetryPolicy, TrackerConfig};
 use pincluster::types::{Pin, PinOptions};
+use pincluster_crdt::store::fjall::Database;
 
 /// 100,000 unless `PINCLUSTER_BENCH_PINS` says otherwise (for quick runs).
 fn pins() -> usize {
@@ -32,6 +33,9 @@ fn pins() -> usize {
 async fn throughput(concurrent_pins: usize) {
     let ipfs = FakeKubo::start().await;
     let connector = KuboConnector::new(IpfsConnConfig::with_defaults(ipfs.multiaddr())).unwrap();
+    // The tracker's queue lives in a fjall database, as in a peer.
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::builder(dir.path()).open().unwrap();
     let tracker = PinTracker::start(
         connector,
         libp2p::PeerId::random(),
@@ -46,8 +50,10 @@ async fn throughput(concurrent_pins: usize) {
                 max_backoff: Duration::from_secs(60),
             },
         },
+        &db,
         tokio_util::sync::CancellationToken::new(),
-    );
+    )
+    .unwrap();
     let cids: Vec<cid::Cid> = cids("tracker", pins())
         .iter()
         .map(|c| c.parse().unwrap())

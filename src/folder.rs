@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use libp2p::Multiaddr;
+use pincluster_crdt::store::fjall::Database;
 use pincluster_crdt::store::{FjallOptions, FjallStore};
 use pincluster_crdt::{Engine, Limits, Signer, Verifier};
 
@@ -94,8 +95,24 @@ pub fn open_engine(
     signer: Arc<dyn Signer>,
     verifier: Arc<dyn Verifier>,
 ) -> Result<Engine<FjallStore>, pincluster_crdt::Error> {
+    Ok(open_engine_and_database(path, options, signer, verifier)?.0)
+}
+
+/// [`open_engine`], and the fjall database under it, where the daemon keeps
+/// what else grows with the pinset (the pin tracker's queue), so that it
+/// shares the store's journal and memory budget.
+pub fn open_engine_and_database(
+    path: &Path,
+    options: FjallOptions,
+    signer: Arc<dyn Signer>,
+    verifier: Arc<dyn Verifier>,
+) -> Result<(Engine<FjallStore>, Database), pincluster_crdt::Error> {
     let store = FjallStore::open(path, options)?;
-    Engine::open(store, signer, verifier, Limits::default())
+    let db = store.database().clone();
+    Ok((
+        Engine::open(store, signer, verifier, Limits::default())?,
+        db,
+    ))
 }
 
 /// The peerstore's addresses; a missing file is empty, and unreadable lines

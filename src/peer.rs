@@ -35,7 +35,7 @@ use crate::ipfsconn::{IpfsConnConfig, KuboConnector};
 use crate::monitor::Monitor;
 use crate::network::{Network, NetworkConfig};
 use crate::pintracker::upkeep::{feed_tracker, recover_periodically, sync_periodically};
-use crate::pintracker::{PinTracker, RetryPolicy, TrackerConfig};
+use crate::pintracker::{PinTracker, RetryPolicy, TrackerConfig, TrackerStoreError};
 use crate::state::{PAGE, readable};
 
 /// Why the peer could not start.
@@ -60,6 +60,9 @@ pub enum PeerError {
     /// The REST API failed to start.
     #[error(transparent)]
     Api(#[from] crate::api::serve::ServeError),
+    /// The pin tracker's keyspaces failed to open.
+    #[error("opening the pin tracker's queue: {0}")]
+    Tracker(#[from] TrackerStoreError),
     /// The IPFS connector's configuration is unusable.
     #[error("ipfs_connector.ipfshttp: {0}")]
     Ipfs(#[from] crate::ipfsconn::IpfsError),
@@ -125,7 +128,7 @@ impl Peer {
             path: live.clone(),
             source,
         })?;
-        let engine = folder::open_engine(
+        let (engine, database) = folder::open_engine_and_database(
             &live,
             config.datastore.fjall.store_options(),
             Arc::new(PeerSigner::new(identity.keypair.clone())),
@@ -179,8 +182,9 @@ impl Peer {
                     max_backoff: Duration::from_secs(60),
                 },
             },
+            &database,
             cancel.clone(),
-        );
+        )?;
         let (events_tx, events_rx) = mpsc::channel(1024);
         let ipfs_seen: SeenDaemon = Arc::new(std::sync::Mutex::new((String::new(), Vec::new())));
         let local_side = Local::new(
@@ -309,11 +313,19 @@ impl Peer {
             repin,
         )));
         // Everything already in the state is checked against IPFS once at
-        // start (the tracker skips what IPFS already holds).
+        // start, against one streamed `pin/ls` of the daemon: what it already
+        // holds needs no operation (with the daemon down, everything is queued).
         let mut pins = crate::state::pages(reader.list().filter_map(readable), PAGE);
+        let start_tracker = tracker.clone();
         spawn(Box::pin(async move {
+            let held = start_tracker.ipfs_pinset().await.ok();
             while let Some(page) = pins.recv().await {
                 for pin in page {
+                    if let Some(held) = &held
+                        && start_tracker.already_held(&pin, held)
+                    {
+                        continue;
+                    }
                     let change = PinChange {
                         old: None,
                         new: Some(pin),

@@ -2,38 +2,46 @@
 //! shared pinset allocates to it, and nothing that was taken away.
 //!
 //! It keeps no copy of the pinset: state changes arrive from consensus as
-//! (old, new) pairs, and only operations in flight or failed live in the
-//! [`OpTracker`]. A dispatcher hands pins to at most `concurrent_pins`
-//! workers, always draining the priority lane first (pins recently added
-//! and with few attempts); one worker unpins. Failures are retried with
-//! backoff up to `max_attempts`, then stay in `pin_error` until recovered.
+//! (old, new) pairs, and only operations queued, in flight or failed live
+//! in the [`OpTracker`], on disk in the peer's fjall database. A dispatcher
+//! takes pins off its queue for at most `concurrent_pins` workers, always
+//! draining the priority lane first (pins recently added and with few
+//! attempts); one worker unpins. Failures are retried with backoff up to
+//! `max_attempts`, then stay in `pin_error` until recovered. What RAM holds
+//! does not grow with the pinset: the operations being run, and the queue's
+//! next entry.
 
+pub mod listing;
 pub mod optracker;
 pub mod upkeep;
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
 use cid::Cid;
-use futures::StreamExt;
 use libp2p::PeerId;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::consensus::PinChange;
 use crate::ipfsconn::IpfsConnector;
 use crate::status::TrackerStatus;
 use crate::types::Pin;
-pub use optracker::{AfterFailure, OpKind, OpTracker, Operation, Phase, RetryPolicy};
+use listing::DaemonPins;
+pub use listing::Listing;
+pub use optracker::{
+    AfterFailure, Due, Lane, OpKind, OpTracker, Operation, Phase, RetryPolicy, TrackerStoreError,
+};
+use pincluster_crdt::store::fjall::Database;
 
 /// Tuning of the tracker.
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {
     /// Pins running at once (`pin_tracker.stateless.concurrent_pins`).
     pub concurrent_pins: usize,
-    /// Capacity of each lane (`max_pin_queue_size`).
+    /// Operations queued or running at most (`max_pin_queue_size`); one
+    /// more fails at once with "pin queue is full".
     pub max_queue: usize,
     /// Pins added less than this long ago go in the priority lane...
     pub priority_max_age: Duration,
@@ -61,6 +69,25 @@ pub struct TrackerEntry {
 
 type Job = (Cid, u64);
 
+/// How many failed operations one hold of the tracker's lock recovers or
+/// lists: a million of them are handled in pages, between which workers
+/// and statuses get the lock.
+const PAGE_OPS: usize = 1024;
+
+/// The longest a worker waits on the queue without looking again (a
+/// guard: every change that makes work due also wakes it).
+const IDLE_LOOK: Duration = Duration::from_secs(1);
+
+/// `result`, or `fallback` with the error logged. The tracker's store is the
+/// peer's own fjall database: when it fails, the engine fails with it, and
+/// the tracker carries on with what it can read rather than stopping.
+fn or_log<T>(result: Result<T, TrackerStoreError>, fallback: T) -> T {
+    result.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "pin tracker store");
+        fallback
+    })
+}
+
 /// A handle to the tracker. Cheap to clone.
 pub struct PinTracker<C> {
     inner: Arc<Inner<C>>,
@@ -87,21 +114,16 @@ struct Inner<C> {
     local: PeerId,
     config: TrackerConfig,
     ops: Mutex<OpTracker>,
-    priority: mpsc::Sender<Job>,
-    normal: mpsc::Sender<Job>,
-    unpins: mpsc::Sender<Job>,
-    /// Stops the workers, the operations in flight and the retries waiting.
-    cancel: CancellationToken,
-    /// The daemon's pinset as last listed, for statuses of many pins: one
-    /// `pin/ls` serves every page of a `GET /pins` for a few seconds.
-    snapshot: tokio::sync::Mutex<Option<(std::time::Instant, Arc<HashSet<Cid>>)>>,
+    /// Wakes the pin dispatcher: a pin became due sooner than it expected.
+    pins_ready: Notify,
+    /// Wakes the unpin worker likewise.
+    unpins_ready: Notify,
+    /// The daemon's pinset as last listed.
+    listing: DaemonPins,
     /// A sharding follower's view of the shard: of the pins allocated to
     /// everyone, it holds only its share.
     shard: std::sync::OnceLock<crate::allocator::shard::Shard>,
 }
-
-/// How long a listing of the daemon's pinset serves status requests.
-const SNAPSHOT_TTL: Duration = Duration::from_secs(5);
 
 fn now() -> DateTime<FixedOffset> {
     chrono::Utc::now().fixed_offset()
@@ -115,34 +137,38 @@ fn since(pin: Option<&Pin>, at: Option<DateTime<FixedOffset>>) -> Option<DateTim
 }
 
 impl<C: IpfsConnector> PinTracker<C> {
-    /// Starts the dispatcher and the unpin worker; they, the operations
-    /// in flight and the retries waiting stop when `cancel` is cancelled.
-    pub fn start(ipfs: C, local: PeerId, config: TrackerConfig, cancel: CancellationToken) -> Self {
-        let cap = config.max_queue.max(1);
-        let (priority, priority_rx) = mpsc::channel(cap);
-        let (normal, normal_rx) = mpsc::channel(cap);
-        let (unpins, unpins_rx) = mpsc::channel(cap);
+    /// Starts the dispatcher and the unpin worker, with the operations and
+    /// the daemon's listing in keyspaces of `db` (emptied: see
+    /// [`OpTracker::open`]); they and the operations in flight stop when
+    /// `cancel` is cancelled.
+    pub fn start(
+        ipfs: C,
+        local: PeerId,
+        config: TrackerConfig,
+        db: &Database,
+        cancel: CancellationToken,
+    ) -> Result<Self, TrackerStoreError> {
+        let ops = OpTracker::open(db)?;
+        let listing = DaemonPins::open(db)?;
         let tracker = Self {
             inner: Arc::new(Inner {
                 ipfs,
                 local,
                 config,
-                ops: Mutex::new(OpTracker::default()),
-                priority,
-                normal,
-                unpins,
-                cancel: cancel.clone(),
-                snapshot: tokio::sync::Mutex::new(None),
+                ops: Mutex::new(ops),
+                pins_ready: Notify::new(),
+                unpins_ready: Notify::new(),
+                listing,
                 shard: std::sync::OnceLock::new(),
             }),
         };
         tokio::spawn(
             cancel
                 .clone()
-                .run_until_cancelled_owned(tracker.clone().dispatch(priority_rx, normal_rx)),
+                .run_until_cancelled_owned(tracker.clone().dispatch()),
         );
-        tokio::spawn(cancel.run_until_cancelled_owned(tracker.clone().unpin_worker(unpins_rx)));
-        tracker
+        tokio::spawn(cancel.run_until_cancelled_owned(tracker.clone().unpin_worker()));
+        Ok(tracker)
     }
 
     fn ops(&self) -> std::sync::MutexGuard<'_, OpTracker> {
@@ -166,6 +192,14 @@ impl<C: IpfsConnector> PinTracker<C> {
         let _ = self.inner.shard.set(shard);
     }
 
+    /// Whether `pin` needs no operation at start: the daemon already holds
+    /// it in its mode, as `held` (one streamed listing of the daemon, made
+    /// before the start-up pass) says.
+    pub fn already_held(&self, pin: &Pin, held: &Listing) -> bool {
+        let mode = crate::types::PinMode::from_max_depth(pin.max_depth);
+        self.allocated_here(pin) && or_log(held.mode(&pin.cid), None) == Some(mode)
+    }
+
     /// Reacts to a change of the pinset.
     pub fn on_change(&self, change: PinChange) {
         match (change.old, change.new) {
@@ -177,7 +211,7 @@ impl<C: IpfsConnector> PinTracker<C> {
             // (An unpin needs only the CID, which the new pin has.)
             (_, new) => {
                 if let Some(new) = new {
-                    let pending = self.ops().get(&new.cid).map(|op| op.kind);
+                    let pending = self.operation(&new.cid).map(|op| op.kind);
                     if pending == Some(OpKind::Pin) {
                         self.enqueue(OpKind::Unpin, new);
                     }
@@ -200,31 +234,55 @@ impl<C: IpfsConnector> PinTracker<C> {
     fn enqueue(&self, kind: OpKind, pin: Pin) {
         let cid = pin.cid;
         let priority = kind == OpKind::Pin && self.is_priority(pin.timestamp, 0);
-        let Some(generation) = self.ops().enqueue(kind, &pin, priority, now()) else {
+        let mut ops = self.ops();
+        let full = ops.queued() >= self.inner.config.max_queue.max(1);
+        let Some(generation) = or_log(ops.enqueue(kind, &pin, priority, now()), None) else {
             return;
         };
-        self.send(kind, priority, (cid, generation));
-    }
-
-    fn send(&self, kind: OpKind, priority: bool, job: Job) {
-        let lane = match (kind, priority) {
-            (OpKind::Unpin, _) => &self.inner.unpins,
-            (OpKind::Pin, true) => &self.inner.priority,
-            (OpKind::Pin, false) => &self.inner.normal,
-        };
-        if lane.try_send(job).is_err() {
-            // A full lane fails the operation now, visibly, rather than
-            // growing memory: recover re-queues it later.
+        if full {
+            // Past `max_pin_queue_size` the operation fails now, visibly,
+            // rather than growing the queue: recover re-queues it later.
             let policy = RetryPolicy {
                 max_attempts: 0,
                 ..self.inner.config.retry
             };
-            self.ops()
-                .fail(&job.0, job.1, "pin queue is full", &policy, now());
+            let failed = ops.fail(&cid, generation, "pin queue is full", &policy, false, now());
+            or_log(failed, AfterFailure::GaveUp);
+            return;
+        }
+        drop(ops);
+        self.wake(kind);
+    }
+
+    /// Tells the worker of `kind` that an operation became due.
+    fn wake(&self, kind: OpKind) {
+        match kind {
+            OpKind::Pin => self.inner.pins_ready.notify_one(),
+            OpKind::Unpin => self.inner.unpins_ready.notify_one(),
         }
     }
 
-    async fn dispatch(self, mut priority: mpsc::Receiver<Job>, mut normal: mpsc::Receiver<Job>) {
+    /// The next operation due in `lanes`, waiting for one as long as it
+    /// takes (until the tracker is cancelled, which drops this future).
+    async fn next_job(&self, lanes: &[Lane], ready: &Notify) -> Job {
+        loop {
+            let due = or_log(self.ops().take_due(lanes, now()), Due::Empty);
+            let wait = match due {
+                Due::Job(cid, generation) => return (cid, generation),
+                Due::At(at) => {
+                    let ms = at.saturating_sub(now().timestamp_millis()).max(1);
+                    Duration::from_millis(ms.unsigned_abs()).min(IDLE_LOOK)
+                }
+                Due::Empty => IDLE_LOOK,
+            };
+            tokio::select! {
+                () = ready.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn dispatch(self) {
         let slots = Arc::new(Semaphore::new(self.inner.config.concurrent_pins.max(1)));
         // The operations in flight: aborted with the dispatcher when the
         // tracker is cancelled.
@@ -234,12 +292,9 @@ impl<C: IpfsConnector> PinTracker<C> {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let job = tokio::select! {
-                biased;
-                Some(job) = priority.recv() => job,
-                Some(job) = normal.recv() => job,
-                else => return,
-            };
+            let job = self
+                .next_job(&[Lane::Priority, Lane::Normal], &self.inner.pins_ready)
+                .await;
             let tracker = self.clone();
             running.spawn(async move {
                 tracker.run(job).await;
@@ -248,15 +303,18 @@ impl<C: IpfsConnector> PinTracker<C> {
         }
     }
 
-    async fn unpin_worker(self, mut unpins: mpsc::Receiver<Job>) {
-        while let Some(job) = unpins.recv().await {
+    async fn unpin_worker(self) {
+        loop {
+            let job = self
+                .next_job(&[Lane::Unpin], &self.inner.unpins_ready)
+                .await;
             self.run(job).await;
         }
     }
 
     /// Runs one operation and records its outcome.
     async fn run(&self, (cid, generation): Job) {
-        let Some(op) = self.ops().start(&cid, generation, now()) else {
+        let Some(op) = or_log(self.ops().start(&cid, generation, now()), None) else {
             return; // superseded or recovered meanwhile
         };
         let result = match op.kind {
@@ -265,61 +323,86 @@ impl<C: IpfsConnector> PinTracker<C> {
         };
         let error = match result {
             Ok(()) => {
-                self.ops().finish(&cid, generation);
+                or_log(self.ops().finish(&cid, generation), false);
                 return;
             }
             Err(e) => e.to_string(),
         };
         tracing::debug!(%cid, attempt = op.attempts, %error, "operation failed");
-        let outcome = self
-            .ops()
-            .fail(&cid, generation, &error, &self.inner.config.retry, now());
-        if let AfterFailure::RetryIn(wait) = outcome {
-            let tracker = self.clone();
-            let priority = self.is_priority(op.added, op.attempts);
-            let cancel = self.inner.cancel.clone();
-            // Only the kind goes in the waiting task, not the operation:
-            // a failing daemon leaves one such task per pin.
-            let kind = op.kind;
-            tokio::spawn(cancel.run_until_cancelled_owned(async move {
-                tokio::time::sleep(wait).await;
-                tracker.send(kind, priority, (cid, generation));
-            }));
+        // A retry is an entry due later in the queue, not a waiting task:
+        // a failing daemon would otherwise leave one task per pin.
+        let priority = op.kind == OpKind::Pin && self.is_priority(op.added, op.attempts);
+        let failed = self.ops().fail(
+            &cid,
+            generation,
+            &error,
+            &self.inner.config.retry,
+            priority,
+            now(),
+        );
+        if let AfterFailure::RetryIn(_) = or_log(failed, AfterFailure::Stale) {
+            // The worker may be sleeping until a later entry.
+            self.wake(op.kind);
         }
     }
 
     /// Re-queues `cid` if its operation failed; returns whether it did.
     pub fn recover(&self, cid: &Cid) -> bool {
-        let requeued = self.ops().recover(cid, now());
+        let requeued = or_log(self.ops().recover(cid, now()), None);
         match requeued {
-            Some((kind, generation)) => {
-                self.send(kind, kind == OpKind::Pin, (*cid, generation));
+            Some((kind, _)) => {
+                self.wake(kind);
                 true
             }
             None => false,
         }
     }
 
+    /// Calls `each` with every CID whose operation failed for good, a page
+    /// of them at a time (the lock is not held while `each` runs).
+    fn each_failed(&self, mut each: impl FnMut(Cid)) {
+        let mut after: Option<Cid> = None;
+        loop {
+            let page = or_log(self.ops().page(after.as_ref(), PAGE_OPS), Vec::new());
+            let Some((last, _)) = page.last() else {
+                return;
+            };
+            after = Some(*last);
+            page.into_iter()
+                .filter(|(_, op)| op.phase == Phase::Error)
+                .for_each(|(cid, _)| each(cid));
+        }
+    }
+
     /// The CIDs whose operation failed for good.
     pub fn failed(&self) -> Vec<Cid> {
-        self.ops()
-            .iter()
-            .filter(|(_, op)| op.phase == Phase::Error)
-            .map(|(cid, _)| *cid)
-            .collect()
+        let mut failed = Vec::new();
+        self.each_failed(|cid| failed.push(cid));
+        failed
     }
 
     /// Re-queues every failed operation; returns their CIDs.
     pub fn recover_all(&self) -> Vec<Cid> {
-        self.failed()
-            .into_iter()
-            .filter(|cid| self.recover(cid))
-            .collect()
+        let mut recovered = Vec::new();
+        self.each_failed(|cid| {
+            if self.recover(&cid) {
+                recovered.push(cid);
+            }
+        });
+        recovered
+    }
+
+    /// Re-queues every failed operation without listing them (the
+    /// periodic recover): returns how many.
+    pub fn recover_failed(&self) -> usize {
+        let mut n = 0;
+        self.each_failed(|cid| n += usize::from(self.recover(&cid)));
+        n
     }
 
     /// The operation tracked for `cid`, if any.
     pub fn operation(&self, cid: &Cid) -> Option<Operation> {
-        self.ops().get(cid).cloned()
+        or_log(self.ops().get(cid), None)
     }
 
     /// Operations queued or running.
@@ -328,22 +411,9 @@ impl<C: IpfsConnector> PinTracker<C> {
     }
 
     /// The daemon's recursive and direct pins, listed at most every few
-    /// seconds. (The set holds the CIDs themselves: about 100 bytes a pin.)
-    async fn ipfs_pinset(&self) -> Result<Arc<HashSet<Cid>>, crate::ipfsconn::IpfsError> {
-        let mut snapshot = self.inner.snapshot.lock().await;
-        if let Some((at, set)) = snapshot.as_ref()
-            && at.elapsed() < SNAPSHOT_TTL
-        {
-            return Ok(set.clone());
-        }
-        let mut set = HashSet::new();
-        let mut pins = std::pin::pin!(self.inner.ipfs.pin_ls());
-        while let Some(pin) = pins.next().await {
-            set.insert(pin?.0);
-        }
-        let set = Arc::new(set);
-        *snapshot = Some((std::time::Instant::now(), set.clone()));
-        Ok(set)
+    /// seconds (into fjall, see [`listing`]).
+    pub async fn ipfs_pinset(&self) -> Result<Listing, Arc<str>> {
+        self.inner.listing.get(|| self.inner.ipfs.pin_ls()).await
     }
 
     /// `POST /pins/sync`: re-reads the daemon's pinset now (not the cached
@@ -353,16 +423,17 @@ impl<C: IpfsConnector> PinTracker<C> {
     /// again. Returns each pin's status afterwards and whether the sync
     /// changed it.
     pub async fn sync(&self, pins: &[(Cid, Option<Pin>)]) -> Vec<(TrackerEntry, bool)> {
-        *self.inner.snapshot.lock().await = None;
+        self.inner.listing.invalidate().await;
         let mut changed = vec![false; pins.len()];
         if let Ok(held) = self.ipfs_pinset().await {
             let mut ops = self.ops();
             for ((cid, _), changed) in pins.iter().zip(&mut changed) {
-                let settled = ops.get(cid).is_some_and(|op| {
-                    op.phase == Phase::Error && (op.kind == OpKind::Pin) == held.contains(cid)
+                let settled = or_log(ops.get(cid), None).is_some_and(|op| {
+                    op.phase == Phase::Error
+                        && (op.kind == OpKind::Pin) == or_log(held.contains(cid), false)
                 });
                 if settled {
-                    ops.forget(cid);
+                    or_log(ops.forget(cid), ());
                     *changed = true;
                 }
             }
@@ -396,17 +467,21 @@ impl<C: IpfsConnector> PinTracker<C> {
                         updated: Some(op.updated),
                     };
                 }
-                let (status, error) = match (pin, &pinned) {
+                let held = pinned
+                    .as_ref()
+                    .map_err(|e| e.to_string())
+                    .and_then(|listing| listing.contains(cid).map_err(|e| e.to_string()));
+                let (status, error) = match (pin, held) {
                     (Some(p), _) if !self.allocated_here(p) => {
                         (TrackerStatus::Remote, String::new())
                     }
-                    (_, Err(e)) => (TrackerStatus::ClusterError, e.to_string()),
-                    (_, Ok(set)) if set.contains(cid) => (TrackerStatus::Pinned, String::new()),
-                    (Some(_), Ok(_)) => (
+                    (_, Err(e)) => (TrackerStatus::ClusterError, e),
+                    (_, Ok(true)) => (TrackerStatus::Pinned, String::new()),
+                    (Some(_), Ok(false)) => (
                         TrackerStatus::UnexpectedlyUnpinned,
                         "the item should be pinned but it is not".to_string(),
                     ),
-                    (None, Ok(_)) => (TrackerStatus::Unpinned, String::new()),
+                    (None, Ok(false)) => (TrackerStatus::Unpinned, String::new()),
                 };
                 TrackerEntry {
                     status,

@@ -1,6 +1,7 @@
 //! The operation tracker: what the pin tracker is doing or failed to do for
-//! each CID. Pure state, no I/O and no clock of its own (every call takes
-//! `now`), so its rules are tested without an IPFS daemon.
+//! each CID, and the queue of operations waiting for a worker. No clock of
+//! its own (every call takes `now`), so its rules are tested without an
+//! IPFS daemon.
 //!
 //! Rules (those of ipfs-cluster's `optracker`, plus a terminal error):
 //! - a new operation of the same kind as a queued or running one only
@@ -11,21 +12,44 @@
 //!   a CID that nobody has never sits in `pin_queued` for ever;
 //! - finished operations are forgotten: their status comes from IPFS.
 //!
-//! An operation is kept small: with the IPFS daemon down, every pin
-//! allocated here sits in the tracker, a million of them on a large
-//! pinset. So it holds only what the worker and the status need of the
-//! pin (its mode and timestamp, not the whole pin with its name,
-//! allocations and metadata), and failures share their error text.
+//! Where it lives: with the IPFS daemon down, every pin allocated here is
+//! an operation, a million of them on a large pinset. So operations and the
+//! queue are kept in two keyspaces of the peer's fjall database, not in RAM:
+//! `pintracker_ops_v1` (CID → operation record) and `pintracker_due_v1`
+//! (lane ‖ due time ‖ CID → generation), the queue in the order workers take
+//! it. A retry waiting for its backoff is an entry with a later due time,
+//! not a sleeping task. RAM holds two counters and the operations workers
+//! are running. Operations do not outlive the process: both keyspaces are
+//! emptied when the tracker opens, and start-up queues the pinset again, as
+//! the in-memory tracker did.
+//!
+//! Record format (version byte first, so a later format can be told apart):
+//! `[1, kind, phase, mode, priority, lane (0xff: none), attempts u32,
+//! generation u64, due_ms i64, updated (nanos i64, offset i32),
+//! added (flag u8, nanos i64, offset i32), error (len u32, utf-8)]`, all
+//! integers big-endian.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset};
+use chrono::{DateTime, FixedOffset, TimeZone};
 use cid::Cid;
+use pincluster_crdt::store::fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 use crate::status::TrackerStatus;
 use crate::types::{Pin, PinMode};
+
+/// Why the tracker's keyspaces could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerStoreError {
+    /// fjall failed (I/O, or a poisoned database).
+    #[error("pin tracker store: {0}")]
+    Fjall(#[from] pincluster_crdt::store::fjall::Error),
+    /// A record that does not decode: written by another format version,
+    /// or damaged.
+    #[error("pin tracker store: unreadable record for {0}")]
+    Corrupt(String),
+}
 
 /// Pin or unpin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,12 +63,43 @@ pub enum OpKind {
 /// Where an operation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Waiting for a worker (possibly until `not_before`).
+    /// Waiting for a worker (possibly until its due time).
     Queued,
     /// A worker is on it.
     InProgress,
     /// Gave up after the allowed attempts.
     Error,
+}
+
+/// The queue an operation waits in. Pin workers drain `Priority` before
+/// `Normal`; one worker takes `Unpin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Unpins.
+    Unpin = 0,
+    /// Pins added recently with few attempts.
+    Priority = 1,
+    /// Every other pin.
+    Normal = 2,
+}
+
+impl Lane {
+    fn of(kind: OpKind, priority: bool) -> Self {
+        match (kind, priority) {
+            (OpKind::Unpin, _) => Lane::Unpin,
+            (OpKind::Pin, true) => Lane::Priority,
+            (OpKind::Pin, false) => Lane::Normal,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(Lane::Unpin),
+            1 => Some(Lane::Priority),
+            2 => Some(Lane::Normal),
+            _ => None,
+        }
+    }
 }
 
 /// One tracked operation.
@@ -63,14 +118,16 @@ pub struct Operation {
     pub attempts: u32,
     /// Whether it goes in the priority lane.
     pub priority: bool,
-    /// The last error, shared with the other operations that failed the
-    /// same way.
+    /// The last error.
     pub error: Option<Arc<str>>,
     /// When the phase last changed.
     pub updated: DateTime<FixedOffset>,
     /// Distinguishes this operation from an older one on the same CID, so a
     /// worker reporting on a superseded operation changes nothing.
     pub generation: u64,
+    /// Where it waits in the queue while queued: its lane and the time
+    /// (milliseconds since the epoch) from which a worker may take it.
+    pub slot: Option<(Lane, i64)>,
 }
 
 impl Operation {
@@ -117,7 +174,7 @@ impl RetryPolicy {
 /// What to do after a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterFailure {
-    /// Queue it again after this long.
+    /// Queued again, due after this long.
     RetryIn(Duration),
     /// Attempts exhausted: the operation now shows its error status.
     GaveUp,
@@ -125,68 +182,327 @@ pub enum AfterFailure {
     Stale,
 }
 
-/// Every operation in flight or failed.
-#[derive(Debug, Default)]
-pub struct OpTracker {
-    ops: HashMap<Cid, Operation>,
-    /// How many of `ops` are in `Phase::Error`, kept as they change: the
-    /// pinqueue informer asks every metrics interval, and counting a
-    /// million failed operations each time would hold the tracker's lock.
-    errored: usize,
-    next_generation: u64,
-    /// The error texts seen last, so that operations failing the same way
-    /// (every one of them while the daemon is down) share one allocation.
-    /// Few and bounded: a text that names its CID is not kept for long.
-    recent_errors: Vec<Arc<str>>,
+/// What the queue holds for a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// This operation, taken off the queue: hand it to [`OpTracker::start`].
+    Job(Cid, u64),
+    /// Nothing due yet; the earliest entry is due at this time (ms).
+    At(i64),
+    /// The lanes are empty.
+    Empty,
 }
 
-/// How many distinct error texts `recent_errors` keeps.
-const RECENT_ERRORS: usize = 8;
+/// Every operation in flight, queued or failed, in fjall.
+pub struct OpTracker {
+    db: Database,
+    ops: Keyspace,
+    due: Keyspace,
+    /// How many operations `ops` holds, and how many of them are in
+    /// `Phase::Error`, kept as they change: the pinqueue informer asks every
+    /// metrics interval, and counting a million records each time would
+    /// hold the tracker's lock.
+    len: usize,
+    errored: usize,
+    next_generation: u64,
+}
+
+impl std::fmt::Debug for OpTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpTracker")
+            .field("len", &self.len)
+            .field("errored", &self.errored)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The record format written by this version.
+const FORMAT: u8 = 1;
+/// A record's size without its error text.
+const FIXED: usize = 6 + 4 + 8 + 8 + 12 + 13 + 4;
+/// Memtable of each tracker keyspace: the records are small and
+/// short-lived, so a small table keeps their RAM share modest.
+const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+
+fn nanos(t: &DateTime<FixedOffset>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+fn time_of(nanos: i64, offset: i32) -> Option<DateTime<FixedOffset>> {
+    let tz = FixedOffset::east_opt(offset)?;
+    Some(tz.timestamp_nanos(nanos))
+}
+
+fn encode(op: &Operation) -> Vec<u8> {
+    let error = op.error();
+    let mut b = Vec::with_capacity(FIXED + error.len());
+    b.push(FORMAT);
+    b.push(match op.kind {
+        OpKind::Pin => 0,
+        OpKind::Unpin => 1,
+    });
+    b.push(match op.phase {
+        Phase::Queued => 0,
+        Phase::InProgress => 1,
+        Phase::Error => 2,
+    });
+    b.push(match op.mode {
+        PinMode::Recursive => 0,
+        PinMode::Direct => 1,
+    });
+    b.push(u8::from(op.priority));
+    let (lane, due) = op.slot.map_or((0xff, 0), |(l, at)| (l as u8, at));
+    b.push(lane);
+    b.extend_from_slice(&op.attempts.to_be_bytes());
+    b.extend_from_slice(&op.generation.to_be_bytes());
+    b.extend_from_slice(&due.to_be_bytes());
+    b.extend_from_slice(&nanos(&op.updated).to_be_bytes());
+    b.extend_from_slice(&op.updated.offset().local_minus_utc().to_be_bytes());
+    match &op.added {
+        Some(t) => {
+            b.push(1);
+            b.extend_from_slice(&nanos(t).to_be_bytes());
+            b.extend_from_slice(&t.offset().local_minus_utc().to_be_bytes());
+        }
+        None => b.extend_from_slice(&[0; 13]),
+    }
+    b.extend_from_slice(&(error.len() as u32).to_be_bytes());
+    b.extend_from_slice(error.as_bytes());
+    b
+}
+
+/// Reads fixed-size fields off the front of a record.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+}
+
+fn decode(bytes: &[u8]) -> Option<Operation> {
+    let mut f = Fields(bytes);
+    let [format, kind, phase, mode, priority, lane] = f.take::<6>()?;
+    if format != FORMAT {
+        return None;
+    }
+    let kind = match kind {
+        0 => OpKind::Pin,
+        1 => OpKind::Unpin,
+        _ => return None,
+    };
+    let phase = match phase {
+        0 => Phase::Queued,
+        1 => Phase::InProgress,
+        2 => Phase::Error,
+        _ => return None,
+    };
+    let mode = match mode {
+        0 => PinMode::Recursive,
+        1 => PinMode::Direct,
+        _ => return None,
+    };
+    let attempts = u32::from_be_bytes(f.take()?);
+    let generation = u64::from_be_bytes(f.take()?);
+    let due = i64::from_be_bytes(f.take()?);
+    let slot = match lane {
+        0xff => None,
+        l => Some((Lane::from_byte(l)?, due)),
+    };
+    let updated = time_of(i64::from_be_bytes(f.take()?), i32::from_be_bytes(f.take()?))?;
+    let [has_added] = f.take()?;
+    let (added_nanos, added_offset) =
+        (i64::from_be_bytes(f.take()?), i32::from_be_bytes(f.take()?));
+    let added = match has_added {
+        0 => None,
+        _ => Some(time_of(added_nanos, added_offset)?),
+    };
+    let len = u32::from_be_bytes(f.take()?) as usize;
+    let error = match f.0 {
+        [] if len == 0 => None,
+        text if text.len() == len => Some(Arc::from(std::str::from_utf8(text).ok()?)),
+        _ => return None,
+    };
+    Some(Operation {
+        kind,
+        phase,
+        mode,
+        added,
+        attempts,
+        priority: priority != 0,
+        error,
+        updated,
+        generation,
+        slot,
+    })
+}
+
+/// The queue key of an operation on `cid` due at `at` in `lane`: lanes
+/// apart, earliest first. Times before the epoch sort as the epoch.
+fn due_key(lane: Lane, at: i64, cid: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + cid.len());
+    k.push(lane as u8);
+    k.extend_from_slice(&(at.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(cid);
+    k
+}
+
+fn millis(t: DateTime<FixedOffset>) -> i64 {
+    t.timestamp_millis()
+}
 
 impl OpTracker {
-    /// Records that `pin` must be pinned (`OpKind::Pin`) or unpinned.
-    /// Returns the generation to queue, or `None` when an operation of the
-    /// same kind is already queued or running (it just gets the new pin's
-    /// mode and timestamp).
+    /// Opens the tracker's keyspaces in `db` and empties them: operations
+    /// of a previous run are not resumed (start-up queues the pinset again).
+    pub fn open(db: &Database) -> Result<Self, TrackerStoreError> {
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        let ops = db.keyspace("pintracker_ops_v1", options)?;
+        let due = db.keyspace("pintracker_due_v1", options)?;
+        ops.clear()?;
+        due.clear()?;
+        Ok(Self {
+            db: db.clone(),
+            ops,
+            due,
+            len: 0,
+            errored: 0,
+            next_generation: 0,
+        })
+    }
+
+    fn read(&self, key: &[u8]) -> Result<Option<Operation>, TrackerStoreError> {
+        match self.ops.get(key)? {
+            None => Ok(None),
+            Some(v) => decode(&v)
+                .map(Some)
+                .ok_or_else(|| TrackerStoreError::Corrupt(display_key(key))),
+        }
+    }
+
+    /// Writes `op` for `key` (replacing `old`, the record read before) in
+    /// one batch, moving its queue entry if its slot changed, and keeps the
+    /// counters.
+    fn write(
+        &mut self,
+        key: &[u8],
+        old: Option<&Operation>,
+        op: Option<&Operation>,
+    ) -> Result<(), TrackerStoreError> {
+        let mut batch = self.db.batch();
+        let old_slot = old.and_then(|o| o.slot.map(|s| (s, o.generation)));
+        let new_slot = op.and_then(|o| o.slot.map(|s| (s, o.generation)));
+        if old_slot != new_slot {
+            if let Some(((lane, at), _)) = old_slot {
+                batch.remove(&self.due, due_key(lane, at, key));
+            }
+            if let Some(((lane, at), generation)) = new_slot {
+                batch.insert(
+                    &self.due,
+                    due_key(lane, at, key),
+                    generation.to_be_bytes().to_vec(),
+                );
+            }
+        }
+        match op {
+            Some(op) => batch.insert(&self.ops, key.to_vec(), encode(op)),
+            None => batch.remove(&self.ops, key.to_vec()),
+        }
+        batch.commit()?;
+        let was_error = old.is_some_and(|o| o.phase == Phase::Error);
+        let is_error = op.is_some_and(|o| o.phase == Phase::Error);
+        self.len = self.len + usize::from(op.is_some()) - usize::from(old.is_some());
+        self.errored = self.errored + usize::from(is_error) - usize::from(was_error);
+        Ok(())
+    }
+
+    /// Records that `pin` must be pinned (`OpKind::Pin`) or unpinned, and
+    /// queues it, due now. Returns the generation queued, or `None` when an
+    /// operation of the same kind is already queued or running (it just
+    /// gets the new pin's mode and timestamp).
     pub fn enqueue(
         &mut self,
         kind: OpKind,
         pin: &Pin,
         priority: bool,
         now: DateTime<FixedOffset>,
-    ) -> Option<u64> {
+    ) -> Result<Option<u64>, TrackerStoreError> {
+        let key = pin.cid.to_bytes();
         let mode = PinMode::from_max_depth(pin.max_depth);
-        if let Some(op) = self.ops.get_mut(&pin.cid)
+        let old = self.read(&key)?;
+        if let Some(op) = &old
             && op.kind == kind
             && op.phase != Phase::Error
         {
-            op.mode = mode;
-            op.added = pin.timestamp;
-            return None;
+            if op.mode != mode || op.added != pin.timestamp {
+                let refreshed = Operation {
+                    mode,
+                    added: pin.timestamp,
+                    ..op.clone()
+                };
+                self.write(&key, old.as_ref(), Some(&refreshed))?;
+            }
+            return Ok(None);
         }
         self.next_generation += 1;
         let generation = self.next_generation;
         // Attempts carry over when the same kind is queued again (recover).
-        let attempts = match self.ops.get(&pin.cid) {
+        let attempts = match &old {
             Some(op) if op.kind == kind => op.attempts,
             _ => 0,
         };
-        let replaced = self.ops.insert(
-            pin.cid,
-            Operation {
-                kind,
-                phase: Phase::Queued,
-                mode,
-                added: pin.timestamp,
-                attempts,
-                priority,
-                error: None,
-                updated: now,
-                generation,
-            },
-        );
-        self.count_gone(replaced.as_ref());
-        Some(generation)
+        let op = Operation {
+            kind,
+            phase: Phase::Queued,
+            mode,
+            added: pin.timestamp,
+            attempts,
+            priority,
+            error: None,
+            updated: now,
+            generation,
+            slot: Some((Lane::of(kind, priority), millis(now))),
+        };
+        self.write(&key, old.as_ref(), Some(&op))?;
+        Ok(Some(generation))
+    }
+
+    /// Takes the earliest operation due by `now` off the first of `lanes`
+    /// that has one, or tells when the next one is due.
+    pub fn take_due(
+        &mut self,
+        lanes: &[Lane],
+        now: DateTime<FixedOffset>,
+    ) -> Result<Due, TrackerStoreError> {
+        let now = millis(now);
+        let mut earliest: Option<i64> = None;
+        for lane in lanes {
+            let Some(entry) = self.due.prefix([*lane as u8]).next() else {
+                continue;
+            };
+            let (key, value) = entry.into_inner()?;
+            let at = key
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map(|b| u64::from_be_bytes(b) as i64);
+            let (Some(at), Some(cid), Ok(generation)) = (
+                at,
+                key.get(9..).and_then(|b| Cid::try_from(b).ok()),
+                <[u8; 8]>::try_from(&*value),
+            ) else {
+                return Err(TrackerStoreError::Corrupt(format!("queue entry {key:?}")));
+            };
+            if at > now {
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                continue;
+            }
+            self.due.remove(key)?;
+            // The record keeps its slot until `start`, which clears it
+            // with the phase change.
+            return Ok(Due::Job(cid, u64::from_be_bytes(generation)));
+        }
+        Ok(earliest.map_or(Due::Empty, Due::At))
     }
 
     /// A worker takes the operation; `None` if it was superseded or is not
@@ -196,116 +512,159 @@ impl OpTracker {
         cid: &Cid,
         generation: u64,
         now: DateTime<FixedOffset>,
-    ) -> Option<Operation> {
-        let op = self.ops.get_mut(cid)?;
-        if op.generation != generation || op.phase != Phase::Queued {
-            return None;
+    ) -> Result<Option<Operation>, TrackerStoreError> {
+        let key = cid.to_bytes();
+        let Some(old) = self.read(&key)? else {
+            return Ok(None);
+        };
+        if old.generation != generation || old.phase != Phase::Queued {
+            return Ok(None);
         }
-        op.phase = Phase::InProgress;
-        op.attempts += 1;
-        op.updated = now;
-        Some(op.clone())
+        let op = Operation {
+            phase: Phase::InProgress,
+            attempts: old.attempts + 1,
+            updated: now,
+            slot: None,
+            ..old.clone()
+        };
+        self.write(&key, Some(&old), Some(&op))?;
+        Ok(Some(op))
     }
 
     /// The operation succeeded: it is forgotten (IPFS now tells its status).
     /// Returns false if it had been superseded.
-    pub fn finish(&mut self, cid: &Cid, generation: u64) -> bool {
-        match self.ops.get(cid) {
+    pub fn finish(&mut self, cid: &Cid, generation: u64) -> Result<bool, TrackerStoreError> {
+        let key = cid.to_bytes();
+        match self.read(&key)? {
             Some(op) if op.generation == generation => {
-                let gone = self.ops.remove(cid);
-                self.count_gone(gone.as_ref());
-                true
+                self.write(&key, Some(&op), None)?;
+                Ok(true)
             }
-            _ => false,
+            _ => Ok(false),
         }
     }
 
-    /// The operation failed with `error`.
+    /// The operation failed with `error`. A retry goes in the priority lane
+    /// if `retry_priority` (pins only).
     pub fn fail(
         &mut self,
         cid: &Cid,
         generation: u64,
         error: &str,
         policy: &RetryPolicy,
+        retry_priority: bool,
         now: DateTime<FixedOffset>,
-    ) -> AfterFailure {
-        let error = self.intern(error);
-        let Some(op) = self
-            .ops
-            .get_mut(cid)
-            .filter(|op| op.generation == generation)
-        else {
-            return AfterFailure::Stale;
+    ) -> Result<AfterFailure, TrackerStoreError> {
+        let key = cid.to_bytes();
+        let Some(old) = self.read(&key)?.filter(|op| op.generation == generation) else {
+            return Ok(AfterFailure::Stale);
         };
-        op.error = Some(error);
-        op.updated = now;
-        if op.attempts >= policy.max_attempts {
-            if op.phase != Phase::Error {
-                self.errored += 1;
-            }
+        let mut op = Operation {
+            error: Some(Arc::from(error)),
+            updated: now,
+            ..old.clone()
+        };
+        let outcome = if op.attempts >= policy.max_attempts {
             op.phase = Phase::Error;
+            op.slot = None;
             AfterFailure::GaveUp
         } else {
+            let wait = policy.backoff(op.attempts);
             op.phase = Phase::Queued;
-            AfterFailure::RetryIn(policy.backoff(op.attempts))
-        }
+            let due = millis(now).saturating_add(wait.as_millis().min(i64::MAX as u128) as i64);
+            op.slot = Some((Lane::of(op.kind, retry_priority), due));
+            AfterFailure::RetryIn(wait)
+        };
+        self.write(&key, Some(&old), Some(&op))?;
+        Ok(outcome)
     }
 
-    /// The shared copy of `error`, made and remembered if new.
-    fn intern(&mut self, error: &str) -> Arc<str> {
-        if let Some(i) = self.recent_errors.iter().position(|e| **e == *error) {
-            return self.recent_errors[i].clone();
-        }
-        if self.recent_errors.len() == RECENT_ERRORS {
-            self.recent_errors.remove(0);
-        }
-        let error: Arc<str> = Arc::from(error);
-        self.recent_errors.push(error.clone());
-        error
-    }
-
-    /// Re-queues an errored operation (recover): returns its generation.
-    pub fn recover(&mut self, cid: &Cid, now: DateTime<FixedOffset>) -> Option<(OpKind, u64)> {
-        let op = self
-            .ops
-            .get_mut(cid)
-            .filter(|op| op.phase == Phase::Error)?;
-        self.errored -= 1;
+    /// Re-queues an errored operation (recover), due now: returns its kind
+    /// and new generation.
+    pub fn recover(
+        &mut self,
+        cid: &Cid,
+        now: DateTime<FixedOffset>,
+    ) -> Result<Option<(OpKind, u64)>, TrackerStoreError> {
+        let key = cid.to_bytes();
+        let Some(old) = self.read(&key)?.filter(|op| op.phase == Phase::Error) else {
+            return Ok(None);
+        };
         self.next_generation += 1;
-        op.generation = self.next_generation;
-        op.phase = Phase::Queued;
-        op.attempts = 0;
-        op.updated = now;
-        Some((op.kind, op.generation))
+        let op = Operation {
+            generation: self.next_generation,
+            phase: Phase::Queued,
+            attempts: 0,
+            updated: now,
+            slot: Some((Lane::of(old.kind, old.kind == OpKind::Pin), millis(now))),
+            ..old.clone()
+        };
+        self.write(&key, Some(&old), Some(&op))?;
+        Ok(Some((op.kind, op.generation)))
     }
 
     /// The operation on `cid`, if any.
-    pub fn get(&self, cid: &Cid) -> Option<&Operation> {
-        self.ops.get(cid)
+    pub fn get(&self, cid: &Cid) -> Result<Option<Operation>, TrackerStoreError> {
+        self.read(&cid.to_bytes())
     }
 
     /// Forgets `cid` (its pin left the state while nothing was running).
-    pub fn forget(&mut self, cid: &Cid) {
-        let gone = self.ops.remove(cid);
-        self.count_gone(gone.as_ref());
-    }
-
-    /// Keeps `errored` true when `op` leaves the map.
-    fn count_gone(&mut self, op: Option<&Operation>) {
-        if op.is_some_and(|op| op.phase == Phase::Error) {
-            self.errored -= 1;
+    pub fn forget(&mut self, cid: &Cid) -> Result<(), TrackerStoreError> {
+        let key = cid.to_bytes();
+        if let Some(old) = self.read(&key)? {
+            self.write(&key, Some(&old), None)?;
         }
+        Ok(())
     }
 
-    /// Every tracked operation.
-    pub fn iter(&self) -> impl Iterator<Item = (&Cid, &Operation)> {
-        self.ops.iter()
+    /// Up to `limit` operations on CIDs after `after` (all from the start
+    /// if `None`), in key order: a scan in pages, so that the lock is not
+    /// held over a million records.
+    pub fn page(
+        &self,
+        after: Option<&Cid>,
+        limit: usize,
+    ) -> Result<Vec<(Cid, Operation)>, TrackerStoreError> {
+        let iter = match after {
+            Some(cid) => {
+                let from = cid.to_bytes();
+                self.ops.range::<Vec<u8>, _>((
+                    std::ops::Bound::Excluded(from),
+                    std::ops::Bound::Unbounded,
+                ))
+            }
+            None => self.ops.iter(),
+        };
+        let mut page = Vec::new();
+        for entry in iter.take(limit) {
+            let (key, value) = entry.into_inner()?;
+            let cid =
+                Cid::try_from(&*key).map_err(|_| TrackerStoreError::Corrupt(display_key(&key)))?;
+            let op = decode(&value).ok_or_else(|| TrackerStoreError::Corrupt(cid.to_string()))?;
+            page.push((cid, op));
+        }
+        Ok(page)
     }
 
     /// Operations queued or running (the pinqueue informer's figure).
     pub fn queued(&self) -> usize {
-        self.ops.len() - self.errored
+        self.len - self.errored
     }
+
+    /// Operations tracked, failed ones included.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no operation is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A key for an error message: its CID if it is one.
+fn display_key(key: &[u8]) -> String {
+    Cid::try_from(key).map_or_else(|_| format!("{key:?}"), |c| c.to_string())
 }
 
 #[cfg(test)]
@@ -321,6 +680,13 @@ mod tests {
         chrono::Utc::now().fixed_offset()
     }
 
+    fn tracker() -> (tempfile::TempDir, OpTracker) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path()).open().unwrap();
+        let t = OpTracker::open(&db).unwrap();
+        (dir, t)
+    }
+
     const POLICY: RetryPolicy = RetryPolicy {
         max_attempts: 3,
         first_backoff: Duration::from_secs(1),
@@ -329,86 +695,183 @@ mod tests {
 
     #[test]
     fn a_pin_goes_queued_pinning_and_is_forgotten_when_done() {
-        let mut t = OpTracker::default();
+        let (_dir, mut t) = tracker();
         let p = pin(1);
-        let g = t.enqueue(OpKind::Pin, &p, true, now()).unwrap();
-        assert_eq!(t.get(&p.cid).unwrap().status(), TrackerStatus::PinQueued);
+        let g = t.enqueue(OpKind::Pin, &p, true, now()).unwrap().unwrap();
+        let get = |t: &OpTracker| t.get(&p.cid).unwrap();
+        assert_eq!(get(&t).unwrap().status(), TrackerStatus::PinQueued);
         // Same kind again: refreshed, not queued twice.
-        assert_eq!(t.enqueue(OpKind::Pin, &p, true, now()), None);
-        t.start(&p.cid, g, now()).unwrap();
-        assert_eq!(t.get(&p.cid).unwrap().status(), TrackerStatus::Pinning);
+        assert_eq!(t.enqueue(OpKind::Pin, &p, true, now()).unwrap(), None);
+        assert_eq!(
+            t.take_due(&[Lane::Priority, Lane::Normal], now()).unwrap(),
+            Due::Job(p.cid, g)
+        );
+        assert_eq!(t.take_due(&[Lane::Priority], now()).unwrap(), Due::Empty);
+        t.start(&p.cid, g, now()).unwrap().unwrap();
+        assert_eq!(get(&t).unwrap().status(), TrackerStatus::Pinning);
         assert_eq!(t.queued(), 1);
-        assert!(t.finish(&p.cid, g));
-        assert!(t.get(&p.cid).is_none());
+        assert!(t.finish(&p.cid, g).unwrap());
+        assert!(get(&t).is_none());
+        assert!(t.is_empty());
     }
 
     #[test]
     fn failures_back_off_then_end_in_a_terminal_error_until_recovered() {
-        let mut t = OpTracker::default();
+        let (_dir, mut t) = tracker();
         let p = pin(2);
-        let mut g = t.enqueue(OpKind::Pin, &p, false, now()).unwrap();
+        let mut g = t.enqueue(OpKind::Pin, &p, false, now()).unwrap().unwrap();
         let mut waits = Vec::new();
         loop {
-            t.start(&p.cid, g, now()).unwrap();
-            match t.fail(&p.cid, g, "no provider", &POLICY, now()) {
-                AfterFailure::RetryIn(d) => waits.push(d),
+            t.start(&p.cid, g, now()).unwrap().unwrap();
+            let at = now();
+            match t
+                .fail(&p.cid, g, "no provider", &POLICY, false, at)
+                .unwrap()
+            {
+                AfterFailure::RetryIn(d) => {
+                    waits.push(d);
+                    // Waiting in the queue, not due before its backoff.
+                    let due = millis(at) + d.as_millis() as i64;
+                    assert_eq!(t.take_due(&[Lane::Normal], at).unwrap(), Due::At(due));
+                }
                 AfterFailure::GaveUp => break,
                 AfterFailure::Stale => unreachable!(),
             }
-            g = t.get(&p.cid).unwrap().generation;
+            g = t.get(&p.cid).unwrap().unwrap().generation;
         }
         assert_eq!(waits, vec![Duration::from_secs(1), Duration::from_secs(2)]);
-        let op = t.get(&p.cid).unwrap();
+        let op = t.get(&p.cid).unwrap().unwrap();
         assert_eq!(
             (op.status(), op.attempts, op.error()),
             (TrackerStatus::PinError, 3, "no provider")
         );
         assert_eq!(t.queued(), 0);
-        // Terminal: a worker cannot pick it up...
-        assert!(t.start(&p.cid, g, now()).is_none());
+        // Terminal: a worker cannot pick it up, and the queue does not hold it...
+        assert!(t.start(&p.cid, g, now()).unwrap().is_none());
+        let later = now() + chrono::Duration::seconds(60);
+        assert_eq!(t.take_due(&[Lane::Normal], later).unwrap(), Due::Empty);
         // ...until recover queues it again with fresh attempts.
-        let (kind, g2) = t.recover(&p.cid, now()).unwrap();
+        let (kind, g2) = t.recover(&p.cid, now()).unwrap().unwrap();
         assert_eq!(kind, OpKind::Pin);
-        assert_eq!(t.start(&p.cid, g2, now()).unwrap().attempts, 1);
+        assert_eq!(
+            t.take_due(&[Lane::Priority], later).unwrap(),
+            Due::Job(p.cid, g2)
+        );
+        assert_eq!(t.start(&p.cid, g2, now()).unwrap().unwrap().attempts, 1);
+    }
+
+    #[test]
+    fn the_priority_lane_is_drained_first_and_each_lane_earliest_first() {
+        let (_dir, mut t) = tracker();
+        let t0 = now();
+        let later = t0 + chrono::Duration::milliseconds(5);
+        let g1 = t.enqueue(OpKind::Pin, &pin(1), false, t0).unwrap().unwrap();
+        let g2 = t
+            .enqueue(OpKind::Pin, &pin(2), true, later)
+            .unwrap()
+            .unwrap();
+        let g3 = t
+            .enqueue(OpKind::Pin, &pin(3), false, later)
+            .unwrap()
+            .unwrap();
+        let lanes = [Lane::Priority, Lane::Normal];
+        let mut order = Vec::new();
+        while let Due::Job(cid, g) = t.take_due(&lanes, later).unwrap() {
+            order.push((cid, g));
+        }
+        assert_eq!(
+            order,
+            vec![(pin(2).cid, g2), (pin(1).cid, g1), (pin(3).cid, g3)]
+        );
+    }
+
+    #[test]
+    fn records_read_back_as_written_and_a_reopened_tracker_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path()).open().unwrap();
+        let mut t = OpTracker::open(&db).unwrap();
+        let mut p = pin(4);
+        p.timestamp = Some(now());
+        p.max_depth = 0;
+        let g = t.enqueue(OpKind::Pin, &p, true, now()).unwrap().unwrap();
+        t.start(&p.cid, g, now()).unwrap().unwrap();
+        t.fail(&p.cid, g, "dial tcp: refused ✗", &POLICY, true, now())
+            .unwrap();
+        let op = t.get(&p.cid).unwrap().unwrap();
+        let back = decode(&encode(&op)).unwrap();
+        assert_eq!(format!("{op:?}"), format!("{back:?}"));
+        assert_eq!(op.added, p.timestamp);
+        assert_eq!(op.mode, PinMode::Direct);
+        // A record of another format is refused, not misread.
+        let mut other = encode(&op);
+        other[0] = FORMAT + 1;
+        assert!(decode(&other).is_none());
+        drop(t);
+        let t = OpTracker::open(&db).unwrap();
+        assert!(t.get(&p.cid).unwrap().is_none());
+        assert_eq!(t.page(None, 10).unwrap().len(), 0);
     }
 
     proptest::proptest! {
-        /// The kept count of queued operations is the one a scan gives,
+        // Each case opens a fjall database: fewer cases than the default
+        // keep the test to seconds.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        /// The kept counts of queued and failed operations are the ones a
+        /// scan gives, and every queued operation is in the queue once,
         /// whatever the operations do.
         #[test]
-        fn the_queued_count_follows_every_transition(
-            steps in proptest::collection::vec((0..6u8, 0..3u8), 0..80)
+        fn the_counts_and_the_queue_follow_every_transition(
+            steps in proptest::collection::vec((0..7u8, 0..3u8), 0..60)
         ) {
-            let mut t = OpTracker::default();
+            let (_dir, mut t) = tracker();
             for (step, i) in steps {
                 let p = pin(i);
-                let generation = t.get(&p.cid).map(|op| op.generation).unwrap_or(0);
+                let generation = t.get(&p.cid).unwrap().map(|op| op.generation).unwrap_or(0);
                 match step {
-                    0 => drop(t.enqueue(OpKind::Pin, &p, false, now())),
-                    1 => drop(t.enqueue(OpKind::Unpin, &p, false, now())),
-                    2 => drop(t.start(&p.cid, generation, now())),
-                    3 => drop(t.fail(&p.cid, generation, "x", &POLICY, now())),
-                    4 => drop(t.recover(&p.cid, now())),
-                    _ if i == 0 => t.forget(&p.cid),
-                    _ => drop(t.finish(&p.cid, generation)),
+                    0 => drop(t.enqueue(OpKind::Pin, &p, false, now()).unwrap()),
+                    1 => drop(t.enqueue(OpKind::Unpin, &p, false, now()).unwrap()),
+                    2 => drop(t.start(&p.cid, generation, now()).unwrap()),
+                    3 => drop(t.fail(&p.cid, generation, "x", &POLICY, false, now()).unwrap()),
+                    4 => drop(t.recover(&p.cid, now()).unwrap()),
+                    5 => drop(t.take_due(&[Lane::Unpin, Lane::Priority, Lane::Normal], now()).unwrap()),
+                    _ if i == 0 => t.forget(&p.cid).unwrap(),
+                    _ => drop(t.finish(&p.cid, generation).unwrap()),
                 }
-                let scanned = t.iter().filter(|(_, op)| op.phase != Phase::Error).count();
+                let all = t.page(None, 100).unwrap();
+                let scanned = all.iter().filter(|(_, op)| op.phase != Phase::Error).count();
                 proptest::prop_assert_eq!(t.queued(), scanned);
+                proptest::prop_assert_eq!(t.len(), all.len());
+                // No operation outside the queue phase is in the queue.
+                for (_, op) in &all {
+                    if op.phase != Phase::Queued {
+                        proptest::prop_assert!(op.slot.is_none());
+                    }
+                }
             }
         }
     }
 
     #[test]
     fn an_opposite_operation_supersedes_a_running_one() {
-        let mut t = OpTracker::default();
+        let (_dir, mut t) = tracker();
         let p = pin(3);
-        let g = t.enqueue(OpKind::Pin, &p, false, now()).unwrap();
-        t.start(&p.cid, g, now()).unwrap();
-        let u = t.enqueue(OpKind::Unpin, &p, false, now()).unwrap();
-        assert_eq!(t.get(&p.cid).unwrap().status(), TrackerStatus::UnpinQueued);
+        let g = t.enqueue(OpKind::Pin, &p, false, now()).unwrap().unwrap();
+        t.start(&p.cid, g, now()).unwrap().unwrap();
+        let u = t.enqueue(OpKind::Unpin, &p, false, now()).unwrap().unwrap();
+        assert_eq!(
+            t.get(&p.cid).unwrap().unwrap().status(),
+            TrackerStatus::UnpinQueued
+        );
         // The pin worker reports late: nothing changes.
-        assert!(!t.finish(&p.cid, g));
-        assert_eq!(t.fail(&p.cid, g, "x", &POLICY, now()), AfterFailure::Stale);
-        assert!(t.start(&p.cid, u, now()).is_some());
+        assert!(!t.finish(&p.cid, g).unwrap());
+        assert_eq!(
+            t.fail(&p.cid, g, "x", &POLICY, false, now()).unwrap(),
+            AfterFailure::Stale
+        );
+        assert_eq!(
+            t.take_due(&[Lane::Unpin], now()).unwrap(),
+            Due::Job(p.cid, u)
+        );
+        assert!(t.start(&p.cid, u, now()).unwrap().is_some());
     }
 }

@@ -62,7 +62,7 @@ pub async fn recover_periodically(tracker: PinTracker<KuboConnector>, every: Dur
     tick.tick().await; // the first tick is immediate: nothing failed yet
     loop {
         tick.tick().await;
-        let n = tracker.recover_all().len();
+        let n = tracker.recover_failed();
         if n > 0 {
             tracing::info!(operations = n, "recovering failed pin operations");
         }

@@ -102,6 +102,13 @@ impl FjallStore {
         &self.tables[table.index()]
     }
 
+    /// The database under the store, for keyspaces of the peer's own that
+    /// are not CRDT state (the pin tracker's queue): they share the journal,
+    /// cache and write buffer, and so the store's memory budget.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// Bytes on disk, for reports and benchmarks.
     pub fn disk_space(&self) -> Result<u64, StoreError> {
         Ok(self.db.disk_space()?)

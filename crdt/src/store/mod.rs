@@ -9,6 +9,9 @@
 mod fjall_store;
 mod memory;
 
+/// The fjall crate, for users of [`FjallStore::database`] that keep their own
+/// keyspaces beside the engine's.
+pub use fjall;
 pub use fjall_store::{Durability, FjallOptions, FjallStore};
 pub use memory::MemoryStore;
 

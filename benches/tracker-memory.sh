@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Memory of a peer holding N pins whose IPFS daemon is down (issue 13).
+#
+# Run: `bash benches/tracker-memory.sh [N]` (default 1,000,000) after
+# `cargo build --release`. Writes an NDJSON file of N pins (replication -1,
+# random CIDv1s, the shape of `pins_file` in benches/vs_reference.rs),
+# `state import`s it into a fresh folder, starts `pincluster daemon` with its
+# IPFS daemon on a closed port, and prints VmRSS / VmHWM (MiB):
+#   - once the peer is idle after start (three 2 s samples without CPU time:
+#     every pin is then an operation in the tracker, waiting or failed);
+#   - after a full `GET /allocations` and a full `GET /pins` stream.
+# The figures go to BENCHMARKS.md ("Memory of a peer whose IPFS daemon is down").
+set -euo pipefail
+
+N=${1:-1000000}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$ROOT/target/release/pincluster
+WORK=$(mktemp -d)
+PID=
+cleanup() {
+    if [[ -n $PID ]]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+python3 - "$N" >"$WORK/pins.json" <<'EOF'
+import base64, hashlib, json, sys
+n = int(sys.argv[1])
+out = sys.stdout
+for i in range(n):
+    digest = hashlib.sha256(f"mem-{i}".encode()).digest()
+    raw = bytes([0x01, 0x55, 0x12, 0x20]) + digest
+    cid = "b" + base64.b32encode(raw).decode().lower().rstrip("=")
+    out.write(json.dumps({
+        "replication_factor_min": -1, "replication_factor_max": -1, "name": "",
+        "mode": "recursive", "shard_size": 0, "user_allocations": None,
+        "expire_at": "0001-01-01T00:00:00Z", "metadata": None, "pin_update": None,
+        "origins": [], "cid": cid, "type": "pin", "allocations": [], "max_depth": -1,
+        "reference": None, "timestamp": "2026-12-04T00:00:00Z"}))
+    out.write("\n")
+EOF
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+REST=$(free_port)
+"$BIN" init --no-secret --config "$WORK/peer" >/dev/null
+"$BIN" state import --force "$WORK/pins.json" --config "$WORK/peer" >/dev/null
+rm "$WORK/pins.json"
+
+CLUSTER_IPFSHTTP_NODEMULTIADDRESS=/ip4/127.0.0.1/tcp/1 \
+CLUSTER_LISTENMULTIADDRESS=/ip4/127.0.0.1/tcp/0 \
+CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS=/ip4/127.0.0.1/tcp/$REST \
+CLUSTER_IPFSPROXY_LISTENMULTIADDRESS=/ip4/127.0.0.1/tcp/0 \
+PINCLUSTER_LOG=warn \
+    "$BIN" daemon --config "$WORK/peer" >/dev/null 2>"$WORK/log" &
+PID=$!
+START=$(date +%s.%N)
+
+mib() { awk -v k="$1:" '$1 == k { printf "%.0f", $2 / 1024 }' "/proc/$PID/status"; }
+cpu() { awk '{ print $14 + $15 }' "/proc/$PID/stat"; }
+report() { echo "$1: RSS $(mib VmRSS) MiB, peak $(mib VmHWM) MiB"; }
+
+until curl -sf "http://127.0.0.1:$REST/id" >/dev/null; do sleep 0.2; done
+report "started (REST API up)"
+quiet=0
+last=$(cpu)
+while ((quiet < 3)); do
+    sleep 2
+    now=$(cpu)
+    if [[ $now == "$last" ]]; then quiet=$((quiet + 1)); else quiet=0; fi
+    last=$now
+done
+echo "idle after $(echo "$(date +%s.%N) - $START" | bc) s"
+report "idle, $N pins, IPFS daemon down"
+# Retries come due in waves (backoff), and fjall flushes in the background:
+# the RSS over the next minute, lowest and highest of 12 samples.
+lo=999999 hi=0
+for _ in $(seq 12); do
+    sleep 5
+    r=$(mib VmRSS)
+    ((r < lo)) && lo=$r
+    ((r > hi)) && hi=$r
+done
+echo "over the next minute: RSS $lo-$hi MiB"
+t0=$(date +%s.%N)
+count=$(curl -sf "http://127.0.0.1:$REST/allocations" | grep -o '"cid"' | wc -l)
+echo "GET /allocations: $count pins in $(echo "$(date +%s.%N) - $t0" | bc) s"
+report "after GET /allocations"
+t0=$(date +%s.%N)
+# Bounded: with the daemon down, each page's status waits on the connector.
+count=$(curl -s --max-time 120 "http://127.0.0.1:$REST/pins?local=true" | grep -o '"cid"' | wc -l || true)
+echo "GET /pins?local=true: $count statuses in $(echo "$(date +%s.%N) - $t0" | bc) s"
+report "after GET /pins"
