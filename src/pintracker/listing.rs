@@ -95,6 +95,22 @@ impl DaemonPins {
         self.last.lock().await.1 = None;
     }
 
+    /// Brings the last listing in line with an operation the tracker just
+    /// completed (`Some(mode)`: pinned, `None`: unpinned), so that statuses
+    /// read from it do not contradict the operation until the next listing.
+    /// Waits for a listing in progress and patches that one.
+    pub async fn record(&self, cid: &Cid, held: Option<PinMode>) -> Result<(), TrackerStoreError> {
+        let last = self.last.lock().await;
+        if let Some((_, Ok(listing))) = &last.1 {
+            match held {
+                Some(PinMode::Recursive) => listing.0.insert(cid.to_bytes(), [0u8])?,
+                Some(PinMode::Direct) => listing.0.insert(cid.to_bytes(), [1u8])?,
+                None => listing.0.remove(cid.to_bytes())?,
+            }
+        }
+        Ok(())
+    }
+
     /// The last listing if it is recent, else a new one from `list` (the
     /// connector's streamed `pin/ls`).
     pub async fn get<S>(&self, list: impl FnOnce() -> S) -> Outcome

@@ -323,6 +323,10 @@ impl<C: IpfsConnector> PinTracker<C> {
         };
         let error = match result {
             Ok(()) => {
+                // The daemon's pinset changed: a status read from the
+                // cached listing must not show the old state.
+                let held = (op.kind == OpKind::Pin).then_some(op.mode);
+                or_log(self.inner.listing.record(&cid, held).await, ());
                 or_log(self.ops().finish(&cid, generation), false);
                 return;
             }
