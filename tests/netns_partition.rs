@@ -454,3 +454,50 @@ async fn a_flapping_link_catches_up_once_it_stays_up() {
     let took = converge(peers, &want).await;
     figure("flapping link A, 4 cycles of 1 s", want.len(), took);
 }
+
+/// A is cut off from B and C for a long while (15 s, or
+/// `PINCLUSTER_NETNS_ISOLATION_SECS`; 15 s is many monitor pings at 1 s),
+/// both sides writing throughout; after healing every peer has the union.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_isolation_written_on_both_sides_converges_after_healing() {
+    let Some(net) = Net::new(3) else { return };
+    let secs: u64 = std::env::var("PINCLUSTER_NETNS_ISOLATION_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    let cluster = three_peers(&net).await;
+    let peers = &cluster.peers;
+    let (a, b) = (&peers[0], &peers[1]);
+
+    net.cut(0, 1, true);
+    net.cut(0, 2, true);
+    let isolated = Instant::now();
+    let (mut on_a, mut on_b) = (Vec::new(), Vec::new());
+    let mut round = 0;
+    while isolated.elapsed() < Duration::from_secs(secs) {
+        let (ra, rb) = (
+            cids(&format!("netns-long-a-{round}"), 5),
+            cids(&format!("netns-long-b-{round}"), 5),
+        );
+        tokio::join!(pin_all(a, &ra), pin_all(b, &rb));
+        on_a.extend(ra);
+        on_b.extend(rb);
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let seen_by_a = a.pinset().await.unwrap();
+    assert!(
+        on_b.iter().all(|cid| !seen_by_a.contains(cid)),
+        "A saw B's pins through the cut"
+    );
+
+    net.cut(0, 1, false);
+    net.cut(0, 2, false);
+    let want: Vec<String> = [&on_a[..], &on_b].concat();
+    let took = converge(peers, &want).await;
+    figure(
+        &format!("isolation of A for {secs} s, heal"),
+        want.len(),
+        took,
+    );
+}
