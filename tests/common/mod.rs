@@ -58,6 +58,16 @@ pub struct TestPeer {
     http: reqwest::Client,
     /// The PEM certificate the harness trusts when the API is HTTPS.
     tls_ca: Option<String>,
+    /// The network namespace the daemon runs in and the IPv4 address all
+    /// its listeners bind there; `None`: the host's, on 127.0.0.1.
+    netns: Option<(String, String)>,
+}
+
+impl TestPeer {
+    /// The IPv4 address every listener binds.
+    fn host(&self) -> &str {
+        self.netns.as_ref().map_or("127.0.0.1", |(_, addr)| addr)
+    }
 }
 
 /// A folder with `service.json` and `identity.json`, made by `pincluster init`.
@@ -79,34 +89,52 @@ pub fn init_folder(dir: &Path, spec: &PeerSpec) {
 impl TestPeer {
     /// Initialises `dir` if needed and starts a daemon on it.
     pub async fn start(dir: PathBuf, spec: PeerSpec) -> TestPeer {
-        TestPeer::start_with(dir, spec, None).await
+        TestPeer::start_with(dir, spec, None, None).await
+    }
+
+    /// [`TestPeer::start`] inside network namespace `ns` (`ip netns exec`),
+    /// every listener on `addr` instead of 127.0.0.1; the harness must be
+    /// able to route to `addr`.
+    pub async fn start_in_netns(dir: PathBuf, spec: PeerSpec, ns: &str, addr: &str) -> TestPeer {
+        TestPeer::start_with(dir, spec, None, Some((ns.to_string(), addr.to_string()))).await
     }
 
     /// [`TestPeer::start`] for a folder whose REST API serves HTTPS with a
     /// certificate `ca_pem` (PEM) signed: the harness's client trusts it.
     pub async fn start_https(dir: PathBuf, spec: PeerSpec, ca_pem: &str) -> TestPeer {
-        TestPeer::start_with(dir, spec, Some(ca_pem.to_string())).await
+        TestPeer::start_with(dir, spec, Some(ca_pem.to_string()), None).await
     }
 
-    async fn start_with(dir: PathBuf, spec: PeerSpec, tls_ca: Option<String>) -> TestPeer {
+    async fn start_with(
+        dir: PathBuf,
+        spec: PeerSpec,
+        tls_ca: Option<String>,
+        netns: Option<(String, String)>,
+    ) -> TestPeer {
         if !dir.join("service.json").exists() {
             init_folder(&dir, &spec);
         }
-        let mut cmd = Command::new(BIN);
+        let host = netns
+            .as_ref()
+            .map_or("127.0.0.1", |(_, addr)| addr)
+            .to_string();
+        let mut cmd = match &netns {
+            Some((ns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.args(["daemon", "--config"]).arg(&dir);
         if !spec.bootstrap.is_empty() {
             cmd.args(["--bootstrap", &spec.bootstrap.join(",")]);
         }
-        cmd.env("CLUSTER_LISTENMULTIADDRESS", "/ip4/127.0.0.1/tcp/0")
-            .env(
-                "CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS",
-                "/ip4/127.0.0.1/tcp/0",
-            )
+        let any_port = format!("/ip4/{host}/tcp/0");
+        cmd.env("CLUSTER_LISTENMULTIADDRESS", &any_port)
+            .env("CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS", &any_port)
             // `init` turns the IPFS proxy on: peers side by side need their own ports.
-            .env(
-                "CLUSTER_IPFSPROXY_LISTENMULTIADDRESS",
-                "/ip4/127.0.0.1/tcp/0",
-            )
+            .env("CLUSTER_IPFSPROXY_LISTENMULTIADDRESS", &any_port)
             .env("CLUSTER_MONITORPINGINTERVAL", "2s")
             .env("CLUSTER_CRDT_REBROADCASTINTERVAL", "2s")
             .env("PINCLUSTER_LOG", "warn,pincluster=debug")
@@ -137,6 +165,7 @@ impl TestPeer {
             id: String::new(),
             http: api_client(&spec_auth, tls_ca.as_deref()),
             tls_ca,
+            netns,
         };
         let api = wait_for("the REST API address in the log", DEADLINE, || {
             let found = peer.log_value("REST API listening", "addr=");
@@ -155,7 +184,7 @@ impl TestPeer {
         } else {
             "http"
         };
-        peer.api = format!("{scheme}://127.0.0.1:{port}");
+        peer.api = format!("{scheme}://{host}:{port}");
         let id = peer.get_json("/id").await.expect("GET /id");
         peer.id = id["id"].as_str().unwrap().to_string();
         peer
@@ -202,16 +231,18 @@ impl TestPeer {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
-    /// This peer's cluster address on 127.0.0.1, with `/p2p/<id>`.
+    /// This peer's cluster address on 127.0.0.1 (or its namespace's
+    /// address), with `/p2p/<id>`.
     pub async fn cluster_addr(&self) -> String {
         let id = self.get_json("/id").await.expect("GET /id");
+        let prefix = format!("/ip4/{}/", self.host());
         id["addresses"]
             .as_array()
             .unwrap()
             .iter()
             .filter_map(|a| a.as_str())
-            .find(|a| a.starts_with("/ip4/127.0.0.1/"))
-            .expect("a loopback address")
+            .find(|a| a.starts_with(&prefix))
+            .expect("an address on the listening host")
             .to_string()
     }
 
@@ -245,7 +276,8 @@ impl TestPeer {
         let dir = self.dir.clone();
         let spec = self.spec.clone();
         let tls_ca = self.tls_ca.take();
-        TestPeer::start_with(dir, spec, tls_ca).await
+        let netns = self.netns.take();
+        TestPeer::start_with(dir, spec, tls_ca, netns).await
     }
 
     /// Starts this peer again on the same folder with another spec.
