@@ -1,0 +1,24 @@
+//! The embedded IPFS node: what lets a peer pin, store and serve content
+//! with no IPFS daemon beside it.
+//!
+//! | file | role |
+//! |---|---|
+//! | [`store`] | blocks and pins in a fjall database of their own; gc; `repo/stat` |
+//! | [`dag`] | codecs, CID checks, the links of dag-pb / raw / dag-cbor blocks |
+//! | [`pb`] | dag-pb and UnixFS protobuf, by hand |
+//! | [`dagjson`] | DAG-JSON for `dag/get` and `dag/put` |
+//! | [`unixfs`] | the importer (Kubo's CIDs) and the exporter (`cat`, `ls`, `get`) |
+//! | [`fetch`] | [`fetch::BlockFetcher`]: where blocks missing locally come from (bitswap plugs in here) |
+//! | [`node`] | [`node::Node`]: the store, the fetcher and recursive pinning |
+//! | [`rpc`] | the Kubo RPC calls clients use most, answered by the node (served on loopback for the proxy) |
+//! | [`gateway`] | the read-only HTTP gateway: `/ipfs/<cid>[/path]` |
+
+pub mod dag;
+pub mod dagjson;
+pub mod fetch;
+pub mod gateway;
+pub mod node;
+pub mod pb;
+pub mod rpc;
+pub mod store;
+pub mod unixfs;
