@@ -31,7 +31,7 @@ use crate::consensus::{Consensus, ConsensusTuning, PeerSigner, PeerVerifier};
 use crate::folder::{self, FolderLock, LockError};
 use crate::identity::Identity;
 use crate::informer::{Informers, publish_metrics};
-use crate::ipfsconn::{IpfsConnConfig, KuboConnector};
+use crate::ipfsconn::{Connector, EmbeddedConnector, IpfsConnConfig, KuboConnector};
 use crate::monitor::Monitor;
 use crate::network::{Network, NetworkConfig};
 use crate::pintracker::upkeep::{feed_tracker, recover_periodically, sync_periodically};
@@ -66,7 +66,14 @@ pub enum PeerError {
     /// An IPFS daemon address HTTP cannot reach.
     #[error(transparent)]
     IpfsNode(#[from] crate::cluster::ipfs::BadNodeAddress),
+    /// The embedded IPFS node's block store failed to open.
+    #[error("ipfs_connector.embedded: {0}")]
+    BlockStore(#[from] crate::ipfs::store::StoreError),
 }
+
+/// A server the peer runs: its first TCP address (if any), the stop
+/// signal, the task.
+type Served = (Option<SocketAddr>, oneshot::Sender<()>, JoinHandle<()>);
 
 /// A running peer.
 #[derive(Debug)]
@@ -74,15 +81,17 @@ pub struct Peer {
     network: Network,
     consensus: Consensus,
     consensus_task: JoinHandle<()>,
-    tracker: PinTracker<KuboConnector>,
+    tracker: PinTracker<Connector>,
     /// Stops the tracker and every background task.
     cancel: CancellationToken,
     /// The background tasks: informer, swarm connector, tracker upkeep,
     /// metric checks and re-allocation.
     tasks: JoinSet<Option<()>>,
     /// The first TCP address (if any), the stop signal, the server.
-    rest: Option<(Option<SocketAddr>, oneshot::Sender<()>, JoinHandle<()>)>,
-    proxy: Option<(Option<SocketAddr>, oneshot::Sender<()>, JoinHandle<()>)>,
+    rest: Option<Served>,
+    proxy: Option<Served>,
+    /// The embedded node's RPC and gateway servers (none with Kubo).
+    embedded: Vec<Served>,
     peerstore: PathBuf,
     _lock: FolderLock,
 }
@@ -132,13 +141,33 @@ impl Peer {
         dial.dedup();
 
         let ipfs_config = &config.ipfs_connector.ipfshttp;
-        let ipfs = KuboConnector::new(IpfsConnConfig {
-            node: ipfs_config.node_multiaddress.clone(),
-            request_timeout: ipfs_config.ipfs_request_timeout.0,
-            pin_timeout: ipfs_config.pin_timeout.0,
-            unpin_timeout: ipfs_config.unpin_timeout.0,
-            repogc_timeout: ipfs_config.repogc_timeout.0,
-        })?;
+        // The embedded node (when configured) serves its RPC subset before
+        // anything else starts: the proxy and the full `repo/stat` go there.
+        let mut embedded_servers = Vec::new();
+        let (ipfs, daemon_addr) = match &config.ipfs_connector.embedded {
+            None => {
+                let ipfs = KuboConnector::new(IpfsConnConfig {
+                    node: ipfs_config.node_multiaddress.clone(),
+                    request_timeout: ipfs_config.ipfs_request_timeout.0,
+                    pin_timeout: ipfs_config.pin_timeout.0,
+                    unpin_timeout: ipfs_config.unpin_timeout.0,
+                    repogc_timeout: ipfs_config.repogc_timeout.0,
+                })?;
+                (Connector::Kubo(ipfs), ipfs_config.node_multiaddress.clone())
+            }
+            Some(e) => {
+                let (node, rpc_addr, servers) = start_embedded(dir, e, local).await?;
+                embedded_servers = servers;
+                let rpc = KuboConnector::new(IpfsConnConfig {
+                    pin_timeout: e.pin_timeout.0,
+                    ..IpfsConnConfig::with_defaults(rpc_addr.clone())
+                })?;
+                (
+                    Connector::Embedded(EmbeddedConnector::new(node, e.pin_timeout.0, rpc)),
+                    rpc_addr,
+                )
+            }
+        };
         // Every task started here stops on `cancel`; should the start fail
         // half-way, the guard cancels what already runs.
         let cancel = CancellationToken::new();
@@ -170,7 +199,7 @@ impl Peer {
             crate::state::PinState::new(engine.reader()),
             tracker.clone(),
             ipfs.clone(),
-            RawIpfsApi::new(&ipfs_config.node_multiaddress, false)?,
+            RawIpfsApi::new(&daemon_addr, false)?,
             config.cluster.peername.clone(),
             ipfs_seen.clone(),
         );
@@ -214,7 +243,9 @@ impl Peer {
             monitor.clone(),
         )));
         // `0s` turns the connecting off, as in the reference.
-        let connect_swarms_on = !ipfs_config.connect_swarms_delay.0.is_zero();
+        // The embedded node has no public swarm to connect yet.
+        let connect_swarms_on =
+            !ipfs_config.connect_swarms_delay.0.is_zero() && matches!(ipfs, Connector::Kubo(_));
         spawn(Box::pin(connect_swarms(
             ipfs.clone(),
             monitor.clone(),
@@ -305,7 +336,12 @@ impl Peer {
         let proxy = match &config.api.ipfsproxy {
             Some(proxy) => {
                 let (stop_tx, stop_rx) = oneshot::channel::<()>();
-                let daemon = RawIpfsApi::new(&proxy.node_multiaddress, proxy.node_https)?;
+                // With the embedded node, the proxy serves it (the
+                // configured `node_multiaddress` is Kubo's).
+                let daemon = match &config.ipfs_connector.embedded {
+                    None => RawIpfsApi::new(&proxy.node_multiaddress, proxy.node_https)?,
+                    Some(_) => RawIpfsApi::new(&daemon_addr, false)?,
+                };
                 let headers = HeaderConfig {
                     extra: proxy.extract_headers_extra.clone(),
                     path: proxy.extract_headers_path.clone(),
@@ -362,6 +398,7 @@ impl Peer {
             tasks,
             rest,
             proxy,
+            embedded: embedded_servers,
             peerstore,
             _lock: lock,
         })
@@ -388,7 +425,7 @@ impl Peer {
     }
 
     /// The pin tracker.
-    pub fn tracker(&self) -> &PinTracker<KuboConnector> {
+    pub fn tracker(&self) -> &PinTracker<Connector> {
         &self.tracker
     }
 
@@ -398,7 +435,8 @@ impl Peer {
     /// writes still land). Afterwards no task of the peer runs and no port
     /// stays bound.
     pub async fn shutdown(mut self) {
-        for (_, stop, task) in self.rest.into_iter().chain(self.proxy) {
+        let servers = self.rest.into_iter().chain(self.proxy);
+        for (_, stop, task) in servers.chain(self.embedded) {
             let _ = stop.send(());
             let _ = task.await;
         }
@@ -414,6 +452,67 @@ impl Peer {
         // consensus task after its last commit.
         let _ = self.consensus_task.await;
     }
+}
+
+/// Opens the embedded node's store and serves its RPC subset (loopback)
+/// and its gateway. Returns the node, the RPC's bound address, and the
+/// two servers.
+async fn start_embedded(
+    dir: &Path,
+    config: &crate::config::EmbeddedConfig,
+    id: libp2p::PeerId,
+) -> Result<(crate::ipfs::node::Node, Multiaddr, Vec<Served>), PeerError> {
+    use crate::ipfs::{fetch::NoFetcher, gateway, node::Node, rpc, store::BlockStore};
+    let store = BlockStore::open(&config.path(dir), config.storage_max)?;
+    // Bitswap plugs in here; until then, missing blocks are unavailable.
+    let node = Node::new(store, Arc::new(NoFetcher), id);
+    let server = |name| Server {
+        name,
+        // Adds and cats stream for as long as they take; a client that
+        // sends no header in 30 s, or idles 2 minutes, is dropped.
+        timeouts: Timeouts::new(
+            Duration::ZERO,
+            Duration::from_secs(30),
+            Duration::ZERO,
+            Duration::from_secs(120),
+        ),
+        max_header_bytes: 1 << 20,
+        tls: None,
+    };
+    let mut servers = Vec::new();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (bound, task) = rpc::serve(
+        &config.rpc_listen_multiaddress,
+        node.clone(),
+        server("embedded IPFS RPC"),
+        async move {
+            let _ = stop_rx.await;
+        },
+    )
+    .await?;
+    let first = log_listening("embedded IPFS RPC", &bound, false);
+    servers.push((first, stop_tx, task));
+    // The proxy and the uploads reach the node at its first TCP address.
+    let rpc_addr = bound
+        .iter()
+        .find(|a| crate::addr::socket_addr(a).is_some())
+        .or(bound.first())
+        .cloned()
+        // No address at all: the connector refuses the empty one clearly.
+        .unwrap_or_else(Multiaddr::empty);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (bound, task) = gateway::serve(
+        &config.gateway_listen_multiaddress,
+        node.clone(),
+        server("IPFS gateway"),
+        async move {
+            let _ = stop_rx.await;
+        },
+    )
+    .await?;
+    let first = log_listening("IPFS gateway", &bound, false);
+    servers.push((first, stop_tx, task));
+    Ok((node, rpc_addr, servers))
 }
 
 fn peer_of(addr: &Multiaddr) -> Option<libp2p::PeerId> {

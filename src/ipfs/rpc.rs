@@ -1,5 +1,5 @@
 //! The Kubo RPC calls clients use most, answered by the embedded node:
-//! `add`, `cat`, `get`, `ls`, `block/get|put|stat`, `dag/get|put`,
+//! `add`, `cat`, `get`, `ls`, `block/get|put|stat`, `dag/get|put|import`,
 //! `pin/add|rm|ls|update`, `repo/stat|gc`, `id`, `version`,
 //! `swarm/peers|connect`, with Kubo's reply shapes and errors.
 //!
@@ -8,6 +8,10 @@
 //! hijacking (`add` and `pin/*` become cluster pins) and pass-through
 //! work unchanged, whichever node is behind it. Other commands get a
 //! Kubo-shaped 404 naming the command.
+
+// Handlers return the error reply itself as `Err` (once per request, never
+// in a loop), which is what makes `?` end a handler with Kubo's error.
+#![allow(clippy::result_large_err)]
 
 use std::sync::Arc;
 
@@ -35,7 +39,12 @@ use crate::types::PinMode;
 /// Every reply body.
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
-/// The version string `version` reports.
+/// The `Version` that `version` reports: the Kubo RPC API the node
+/// answers as. Kubo's CLI refuses a daemon whose version is not a Kubo
+/// semver, so our own name goes in `Commit` and in `id`'s `AgentVersion`.
+pub const RPC_VERSION: &str = "0.43.1";
+
+/// The node's own name and version (`AgentVersion`, `Commit`).
 pub fn version() -> String {
     format!("pincluster-embedded/{}", env!("CARGO_PKG_VERSION"))
 }
@@ -125,6 +134,7 @@ async fn handle(node: Arc<Node>, req: Request<ReqBody>) -> Response<Body> {
         "block/stat" => block_stat(node, &q).await,
         "dag/get" => dag_get(node, &q).await,
         "dag/put" => dag_put(node, req, &q).await,
+        "dag/import" => dag_import(node, req, &q).await,
         "pin/add" => pin_add(node, &q).await,
         "pin/rm" => pin_rm(node, &q).await,
         "pin/ls" => pin_ls(node, &q).await,
@@ -134,7 +144,7 @@ async fn handle(node: Arc<Node>, req: Request<ReqBody>) -> Response<Body> {
         "id" => Ok(id(node)),
         "version" => Ok(json_reply(
             StatusCode::OK,
-            &json!({"Version": version(), "Commit": "", "Repo": "pincluster-blocks@1",
+            &json!({"Version": RPC_VERSION, "Commit": version(), "Repo": "pincluster-blocks@1",
                     "System": format!("{}/{}", std::env::consts::ARCH, std::env::consts::OS),
                     "Golang": ""}),
         )),
@@ -715,6 +725,58 @@ async fn dag_put(node: &Node, req: Request<ReqBody>, q: &Query) -> Reply {
     }
     drop(tx);
     Ok(streamed(body, "application/json"))
+}
+
+/// `dag/import`: every CAR part's blocks, checked against their CIDs and
+/// stored; the roots pinned unless `pin-roots=false`.
+async fn dag_import(node: &Node, req: Request<ReqBody>, q: &Query) -> Reply {
+    let bad = |e: String| error(StatusCode::BAD_REQUEST, e);
+    let pin_roots = q.flag("pin-roots", true).map_err(bad)?;
+    let boundary = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .ok_or_else(|| bad("expected a multipart/form-data body".into()))?;
+    let mut multipart = multer::Multipart::new(req.into_body().into_data_stream(), boundary);
+    let _hold = node.store().hold_gc().await;
+    let mut roots = Vec::new();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| bad(e.to_string()))?
+    {
+        let mut car = crate::api::car::CarReader::new(field)
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+        roots.push(car.root());
+        while let Some(block) = car.next_block().await.map_err(|e| bad(e.to_string()))? {
+            node.store()
+                .put(&block.cid, &block.data)
+                .map_err(internal)?;
+        }
+    }
+    let mut out = Vec::new();
+    for root in roots {
+        let message = if pin_roots {
+            let missing = node
+                .blocking(move |s| s.try_pin(&root, PinMode::Recursive))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!("{} blocks of the DAG are missing", missing.len())
+            }
+        } else {
+            String::new()
+        };
+        let l = json!({"Root": {"Cid": {"/": root.to_string()}, "PinErrorMsg": message}});
+        out.extend(serde_json::to_vec(&l).unwrap_or_default());
+        out.push(b'\n');
+    }
+    Ok(streamed(full(out), "application/json"))
 }
 
 async fn dag_get(node: &Node, q: &Query) -> Reply {

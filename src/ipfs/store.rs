@@ -42,15 +42,29 @@ const SWEEP_BATCH: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("block store: {0}")]
-    Fjall(#[from] fjall::Error),
+    Fjall(Box<fjall::Error>),
     #[error("block store at {path}: format {found} is not the supported {FORMAT}")]
     Format { path: PathBuf, found: u8 },
     #[error(transparent)]
-    Block(#[from] BlockError),
+    Block(Box<BlockError>),
     #[error("block store: a stored record is corrupt ({0})")]
     Corrupt(&'static str),
     #[error("block store: background task failed: {0}")]
     Task(String),
+}
+
+// Boxed: errors travel through every read of the store and most are
+// never made.
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        StoreError::Fjall(Box::new(e))
+    }
+}
+
+impl From<BlockError> for StoreError {
+    fn from(e: BlockError) -> Self {
+        StoreError::Block(Box::new(e))
+    }
 }
 
 /// Repository usage as Kubo's `repo/stat` reports it.

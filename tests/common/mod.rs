@@ -64,6 +64,9 @@ pub struct TestPeer {
 pub fn init_folder(dir: &Path, spec: &PeerSpec) {
     let mut cmd = Command::new(BIN);
     cmd.args(["init", "--config"]).arg(dir);
+    // The harness's peers talk to Kubo (real or fake) through ipfshttp;
+    // tests of the embedded node init their folders themselves.
+    cmd.arg("--ipfs=kubo");
     match &spec.secret {
         Some(s) => cmd.args(["--secret", s]),
         None => cmd.arg("--no-secret"),
