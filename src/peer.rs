@@ -501,7 +501,7 @@ async fn start_embedded(
         // No address at all: the connector refuses the empty one clearly.
         .unwrap_or_else(Multiaddr::empty);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (bound, task) = gateway::serve(
+    let gateway = gateway::serve(
         &config.gateway_listen_multiaddress,
         node.clone(),
         server("IPFS gateway"),
@@ -509,9 +509,16 @@ async fn start_embedded(
             let _ = stop_rx.await;
         },
     )
-    .await?;
-    let first = log_listening("IPFS gateway", &bound, false);
-    servers.push((first, stop_tx, task));
+    .await;
+    // The gateway is a convenience: a port already taken (a Kubo's gateway
+    // on 8080) must not keep the peer from pinning.
+    match gateway {
+        Ok((bound, task)) => {
+            let first = log_listening("IPFS gateway", &bound, false);
+            servers.push((first, stop_tx, task));
+        }
+        Err(e) => tracing::warn!(error = %e, "IPFS gateway not started"),
+    }
     Ok((node, rpc_addr, servers))
 }
 
