@@ -440,3 +440,116 @@ fn decode_pin(v: &[u8]) -> Result<PinMode, StoreError> {
         _ => Err(StoreError::Corrupt("pin record")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipfs::dag::{DAG_PB, cid_for};
+    use crate::ipfs::pb::{PbLink, PbNode};
+
+    fn raw(data: &[u8]) -> (Cid, Vec<u8>) {
+        (cid_for(RAW, data, false), data.to_vec())
+    }
+
+    /// A dag-pb node linking `children`.
+    fn parent(children: &[Cid]) -> (Cid, Vec<u8>) {
+        let node = PbNode {
+            links: children
+                .iter()
+                .map(|c| PbLink {
+                    cid: *c,
+                    name: Some(String::new()),
+                    tsize: Some(1),
+                })
+                .collect(),
+            data: None,
+        };
+        let bytes = node.encode();
+        (cid_for(DAG_PB, &bytes, true), bytes)
+    }
+
+    #[test]
+    fn gc_keeps_what_pins_reach_and_removes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(dir.path(), 100).unwrap();
+        let (a, a_bytes) = raw(b"leaf a");
+        let (b, b_bytes) = raw(b"leaf b");
+        let (loose, loose_bytes) = raw(b"nobody pins me");
+        let (direct, direct_bytes) = raw(b"pinned directly");
+        let (mid, mid_bytes) = parent(&[a]);
+        let (root, root_bytes) = parent(&[mid, b]);
+        for (cid, bytes) in [
+            (a, &a_bytes),
+            (b, &b_bytes),
+            (loose, &loose_bytes),
+            (direct, &direct_bytes),
+            (mid, &mid_bytes),
+            (root, &root_bytes),
+        ] {
+            assert!(store.put(&cid, bytes).unwrap());
+        }
+        assert_eq!(store.stat().num_objects, 6);
+        assert_eq!(store.try_pin(&root, PinMode::Recursive).unwrap(), vec![]);
+        assert_eq!(store.try_pin(&direct, PinMode::Direct).unwrap(), vec![]);
+        assert_eq!(store.pinned_indirectly(&a).unwrap(), Some(root));
+
+        let removed = store.gc().unwrap();
+        assert_eq!(removed, vec![Cid::new_v1(RAW, *loose.hash())]);
+        for kept in [a, b, mid, root, direct] {
+            assert!(store.has(&kept).unwrap(), "{kept} collected");
+        }
+        assert!(!store.has(&loose).unwrap());
+        assert_eq!(store.stat().num_objects, 5);
+
+        // Unpinned, the whole DAG goes; the totals follow.
+        assert!(store.unpin(&root).unwrap());
+        assert_eq!(store.gc().unwrap().len(), 4);
+        let stat = store.stat();
+        assert_eq!(
+            (stat.num_objects, stat.repo_size),
+            (1, direct_bytes.len() as u64)
+        );
+    }
+
+    #[test]
+    fn pins_need_their_blocks_and_bad_blocks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(dir.path(), 100).unwrap();
+        let (a, _) = raw(b"never stored");
+        let (root, root_bytes) = parent(&[a]);
+        store.put(&root, &root_bytes).unwrap();
+        assert_eq!(store.try_pin(&root, PinMode::Recursive).unwrap(), vec![a]);
+        assert_eq!(store.pin_of(&root).unwrap(), None);
+        // A direct pin needs the root only.
+        assert_eq!(store.try_pin(&root, PinMode::Direct).unwrap(), vec![]);
+        assert_eq!(store.walk(&root, Some(0)).unwrap().missing, vec![]);
+
+        let (c, _) = raw(b"right bytes");
+        assert!(matches!(
+            store.put(&c, b"wrong bytes"),
+            Err(StoreError::Block(_))
+        ));
+        assert!(!store.has(&c).unwrap());
+    }
+
+    #[test]
+    fn the_store_survives_a_reopen_and_refuses_an_unknown_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, bytes) = raw(b"kept across restarts");
+        {
+            let store = BlockStore::open(dir.path(), 100).unwrap();
+            store.put(&a, &bytes).unwrap();
+            store.try_pin(&a, PinMode::Recursive).unwrap();
+        }
+        let store = BlockStore::open(dir.path(), 100).unwrap();
+        assert_eq!(store.get(&a).unwrap().as_deref(), Some(&bytes[..]));
+        assert_eq!(store.pin_of(&a).unwrap(), Some(PinMode::Recursive));
+        assert_eq!(store.stat().num_objects, 1);
+        store.inner.meta.insert("format", [9u8]).unwrap();
+        drop(store);
+        assert!(matches!(
+            BlockStore::open(dir.path(), 100),
+            Err(StoreError::Format { found: 9, .. })
+        ));
+    }
+}
