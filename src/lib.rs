@@ -12,6 +12,7 @@
 //! | [`duration`] | Go duration syntax, parsed and printed |
 //! | [`folder`] | the configuration folder: lock, peerstore, opening the store |
 //! | [`identity`] | `identity.json`: the peer's Ed25519 key and peer id |
+//! | [`ipfs`] | the embedded IPFS node: its public swarm and Bitswap |
 //! | [`ipfsconn`] | the IPFS daemon beside the peer: `IpfsConnector` and the Kubo RPC client |
 //! | [`types`] | domain types and wire shapes shared by every part: `Pin`, `ID`, `Version`, ... |
 //! | [`pintracker`] | makes the local IPFS daemon hold what is allocated here |
@@ -40,6 +41,7 @@ pub mod folder;
 pub mod graph;
 pub mod identity;
 pub mod informer;
+pub mod ipfs;
 pub mod ipfsconn;
 pub mod monitor;
 pub mod ndjson;
