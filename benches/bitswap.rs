@@ -124,7 +124,9 @@ async fn main() {
         .unwrap_or(256);
     let tmp = common::temp();
     let k1 = Kubo::start(&tmp.path().join("k1")).await;
-    let data: Vec<u8> = (0..mb * 1024 * 1024).map(|_| rand::random::<u8>()).collect();
+    let data: Vec<u8> = (0..mb * 1024 * 1024)
+        .map(|_| rand::random::<u8>())
+        .collect();
     let root_text = k1.add("big.bin", &data).await;
     drop(data);
     let root: Cid = root_text.parse().unwrap();
