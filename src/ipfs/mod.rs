@@ -9,10 +9,13 @@
 //! | [`dagjson`] | DAG-JSON for `dag/get` and `dag/put` |
 //! | [`unixfs`] | the importer (Kubo's CIDs) and the exporter (`cat`, `ls`, `get`) |
 //! | [`fetch`] | [`fetch::BlockFetcher`]: where blocks missing locally come from (bitswap plugs in here) |
+//! | [`swarm`] | the public IPFS swarm: TCP+Noise+Yamux, identify, ping, Kademlia |
+//! | [`bitswap`] | Bitswap 1.2 client and server over the swarm |
 //! | [`node`] | [`node::Node`]: the store, the fetcher and recursive pinning |
 //! | [`rpc`] | the Kubo RPC calls clients use most, answered by the node (served on loopback for the proxy) |
 //! | [`gateway`] | the read-only HTTP gateway: `/ipfs/<cid>[/path]` |
 
+pub mod bitswap;
 pub mod dag;
 pub mod dagjson;
 pub mod fetch;
@@ -21,4 +24,5 @@ pub mod node;
 pub mod pb;
 pub mod rpc;
 pub mod store;
+pub mod swarm;
 pub mod unixfs;
