@@ -69,6 +69,13 @@ pub enum PeerError {
     /// The embedded IPFS node's block store failed to open.
     #[error("ipfs_connector.embedded: {0}")]
     BlockStore(#[from] crate::ipfs::store::StoreError),
+    /// The embedded node's swarm key is unreadable.
+    #[error("ipfs_connector.embedded: swarm key {0}")]
+    SwarmKey(#[from] crate::ipfs::exchange::KeyError),
+    /// The embedded node's public swarm failed to start (a listen address
+    /// taken, say).
+    #[error("ipfs_connector.embedded.swarm_listen_multiaddress: {0}")]
+    Swarm(#[from] crate::ipfs::swarm::SwarmError),
 }
 
 /// A server the peer runs: its first TCP address (if any), the stop
@@ -92,6 +99,9 @@ pub struct Peer {
     proxy: Option<Served>,
     /// The embedded node's RPC and gateway servers (none with Kubo).
     embedded: Vec<Served>,
+    /// The embedded node's public swarm, stopped after the tracker (a pin
+    /// in progress may still fetch until then).
+    embedded_swarm: Option<crate::ipfs::swarm::IpfsSwarm>,
     peerstore: PathBuf,
     _lock: FolderLock,
 }
@@ -144,6 +154,7 @@ impl Peer {
         // The embedded node (when configured) serves its RPC subset before
         // anything else starts: the proxy and the full `repo/stat` go there.
         let mut embedded_servers = Vec::new();
+        let mut embedded_swarm = None;
         let (ipfs, daemon_addr) = match &config.ipfs_connector.embedded {
             None => {
                 let ipfs = KuboConnector::new(IpfsConnConfig {
@@ -156,14 +167,15 @@ impl Peer {
                 (Connector::Kubo(ipfs), ipfs_config.node_multiaddress.clone())
             }
             Some(e) => {
-                let (node, rpc_addr, servers) = start_embedded(dir, e, local).await?;
+                let (node, swarm, rpc_addr, servers) = start_embedded(dir, e).await?;
                 embedded_servers = servers;
+                embedded_swarm = Some(swarm.clone());
                 let rpc = KuboConnector::new(IpfsConnConfig {
                     pin_timeout: e.pin_timeout.0,
                     ..IpfsConnConfig::with_defaults(rpc_addr.clone())
                 })?;
                 (
-                    Connector::Embedded(EmbeddedConnector::new(node, e.pin_timeout.0, rpc)),
+                    Connector::Embedded(EmbeddedConnector::new(node, e.pin_timeout.0, rpc, swarm)),
                     rpc_addr,
                 )
             }
@@ -242,10 +254,9 @@ impl Peer {
             network.clone(),
             monitor.clone(),
         )));
-        // `0s` turns the connecting off, as in the reference.
-        // The embedded node has no public swarm to connect yet.
-        let connect_swarms_on =
-            !ipfs_config.connect_swarms_delay.0.is_zero() && matches!(ipfs, Connector::Kubo(_));
+        // `0s` turns the connecting off, as in the reference. The embedded
+        // node's swarm is connected the same way as Kubo daemons.
+        let connect_swarms_on = !ipfs_config.connect_swarms_delay.0.is_zero();
         spawn(Box::pin(connect_swarms(
             ipfs.clone(),
             monitor.clone(),
@@ -399,6 +410,7 @@ impl Peer {
             rest,
             proxy,
             embedded: embedded_servers,
+            embedded_swarm,
             peerstore,
             _lock: lock,
         })
@@ -442,6 +454,9 @@ impl Peer {
         }
         self.cancel.cancel();
         while self.tasks.join_next().await.is_some() {}
+        if let Some(swarm) = self.embedded_swarm {
+            swarm.stop().await;
+        }
         match self.network.known_addrs().await {
             Ok(addrs) => folder::write_peerstore(&self.peerstore, &addrs),
             Err(e) => tracing::warn!(error = %e, "peerstore not saved"),
@@ -454,18 +469,39 @@ impl Peer {
     }
 }
 
-/// Opens the embedded node's store and serves its RPC subset (loopback)
-/// and its gateway. Returns the node, the RPC's bound address, and the
-/// two servers.
+/// Opens the embedded node's store, starts its public swarm (Bitswap
+/// serves from and fetches into the store) and serves its RPC subset
+/// (loopback) and its gateway. Returns the node, the swarm, the RPC's
+/// bound address, and the two servers.
 async fn start_embedded(
     dir: &Path,
     config: &crate::config::EmbeddedConfig,
-    id: libp2p::PeerId,
-) -> Result<(crate::ipfs::node::Node, Multiaddr, Vec<Served>), PeerError> {
-    use crate::ipfs::{fetch::NoFetcher, gateway, node::Node, rpc, store::BlockStore};
+) -> Result<
+    (
+        crate::ipfs::node::Node,
+        crate::ipfs::swarm::IpfsSwarm,
+        Multiaddr,
+        Vec<Served>,
+    ),
+    PeerError,
+> {
+    use crate::ipfs::exchange::{SwarmFetcher, swarm_identity};
+    use crate::ipfs::swarm::{IpfsSwarm, SwarmConfig};
+    use crate::ipfs::{gateway, node::Node, rpc, store::BlockStore};
     let store = BlockStore::open(&config.path(dir), config.storage_max)?;
-    // Bitswap plugs in here; until then, missing blocks are unavailable.
-    let node = Node::new(store, Arc::new(NoFetcher), id);
+    let key = swarm_identity(&config.swarm_key_path(dir))?;
+    let swarm = IpfsSwarm::start(
+        SwarmConfig::new(key, config.swarm_listen_multiaddress.clone()),
+        Arc::new(store.clone()),
+    )
+    .await?;
+    let bound = swarm.listen_addrs().await.unwrap_or_default();
+    log_listening("IPFS swarm", &bound, false);
+    let node = Node::new(
+        store,
+        Arc::new(SwarmFetcher::new(swarm.clone())),
+        swarm.local_peer_id(),
+    );
     let server = |name| Server {
         name,
         // Adds and cats stream for as long as they take; a client that
@@ -519,7 +555,7 @@ async fn start_embedded(
         }
         Err(e) => tracing::warn!(error = %e, "IPFS gateway not started"),
     }
-    Ok((node, rpc_addr, servers))
+    Ok((node, swarm, rpc_addr, servers))
 }
 
 fn peer_of(addr: &Multiaddr) -> Option<libp2p::PeerId> {

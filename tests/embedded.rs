@@ -79,6 +79,9 @@ async fn embedded_peer() -> (TestPeer, tempfile::TempDir) {
                 "CLUSTER_EMBEDDED_GATEWAYLISTENMULTIADDRESS".into(),
                 "/ip4/127.0.0.1/tcp/0".into(),
             ),
+            // A block nobody has waits for Bitswap until the pin times
+            // out: keep each attempt short.
+            ("CLUSTER_EMBEDDED_PINTIMEOUT".into(), "5s".into()),
             ("CLUSTER_STATELESS_MAXATTEMPTS".into(), "2".into()),
             ("CLUSTER_STATELESS_RETRYBACKOFF".into(), "100ms".into()),
         ],

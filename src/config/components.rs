@@ -39,6 +39,11 @@ pub struct EmbeddedConfig {
     pub gateway_listen_multiaddress: Vec<Multiaddr>,
     /// A pin fails when it has not completed in this long.
     pub pin_timeout: GoDuration,
+    /// Where the node's public IPFS swarm (Bitswap, DHT) listens: all
+    /// interfaces, port 4011 by default, clear of Kubo's 4001 and the
+    /// cluster's 9096 so both can run beside it.
+    #[serde(serialize_with = "ser_addrs")]
+    pub swarm_listen_multiaddress: Vec<Multiaddr>,
 }
 
 impl Default for EmbeddedConfig {
@@ -49,6 +54,7 @@ impl Default for EmbeddedConfig {
             rpc_listen_multiaddress: vec![builtin_addr("/ip4/127.0.0.1/tcp/0")],
             gateway_listen_multiaddress: vec![builtin_addr("/ip4/127.0.0.1/tcp/8080")],
             pin_timeout: GoDuration::from_secs(2 * 60),
+            swarm_listen_multiaddress: vec![builtin_addr("/ip4/0.0.0.0/tcp/4011")],
         }
     }
 }
@@ -57,6 +63,15 @@ impl EmbeddedConfig {
     /// The block store's folder for the configuration folder `dir`.
     pub fn path(&self, dir: &Path) -> PathBuf {
         dir.join(&self.datastore_path)
+    }
+
+    /// The swarm's private key (its IPFS peer id, distinct from the
+    /// cluster peer's), beside the block store's folder.
+    pub fn swarm_key_path(&self, dir: &Path) -> PathBuf {
+        let store = self.path(dir);
+        let mut name = store.file_name().unwrap_or_default().to_os_string();
+        name.push(".key");
+        store.with_file_name(name)
     }
 }
 

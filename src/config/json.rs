@@ -651,6 +651,10 @@ fn read_ipfs_connector(
                 &mut c.gateway_listen_multiaddress,
             )?;
             e.set("pin_timeout", &mut c.pin_timeout)?;
+            e.set_nonzero(
+                "swarm_listen_multiaddress",
+                &mut c.swarm_listen_multiaddress,
+            )?;
             e.finish(w);
             Some(c)
         }

@@ -11,6 +11,7 @@
 //! | [`fetch`] | [`fetch::BlockFetcher`]: where blocks missing locally come from (bitswap plugs in here) |
 //! | [`swarm`] | the public IPFS swarm: TCP+Noise+Yamux, identify, ping, Kademlia |
 //! | [`bitswap`] | Bitswap 1.2 client and server over the swarm |
+//! | [`exchange`] | the store as Bitswap's block source, the swarm as the pins' fetcher, the swarm's key |
 //! | [`node`] | [`node::Node`]: the store, the fetcher and recursive pinning |
 //! | [`rpc`] | the Kubo RPC calls clients use most, answered by the node (served on loopback for the proxy) |
 //! | [`gateway`] | the read-only HTTP gateway: `/ipfs/<cid>[/path]` |
@@ -18,6 +19,7 @@
 pub mod bitswap;
 pub mod dag;
 pub mod dagjson;
+pub mod exchange;
 pub mod fetch;
 pub mod gateway;
 pub mod node;

@@ -4,15 +4,17 @@
 use std::sync::Arc;
 
 use cid::Cid;
+use futures::StreamExt as _;
 use libp2p::PeerId;
 
 use super::fetch::{BlockFetcher, FetchError};
 use super::store::{BlockStore, StoreError};
 use crate::types::PinMode;
 
-/// Missing blocks fetched per round of a recursive pin, before the DAG is
-/// walked again to find the next ones.
-const FETCH_ROUND: usize = 64;
+/// Missing blocks asked for per round of a recursive pin (one level of
+/// the DAG, at most this many), before the DAG is walked again to find the
+/// next ones. Bitswap keeps its own window of these in flight.
+const FETCH_ROUND: usize = 4096;
 
 /// Why a node operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +63,18 @@ impl Node {
             }
             // Each round stores at least one new block or fails, so the
             // loop ends: the DAG is finite, the store only grows here.
-            for block in missing.iter().take(FETCH_ROUND) {
-                let data = self.fetcher.fetch(block).await?;
-                self.store.put(block, &data)?;
+            let round: Vec<Cid> = missing.into_iter().take(FETCH_ROUND).collect();
+            let first = round[0];
+            let mut fetched = self.fetcher.fetch_many(round);
+            let mut got = 0usize;
+            while let Some(block) = fetched.next().await {
+                let (cid, data) = block?;
+                self.store.put(&cid, &data)?;
+                got += 1;
+            }
+            // A source that ends a round with nothing would loop forever.
+            if got == 0 {
+                return Err(FetchError::Unavailable(first).into());
             }
         }
     }

@@ -3,9 +3,13 @@
 //! tracker, the informers and the cluster work the same over either.
 //!
 //! Calls go straight to the node in-process. Pins walk the DAG in the
-//! local store and fetch missing blocks through the node's fetcher; each
-//! pin is bounded by `pin_timeout` as a whole.
+//! local store and fetch missing blocks through the node's fetcher
+//! (Bitswap over the node's public swarm); each pin is bounded by
+//! `pin_timeout` as a whole. `id`, `swarm/peers` and `swarm/connect` are
+//! the swarm's, so the cluster connects peers' embedded nodes to each
+//! other as it does Kubo daemons; pinned roots are provided in the DHT.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cid::Cid;
@@ -17,6 +21,7 @@ use super::{
 };
 use crate::ipfs::dag::cid_for;
 use crate::ipfs::node::Node;
+use crate::ipfs::swarm::IpfsSwarm;
 
 /// Pins listed per page of `pin_ls`.
 const PAGE: usize = 1024;
@@ -30,17 +35,38 @@ pub struct EmbeddedConnector {
     /// (`add`, `dag/import`) the REST API makes: one multipart parser and
     /// importer serves them and the proxy alike.
     rpc: KuboConnector,
+    /// The node's public swarm (the peer stops it at shutdown); boxed
+    /// in an `Arc` to keep [`Connector`]'s variants close in size.
+    swarm: Arc<IpfsSwarm>,
 }
 
 impl EmbeddedConnector {
     /// The connector over `node`; `rpc` is a client of the node's RPC
-    /// server.
-    pub fn new(node: Node, pin_timeout: Duration, rpc: KuboConnector) -> EmbeddedConnector {
+    /// server, `swarm` the node's public swarm.
+    pub fn new(
+        node: Node,
+        pin_timeout: Duration,
+        rpc: KuboConnector,
+        swarm: IpfsSwarm,
+    ) -> EmbeddedConnector {
         EmbeddedConnector {
             node,
             pin_timeout,
             rpc,
+            swarm: Arc::new(swarm),
         }
+    }
+
+    /// Announces `cid` in the DHT in the background: a pin succeeds
+    /// whether or not the DHT has anyone to store the record.
+    fn provide(&self, cid: &Cid) {
+        let swarm = Arc::clone(&self.swarm);
+        let cid = *cid;
+        tokio::spawn(async move {
+            if let Err(e) = swarm.provide(cid).await {
+                tracing::debug!(%cid, error = %e, "not provided in the DHT");
+            }
+        });
     }
 
     pub fn node(&self) -> &Node {
@@ -58,9 +84,14 @@ fn failed(op: &'static str, e: impl std::fmt::Display) -> IpfsError {
 
 impl IpfsConnector for EmbeddedConnector {
     async fn id(&self) -> Result<IpfsId, IpfsError> {
+        let addresses = self
+            .swarm
+            .listen_addrs()
+            .await
+            .map_err(|e| failed("id", e))?;
         Ok(IpfsId {
-            id: self.node.id(),
-            addresses: Vec::new(),
+            id: self.swarm.local_peer_id(),
+            addresses,
         })
     }
 
@@ -70,7 +101,11 @@ impl IpfsConnector for EmbeddedConnector {
 
     async fn pin(&self, cid: &Cid, mode: PinMode) -> Result<(), IpfsError> {
         match tokio::time::timeout(self.pin_timeout, self.node.pin(cid, mode)).await {
-            Ok(r) => r.map_err(|e| failed("pin/add", e)),
+            Ok(Ok(())) => {
+                self.provide(cid);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(failed("pin/add", e)),
             Err(_) => Err(IpfsError::Timeout {
                 op: "pin/add",
                 after: self.pin_timeout,
@@ -163,13 +198,20 @@ impl IpfsConnector for EmbeddedConnector {
     }
 
     async fn swarm_peers(&self) -> Result<Vec<PeerId>, IpfsError> {
-        Ok(Vec::new())
+        let peers = self
+            .swarm
+            .peers()
+            .await
+            .map_err(|e| failed("swarm/peers", e))?;
+        Ok(peers.into_iter().map(|(p, _)| p).collect())
     }
 
-    async fn swarm_connect(&self, _addr: &Multiaddr) -> Result<(), IpfsError> {
-        Err(IpfsError::Unsupported {
-            op: "swarm/connect",
-        })
+    async fn swarm_connect(&self, addr: &Multiaddr) -> Result<(), IpfsError> {
+        self.swarm
+            .connect(addr.clone())
+            .await
+            .map(|_| ())
+            .map_err(|e| failed("swarm/connect", e))
     }
 
     async fn resolve(&self, path: &str) -> Result<Cid, IpfsError> {

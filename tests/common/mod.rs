@@ -110,6 +110,11 @@ impl TestPeer {
                 "CLUSTER_IPFSPROXY_LISTENMULTIADDRESS",
                 "/ip4/127.0.0.1/tcp/0",
             )
+            // The embedded node's public swarm (absent with Kubo: ignored).
+            .env(
+                "CLUSTER_EMBEDDED_SWARMLISTENMULTIADDRESS",
+                "/ip4/127.0.0.1/tcp/0",
+            )
             .env("CLUSTER_MONITORPINGINTERVAL", "2s")
             .env("CLUSTER_CRDT_REBROADCASTINTERVAL", "2s")
             .env("PINCLUSTER_LOG", "warn,pincluster=debug")
