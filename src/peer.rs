@@ -501,7 +501,8 @@ async fn start_embedded(
         store,
         Arc::new(SwarmFetcher::new(swarm.clone())),
         swarm.local_peer_id(),
-    );
+    )
+    .with_swarm(swarm.clone());
     let server = |name| Server {
         name,
         // Adds and cats stream for as long as they take; a client that

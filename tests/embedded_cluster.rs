@@ -158,6 +158,13 @@ async fn three_embedded_peers_share_content_over_bitswap() {
     let (status, body) = gateway_get(&gateway(&c), &root).await;
     assert_eq!(status, 200);
     assert!(body == data, "C's gateway serves what A added");
+    // The cluster connected the embedded nodes: the stock CLI sees A's
+    // node among C's swarm peers, and C's own id with its addresses.
+    let (a_ipfs, _) = ipfs_id(&a).await;
+    let peers = ipfs(&proxy(&c), &["swarm", "peers"]).expect("ipfs swarm peers");
+    assert!(peers.contains(&a_ipfs), "{peers}");
+    let id = ipfs(&proxy(&c), &["id"]).expect("ipfs id");
+    assert!(id.contains(&c_ipfs) && id.contains("/tcp/"), "{id}");
 
     // A clean restart of C: its pin and blocks stay, it serves them again,
     // with the same IPFS identity.

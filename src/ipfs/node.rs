@@ -9,6 +9,7 @@ use libp2p::PeerId;
 
 use super::fetch::{BlockFetcher, FetchError};
 use super::store::{BlockStore, StoreError};
+use super::swarm::IpfsSwarm;
 use crate::types::PinMode;
 
 /// Missing blocks asked for per round of a recursive pin (one level of
@@ -31,13 +32,33 @@ pub struct Node {
     store: BlockStore,
     fetcher: Arc<dyn BlockFetcher>,
     id: PeerId,
+    /// The public swarm, when the node runs one: its RPC answers `id`,
+    /// `swarm/peers` and `swarm/connect` from it.
+    swarm: Option<Arc<IpfsSwarm>>,
 }
 
 impl Node {
     /// A node over `store`, fetching what it lacks from `fetcher`; `id` is
     /// the identity it reports (`id`).
     pub fn new(store: BlockStore, fetcher: Arc<dyn BlockFetcher>, id: PeerId) -> Node {
-        Node { store, fetcher, id }
+        Node {
+            store,
+            fetcher,
+            id,
+            swarm: None,
+        }
+    }
+
+    /// This node with its public `swarm`.
+    pub fn with_swarm(self, swarm: IpfsSwarm) -> Node {
+        Node {
+            swarm: Some(Arc::new(swarm)),
+            ..self
+        }
+    }
+
+    pub fn swarm(&self) -> Option<&IpfsSwarm> {
+        self.swarm.as_deref()
     }
 
     pub fn store(&self) -> &BlockStore {

@@ -141,18 +141,15 @@ async fn handle(node: Arc<Node>, req: Request<ReqBody>) -> Response<Body> {
         "pin/update" => pin_update(node, &q).await,
         "repo/stat" => repo_stat(node, &q),
         "repo/gc" => repo_gc(node).await,
-        "id" => Ok(id(node)),
+        "id" => Ok(id(node).await),
         "version" => Ok(json_reply(
             StatusCode::OK,
             &json!({"Version": RPC_VERSION, "Commit": version(), "Repo": "pincluster-blocks@1",
                     "System": format!("{}/{}", std::env::consts::ARCH, std::env::consts::OS),
                     "Golang": ""}),
         )),
-        "swarm/peers" => Ok(json_reply(StatusCode::OK, &json!({"Peers": []}))),
-        "swarm/connect" => Err(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "swarm/connect: the embedded node has no public IPFS swarm yet",
-        )),
+        "swarm/peers" => swarm_peers(node).await,
+        "swarm/connect" => swarm_connect(node, &q).await,
         other => Err(error(
             StatusCode::NOT_FOUND,
             format!("{other}: not served by pincluster's embedded IPFS node"),
@@ -953,14 +950,54 @@ async fn repo_gc(node: &Node) -> Reply {
     Ok(streamed(full(out), "application/json"))
 }
 
-fn id(node: &Node) -> Response<Body> {
+async fn swarm_peers(node: &Node) -> Reply {
+    let peers = match node.swarm() {
+        Some(swarm) => swarm.peers().await.map_err(internal)?,
+        None => Vec::new(),
+    };
+    let peers: Vec<_> = peers
+        .iter()
+        .map(|(p, a)| json!({"Peer": p.to_string(), "Addr": a.to_string()}))
+        .collect();
+    Ok(json_reply(StatusCode::OK, &json!({ "Peers": peers })))
+}
+
+async fn swarm_connect(node: &Node, q: &Query) -> Reply {
+    let Some(swarm) = node.swarm() else {
+        return Err(internal("swarm/connect: the node runs no public swarm"));
+    };
+    let mut done = Vec::new();
+    for arg in q.all("arg") {
+        let addr: libp2p::Multiaddr = arg.parse().map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("swarm/connect: bad multiaddr {arg}: {e}"),
+            )
+        })?;
+        let peer = swarm.connect(addr).await.map_err(internal)?;
+        done.push(format!("connect {peer} success"));
+    }
+    Ok(json_reply(StatusCode::OK, &json!({ "Strings": done })))
+}
+
+async fn id(node: &Node) -> Response<Body> {
     let peer = node.id();
+    let addresses: Vec<String> = match node.swarm() {
+        Some(swarm) => swarm
+            .listen_addrs()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        None => Vec::new(),
+    };
     // An Ed25519 peer id inlines its public key (identity multihash).
     let mh = peer.as_ref();
     let key = (mh.code() == 0).then(|| super::dagjson::b64_std(mh.digest()));
     json_reply(
         StatusCode::OK,
-        &json!({"ID": peer.to_string(), "PublicKey": key.unwrap_or_default(), "Addresses": [],
+        &json!({"ID": peer.to_string(), "PublicKey": key.unwrap_or_default(), "Addresses": addresses,
                 "AgentVersion": version(), "Protocols": []}),
     )
 }
