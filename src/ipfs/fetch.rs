@@ -4,10 +4,9 @@
 //! checked against their CID before they are stored.
 //!
 //! The peer runs the node with [`super::exchange::SwarmFetcher`] (Bitswap
-//! over the node's public swarm); [`NoFetcher`] serves tests and tools
-//! with no swarm. Either way a pin whose blocks no source has fails with a
-//! [`FetchError`], which the pin tracker retries and, after its attempts,
-//! reports as `pin_error`, never an endless `pinning`.
+//! over the node's public swarm). A pin whose blocks no source has fails
+//! with a [`FetchError`], which the pin tracker retries and, after its
+//! attempts, reports as `pin_error`, never an endless `pinning`.
 
 use std::fmt::Debug;
 
@@ -46,15 +45,5 @@ pub trait BlockFetcher: Send + Sync + Debug + 'static {
         futures::stream::iter(cids)
             .then(move |cid| async move { self.fetch(&cid).await.map(|data| (cid, data)) })
             .boxed()
-    }
-}
-
-/// No source at all: every missing block is unavailable.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoFetcher;
-
-impl BlockFetcher for NoFetcher {
-    fn fetch<'a>(&'a self, cid: &'a Cid) -> BoxFuture<'a, Result<Bytes, FetchError>> {
-        Box::pin(async move { Err(FetchError::Unavailable(*cid)) })
     }
 }

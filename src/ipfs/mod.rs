@@ -8,7 +8,7 @@
 //! | [`pb`] | dag-pb and UnixFS protobuf, by hand |
 //! | [`dagjson`] | DAG-JSON for `dag/get` and `dag/put` |
 //! | [`unixfs`] | the importer (Kubo's CIDs) and the exporter (`cat`, `ls`, `get`) |
-//! | [`fetch`] | [`fetch::BlockFetcher`]: where blocks missing locally come from (bitswap plugs in here) |
+//! | [`fetch`] | [`fetch::BlockFetcher`]: where blocks missing locally come from |
 //! | [`swarm`] | the public IPFS swarm: TCP+Noise+Yamux, identify, ping, Kademlia |
 //! | [`bitswap`] | Bitswap 1.2 client and server over the swarm |
 //! | [`exchange`] | the store as Bitswap's block source, the swarm as the pins' fetcher, the swarm's key |
