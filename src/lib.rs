@@ -13,7 +13,8 @@
 //! | [`fuzz`] | the fuzzers' entry points: one per parser of outside input |
 //! | [`folder`] | the configuration folder: lock, peerstore, opening the store |
 //! | [`identity`] | `identity.json`: the peer's Ed25519 key and peer id |
-//! | [`ipfsconn`] | the IPFS daemon beside the peer: `IpfsConnector` and the Kubo RPC client |
+//! | [`ipfsconn`] | the IPFS daemon beside the peer: `IpfsConnector`, the Kubo RPC client and the embedded node |
+//! | [`ipfs`] | the embedded IPFS node: block store, pins, UnixFS, its Kubo RPC subset, the gateway, its public swarm and Bitswap |
 //! | [`types`] | domain types and wire shapes shared by every part: `Pin`, `ID`, `Version`, ... |
 //! | [`pintracker`] | makes the local IPFS daemon hold what is allocated here |
 //! | [`status`] | pin statuses: `TrackerStatus`, filters, `GlobalPinInfo` |
@@ -42,6 +43,7 @@ pub mod fuzz;
 pub mod graph;
 pub mod identity;
 pub mod informer;
+pub mod ipfs;
 pub mod ipfsconn;
 pub mod monitor;
 pub mod ndjson;

@@ -31,7 +31,7 @@ use crate::consensus::{Consensus, ConsensusTuning, PeerSigner, PeerVerifier};
 use crate::folder::{self, FolderLock, LockError};
 use crate::identity::Identity;
 use crate::informer::{Informers, publish_metrics};
-use crate::ipfsconn::{IpfsConnConfig, KuboConnector};
+use crate::ipfsconn::{Connector, EmbeddedConnector, IpfsConnConfig, KuboConnector};
 use crate::monitor::Monitor;
 use crate::network::{Network, NetworkConfig};
 use crate::pintracker::upkeep::{feed_tracker, recover_periodically, sync_periodically};
@@ -69,7 +69,21 @@ pub enum PeerError {
     /// An IPFS daemon address HTTP cannot reach.
     #[error(transparent)]
     IpfsNode(#[from] crate::cluster::ipfs::BadNodeAddress),
+    /// The embedded IPFS node's block store failed to open.
+    #[error("ipfs_connector.embedded: {0}")]
+    BlockStore(#[from] crate::ipfs::store::StoreError),
+    /// The embedded node's swarm key is unreadable.
+    #[error("ipfs_connector.embedded: swarm key {0}")]
+    SwarmKey(#[from] crate::ipfs::exchange::KeyError),
+    /// The embedded node's public swarm failed to start (a listen address
+    /// taken, say).
+    #[error("ipfs_connector.embedded.swarm_listen_multiaddress: {0}")]
+    Swarm(#[from] crate::ipfs::swarm::SwarmError),
 }
+
+/// A server the peer runs: its first TCP address (if any), the stop
+/// signal, the task.
+type Served = (Option<SocketAddr>, oneshot::Sender<()>, JoinHandle<()>);
 
 /// A running peer.
 #[derive(Debug)]
@@ -77,15 +91,20 @@ pub struct Peer {
     network: Network,
     consensus: Consensus,
     consensus_task: JoinHandle<()>,
-    tracker: PinTracker<KuboConnector>,
+    tracker: PinTracker<Connector>,
     /// Stops the tracker and every background task.
     cancel: CancellationToken,
     /// The background tasks: informer, swarm connector, tracker upkeep,
     /// metric checks and re-allocation.
     tasks: JoinSet<Option<()>>,
     /// The first TCP address (if any), the stop signal, the server.
-    rest: Option<(Option<SocketAddr>, oneshot::Sender<()>, JoinHandle<()>)>,
-    proxy: Option<(Option<SocketAddr>, oneshot::Sender<()>, JoinHandle<()>)>,
+    rest: Option<Served>,
+    proxy: Option<Served>,
+    /// The embedded node's RPC and gateway servers (none with Kubo).
+    embedded: Vec<Served>,
+    /// The embedded node's public swarm, stopped after the tracker (a pin
+    /// in progress may still fetch until then).
+    embedded_swarm: Option<crate::ipfs::swarm::IpfsSwarm>,
     peerstore: PathBuf,
     _lock: FolderLock,
 }
@@ -152,13 +171,35 @@ impl Peer {
         dial.dedup();
 
         let ipfs_config = &config.ipfs_connector.ipfshttp;
-        let ipfs = KuboConnector::new(IpfsConnConfig {
-            node: ipfs_config.node_multiaddress.clone(),
-            request_timeout: ipfs_config.ipfs_request_timeout.0,
-            pin_timeout: ipfs_config.pin_timeout.0,
-            unpin_timeout: ipfs_config.unpin_timeout.0,
-            repogc_timeout: ipfs_config.repogc_timeout.0,
-        })?;
+        // The embedded node (when configured) serves its RPC subset before
+        // anything else starts: the proxy and the full `repo/stat` go there.
+        let mut embedded_servers = Vec::new();
+        let mut embedded_swarm = None;
+        let (ipfs, daemon_addr) = match &config.ipfs_connector.embedded {
+            None => {
+                let ipfs = KuboConnector::new(IpfsConnConfig {
+                    node: ipfs_config.node_multiaddress.clone(),
+                    request_timeout: ipfs_config.ipfs_request_timeout.0,
+                    pin_timeout: ipfs_config.pin_timeout.0,
+                    unpin_timeout: ipfs_config.unpin_timeout.0,
+                    repogc_timeout: ipfs_config.repogc_timeout.0,
+                })?;
+                (Connector::Kubo(ipfs), ipfs_config.node_multiaddress.clone())
+            }
+            Some(e) => {
+                let (node, swarm, rpc_addr, servers) = start_embedded(dir, e).await?;
+                embedded_servers = servers;
+                embedded_swarm = Some(swarm.clone());
+                let rpc = KuboConnector::new(IpfsConnConfig {
+                    pin_timeout: e.pin_timeout.0,
+                    ..IpfsConnConfig::with_defaults(rpc_addr.clone())
+                })?;
+                (
+                    Connector::Embedded(EmbeddedConnector::new(node, e.pin_timeout.0, rpc, swarm)),
+                    rpc_addr,
+                )
+            }
+        };
         // Every task started here stops on `cancel`; should the start fail
         // half-way, the guard cancels what already runs.
         let cancel = CancellationToken::new();
@@ -191,7 +232,7 @@ impl Peer {
             crate::state::PinState::new(engine.reader()),
             tracker.clone(),
             ipfs.clone(),
-            RawIpfsApi::new(&ipfs_config.node_multiaddress, false)?,
+            RawIpfsApi::new(&daemon_addr, false)?,
             config.cluster.peername.clone(),
             ipfs_seen.clone(),
         );
@@ -242,7 +283,8 @@ impl Peer {
             network.clone(),
             monitor.clone(),
         )));
-        // `0s` turns the connecting off, as in the reference.
+        // `0s` turns the connecting off, as in the reference. The embedded
+        // node's swarm is connected the same way as Kubo daemons.
         let connect_swarms_on = !ipfs_config.connect_swarms_delay.0.is_zero();
         spawn(Box::pin(connect_swarms(
             ipfs.clone(),
@@ -342,7 +384,12 @@ impl Peer {
         let proxy = match &config.api.ipfsproxy {
             Some(proxy) => {
                 let (stop_tx, stop_rx) = oneshot::channel::<()>();
-                let daemon = RawIpfsApi::new(&proxy.node_multiaddress, proxy.node_https)?;
+                // With the embedded node, the proxy serves it (the
+                // configured `node_multiaddress` is Kubo's).
+                let daemon = match &config.ipfs_connector.embedded {
+                    None => RawIpfsApi::new(&proxy.node_multiaddress, proxy.node_https)?,
+                    Some(_) => RawIpfsApi::new(&daemon_addr, false)?,
+                };
                 let headers = HeaderConfig {
                     extra: proxy.extract_headers_extra.clone(),
                     path: proxy.extract_headers_path.clone(),
@@ -399,6 +446,8 @@ impl Peer {
             tasks,
             rest,
             proxy,
+            embedded: embedded_servers,
+            embedded_swarm,
             peerstore,
             _lock: lock,
         })
@@ -425,7 +474,7 @@ impl Peer {
     }
 
     /// The pin tracker.
-    pub fn tracker(&self) -> &PinTracker<KuboConnector> {
+    pub fn tracker(&self) -> &PinTracker<Connector> {
         &self.tracker
     }
 
@@ -435,12 +484,16 @@ impl Peer {
     /// writes still land). Afterwards no task of the peer runs and no port
     /// stays bound.
     pub async fn shutdown(mut self) {
-        for (_, stop, task) in self.rest.into_iter().chain(self.proxy) {
+        let servers = self.rest.into_iter().chain(self.proxy);
+        for (_, stop, task) in servers.chain(self.embedded) {
             let _ = stop.send(());
             let _ = task.await;
         }
         self.cancel.cancel();
         while self.tasks.join_next().await.is_some() {}
+        if let Some(swarm) = self.embedded_swarm {
+            swarm.stop().await;
+        }
         match self.network.known_addrs().await {
             Ok(addrs) => folder::write_peerstore(&self.peerstore, &addrs),
             Err(e) => tracing::warn!(error = %e, "peerstore not saved"),
@@ -451,6 +504,96 @@ impl Peer {
         // consensus task after its last commit.
         let _ = self.consensus_task.await;
     }
+}
+
+/// Opens the embedded node's store, starts its public swarm (Bitswap
+/// serves from and fetches into the store) and serves its RPC subset
+/// (loopback) and its gateway. Returns the node, the swarm, the RPC's
+/// bound address, and the two servers.
+async fn start_embedded(
+    dir: &Path,
+    config: &crate::config::EmbeddedConfig,
+) -> Result<
+    (
+        crate::ipfs::node::Node,
+        crate::ipfs::swarm::IpfsSwarm,
+        Multiaddr,
+        Vec<Served>,
+    ),
+    PeerError,
+> {
+    use crate::ipfs::exchange::{SwarmFetcher, swarm_identity};
+    use crate::ipfs::swarm::{IpfsSwarm, SwarmConfig};
+    use crate::ipfs::{gateway, node::Node, rpc, store::BlockStore};
+    let store = BlockStore::open(&config.path(dir), config.storage_max)?;
+    let key = swarm_identity(&config.swarm_key_path(dir))?;
+    let swarm = IpfsSwarm::start(
+        SwarmConfig::new(key, config.swarm_listen_multiaddress.clone()),
+        Arc::new(store.clone()),
+    )
+    .await?;
+    let bound = swarm.listen_addrs().await.unwrap_or_default();
+    log_listening("IPFS swarm", &bound, false);
+    let node = Node::new(
+        store,
+        Arc::new(SwarmFetcher::new(swarm.clone())),
+        swarm.local_peer_id(),
+    )
+    .with_swarm(swarm.clone());
+    let server = |name| Server {
+        name,
+        // Adds and cats stream for as long as they take; a client that
+        // sends no header in 30 s, or idles 2 minutes, is dropped.
+        timeouts: Timeouts::new(
+            Duration::ZERO,
+            Duration::from_secs(30),
+            Duration::ZERO,
+            Duration::from_secs(120),
+        ),
+        max_header_bytes: 1 << 20,
+        tls: None,
+    };
+    let mut servers = Vec::new();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (bound, task) = rpc::serve(
+        &config.rpc_listen_multiaddress,
+        node.clone(),
+        server("embedded IPFS RPC"),
+        async move {
+            let _ = stop_rx.await;
+        },
+    )
+    .await?;
+    let first = log_listening("embedded IPFS RPC", &bound, false);
+    servers.push((first, stop_tx, task));
+    // The proxy and the uploads reach the node at its first TCP address.
+    let rpc_addr = bound
+        .iter()
+        .find(|a| crate::addr::socket_addr(a).is_some())
+        .or(bound.first())
+        .cloned()
+        // No address at all: the connector refuses the empty one clearly.
+        .unwrap_or_else(Multiaddr::empty);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let gateway = gateway::serve(
+        &config.gateway_listen_multiaddress,
+        node.clone(),
+        server("IPFS gateway"),
+        async move {
+            let _ = stop_rx.await;
+        },
+    )
+    .await;
+    // The gateway is a convenience: a port already taken (a Kubo's gateway
+    // on 8080) must not keep the peer from pinning.
+    match gateway {
+        Ok((bound, task)) => {
+            let first = log_listening("IPFS gateway", &bound, false);
+            servers.push((first, stop_tx, task));
+        }
+        Err(e) => tracing::warn!(error = %e, "IPFS gateway not started"),
+    }
+    Ok((node, swarm, rpc_addr, servers))
 }
 
 fn peer_of(addr: &Multiaddr) -> Option<libp2p::PeerId> {

@@ -442,6 +442,7 @@ fn init_opts(peers: Vec<Multiaddr>) -> InitOptions {
         peername: Some("peer-one".to_string()),
         secret: SecretChoice::Generate,
         peers,
+        ipfs: IpfsChoice::Embedded,
     }
 }
 

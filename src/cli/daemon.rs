@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use crate::config::{self, Config, InitOptions, SecretChoice};
+use crate::config::{self, Config, InitOptions, IpfsChoice, SecretChoice};
 use crate::identity::Identity;
 use crate::peer::Peer;
 
-use super::{DaemonArgs, InitArgs};
+use super::{DaemonArgs, InitArgs, IpfsArg};
 
 pub(super) fn init(args: InitArgs) -> i32 {
     let dir = args.config.unwrap_or_else(config::default_config_dir);
@@ -20,6 +20,10 @@ pub(super) fn init(args: InitArgs) -> i32 {
         peername: args.peername,
         secret,
         peers: args.peers,
+        ipfs: match args.ipfs {
+            IpfsArg::Embedded => IpfsChoice::Embedded,
+            IpfsArg::Kubo => IpfsChoice::Kubo,
+        },
     };
     match config::init_folder(&dir, &options) {
         Ok(_) => {
@@ -69,6 +73,7 @@ async fn start(dir: &Path, bootstrap: Vec<libp2p::Multiaddr>) -> anyhow::Result<
                 peername: None,
                 secret: SecretChoice::Generate,
                 peers: Vec::new(),
+                ipfs: IpfsChoice::Embedded,
             },
         )?;
     }

@@ -63,6 +63,17 @@ pub struct InitArgs {
     /// Peers to trust and connect to, comma-separated multiaddrs with /p2p/<id>.
     #[arg(long, value_delimiter = ',')]
     pub peers: Vec<Multiaddr>,
+    /// The IPFS node: `embedded` (the peer's own, nothing else to run) or
+    /// `kubo` (a daemon at ipfs_connector.ipfshttp.node_multiaddress).
+    #[arg(long, value_enum, default_value_t = IpfsArg::Embedded)]
+    pub ipfs: IpfsArg,
+}
+
+/// `init --ipfs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IpfsArg {
+    Embedded,
+    Kubo,
 }
 
 /// `pincluster daemon`.

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use libp2p::multiaddr::Protocol;
 
 use super::{Cluster, ClusterError, SeenDaemon, ask_all};
-use crate::ipfsconn::{IpfsConnector, KuboConnector};
+use crate::ipfsconn::{Connector, IpfsConnector};
 use crate::monitor::Monitor;
 use crate::network::{RemoteRepoGc, RemoteRepoStat};
 use crate::types::opt_string;
@@ -308,12 +308,7 @@ const SWARM_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// `swarm/peers`, the daemons it lost (a restart on either side) and
 /// connects them again. `connect` false (`connect_swarms_delay: 0s`, as in
 /// the reference) leaves the swarm alone and only keeps the identity.
-pub async fn connect_swarms(
-    ipfs: KuboConnector,
-    monitor: Monitor,
-    seen: SeenDaemon,
-    connect: bool,
-) {
+pub async fn connect_swarms(ipfs: Connector, monitor: Monitor, seen: SeenDaemon, connect: bool) {
     let mut tick = tokio::time::interval(SWARM_CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -12,7 +12,7 @@ use cid::Cid;
 use libp2p::{Multiaddr, PeerId};
 
 use super::ipfs::{self, RawIpfsApi};
-use crate::ipfsconn::{IpfsConnector, KuboConnector};
+use crate::ipfsconn::{Connector, IpfsConnector};
 use crate::network::{RemoteRepoGc, RemoteRepoStat};
 use crate::pintracker::{PinTracker, TrackerEntry};
 use crate::state::PinState;
@@ -33,8 +33,8 @@ pub type SeenDaemon = Arc<Mutex<(String, Vec<Multiaddr>)>>;
 #[derive(Debug, Clone)]
 pub struct Local {
     pub(super) state: PinState,
-    pub(super) tracker: PinTracker<KuboConnector>,
-    pub(super) ipfs: KuboConnector,
+    pub(super) tracker: PinTracker<Connector>,
+    pub(super) ipfs: Connector,
     /// The same daemon over plain HTTP, for the full `repo/stat`.
     pub(super) daemon: RawIpfsApi,
     pub(super) peername: String,
@@ -45,8 +45,8 @@ impl Local {
     /// This peer's side, over its pinset, tracker and daemon.
     pub fn new(
         state: PinState,
-        tracker: PinTracker<KuboConnector>,
-        ipfs: KuboConnector,
+        tracker: PinTracker<Connector>,
+        ipfs: Connector,
         daemon: RawIpfsApi,
         peername: String,
         seen: SeenDaemon,

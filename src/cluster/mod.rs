@@ -31,7 +31,7 @@ use libp2p::PeerId;
 use crate::allocator::{self, Allocator};
 use crate::config::TrustedPeers;
 use crate::consensus::Consensus;
-use crate::ipfsconn::{IpfsConnector, KuboConnector};
+use crate::ipfsconn::{Connector, IpfsConnector};
 use crate::monitor::Monitor;
 use crate::network::Network;
 use crate::state::PinState;
@@ -103,7 +103,7 @@ impl Cluster {
     }
 
     /// The IPFS daemon beside this peer.
-    pub fn ipfs(&self) -> &KuboConnector {
+    pub fn ipfs(&self) -> &Connector {
         &self.inner.local.ipfs
     }
 

@@ -10,12 +10,69 @@ use libp2p::Multiaddr;
 use pincluster_crdt::store::{Durability, FjallOptions};
 use serde::Serialize;
 
-use super::{GoDuration, builtin_addr, is_false, ser_display, strings};
+use super::{GoDuration, builtin_addr, is_false, ser_addrs, ser_display, strings};
 
-/// The `ipfs_connector` section.
+/// The `ipfs_connector` section. With `embedded` present the peer runs
+/// its own IPFS node and `ipfshttp` is not used; without it, the peer
+/// talks to the daemon `ipfshttp` names (every configuration written
+/// before the embedded node existed).
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct IpfsConnectorConfig {
     pub ipfshttp: IpfsHttpConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<EmbeddedConfig>,
+}
+
+/// `ipfs_connector.embedded`: the peer's own IPFS node (`init` writes it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EmbeddedConfig {
+    /// The block store's folder, relative to the configuration folder.
+    pub datastore_path: String,
+    /// What `repo/stat` reports as `StorageMax`, in bytes.
+    pub storage_max: u64,
+    /// Where the node answers its Kubo RPC subset (the IPFS proxy goes
+    /// there): loopback, port 0 by default.
+    #[serde(serialize_with = "ser_addrs")]
+    pub rpc_listen_multiaddress: Vec<Multiaddr>,
+    /// The read-only HTTP gateway.
+    #[serde(serialize_with = "ser_addrs")]
+    pub gateway_listen_multiaddress: Vec<Multiaddr>,
+    /// A pin fails when it has not completed in this long.
+    pub pin_timeout: GoDuration,
+    /// Where the node's public IPFS swarm (Bitswap, DHT) listens: all
+    /// interfaces, port 4011 by default, clear of Kubo's 4001 and the
+    /// cluster's 9096 so both can run beside it.
+    #[serde(serialize_with = "ser_addrs")]
+    pub swarm_listen_multiaddress: Vec<Multiaddr>,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            datastore_path: "ipfs".to_string(),
+            storage_max: 10_000_000_000,
+            rpc_listen_multiaddress: vec![builtin_addr("/ip4/127.0.0.1/tcp/0")],
+            gateway_listen_multiaddress: vec![builtin_addr("/ip4/127.0.0.1/tcp/8080")],
+            pin_timeout: GoDuration::from_secs(2 * 60),
+            swarm_listen_multiaddress: vec![builtin_addr("/ip4/0.0.0.0/tcp/4011")],
+        }
+    }
+}
+
+impl EmbeddedConfig {
+    /// The block store's folder for the configuration folder `dir`.
+    pub fn path(&self, dir: &Path) -> PathBuf {
+        dir.join(&self.datastore_path)
+    }
+
+    /// The swarm's private key (its IPFS peer id, distinct from the
+    /// cluster peer's), beside the block store's folder.
+    pub fn swarm_key_path(&self, dir: &Path) -> PathBuf {
+        let store = self.path(dir);
+        let mut name = store.file_name().unwrap_or_default().to_os_string();
+        name.push(".key");
+        store.with_file_name(name)
+    }
 }
 
 /// `ipfs_connector.ipfshttp`: how to reach the IPFS daemon's RPC API.

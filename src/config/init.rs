@@ -22,6 +22,18 @@ pub struct InitOptions {
     /// `--peers`: multiaddrs with `/p2p/<id>`, written to the peerstore,
     /// `cluster.peer_addresses` and `consensus.crdt.trusted_peers`.
     pub peers: Vec<Multiaddr>,
+    /// Which IPFS node the peer uses.
+    pub ipfs: IpfsChoice,
+}
+
+/// The IPFS node a new configuration uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IpfsChoice {
+    /// The peer's own node (`ipfs_connector.embedded`): nothing else to run.
+    #[default]
+    Embedded,
+    /// A Kubo daemon at `ipfs_connector.ipfshttp.node_multiaddress`.
+    Kubo,
 }
 
 /// Where the cluster secret of a new configuration comes from.
@@ -68,6 +80,9 @@ pub fn init_folder_with_env(
     }
 
     let mut config = Config::new_default();
+    if opts.ipfs == IpfsChoice::Embedded {
+        config.ipfs_connector.embedded = Some(Default::default());
+    }
     if let Some(name) = opts.peername.as_ref().filter(|n| !n.is_empty()) {
         config.cluster.peername = name.clone();
     }

@@ -11,10 +11,11 @@ use serde_json::{Map, Value};
 use super::{
     AllocatorConfig, ApiConfig, BalancedConfig, ClusterConfig, Config, ConfigError,
     ConsensusConfig, CrdtConfig, DatastoreConfig, DiskInformerConfig, DiskMetricType, Durability,
-    DurationError, FjallConfig, GoDuration, InformerConfig, IpfsConnectorConfig, IpfsHttpConfig,
-    IpfsProxyConfig, Loaded, MonitorConfig, NumpinInformerConfig, PinQueueInformerConfig,
-    PinTrackerConfig, PubsubMonConfig, RestApiConfig, StatelessConfig, TagsInformerConfig,
-    TrustedPeers, default_observations, hostname, invalid, parse_secret, strings, uses_udp,
+    DurationError, EmbeddedConfig, FjallConfig, GoDuration, InformerConfig, IpfsConnectorConfig,
+    IpfsHttpConfig, IpfsProxyConfig, Loaded, MonitorConfig, NumpinInformerConfig,
+    PinQueueInformerConfig, PinTrackerConfig, PubsubMonConfig, RestApiConfig, StatelessConfig,
+    TagsInformerConfig, TrustedPeers, default_observations, hostname, invalid, parse_secret,
+    strings, uses_udp,
 };
 
 /// Known ipfs-cluster datastores: accepted, ignored with a warning.
@@ -625,7 +626,10 @@ fn read_ipfs_connector(
 ) -> Result<IpfsConnectorConfig, ConfigError> {
     let mut c = IpfsHttpConfig::default();
     let Some(mut o) = obj else {
-        return Ok(IpfsConnectorConfig { ipfshttp: c });
+        return Ok(IpfsConnectorConfig {
+            ipfshttp: c,
+            embedded: None,
+        });
     };
     if let Some(mut h) = o.child("ipfshttp")? {
         h.set("node_multiaddress", &mut c.node_multiaddress)?;
@@ -641,8 +645,31 @@ fn read_ipfs_connector(
         h.set("unpin_disable", &mut c.unpin_disable)?;
         h.finish(w);
     }
+    let embedded = match o.child("embedded")? {
+        None => None,
+        Some(mut e) => {
+            let mut c = EmbeddedConfig::default();
+            e.set("datastore_path", &mut c.datastore_path)?;
+            e.set("storage_max", &mut c.storage_max)?;
+            e.set_nonzero("rpc_listen_multiaddress", &mut c.rpc_listen_multiaddress)?;
+            e.set_nonzero(
+                "gateway_listen_multiaddress",
+                &mut c.gateway_listen_multiaddress,
+            )?;
+            e.set("pin_timeout", &mut c.pin_timeout)?;
+            e.set_nonzero(
+                "swarm_listen_multiaddress",
+                &mut c.swarm_listen_multiaddress,
+            )?;
+            e.finish(w);
+            Some(c)
+        }
+    };
     o.finish(w);
-    Ok(IpfsConnectorConfig { ipfshttp: c })
+    Ok(IpfsConnectorConfig {
+        ipfshttp: c,
+        embedded,
+    })
 }
 
 fn read_pin_tracker(

@@ -42,14 +42,15 @@ pub use api::{ApiConfig, IpfsProxyConfig, MIN_MAX_HEADER_BYTES, RestApiConfig};
 pub use cluster::{ClusterConfig, ConnectionManagerConfig, PubsubConfig, ResourceManagerConfig};
 pub use components::{
     AllocatorConfig, BalancedConfig, DatastoreConfig, DiskInformerConfig, DiskMetricType,
-    FjallConfig, InformerConfig, IpfsConnectorConfig, IpfsHttpConfig, MonitorConfig,
-    NumpinInformerConfig, PinQueueInformerConfig, PinTrackerConfig, PubsubMonConfig,
+    EmbeddedConfig, FjallConfig, InformerConfig, IpfsConnectorConfig, IpfsHttpConfig,
+    MonitorConfig, NumpinInformerConfig, PinQueueInformerConfig, PinTrackerConfig, PubsubMonConfig,
     StatelessConfig, TagsInformerConfig,
 };
 pub use consensus::{Batching, ConsensusConfig, CrdtConfig, TrustedPeers};
 pub use go_duration::{DurationError, GoDuration};
 pub use init::{
-    InitOptions, InitReport, SecretChoice, default_config_dir, init_folder, init_folder_with_env,
+    InitOptions, InitReport, IpfsChoice, SecretChoice, default_config_dir, init_folder,
+    init_folder_with_env,
 };
 /// The durability setting is the store's own type: one name for one idea.
 pub use pincluster_crdt::store::Durability;

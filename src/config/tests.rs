@@ -221,6 +221,7 @@ fn init_honours_cluster_secret_from_the_environment() {
         peername: Some("p1".to_string()),
         secret: SecretChoice::Generate,
         peers: Vec::new(),
+        ipfs: IpfsChoice::Kubo,
     };
     init_folder_with_env(dir.path(), &opts, |var| {
         (var == "CLUSTER_SECRET").then(|| secret.clone())

@@ -9,7 +9,7 @@ use libp2p::Multiaddr;
 
 use crate::cluster::SeenDaemon;
 use crate::config::InformerConfig;
-use crate::ipfsconn::KuboConnector;
+use crate::ipfsconn::Connector;
 use crate::monitor::{self, MetricWire, Monitor};
 use crate::network::Network;
 use crate::pintracker::PinTracker;
@@ -18,9 +18,9 @@ use crate::pintracker::PinTracker;
 #[derive(Debug)]
 pub struct Informers {
     /// The IPFS daemon beside this peer.
-    pub ipfs: KuboConnector,
+    pub ipfs: Connector,
     /// This peer's pin queue.
-    pub tracker: PinTracker<KuboConnector>,
+    pub tracker: PinTracker<Connector>,
     /// The daemon as last seen (the ping names it).
     pub seen: SeenDaemon,
     /// This peer's name.

@@ -10,7 +10,12 @@
 //! `pin/ls` listing, an idle watchdog of `pin_timeout` on `pin/add`,
 //! `unpin_timeout` on `pin/rm`, `repogc_timeout` on `repo/gc`. Streamed
 //! replies are decoded line by line and never held whole.
+//!
+//! [`EmbeddedConnector`] is the other implementation: the peer's own node
+//! (`crate::ipfs`), called in-process. [`Connector`] is the choice the
+//! peer holds, so everything above works with either.
 
+mod embedded;
 mod kubo;
 mod wire;
 
@@ -22,6 +27,7 @@ use futures::Stream;
 use libp2p::{Multiaddr, PeerId};
 
 pub use crate::types::PinMode;
+pub use embedded::{Connector, EmbeddedConnector};
 pub use kubo::{AddOutput, AddedLine, KuboConnector};
 
 /// `scheme://host:port` of the IPFS daemon's API at `node`: an IP or DNS

@@ -9,15 +9,12 @@ use tokio::sync::mpsc;
 
 use super::PinTracker;
 use crate::consensus::PinChange;
-use crate::ipfsconn::KuboConnector;
+use crate::ipfsconn::Connector;
 use crate::state::{PAGE, PinState, pages};
 use crate::status::TrackerStatus;
 
 /// Hands every durable change of the pinset to the tracker.
-pub async fn feed_tracker(
-    tracker: PinTracker<KuboConnector>,
-    mut changes: mpsc::Receiver<PinChange>,
-) {
+pub async fn feed_tracker(tracker: PinTracker<Connector>, mut changes: mpsc::Receiver<PinChange>) {
     while let Some(change) = changes.recv().await {
         tracker.on_change(change);
     }
@@ -27,11 +24,7 @@ pub async fn feed_tracker(
 /// daemon holds, page by page (one listing of the daemon serves them all),
 /// and queues again the pins allocated here that the daemon lost
 /// (`unexpectedly_unpinned`), e.g. after a `pin rm` behind the cluster's back.
-pub async fn sync_periodically(
-    tracker: PinTracker<KuboConnector>,
-    state: PinState,
-    every: Duration,
-) {
+pub async fn sync_periodically(tracker: PinTracker<Connector>, state: PinState, every: Duration) {
     let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
     tick.tick().await; // start-up already queued everything
     loop {
@@ -57,7 +50,7 @@ pub async fn sync_periodically(
 }
 
 /// Re-queues failed operations every `pin_recover_interval`.
-pub async fn recover_periodically(tracker: PinTracker<KuboConnector>, every: Duration) {
+pub async fn recover_periodically(tracker: PinTracker<Connector>, every: Duration) {
     let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
     tick.tick().await; // the first tick is immediate: nothing failed yet
     loop {

@@ -74,6 +74,9 @@ impl TestPeer {
 pub fn init_folder(dir: &Path, spec: &PeerSpec) {
     let mut cmd = Command::new(BIN);
     cmd.args(["init", "--config"]).arg(dir);
+    // The harness's peers talk to Kubo (real or fake) through ipfshttp;
+    // tests of the embedded node init their folders themselves.
+    cmd.arg("--ipfs=kubo");
     match &spec.secret {
         Some(s) => cmd.args(["--secret", s]),
         None => cmd.arg("--no-secret"),
@@ -135,6 +138,8 @@ impl TestPeer {
             .env("CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS", &any_port)
             // `init` turns the IPFS proxy on: peers side by side need their own ports.
             .env("CLUSTER_IPFSPROXY_LISTENMULTIADDRESS", &any_port)
+            // The embedded node's public swarm (absent with Kubo: ignored).
+            .env("CLUSTER_EMBEDDED_SWARMLISTENMULTIADDRESS", &any_port)
             .env("CLUSTER_MONITORPINGINTERVAL", "2s")
             .env("CLUSTER_CRDT_REBROADCASTINTERVAL", "2s")
             .env("PINCLUSTER_LOG", "warn,pincluster=debug")

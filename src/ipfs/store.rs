@@ -1,0 +1,555 @@
+//! The embedded node's block store and pins, in a fjall database of its
+//! own beside the peer's (`<config>/ipfs` by default): blocks are large
+//! values with a write-once, delete-in-bulk life, so they get their own
+//! journal and key-value separation instead of sharing the CRDT's.
+//!
+//! Keyspaces (format version 1, in `meta/format`):
+//!
+//! | keyspace | key | value |
+//! |---|---|---|
+//! | `blocks` | the block's multihash | its bytes |
+//! | `pins` | the pinned CID | `[1, mode]` (1 recursive, 2 direct) |
+//! | `meta` | `format`, `totals` | `[1]`; repo size and block count (u64 BE each) |
+//!
+//! Blocks are keyed by multihash, as Kubo keys them: a CIDv0 and a CIDv1
+//! of the same bytes are the same block. Every block is checked against
+//! its CID before it is written. The totals change in the same batch as
+//! the blocks, so `repo/stat` never scans.
+//!
+//! Garbage collection holds the store's write lock while it marks what
+//! recursive pins reach (and direct pins name) and sweeps the rest; adds
+//! and pins hold a read lock, so a block written and not yet pinned is
+//! never collected under them.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use cid::Cid;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+use tokio::sync::RwLock;
+
+use super::dag::{self, BlockError, RAW};
+use crate::types::PinMode;
+
+/// The on-disk format written by this version.
+const FORMAT: u8 = 1;
+/// Deletions per batch during a sweep.
+const SWEEP_BATCH: usize = 1024;
+
+/// Why the block store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("block store: {0}")]
+    Fjall(Box<fjall::Error>),
+    #[error("block store at {path}: format {found} is not the supported {FORMAT}")]
+    Format { path: PathBuf, found: u8 },
+    #[error(transparent)]
+    Block(Box<BlockError>),
+    #[error("block store: a stored record is corrupt ({0})")]
+    Corrupt(&'static str),
+    #[error("block store: background task failed: {0}")]
+    Task(String),
+}
+
+// Boxed: errors travel through every read of the store and most are
+// never made.
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        StoreError::Fjall(Box::new(e))
+    }
+}
+
+impl From<BlockError> for StoreError {
+    fn from(e: BlockError) -> Self {
+        StoreError::Block(Box::new(e))
+    }
+}
+
+/// Repository usage as Kubo's `repo/stat` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStat {
+    pub repo_size: u64,
+    pub storage_max: u64,
+    pub num_objects: u64,
+    pub repo_path: String,
+    pub version: String,
+}
+
+/// What a DAG walk found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Walk {
+    /// Blocks present, in visiting order (the root first).
+    pub present: Vec<Cid>,
+    /// Blocks linked to but not in the store.
+    pub missing: Vec<Cid>,
+}
+
+/// The block store. Cheap to clone.
+#[derive(Clone)]
+pub struct BlockStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    blocks: Keyspace,
+    pins: Keyspace,
+    meta: Keyspace,
+    /// (repo size, block count), kept equal to `meta/totals`.
+    totals: Mutex<(u64, u64)>,
+    /// Read: adding and pinning. Write: garbage collection.
+    gc: Arc<RwLock<()>>,
+    path: PathBuf,
+    storage_max: u64,
+}
+
+impl std::fmt::Debug for BlockStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlockStore {
+    /// Opens (or creates) the store in `path`; `storage_max` is what
+    /// `repo/stat` reports as the limit.
+    pub fn open(path: &Path, storage_max: u64) -> Result<BlockStore, StoreError> {
+        let db = Database::builder(path).cache_size(16 << 20).open()?;
+        let blocks = db.keyspace("blocks", || {
+            KeyspaceCreateOptions::default()
+                .with_kv_separation(Some(KvSeparationOptions::default()))
+        })?;
+        let pins = db.keyspace("pins", KeyspaceCreateOptions::default)?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        match meta.get("format")? {
+            None => meta.insert("format", [FORMAT])?,
+            Some(v) if v.as_ref() == [FORMAT] => {}
+            Some(v) => {
+                return Err(StoreError::Format {
+                    path: path.to_path_buf(),
+                    found: v.first().copied().unwrap_or(0),
+                });
+            }
+        }
+        let totals = match meta.get("totals")? {
+            None => (0, 0),
+            Some(v) => {
+                let b: [u8; 16] = v
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("totals"))?;
+                let (size, count) = b.split_at(8);
+                (
+                    u64::from_be_bytes(size.try_into().unwrap_or_default()),
+                    u64::from_be_bytes(count.try_into().unwrap_or_default()),
+                )
+            }
+        };
+        Ok(BlockStore {
+            inner: Arc::new(Inner {
+                db,
+                blocks,
+                pins,
+                meta,
+                totals: Mutex::new(totals),
+                gc: Arc::new(RwLock::new(())),
+                path: path.to_path_buf(),
+                storage_max,
+            }),
+        })
+    }
+
+    /// Holds off garbage collection while the guard lives (an add, whose
+    /// blocks are pinned only at its end).
+    pub async fn hold_gc(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.inner.gc.clone().read_owned().await
+    }
+
+    /// Stores `data` as the block `cid` after checking it; `false` when it
+    /// was already there.
+    pub fn put(&self, cid: &Cid, data: &[u8]) -> Result<bool, StoreError> {
+        dag::verify(cid, data)?;
+        let key = cid.hash().to_bytes();
+        let mut totals = self.lock_totals();
+        if self.inner.blocks.contains_key(&key)? {
+            return Ok(false);
+        }
+        let next = (totals.0 + data.len() as u64, totals.1 + 1);
+        let mut batch = self.inner.db.batch().durability(Some(PersistMode::Buffer));
+        batch.insert(&self.inner.blocks, key, data);
+        batch.insert(&self.inner.meta, "totals", encode_totals(next));
+        batch.commit()?;
+        *totals = next;
+        Ok(true)
+    }
+
+    /// The bytes of block `cid`, if stored.
+    pub fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        Ok(self
+            .inner
+            .blocks
+            .get(cid.hash().to_bytes())?
+            .map(|v| Bytes::copy_from_slice(&v)))
+    }
+
+    /// Whether block `cid` is stored.
+    pub fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
+        Ok(self.inner.blocks.contains_key(cid.hash().to_bytes())?)
+    }
+
+    /// The size of block `cid`, if stored.
+    pub fn size(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .inner
+            .blocks
+            .size_of(cid.hash().to_bytes())?
+            .map(u64::from))
+    }
+
+    /// Walks the DAG under `root` breadth-first through the stored blocks,
+    /// `max_depth` levels below it at most (`None`: all). Links of missing
+    /// blocks cannot be followed: they are listed as missing.
+    pub fn walk(&self, root: &Cid, max_depth: Option<u64>) -> Result<Walk, StoreError> {
+        let mut walk = Walk::default();
+        let mut seen = HashSet::new();
+        let mut queue = VecDeque::from([(*root, 0u64)]);
+        while let Some((cid, depth)) = queue.pop_front() {
+            if !seen.insert(cid.hash().to_bytes()) {
+                continue;
+            }
+            let Some(data) = self.get(&cid)? else {
+                walk.missing.push(cid);
+                continue;
+            };
+            walk.present.push(cid);
+            if max_depth.is_some_and(|max| depth >= max) {
+                continue;
+            }
+            for link in dag::links(&cid, &data)? {
+                queue.push_back((link, depth + 1));
+            }
+        }
+        Ok(walk)
+    }
+
+    /// Pins `cid` with `mode` if every block it needs is stored (the root
+    /// for a direct pin, the whole DAG for a recursive one). Otherwise
+    /// nothing changes and the missing blocks are returned. Blocking: call
+    /// it off the async threads.
+    pub fn try_pin(&self, cid: &Cid, mode: PinMode) -> Result<Vec<Cid>, StoreError> {
+        let _hold = self.inner.gc.blocking_read();
+        let missing = match mode {
+            PinMode::Direct if self.has(cid)? => Vec::new(),
+            PinMode::Direct => vec![*cid],
+            PinMode::Recursive => self.walk(cid, None)?.missing,
+        };
+        if !missing.is_empty() {
+            return Ok(missing);
+        }
+        let current = self.pin_of(cid)?;
+        // A recursive pin is not weakened to a direct one (Kubo refuses
+        // that too); everything else records the asked mode.
+        if !(current == Some(PinMode::Recursive) && mode == PinMode::Direct) {
+            self.inner
+                .pins
+                .insert(cid.to_bytes(), [FORMAT, mode_byte(mode)])?;
+        }
+        Ok(Vec::new())
+    }
+
+    /// Removes the pin on `cid`; `false` when there was none.
+    pub fn unpin(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let key = cid.to_bytes();
+        if !self.inner.pins.contains_key(&key)? {
+            return Ok(false);
+        }
+        self.inner.pins.remove(key)?;
+        Ok(true)
+    }
+
+    /// How `cid` itself is pinned (not indirectly).
+    pub fn pin_of(&self, cid: &Cid) -> Result<Option<PinMode>, StoreError> {
+        match self.inner.pins.get(cid.to_bytes())? {
+            None => Ok(None),
+            Some(v) => decode_pin(&v).map(Some),
+        }
+    }
+
+    /// Up to `limit` pins after `after` (exclusive), in key order: one page
+    /// of a listing that never holds all pins.
+    pub fn pins_page(
+        &self,
+        after: Option<&Cid>,
+        limit: usize,
+    ) -> Result<Vec<(Cid, PinMode)>, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(c) => Bound::Excluded(c.to_bytes()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for guard in self
+            .inner
+            .pins
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take(limit)
+        {
+            let (k, v) = guard.into_inner()?;
+            let cid = Cid::try_from(k.as_ref()).map_err(|_| StoreError::Corrupt("pin key"))?;
+            out.push((cid, decode_pin(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Whether `cid` is reachable from a recursive pin (other than being
+    /// that pin's root). Walks every recursive pin: for `pin/ls` of one CID.
+    pub fn pinned_indirectly(&self, cid: &Cid) -> Result<Option<Cid>, StoreError> {
+        let mut after = None;
+        loop {
+            let page = self.pins_page(after.as_ref(), 256)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(None);
+            };
+            after = Some(*last);
+            for (root, mode) in page {
+                if mode != PinMode::Recursive || root.hash() == cid.hash() {
+                    continue;
+                }
+                let walk = self.walk(&root, None)?;
+                if walk.present.iter().any(|c| c.hash() == cid.hash()) {
+                    return Ok(Some(root));
+                }
+            }
+        }
+    }
+
+    /// Removes every block that no pin protects: not named by a direct pin,
+    /// not reachable from a recursive one. Returns the removed blocks as
+    /// CIDv1 raw (all the store knows of them is their multihash, as Kubo
+    /// reports them). Blocking.
+    pub fn gc(&self) -> Result<Vec<Cid>, StoreError> {
+        let _exclusive = self.inner.gc.blocking_write();
+        let mut keep: HashSet<Vec<u8>> = HashSet::new();
+        let mut after = None;
+        loop {
+            let page = self.pins_page(after.as_ref(), 256)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(*last);
+            for (cid, mode) in page {
+                match mode {
+                    PinMode::Direct => {
+                        keep.insert(cid.hash().to_bytes());
+                    }
+                    PinMode::Recursive => {
+                        for c in self.walk(&cid, None)?.present {
+                            keep.insert(c.hash().to_bytes());
+                        }
+                    }
+                }
+            }
+        }
+        let mut removed = Vec::new();
+        let mut doomed: Vec<(Vec<u8>, u64)> = Vec::new();
+        for guard in self.inner.blocks.iter() {
+            let (key, size) = {
+                let (k, v) = guard.into_inner()?;
+                (k.to_vec(), v.len() as u64)
+            };
+            if !keep.contains(&key) {
+                doomed.push((key, size));
+            }
+            if doomed.len() >= SWEEP_BATCH {
+                self.sweep(&mut doomed, &mut removed)?;
+            }
+        }
+        self.sweep(&mut doomed, &mut removed)?;
+        Ok(removed)
+    }
+
+    fn sweep(
+        &self,
+        doomed: &mut Vec<(Vec<u8>, u64)>,
+        removed: &mut Vec<Cid>,
+    ) -> Result<(), StoreError> {
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let mut totals = self.lock_totals();
+        let freed: u64 = doomed.iter().map(|(_, s)| s).sum();
+        let next = (
+            totals.0.saturating_sub(freed),
+            totals.1.saturating_sub(doomed.len() as u64),
+        );
+        let mut batch = self.inner.db.batch().durability(Some(PersistMode::Buffer));
+        for (key, _) in doomed.iter() {
+            batch.remove(&self.inner.blocks, key.clone());
+        }
+        batch.insert(&self.inner.meta, "totals", encode_totals(next));
+        batch.commit()?;
+        *totals = next;
+        for (key, _) in doomed.drain(..) {
+            if let Ok(mh) = cid::multihash::Multihash::<64>::from_bytes(&key) {
+                removed.push(Cid::new_v1(RAW, mh));
+            }
+        }
+        Ok(())
+    }
+
+    /// Usage, as `repo/stat` reports it.
+    pub fn stat(&self) -> StoreStat {
+        let (repo_size, num_objects) = *self.lock_totals();
+        StoreStat {
+            repo_size,
+            storage_max: self.inner.storage_max,
+            num_objects,
+            repo_path: self.inner.path.display().to_string(),
+            version: format!("pincluster-blocks@{FORMAT}"),
+        }
+    }
+
+    fn lock_totals(&self) -> std::sync::MutexGuard<'_, (u64, u64)> {
+        // A panic while holding it cannot leave the totals half-written
+        // (they are replaced whole), so a poisoned lock is still usable.
+        self.inner
+            .totals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn encode_totals((size, count): (u64, u64)) -> Vec<u8> {
+    let mut v = size.to_be_bytes().to_vec();
+    v.extend_from_slice(&count.to_be_bytes());
+    v
+}
+
+fn mode_byte(mode: PinMode) -> u8 {
+    match mode {
+        PinMode::Recursive => 1,
+        PinMode::Direct => 2,
+    }
+}
+
+fn decode_pin(v: &[u8]) -> Result<PinMode, StoreError> {
+    match v {
+        [FORMAT, 1] => Ok(PinMode::Recursive),
+        [FORMAT, 2] => Ok(PinMode::Direct),
+        _ => Err(StoreError::Corrupt("pin record")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipfs::dag::{DAG_PB, cid_for};
+    use crate::ipfs::pb::{PbLink, PbNode};
+
+    fn raw(data: &[u8]) -> (Cid, Vec<u8>) {
+        (cid_for(RAW, data, false), data.to_vec())
+    }
+
+    /// A dag-pb node linking `children`.
+    fn parent(children: &[Cid]) -> (Cid, Vec<u8>) {
+        let node = PbNode {
+            links: children
+                .iter()
+                .map(|c| PbLink {
+                    cid: *c,
+                    name: Some(String::new()),
+                    tsize: Some(1),
+                })
+                .collect(),
+            data: None,
+        };
+        let bytes = node.encode();
+        (cid_for(DAG_PB, &bytes, true), bytes)
+    }
+
+    #[test]
+    fn gc_keeps_what_pins_reach_and_removes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(dir.path(), 100).unwrap();
+        let (a, a_bytes) = raw(b"leaf a");
+        let (b, b_bytes) = raw(b"leaf b");
+        let (loose, loose_bytes) = raw(b"nobody pins me");
+        let (direct, direct_bytes) = raw(b"pinned directly");
+        let (mid, mid_bytes) = parent(&[a]);
+        let (root, root_bytes) = parent(&[mid, b]);
+        for (cid, bytes) in [
+            (a, &a_bytes),
+            (b, &b_bytes),
+            (loose, &loose_bytes),
+            (direct, &direct_bytes),
+            (mid, &mid_bytes),
+            (root, &root_bytes),
+        ] {
+            assert!(store.put(&cid, bytes).unwrap());
+        }
+        assert_eq!(store.stat().num_objects, 6);
+        assert_eq!(store.try_pin(&root, PinMode::Recursive).unwrap(), vec![]);
+        assert_eq!(store.try_pin(&direct, PinMode::Direct).unwrap(), vec![]);
+        assert_eq!(store.pinned_indirectly(&a).unwrap(), Some(root));
+
+        let removed = store.gc().unwrap();
+        assert_eq!(removed, vec![Cid::new_v1(RAW, *loose.hash())]);
+        for kept in [a, b, mid, root, direct] {
+            assert!(store.has(&kept).unwrap(), "{kept} collected");
+        }
+        assert!(!store.has(&loose).unwrap());
+        assert_eq!(store.stat().num_objects, 5);
+
+        // Unpinned, the whole DAG goes; the totals follow.
+        assert!(store.unpin(&root).unwrap());
+        assert_eq!(store.gc().unwrap().len(), 4);
+        let stat = store.stat();
+        assert_eq!(
+            (stat.num_objects, stat.repo_size),
+            (1, direct_bytes.len() as u64)
+        );
+    }
+
+    #[test]
+    fn pins_need_their_blocks_and_bad_blocks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(dir.path(), 100).unwrap();
+        let (a, _) = raw(b"never stored");
+        let (root, root_bytes) = parent(&[a]);
+        store.put(&root, &root_bytes).unwrap();
+        assert_eq!(store.try_pin(&root, PinMode::Recursive).unwrap(), vec![a]);
+        assert_eq!(store.pin_of(&root).unwrap(), None);
+        // A direct pin needs the root only.
+        assert_eq!(store.try_pin(&root, PinMode::Direct).unwrap(), vec![]);
+        assert_eq!(store.walk(&root, Some(0)).unwrap().missing, vec![]);
+
+        let (c, _) = raw(b"right bytes");
+        assert!(matches!(
+            store.put(&c, b"wrong bytes"),
+            Err(StoreError::Block(_))
+        ));
+        assert!(!store.has(&c).unwrap());
+    }
+
+    #[test]
+    fn the_store_survives_a_reopen_and_refuses_an_unknown_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, bytes) = raw(b"kept across restarts");
+        {
+            let store = BlockStore::open(dir.path(), 100).unwrap();
+            store.put(&a, &bytes).unwrap();
+            store.try_pin(&a, PinMode::Recursive).unwrap();
+        }
+        let store = BlockStore::open(dir.path(), 100).unwrap();
+        assert_eq!(store.get(&a).unwrap().as_deref(), Some(&bytes[..]));
+        assert_eq!(store.pin_of(&a).unwrap(), Some(PinMode::Recursive));
+        assert_eq!(store.stat().num_objects, 1);
+        store.inner.meta.insert("format", [9u8]).unwrap();
+        drop(store);
+        assert!(matches!(
+            BlockStore::open(dir.path(), 100),
+            Err(StoreError::Format { found: 9, .. })
+        ));
+    }
+}
