@@ -458,8 +458,10 @@ impl EventLoop {
                     last_seen: Instant::now(),
                     addrs: Vec::new(),
                     last_dial: None,
+                    redials: 0,
                 });
                 state.addrs = info.listen_addrs;
+                state.redials = 0;
                 state.connections = state.connections.max(connections);
                 state.last_seen = Instant::now();
                 if !was_live {

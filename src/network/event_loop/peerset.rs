@@ -3,7 +3,7 @@
 //! records, partitions), redialing lost peers, and this peer's identity as
 //! it tells others.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
@@ -18,6 +18,21 @@ pub(super) struct PeerState {
     pub(super) last_seen: Instant,
     pub(super) addrs: Vec<Multiaddr>,
     pub(super) last_dial: Option<Instant>,
+    /// Dials since the peer was last connected: spaces out the redials.
+    pub(super) redials: u32,
+}
+
+/// Longest wait between two dials of a lost peer.
+const MAX_REDIAL: Duration = Duration::from_secs(60);
+/// How long a lost peer is still redialed (and kept for the peerstore).
+/// Long: a partition of hours must heal by itself once the network does,
+/// and a dial of a peer that is gone costs one failed connection a minute.
+const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// The wait before the next dial of a peer already dialed `redials` times
+/// since it was lost: 10 s, 20 s, 40 s, then once a minute.
+fn redial_backoff(redials: u32) -> Duration {
+    REDIAL.saturating_mul(1 << redials.min(6)).min(MAX_REDIAL)
 }
 
 impl EventLoop {
@@ -123,24 +138,27 @@ impl EventLoop {
         }
     }
 
-    /// Forgets peers gone for longer than the TTL and redials cluster peers
-    /// that dropped off while still in the peerset.
+    /// Redials cluster peers that dropped off, less often the longer they
+    /// stay away, and forgets those gone for a day.
     pub(super) fn maintain(&mut self) {
-        let ttl = self.config.peer_ttl;
         let removed_self = self.removed_self;
         let mut redial = Vec::new();
         self.peers.retain(|peer, state| {
             if state.connections > 0 {
                 return true;
             }
-            let due = !removed_self && state.last_dial.is_none_or(|t| t.elapsed() > REDIAL);
+            let backoff = redial_backoff(state.redials);
+            let due = !removed_self && state.last_dial.is_none_or(|t| t.elapsed() > backoff);
             if due {
                 state.last_dial = Some(Instant::now());
+                state.redials = state.redials.saturating_add(1);
                 redial.push((*peer, state.addrs.clone()));
             }
-            // Stay known (for redials and the peerstore) for a long while;
-            // the peerset itself only counts peers seen within the TTL.
-            state.last_seen.elapsed() < ttl * 20
+            // Stay known (for redials and the peerstore) for a long while:
+            // forgetting a peer after minutes left the two sides of a long
+            // partition apart for ever once it healed. The peerset itself
+            // only counts peers seen within the TTL.
+            state.last_seen.elapsed() < FORGET_AFTER
         });
         for (peer, addrs) in redial {
             let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
