@@ -16,7 +16,7 @@ use super::node::Node;
 use super::rpc::{Body, full};
 use super::unixfs::exporter::{self, ExportError, Kind};
 use crate::api::query::path_decode;
-use crate::api::serve::{ReqBody, ServeError, Server, bind_all};
+use crate::api::serve::{ReqBody, ServeError, Server};
 
 /// Serves the gateway on `addrs` until `shutdown`.
 pub async fn serve(
@@ -25,10 +25,7 @@ pub async fn serve(
     server: Server,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(Vec<Multiaddr>, tokio::task::JoinHandle<()>), ServeError> {
-    let (listeners, bound) = bind_all(addrs).await?;
-    let node = Arc::new(node);
-    let answer = move |req, _remote| handle(node.clone(), req);
-    Ok((bound, tokio::spawn(server.run(listeners, answer, shutdown))))
+    super::rpc::serve_node(addrs, node, server, shutdown, handle).await
 }
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {

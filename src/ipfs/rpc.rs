@@ -57,6 +57,21 @@ pub async fn serve(
     server: Server,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(Vec<Multiaddr>, tokio::task::JoinHandle<()>), ServeError> {
+    serve_node(addrs, node, server, shutdown, handle).await
+}
+
+/// Serves `handle` over `node` on `addrs` until `shutdown`: the node's two
+/// HTTP faces (this RPC subset and the gateway) differ only in `handle`.
+pub(super) async fn serve_node<F>(
+    addrs: &[Multiaddr],
+    node: Node,
+    server: Server,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    handle: fn(Arc<Node>, Request<ReqBody>) -> F,
+) -> Result<(Vec<Multiaddr>, tokio::task::JoinHandle<()>), ServeError>
+where
+    F: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
     let (listeners, bound) = bind_all(addrs).await?;
     let node = Arc::new(node);
     let answer = move |req, _remote| handle(node.clone(), req);
