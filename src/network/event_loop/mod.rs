@@ -174,6 +174,10 @@ impl EventLoop {
         }
         let mut listeners = HashSet::new();
         for addr in &config.listen {
+            crate::addr::check_tcp_port_free(addr).map_err(|e| NetworkError::Listen {
+                addr: addr.clone(),
+                reason: format!("{e} (another process listens there)"),
+            })?;
             let id = swarm
                 .listen_on(addr.clone())
                 .map_err(|e| NetworkError::Listen {
