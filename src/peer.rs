@@ -175,6 +175,7 @@ impl Peer {
         // anything else starts: the proxy and the full `repo/stat` go there.
         let mut embedded_servers = Vec::new();
         let mut embedded_swarm = None;
+        let mut embedded_node = None;
         let (ipfs, daemon_addr) = match &config.ipfs_connector.embedded {
             None => {
                 let ipfs = KuboConnector::new(IpfsConnConfig {
@@ -190,6 +191,7 @@ impl Peer {
                 let (node, swarm, rpc_addr, servers) = start_embedded(dir, e).await?;
                 embedded_servers = servers;
                 embedded_swarm = Some(swarm.clone());
+                embedded_node = Some(node.clone());
                 let rpc = KuboConnector::new(IpfsConnConfig {
                     pin_timeout: e.pin_timeout.0,
                     ..IpfsConnConfig::with_defaults(rpc_addr.clone())
@@ -410,6 +412,7 @@ impl Peer {
                     &proxy.listen_multiaddress,
                     cluster.clone(),
                     daemon,
+                    embedded_node.clone(),
                     headers,
                     server,
                     async move {

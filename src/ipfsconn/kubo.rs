@@ -633,7 +633,7 @@ impl JsonLines {
         match self.lines.next_line().await {
             Ok(Some(line)) => decode(self.op, line).map(Some),
             Ok(None) => Ok(None),
-            Err(ReadError::TooLong(e)) => Err(IpfsError::Decode {
+            Err(e @ (ReadError::TooLong(_) | ReadError::Stream(_))) => Err(IpfsError::Decode {
                 op: self.op,
                 detail: e.to_string(),
             }),
