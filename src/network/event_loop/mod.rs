@@ -52,6 +52,23 @@ const MAINTENANCE: Duration = Duration::from_secs(2);
 const REBOOTSTRAP: Duration = Duration::from_secs(30);
 /// Least time between two dials of the same lost peer.
 const REDIAL: Duration = Duration::from_secs(10);
+/// Shortest wait for a ping's answer: on a loaded machine a healthy peer
+/// may take a few seconds, and closing a live connection costs a redial.
+const MIN_PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The libp2p ping that tells a dead connection from a live one: every half
+/// peer TTL (the monitor's ping interval), answered within the TTL. A
+/// connection whose peer stopped answering (a silent partition: the kernel
+/// drops the packets, no RST, no FIN) would otherwise stay open on both
+/// sides until TCP gives up retransmitting, some 15 minutes, and keep the
+/// peer from being redialed: after a 120 s partition the peers stayed
+/// apart for minutes once it healed (TCP's retransmission backoff by then
+/// spaces its tries up to 2 minutes apart).
+fn liveness_ping(peer_ttl: Duration) -> ping::Config {
+    ping::Config::new()
+        .with_interval((peer_ttl / 2).max(Duration::from_secs(1)))
+        .with_timeout(peer_ttl.max(MIN_PING_TIMEOUT))
+}
 
 /// The Swarm and everything the loop keeps.
 pub struct EventLoop {
@@ -142,7 +159,7 @@ impl EventLoop {
                 identify::Config::new("/pincluster/1.0.0".into(), config.keypair.public())
                     .with_agent_version(format!("pincluster/{}", env!("CARGO_PKG_VERSION"))),
             ),
-            ping: ping::Behaviour::new(ping::Config::new()),
+            ping: ping::Behaviour::new(liveness_ping(config.peer_ttl)),
             kad,
             gossip,
             sync: request_response::Behaviour::with_codec(
@@ -437,6 +454,17 @@ impl EventLoop {
                 ..
             } if cause.downcast_ref::<allow_block_list::Blocked>().is_some() => {
                 tracing::info!(from = %send_back_addr, "refused a connection from a peer removed from the cluster");
+            }
+            // Reported after two pings in a row went unanswered (libp2p
+            // forgives the first): the connection is dead, whatever TCP
+            // thinks. Closing it lets `maintain` redial the peer.
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            })) if !matches!(error, ping::Failure::Unsupported) => {
+                tracing::info!(%peer, %error, "peer stopped answering pings: connection closed");
+                self.swarm.close_connection(connection);
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event).await,
             _ => {}
