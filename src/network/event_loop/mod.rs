@@ -443,6 +443,7 @@ impl EventLoop {
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections = num_established as usize;
                     state.last_seen = Instant::now();
+                    state.up &= num_established > 0;
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -484,19 +485,22 @@ impl EventLoop {
                         .add_address(&peer_id, addr.clone());
                 }
                 let connections = self.swarm.is_connected(&peer_id) as usize;
-                let was_live = self.peers.get(&peer_id).is_some_and(|s| s.connections > 0);
                 let state = self.peers.entry(peer_id).or_insert(PeerState {
                     connections,
                     last_seen: Instant::now(),
                     addrs: Vec::new(),
                     last_dial: None,
                     redials: 0,
+                    up: false,
                 });
                 state.addrs = info.listen_addrs;
                 state.redials = 0;
                 state.connections = state.connections.max(connections);
                 state.last_seen = Instant::now();
-                if !was_live {
+                // Not "had a connection before identify": the connection
+                // count already includes this one, so a peer that came back
+                // would never be announced (nor asked for its heads) again.
+                if !std::mem::replace(&mut state.up, true) {
                     tracing::info!(peer = %peer_id, "cluster peer up");
                     emit(&self.events, NetEvent::PeerUp(peer_id)).await;
                 }

@@ -20,6 +20,10 @@ pub(super) struct PeerState {
     pub(super) last_dial: Option<Instant>,
     /// Dials since the peer was last connected: spaces out the redials.
     pub(super) redials: u32,
+    /// `PeerUp` was sent for the peer's current run of connections: cleared
+    /// when its last connection closes, so a peer that comes back (a restart,
+    /// a healed partition) is announced again and asked for its heads.
+    pub(super) up: bool,
 }
 
 /// Longest wait between two dials of a lost peer: also the longest a
