@@ -100,5 +100,6 @@ fn remote_status(peername: &str, local: TrackerEntry) -> PeerPinStatus {
         attempts: local.attempts,
         priority: local.priority,
         updated: local.updated,
+        fetched: local.fetched.map(Into::into),
     }
 }

@@ -308,6 +308,15 @@ impl BlockStore {
         if !missing.is_empty() {
             return Ok(missing);
         }
+        self.record_pin(cid, mode)?;
+        Ok(Vec::new())
+    }
+
+    /// Records the pin without looking at its blocks: for a caller that
+    /// holds [`BlockStore::hold_gc`] and saw every block the pin needs
+    /// stored (a recursive pin that fetched its DAG), where
+    /// [`BlockStore::try_pin`] would read the whole DAG again.
+    pub fn record_pin(&self, cid: &Cid, mode: PinMode) -> Result<(), StoreError> {
         let current = self.pin_of(cid)?;
         // A recursive pin is not weakened to a direct one (Kubo refuses
         // that too); everything else records the asked mode.
@@ -316,7 +325,7 @@ impl BlockStore {
                 .pins
                 .insert(cid.to_bytes(), [FORMAT, mode_byte(mode)])?;
         }
-        Ok(Vec::new())
+        Ok(())
     }
 
     /// Pins `cid` recursively without walking its DAG: for the roots of

@@ -197,6 +197,10 @@ pub struct PeerPinStatus {
     /// When the status last changed (RFC 3339 on the wire).
     #[serde(with = "crate::types::go_time")]
     pub updated: Option<DateTime<FixedOffset>>,
+    /// What a `pinning` pin fetched so far. Absent from older peers'
+    /// answers (and ignored by them), so no new wire version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<crate::status::FetchProgress>,
 }
 
 /// The gossip message announcing a replica's heads.
@@ -382,6 +386,7 @@ mod tests {
             attempts: 1,
             priority: false,
             updated: Some(chrono::Utc::now().fixed_offset()),
+            fetched: None,
         });
         let back = decode::<RpcResponse>(&encode(&status).unwrap()).unwrap();
         assert!(
