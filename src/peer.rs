@@ -34,7 +34,9 @@ use crate::informer::{Informers, publish_metrics};
 use crate::ipfsconn::{Connector, EmbeddedConnector, IpfsConnConfig, KuboConnector};
 use crate::monitor::Monitor;
 use crate::network::{Network, NetworkConfig};
-use crate::pintracker::upkeep::{feed_tracker, recover_periodically, sync_periodically};
+use crate::pintracker::upkeep::{
+    feed_tracker, recover_periodically, release_memory_periodically, sync_periodically,
+};
 use crate::pintracker::{PinTracker, RetryPolicy, TrackerConfig, TrackerStoreError};
 use crate::state::{PAGE, readable};
 
@@ -300,6 +302,7 @@ impl Peer {
             tracker.clone(),
             config.cluster.pin_recover_interval.0,
         )));
+        spawn(Box::pin(release_memory_periodically(tracker.clone())));
         spawn(Box::pin(sync_periodically(
             tracker.clone(),
             crate::state::PinState::new(engine.reader()),

@@ -238,6 +238,12 @@ impl<C: IpfsConnector> PinTracker<C> {
         self.inner.ops.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Returns the memory of the operations written lately to the system
+    /// ([`OpTracker::release_memory`]).
+    pub fn release_memory(&self) -> bool {
+        or_log(self.ops().release_memory(), false)
+    }
+
     /// Whether `pin` is this peer's to hold.
     pub fn allocated_here(&self, pin: &Pin) -> bool {
         if pin.allocations.is_empty() {
