@@ -472,7 +472,10 @@ impl<S: Store> Engine<S> {
                 self.store.write(std::mem::take(&mut wb))?;
             }
         }
-        self.store.write(wb)?;
+        // Most opens have nothing staged: no write at all then.
+        if !wb.is_empty() {
+            self.store.write(wb)?;
+        }
         Ok(())
     }
 
