@@ -782,7 +782,7 @@ impl<S: Store> Engine<S> {
 /// only, never half of one.
 #[derive(Debug, Clone)]
 pub struct Reader<S: Store> {
-    store: S,
+    pub(crate) store: S,
 }
 
 impl<S: Store> Reader<S> {

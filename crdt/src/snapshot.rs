@@ -38,7 +38,7 @@ use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 
 use crate::block::{CID_LEN, Limits, check_cid_kind, cid_of};
-use crate::engine::{Element, Engine};
+use crate::engine::{Element, Engine, Reader};
 use crate::error::{Error, SnapshotError};
 use crate::layout::{self, Winner, WinnerRef};
 use crate::sign::Verifier;
@@ -142,6 +142,13 @@ pub struct Installed {
     pub changed_keys: u64,
     /// Live keys after the install.
     pub keys: u64,
+}
+
+impl<S: Store> Reader<S> {
+    /// The manifest this replica serves, if any (its chunks are blocks).
+    pub fn served_snapshot(&self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.store.get(Table::Meta, META_SERVED)?)
+    }
 }
 
 /// Which list of a manifest a chunk belongs to.
@@ -380,6 +387,12 @@ impl<S: Store> Engine<S> {
         self.replace_served(&mut wb, &bytes, &manifest)?;
         self.store.write(wb)?;
         Ok((cid_of(&bytes), bytes))
+    }
+
+    /// Checks a received manifest with this replica's verifier (trusted
+    /// producer, valid signature, canonical form).
+    pub fn check_manifest(&self, bytes: &[u8]) -> Result<Manifest, Error> {
+        Ok(Manifest::decode(bytes, self.verifier.as_ref())?)
     }
 
     /// Stores a received chunk after [`check_chunk`], so an install can read

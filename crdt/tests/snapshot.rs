@@ -172,6 +172,10 @@ fn a_fresh_replica_installs_and_walks_only_above_the_frontier() {
     }
     // The joiner serves the manifest it installed, chunks included.
     assert_eq!(c.served_snapshot().unwrap().as_deref(), Some(&manifest[..]));
+    assert_eq!(
+        c.reader().served_snapshot().unwrap().as_deref(),
+        Some(&manifest[..])
+    );
     let mut d = memory_replica(4);
     stage(&c, &manifest, &d);
     d.install_snapshot(&manifest).unwrap();
@@ -226,6 +230,12 @@ fn assert_untouched(j: &Engine<MemoryStore>, before: &Snapshot) {
 fn a_snapshot_by_an_untrusted_producer_is_refused_and_changes_nothing() {
     let (a, mut j, manifest) = producer_and_joiner(false);
     let before = (state(&j), markers(&j), j.heads().len());
+    assert!(matches!(
+        j.check_manifest(&manifest),
+        Err(Error::Snapshot(SnapshotError::Signature(
+            VerifyError::Untrusted
+        )))
+    ));
     stage(&a, &manifest, &j);
     let err = j.install_snapshot(&manifest).unwrap_err();
     assert!(
