@@ -320,6 +320,7 @@ impl Peer {
                 max_queue_size: crdt.batching.max_queue_size.max(1),
                 rebroadcast_interval: crdt.rebroadcast_interval.0,
                 follower: config.cluster.follower_mode,
+                snapshot_interval: crdt.snapshot_interval.0,
             },
         );
 

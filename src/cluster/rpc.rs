@@ -46,6 +46,13 @@ impl SyncSource for ClusterRpc {
             None
         })
     }
+
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        self.reader.served_snapshot().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the served snapshot");
+            None
+        })
+    }
 }
 
 impl RpcHandler for ClusterRpc {

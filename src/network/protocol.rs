@@ -44,6 +44,9 @@ pub enum SyncRequest {
     /// "Send me these blocks, and up to `ancestors` of their ancestors
     /// (newest first)": one round trip walks a deep chain many levels.
     Blocks { cids: Vec<Cid>, ancestors: u32 },
+    /// "Send me the signed snapshot manifest you serve" (a joiner's first
+    /// question; the chunks then come as [`SyncRequest::Blocks`]).
+    Snapshot,
 }
 
 /// The answer to a [`SyncRequest`].
@@ -53,6 +56,8 @@ pub enum SyncResponse {
     Heads(Vec<Cid>),
     /// The blocks it has among those asked for, then ancestors.
     Blocks(Vec<(Cid, ByteBuf)>),
+    /// The manifest the responder serves, if any.
+    Snapshot(Option<ByteBuf>),
 }
 
 /// A cluster RPC: what one peer asks another on behalf of an API call
@@ -360,6 +365,7 @@ mod tests {
         let cid = pincluster_crdt::cid_of(b"x");
         for msg in [
             SyncRequest::Heads,
+            SyncRequest::Snapshot,
             SyncRequest::Blocks {
                 cids: vec![cid],
                 ancestors: 7,

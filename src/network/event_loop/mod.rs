@@ -326,6 +326,9 @@ impl EventLoop {
             Command::Heads(peer, reply) => {
                 self.sync_request(peer, SyncRequest::Heads, SyncPending::Heads(reply))
             }
+            Command::Snapshot(peer, reply) => {
+                self.sync_request(peer, SyncRequest::Snapshot, SyncPending::Snapshot(reply))
+            }
             Command::Blocks(peer, cids, ancestors, reply) => self.sync_request(
                 peer,
                 SyncRequest::Blocks { cids, ancestors },
