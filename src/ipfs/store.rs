@@ -623,7 +623,7 @@ mod tests {
             let store = BlockStore::open(dir.path(), 100).unwrap();
             assert_eq!(store.put_hashed(&[a.clone(), a.clone()]).unwrap(), 1);
             assert_eq!(store.put_hashed(&[a.clone(), b.clone()]).unwrap(), 1);
-            assert_eq!(store.put_hashed(&[b.clone()]).unwrap(), 0);
+            assert_eq!(store.put_hashed(std::slice::from_ref(&b)).unwrap(), 0);
             let huge = Block::hashed(RAW, vec![0; dag::MAX_BLOCK + 1], false);
             let c = Block::hashed(RAW, b"chunk c".to_vec(), false);
             assert!(matches!(
@@ -651,7 +651,7 @@ mod tests {
         let leaf = Block::hashed(RAW, b"leaf".to_vec(), false);
         let (root, root_bytes) = parent(&[*leaf.cid()]);
         let hold = store.hold_gc().await;
-        store.put_hashed(&[leaf.clone()]).unwrap();
+        store.put_hashed(std::slice::from_ref(&leaf)).unwrap();
         store.put(&root, &root_bytes).unwrap();
         store.pin_added(&root, &hold).unwrap();
         drop(hold);

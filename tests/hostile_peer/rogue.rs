@@ -732,6 +732,11 @@ impl Rogue {
                             self.served_blocks += 1;
                             self.blocks_answer(&cids)
                         }
+                        // Honest peers only install snapshots by trusted
+                        // authors; the rogue has none to offer.
+                        Ok(SyncRequest::Snapshot) => {
+                            protocol::encode(&SyncResponse::Snapshot(None)).unwrap()
+                        }
                         Err(_) => b"\xff\xfe".to_vec(),
                     };
                     let _ = self
