@@ -18,7 +18,11 @@
 //! members)` holders. While views differ (a member just joined or died)
 //! a pin may have more holders for a while, or fewer until the next state
 //! sync (`cluster.state_sync_interval`) after the views agree again.
-//! A follower whose view holds only itself pins everything.
+//! A pin that left a follower's share is unpinned from its daemon at a
+//! state sync once all its holders report it pinned
+//! ([`crate::pintracker::upkeep::release_dropped_share`]), so a move never
+//! lowers a pin's copies. A follower whose view holds only itself pins
+//! everything.
 
 use std::time::Duration;
 

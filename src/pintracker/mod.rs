@@ -192,6 +192,40 @@ impl<C: IpfsConnector> PinTracker<C> {
         let _ = self.inner.shard.set(shard);
     }
 
+    /// The pins of `page` this sharding follower's daemon holds though
+    /// they are no longer its share (the shard's members changed), each
+    /// with its holders now. Empty for a peer that does not shard, and
+    /// while the daemon cannot be listed.
+    pub async fn dropped_from_share(&self, page: &[(Cid, Option<Pin>)]) -> Vec<(Pin, Vec<PeerId>)> {
+        let Some(shard) = self.inner.shard.get() else {
+            return Vec::new();
+        };
+        let Ok(held) = self.ipfs_pinset().await else {
+            return Vec::new();
+        };
+        let members = shard.members();
+        let copies = shard.settings().copies;
+        page.iter()
+            .filter_map(|(cid, pin)| {
+                // Pins with allocations of their own are not sharded; an
+                // operation under way is the tracker's business already.
+                let pin = pin.as_ref().filter(|p| p.allocations.is_empty())?;
+                if self.operation(cid).is_some() {
+                    return None;
+                }
+                let holders = crate::allocator::shard::holders(cid, &members, copies);
+                let dropped =
+                    !holders.contains(&self.inner.local) && or_log(held.contains(cid), false);
+                dropped.then(|| (pin.clone(), holders))
+            })
+            .collect()
+    }
+
+    /// Unpins `pin`, which left this follower's share, from its daemon.
+    pub fn release_from_share(&self, pin: Pin) {
+        self.enqueue(OpKind::Unpin, pin);
+    }
+
     /// Whether `pin` needs no operation at start: the daemon already holds
     /// it in its mode, as `held` (one streamed listing of the daemon, made
     /// before the start-up pass) says.

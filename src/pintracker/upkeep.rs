@@ -1,17 +1,22 @@
 //! The tracker's upkeep, the tasks the peer runs beside it: feeding it
 //! every durable change of the pinset, re-queueing failed operations every
-//! `pin_recover_interval`, and every `state_sync_interval` queueing again
-//! what the IPFS daemon lost behind the cluster's back.
+//! `pin_recover_interval`, every `state_sync_interval` queueing again
+//! what the IPFS daemon lost behind the cluster's back and, on a sharding
+//! follower, unpinning what left its share once its new holders have it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use libp2p::PeerId;
 use tokio::sync::mpsc;
 
 use super::PinTracker;
 use crate::consensus::PinChange;
 use crate::ipfsconn::Connector;
+use crate::network::Network;
 use crate::state::{PAGE, PinState, pages};
 use crate::status::TrackerStatus;
+use crate::types::Pin;
 
 /// Hands every durable change of the pinset to the tracker.
 pub async fn feed_tracker(tracker: PinTracker<Connector>, mut changes: mpsc::Receiver<PinChange>) {
@@ -60,4 +65,77 @@ pub async fn recover_periodically(tracker: PinTracker<Connector>, every: Duratio
             tracing::info!(operations = n, "recovering failed pin operations");
         }
     }
+}
+
+/// Every `state_sync_interval`, a sharding follower unpins from its daemon
+/// the pins that left its share (members joined, or came back), but only
+/// those every one of their holders now reports `pinned` (asked over the
+/// cluster RPC, [`PAGE`] pins per request): the shard never has fewer
+/// copies of a pin because of a move. A holder that does not answer, or
+/// has not pinned yet, keeps the pin here until a later round.
+pub async fn release_dropped_share(
+    tracker: PinTracker<Connector>,
+    state: PinState,
+    network: Network,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    tick.tick().await; // the shard's members are not known yet at start
+    loop {
+        tick.tick().await;
+        let mut pages = pages(state.list().flatten().map(|pin| (pin.cid, Some(pin))), PAGE);
+        let mut released = 0;
+        while let Some(page) = pages.recv().await {
+            let dropped = tracker.dropped_from_share(&page).await;
+            if dropped.is_empty() {
+                continue;
+            }
+            let confirmed = pinned_by_holders(&network, &dropped).await;
+            for ((pin, _), ok) in dropped.into_iter().zip(confirmed) {
+                if ok {
+                    tracker.release_from_share(pin);
+                    released += 1;
+                }
+            }
+        }
+        if released > 0 {
+            tracing::info!(
+                pins = released,
+                "unpinning pins that left this follower's share (their holders have them)"
+            );
+        }
+    }
+}
+
+/// For each (pin, holders): whether every holder reports it `pinned`.
+/// One request per holder for all its pins of the page.
+async fn pinned_by_holders(network: &Network, dropped: &[(Pin, Vec<PeerId>)]) -> Vec<bool> {
+    let mut by_holder: HashMap<PeerId, Vec<usize>> = HashMap::new();
+    for (i, (_, holders)) in dropped.iter().enumerate() {
+        for holder in holders {
+            by_holder.entry(*holder).or_default().push(i);
+        }
+    }
+    // A pin with no holder at all (every member has weight 0) is kept.
+    let mut ok: Vec<bool> = dropped.iter().map(|(_, h)| !h.is_empty()).collect();
+    for (holder, indexes) in by_holder {
+        let cids = indexes.iter().map(|i| dropped[*i].0.cid).collect();
+        let answer = network.remote_status_many(holder, cids).await;
+        match answer {
+            Ok(statuses) if statuses.len() == indexes.len() => {
+                for (i, status) in indexes.iter().zip(statuses) {
+                    ok[*i] &= status.status == TrackerStatus::Pinned;
+                }
+            }
+            other => {
+                if let Err(e) = other {
+                    tracing::debug!(%holder, error = %e, "share holder did not answer");
+                }
+                for i in indexes {
+                    ok[i] = false;
+                }
+            }
+        }
+    }
+    ok
 }
