@@ -34,7 +34,9 @@ use crate::informer::{Informers, publish_metrics};
 use crate::ipfsconn::{Connector, EmbeddedConnector, IpfsConnConfig, KuboConnector};
 use crate::monitor::Monitor;
 use crate::network::{Network, NetworkConfig};
-use crate::pintracker::upkeep::{feed_tracker, recover_periodically, sync_periodically};
+use crate::pintracker::upkeep::{
+    feed_tracker, recover_periodically, release_dropped_share, sync_periodically,
+};
 use crate::pintracker::{PinTracker, RetryPolicy, TrackerConfig, TrackerStoreError};
 use crate::state::{PAGE, readable};
 
@@ -254,7 +256,10 @@ impl Peer {
                 bootstrap: dial,
                 trusted: trusted.clone(),
                 peername: config.cluster.peername.clone(),
-                max_connections: config.cluster.connection_manager.high_water,
+                high_water: config.cluster.connection_manager.high_water,
+                low_water: config.cluster.connection_manager.low_water,
+                grace_period: config.cluster.connection_manager.grace_period.0,
+                follower: config.cluster.follower_mode,
                 peer_ttl: config.cluster.monitor_ping_interval.0 * 2,
                 heartbeat: config.cluster.pubsub.heartbeat_interval.0,
                 request_timeout: Duration::from_secs(30),
@@ -303,6 +308,14 @@ impl Peer {
             crate::state::PinState::new(engine.reader()),
             config.cluster.state_sync_interval.0,
         )));
+        if shard.is_some() {
+            spawn(Box::pin(release_dropped_share(
+                tracker.clone(),
+                crate::state::PinState::new(engine.reader()),
+                network.clone(),
+                config.cluster.state_sync_interval.0,
+            )));
+        }
         let reader = crate::state::PinState::new(engine.reader());
         let (consensus, consensus_task) = Consensus::start(
             engine,

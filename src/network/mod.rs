@@ -48,8 +48,17 @@ pub struct NetworkConfig {
     pub trusted: TrustedPeers,
     /// Shown to other peers.
     pub peername: String,
-    /// Connection limit (the connection manager's high water mark).
-    pub max_connections: u32,
+    /// The connection manager's high water mark: connections to
+    /// untrusted peers (followers) beyond it are trimmed to `low_water`
+    /// once older than `grace_period`; the hard limit is above it.
+    pub high_water: u32,
+    /// What the trim leaves; also caps how many peers this peer dials.
+    pub low_water: u32,
+    /// How long a new connection is safe from the trim.
+    pub grace_period: Duration,
+    /// Follower mode: dials only up to its degree, trusted peers included
+    /// (see the event loop's `degree`).
+    pub follower: bool,
     /// How long a disconnected peer still counts in the peerset.
     pub peer_ttl: Duration,
     /// gossipsub heartbeat.

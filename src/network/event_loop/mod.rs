@@ -6,6 +6,7 @@
 //! and answers of the sync protocol and the cluster RPC); the loop and the
 //! behaviour events are here.
 
+mod degree;
 mod peerset;
 mod rpc;
 mod transport;
@@ -53,6 +54,32 @@ const REBOOTSTRAP: Duration = Duration::from_secs(30);
 /// Least time between two dials of the same lost peer.
 const REDIAL: Duration = Duration::from_secs(10);
 
+// gossipsub, sized for a cluster of 1,000+ followers where each holds
+// about `degree::DEGREE` connections: a mesh a little wider than the
+// default (6) so that a message crosses a thousand peers in about four
+// hops, and more lazy gossip (IHAVE) to peers outside the mesh so that a
+// peer the mesh missed hears of a head at the next heartbeat. Heads and
+// metrics messages are a few hundred bytes: 64 KiB is plenty and bounds
+// what a peer may make us buffer.
+const MESH_N: usize = 8;
+const MESH_N_LOW: usize = 6;
+const MESH_N_HIGH: usize = 12;
+const MESH_OUTBOUND_MIN: usize = 3;
+const GOSSIP_LAZY: usize = 8;
+const HISTORY_LENGTH: usize = 6;
+const HISTORY_GOSSIP: usize = 3;
+const MAX_TRANSMIT: usize = 64 * 1024;
+
+/// The hard connection limit: above the connection manager's high water
+/// mark (which the trim brings connections back under), so that a new
+/// follower is let in, learns other peers and is trimmed after the grace
+/// period, rather than refused outright.
+fn hard_limit(high_water: u32) -> u32 {
+    high_water
+        .saturating_mul(2)
+        .max(high_water.saturating_add(32))
+}
+
 /// The Swarm and everything the loop keeps.
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -83,6 +110,10 @@ pub struct EventLoop {
     /// This peer was removed from the cluster: it stops redialing lost
     /// peers (they would refuse it) until it is taken back in.
     removed_self: bool,
+    /// When each connected peer's first connection opened (for the trim's
+    /// grace period); bounded by the connection limit.
+    connected_since: HashMap<PeerId, Instant>,
+    last_bootstrap_dial: Instant,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -117,6 +148,19 @@ impl EventLoop {
             .heartbeat_interval(config.heartbeat)
             .validation_mode(gossipsub::ValidationMode::Strict)
             .validate_messages()
+            .mesh_n(MESH_N)
+            .mesh_n_low(MESH_N_LOW)
+            .mesh_n_high(MESH_N_HIGH)
+            .mesh_outbound_min(MESH_OUTBOUND_MIN)
+            .gossip_lazy(GOSSIP_LAZY)
+            .history_length(HISTORY_LENGTH)
+            .history_gossip(HISTORY_GOSSIP)
+            // A trusted peer floods its heads to every peer it holds (a
+            // number the trim bounds): the first hop is the slow one for
+            // followers. A follower publishes only its own metrics, which
+            // its mesh carries well enough.
+            .flood_publish(!config.follower)
+            .max_transmit_size(MAX_TRANSMIT)
             .build()
             .map_err(|e| NetworkError::Build(e.to_string()))?;
         let gossip = gossipsub::Behaviour::new(
@@ -134,7 +178,7 @@ impl EventLoop {
         let behaviour = Behaviour {
             limits: connection_limits::Behaviour::new(
                 connection_limits::ConnectionLimits::default()
-                    .with_max_established(Some(config.max_connections))
+                    .with_max_established(Some(hard_limit(config.high_water)))
                     .with_max_established_per_peer(Some(4)),
             ),
             blocked: allow_block_list::Behaviour::default(),
@@ -235,6 +279,8 @@ impl EventLoop {
             waiting_for_listen: Vec::new(),
             bootstrapped: false,
             removed_self,
+            connected_since: HashMap::new(),
+            last_bootstrap_dial: Instant::now(),
         })
     }
 
@@ -262,7 +308,11 @@ impl EventLoop {
                     let _ = self.swarm.behaviour_mut().rpc.send_response(channel, answer);
                 }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
-                _ = maintenance.tick() => self.maintain(),
+                _ = maintenance.tick() => {
+                    self.maintain();
+                    self.trim();
+                    self.rebootstrap_if_alone();
+                }
                 _ = rebootstrap.tick() => {
                     if self.bootstrapped {
                         // Fails only when the routing table is empty.
@@ -405,6 +455,7 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                self.note_connection(peer_id, true);
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections += 1;
                     state.last_seen = Instant::now();
@@ -419,6 +470,9 @@ impl EventLoop {
                 num_established,
                 ..
             } => {
+                if num_established == 0 {
+                    self.note_connection(peer_id, false);
+                }
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections = num_established as usize;
                     state.last_seen = Instant::now();
@@ -470,11 +524,15 @@ impl EventLoop {
                 }
             }
             // Discovery: a peer we learnt of through the DHT. Dial it so it
-            // joins the peerset (clusters are small enough for a full mesh,
-            // and the connection limit bounds the rest).
+            // joins the peerset: every trusted peer (they keep a full mesh),
+            // others only while this peer has fewer than its degree
+            // (followers spread over each other, see `degree`).
             BehaviourEvent::Kad(kad::Event::RoutingUpdated {
                 peer, addresses, ..
-            }) if peer != *self.swarm.local_peer_id() && !self.swarm.is_connected(&peer) => {
+            }) if peer != *self.swarm.local_peer_id()
+                && !self.swarm.is_connected(&peer)
+                && self.should_dial(&peer) =>
+            {
                 let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                     .addresses(addresses.into_vec())
                     .build();

@@ -142,13 +142,16 @@ impl EventLoop {
     /// stay away, and forgets those gone for a day.
     pub(super) fn maintain(&mut self) {
         let removed_self = self.removed_self;
+        let mut wanted = self.dial_filter();
         let mut redial = Vec::new();
         self.peers.retain(|peer, state| {
             if state.connections > 0 {
                 return true;
             }
             let backoff = redial_backoff(state.redials);
-            let due = !removed_self && state.last_dial.is_none_or(|t| t.elapsed() > backoff);
+            let due = !removed_self
+                && state.last_dial.is_none_or(|t| t.elapsed() > backoff)
+                && wanted(peer);
             if due {
                 state.last_dial = Some(Instant::now());
                 state.redials = state.redials.saturating_add(1);
