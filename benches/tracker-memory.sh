@@ -6,15 +6,18 @@
 # random CIDv1s, the shape of `pins_file` in benches/vs_reference.rs),
 # `state import`s it into a fresh folder, starts `pincluster daemon` with its
 # IPFS daemon on a closed port, and prints VmRSS / VmHWM (MiB):
+#   - right after start, and during a `GET /allocations` in the first minute;
 #   - once the peer is idle after start (three 2 s samples without CPU time:
 #     every pin is then an operation in the tracker, waiting or failed);
-#   - after a full `GET /allocations` and a full `GET /pins` stream.
+#   - during and after a full `GET /allocations` and a full `GET /pins` stream.
+# RSS is split into heap (RssAnon) and mapped files (RssFile).
 # The figures go to BENCHMARKS.md ("Memory of a peer whose IPFS daemon is down").
+# PINCLUSTER_BIN runs another build of the binary (a profiling one).
 set -euo pipefail
 
 N=${1:-1000000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$ROOT/target/release/pincluster
+BIN=${PINCLUSTER_BIN:-$ROOT/target/release/pincluster}
 WORK=$(mktemp -d)
 PID=
 cleanup() {
@@ -57,10 +60,33 @@ START=$(date +%s.%N)
 
 mib() { awk -v k="$1:" '$1 == k { printf "%.0f", $2 / 1024 }' "/proc/$PID/status"; }
 cpu() { awk '{ print $14 + $15 }' "/proc/$PID/stat"; }
-report() { echo "$1: RSS $(mib VmRSS) MiB, peak $(mib VmHWM) MiB"; }
+report() {
+    echo "$1: RSS $(mib VmRSS) MiB (heap $(mib RssAnon), files $(mib RssFile)), peak $(mib VmHWM) MiB"
+}
+# Runs "$@" in the background and prints the highest RSS seen while it ran
+# (sampled every 0.2 s), so a listing's memory is measured during it.
+during() {
+    local out=$WORK/during hi=0 r
+    "$@" >"$out" &
+    local job=$!
+    while kill -0 "$job" 2>/dev/null; do
+        r=$(mib VmRSS)
+        ((r > hi)) && hi=$r
+        sleep 0.2
+    done
+    wait "$job" || true
+    DURING_HI=$hi
+}
 
 until curl -sf "http://127.0.0.1:$REST/id" >/dev/null; do sleep 0.2; done
 report "started (REST API up)"
+list_allocations() { curl -sf "http://127.0.0.1:$REST/allocations" | grep -Fo '"cid"' | wc -l; }
+# Bounded: with the daemon down, each page's status may wait on the connector.
+list_pins() { curl -s --max-time 120 "http://127.0.0.1:$REST/pins?local=true" | grep -Fo '"cid"' | wc -l || true; }
+# The listing in the first minute, while the tracker queues and fails every pin.
+t0=$(date +%s.%N)
+during list_allocations
+echo "GET /allocations at start: $(cat "$WORK/during") pins in $(echo "$(date +%s.%N) - $t0" | bc) s, RSS up to $DURING_HI MiB"
 quiet=0
 last=$(cpu)
 while ((quiet < 3)); do
@@ -82,11 +108,10 @@ for _ in $(seq 12); do
 done
 echo "over the next minute: RSS $lo-$hi MiB"
 t0=$(date +%s.%N)
-count=$(curl -sf "http://127.0.0.1:$REST/allocations" | grep -o '"cid"' | wc -l)
-echo "GET /allocations: $count pins in $(echo "$(date +%s.%N) - $t0" | bc) s"
+during list_allocations
+echo "GET /allocations: $(cat "$WORK/during") pins in $(echo "$(date +%s.%N) - $t0" | bc) s, RSS up to $DURING_HI MiB"
 report "after GET /allocations"
 t0=$(date +%s.%N)
-# Bounded: with the daemon down, each page's status waits on the connector.
-count=$(curl -s --max-time 120 "http://127.0.0.1:$REST/pins?local=true" | grep -o '"cid"' | wc -l || true)
-echo "GET /pins?local=true: $count statuses in $(echo "$(date +%s.%N) - $t0" | bc) s"
+during list_pins
+echo "GET /pins?local=true: $(cat "$WORK/during") statuses in $(echo "$(date +%s.%N) - $t0" | bc) s, RSS up to $DURING_HI MiB"
 report "after GET /pins"

@@ -87,6 +87,32 @@ pub fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
     }
 }
 
+/// Fails when another process already listens on `addr`'s TCP port.
+///
+/// libp2p's TCP transport sets `SO_REUSEPORT` on its listeners, so a second
+/// peer started with the same port binds it without error and the kernel
+/// then hands each incoming connection to one of the two at random: half of
+/// the dials meant for one peer reach the other. A plain bind (without
+/// `SO_REUSEPORT`) is refused while anyone listens there, so it is tried
+/// first and dropped. Addresses that are not `/ip4|ip6/<ip>/tcp/<port>`, or
+/// use port 0, pass.
+pub fn check_tcp_port_free(addr: &Multiaddr) -> std::io::Result<()> {
+    match socket_addr(addr) {
+        Some(socket) if socket.port() != 0 => std::net::TcpListener::bind(socket).map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// `addr` with its TCP port replaced by 0 (any free port).
+pub fn with_any_port(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .map(|p| match p {
+            Protocol::Tcp(_) => Protocol::Tcp(0),
+            other => other,
+        })
+        .collect()
+}
+
 /// `/ip4|ip6/<ip>/tcp/<port>` for a bound socket.
 pub fn socket_multiaddr(addr: SocketAddr) -> Multiaddr {
     let ip = match addr.ip() {
@@ -98,6 +124,21 @@ pub fn socket_multiaddr(addr: SocketAddr) -> Multiaddr {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_port_another_process_listens_on_is_reported_taken() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+        assert!(check_tcp_port_free(&addr).is_err());
+        drop(held);
+        assert!(check_tcp_port_free(&addr).is_ok());
+        assert!(check_tcp_port_free(&"/ip4/127.0.0.1/tcp/0".parse().unwrap()).is_ok());
+        assert_eq!(
+            with_any_port(&addr).to_string(),
+            "/ip4/127.0.0.1/tcp/0".to_string()
+        );
+    }
+
     use super::*;
 
     fn host(addr: &str) -> Option<String> {

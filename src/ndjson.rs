@@ -34,6 +34,9 @@ pub enum ReadError {
     /// The connection broke off in the middle of the reply.
     #[error("the connection broke off: {0}")]
     Transport(#[source] reqwest::Error),
+    /// An in-process reply ended with an error (its `X-Stream-Error`).
+    #[error("{0}")]
+    Stream(String),
 }
 
 /// Bytes received but not yet handed out as lines.
@@ -132,14 +135,69 @@ fn is_blank(bytes: &[u8]) -> bool {
 /// The lines of an HTTP reply, read chunk by chunk as they are asked for.
 #[derive(Debug)]
 pub struct ResponseLines {
-    res: reqwest::Response,
+    res: Source,
     lines: LineSplitter,
     ended: bool,
+}
+
+/// A reply received over HTTP, or one made in this process (the embedded
+/// node answering the proxy without a loopback hop).
+enum Source {
+    Http(reqwest::Response),
+    Local(LocalBody),
+}
+
+/// A reply body made in this process.
+pub type LocalBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::Error>;
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Http(res) => res.fmt(f),
+            Source::Local(_) => f.write_str("Local"),
+        }
+    }
+}
+
+impl Source {
+    /// The next chunk of the body; `None` at its end.
+    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, ReadError> {
+        use http_body_util::BodyExt as _;
+        let body = match self {
+            Source::Http(res) => return res.chunk().await.map_err(ReadError::Transport),
+            Source::Local(body) => body,
+        };
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ReadError::Stream(e.to_string()))?;
+            let trailers = match frame.into_data() {
+                Ok(data) => return Ok(Some(data)),
+                Err(frame) => frame.into_trailers().unwrap_or_default(),
+            };
+            // How Kubo (and the embedded node) report an error once the
+            // status is sent.
+            if let Some(e) = trailers.get("x-stream-error") {
+                return Err(ReadError::Stream(
+                    String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                ));
+            }
+        }
+        Ok(None)
+    }
 }
 
 impl ResponseLines {
     /// Reads `res`, each line at most [`MAX_LINE`] bytes.
     pub fn new(res: reqwest::Response) -> Self {
+        ResponseLines::of(Source::Http(res))
+    }
+
+    /// Reads a reply body made in this process; an `X-Stream-Error`
+    /// trailer ends it with [`ReadError::Stream`].
+    pub fn local(body: LocalBody) -> Self {
+        ResponseLines::of(Source::Local(body))
+    }
+
+    fn of(res: Source) -> Self {
         ResponseLines {
             res,
             lines: LineSplitter::default(),
@@ -157,10 +215,9 @@ impl ResponseLines {
             if self.ended {
                 return Ok(self.lines.finish()?);
             }
-            match self.res.chunk().await {
-                Ok(Some(chunk)) => self.lines.push(&chunk),
-                Ok(None) => self.ended = true,
-                Err(e) => return Err(ReadError::Transport(e)),
+            match self.res.chunk().await? {
+                Some(chunk) => self.lines.push(&chunk),
+                None => self.ended = true,
             }
         }
     }

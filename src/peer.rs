@@ -35,7 +35,8 @@ use crate::ipfsconn::{Connector, EmbeddedConnector, IpfsConnConfig, KuboConnecto
 use crate::monitor::Monitor;
 use crate::network::{Network, NetworkConfig};
 use crate::pintracker::upkeep::{
-    feed_tracker, recover_periodically, release_dropped_share, sync_periodically,
+    feed_tracker, recover_periodically, release_dropped_share, release_memory_periodically,
+    sync_periodically,
 };
 use crate::pintracker::{PinTracker, RetryPolicy, TrackerConfig, TrackerStoreError};
 use crate::state::{PAGE, readable};
@@ -177,6 +178,7 @@ impl Peer {
         // anything else starts: the proxy and the full `repo/stat` go there.
         let mut embedded_servers = Vec::new();
         let mut embedded_swarm = None;
+        let mut embedded_node = None;
         let (ipfs, daemon_addr) = match &config.ipfs_connector.embedded {
             None => {
                 let ipfs = KuboConnector::new(IpfsConnConfig {
@@ -192,6 +194,7 @@ impl Peer {
                 let (node, swarm, rpc_addr, servers) = start_embedded(dir, e).await?;
                 embedded_servers = servers;
                 embedded_swarm = Some(swarm.clone());
+                embedded_node = Some(node.clone());
                 let rpc = KuboConnector::new(IpfsConnConfig {
                     pin_timeout: e.pin_timeout.0,
                     ..IpfsConnConfig::with_defaults(rpc_addr.clone())
@@ -303,6 +306,7 @@ impl Peer {
             tracker.clone(),
             config.cluster.pin_recover_interval.0,
         )));
+        spawn(Box::pin(release_memory_periodically(tracker.clone())));
         spawn(Box::pin(sync_periodically(
             tracker.clone(),
             crate::state::PinState::new(engine.reader()),
@@ -328,6 +332,7 @@ impl Peer {
                 max_queue_size: crdt.batching.max_queue_size.max(1),
                 rebroadcast_interval: crdt.rebroadcast_interval.0,
                 follower: config.cluster.follower_mode,
+                snapshot_interval: crdt.snapshot_interval.0,
             },
         );
 
@@ -423,6 +428,7 @@ impl Peer {
                     &proxy.listen_multiaddress,
                     cluster.clone(),
                     daemon,
+                    embedded_node.clone(),
                     headers,
                     server,
                     async move {

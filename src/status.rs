@@ -196,6 +196,36 @@ pub struct PinInfoShort {
     /// Whether the pin is in the priority lane.
     #[serde(default)]
     pub priority_pin: bool,
+    /// What the peer's IPFS node has fetched of the pin so far, while it is
+    /// `pinning`. Not in ipfs-cluster's API: omitted otherwise, and its
+    /// clients (`ipfs-cluster-ctl` 1.1.6 included) ignore fields they do
+    /// not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<FetchProgress>,
+}
+
+/// A pin's fetch so far (`progress` of a `pinning` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchProgress {
+    /// Blocks fetched.
+    pub blocks: u64,
+    /// Bytes of those blocks; omitted when the IPFS daemon counts blocks
+    /// only (Kubo's `pin/add` progress).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl From<crate::ipfs::fetch::Fetched> for FetchProgress {
+    fn from(f: crate::ipfs::fetch::Fetched) -> Self {
+        FetchProgress {
+            blocks: f.blocks,
+            bytes: f.bytes,
+        }
+    }
 }
 
 /// A pin across the cluster: `GET /pins`, `GET /pins/{cid}`, recover.
@@ -255,6 +285,7 @@ mod tests {
             error: String::new(),
             attempt_count: 0,
             priority_pin: true,
+            progress: None,
         };
         assert_eq!(
             serde_json::to_string(&info).unwrap(),
@@ -263,5 +294,31 @@ mod tests {
         let back: PinInfoShort =
             serde_json::from_str(&serde_json::to_string(&info).unwrap()).unwrap();
         assert_eq!(back, info);
+    }
+
+    #[test]
+    fn a_pinning_entry_carries_its_progress_after_the_reference_fields() {
+        let mut info: PinInfoShort = serde_json::from_str(
+            r#"{"peername":"p1","status":"pinning","timestamp":"0001-01-01T00:00:00Z","error":"","attempt_count":1,"priority_pin":false}"#,
+        )
+        .unwrap();
+        info.progress = Some(FetchProgress {
+            blocks: 12,
+            bytes: 3_145_728,
+        });
+        assert_eq!(
+            serde_json::to_string(&info).unwrap(),
+            r#"{"peername":"p1","status":"pinning","timestamp":"0001-01-01T00:00:00Z","error":"","attempt_count":1,"priority_pin":false,"progress":{"blocks":12,"bytes":3145728}}"#
+        );
+        // Blocks only, as a Kubo daemon reports them.
+        info.progress = Some(FetchProgress {
+            blocks: 3,
+            bytes: 0,
+        });
+        assert!(
+            serde_json::to_string(&info)
+                .unwrap()
+                .ends_with(r#""progress":{"blocks":3}}"#)
+        );
     }
 }

@@ -13,6 +13,13 @@
 //! again; everything above them stayed unmerged until it restarted.
 //!
 //! `PINCLUSTER_CRASH_TRIALS` sets the number of trials (CI: 3).
+//!
+//! A second scenario kills a peer while it joins: a fresh peer bootstraps
+//! from a cluster holding a large pinset and is SIGKILLed at a random
+//! moment of its sync (a random share of how long a clean join takes),
+//! restarted on its half-synced folder, and must end with the whole
+//! pinset, as every peer must. `PINCLUSTER_JOIN_PINS` (CI: 2,000) and
+//! `PINCLUSTER_JOIN_TRIALS` (CI: 2) make it longer.
 
 mod common;
 
@@ -69,9 +76,13 @@ async fn listed(peer: &TestPeer) -> Option<BTreeSet<String>> {
     Some(peer.pinset().await?.into_iter().collect())
 }
 
-/// Waits until `peer` lists every pin of `acked`; after [`CONVERGE`],
-/// how many of them it lists.
-async fn holds_all(peer: &TestPeer, acked: &BTreeSet<String>) -> Result<(), usize> {
+/// Waits until `peer` lists every pin of `acked`; after `limit`, how many
+/// of them it lists.
+async fn holds_all(
+    peer: &TestPeer,
+    acked: &BTreeSet<String>,
+    limit: Duration,
+) -> Result<(), usize> {
     let start = Instant::now();
     let mut seen = 0;
     loop {
@@ -81,7 +92,7 @@ async fn holds_all(peer: &TestPeer, acked: &BTreeSet<String>) -> Result<(), usiz
                 return Ok(());
             }
         }
-        if start.elapsed() > CONVERGE {
+        if start.elapsed() > limit {
             return Err(seen);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -170,7 +181,7 @@ async fn a_writer_killed_mid_catch_up_and_mid_write_loses_nothing_and_all_conver
 
         let start = Instant::now();
         for p in [&writer, &followers[0], &followers[1]] {
-            if let Err(listed) = holds_all(p, &acked).await {
+            if let Err(listed) = holds_all(p, &acked, CONVERGE).await {
                 panic!(
                     "trial {trial}: {} lists {listed} of the {} acknowledged pins after {CONVERGE:?}",
                     p.id,
@@ -208,5 +219,110 @@ async fn a_writer_killed_mid_catch_up_and_mid_write_loses_nothing_and_all_conver
         acked.len(),
         times[times.len() / 2],
         times[times.len() - 1]
+    );
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_joiner_killed_mid_sync_converges_to_the_full_pinset() {
+    let pins = env_or("PINCLUSTER_JOIN_PINS", 2_000);
+    let trials = env_or("PINCLUSTER_JOIN_TRIALS", 2);
+    let spec = PeerSpec {
+        secret: Some("5b".repeat(32)),
+        ..PeerSpec::default()
+    };
+    let dirs: Vec<_> = (0..2).map(|_| temp()).collect();
+    let seed = TestPeer::start(dirs[0].path().into(), spec.clone()).await;
+    let joining = PeerSpec {
+        bootstrap: vec![seed.cluster_addr().await],
+        ..spec.clone()
+    };
+    let member = TestPeer::start(dirs[1].path().into(), joining.clone()).await;
+    let written = Instant::now();
+    let acked: BTreeSet<String> = write_all(&seed.api, &cids("join", pins))
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(acked.len(), pins, "every write acknowledged");
+    // A large pinset takes a while to sync on a loaded machine: about
+    // 10 ms a pin is allowed, never less than the usual bound.
+    let limit = CONVERGE.max(Duration::from_millis(pins as u64 * 10));
+    holds_all(&member, &acked, limit)
+        .await
+        .unwrap_or_else(|n| panic!("the member lists {n} of the {pins} pins"));
+    eprintln!(
+        "{pins} pins written and synced to a second peer in {:?}",
+        written.elapsed()
+    );
+
+    // A clean join first: how long a whole sync takes, so that the kills
+    // below fall inside one. (The joiner's listing grows in large steps,
+    // as whole branches of the DAG merge: waiting for a share of it often
+    // found the sync already over.)
+    let clean_dir = temp();
+    let started = Instant::now();
+    let clean = TestPeer::start(clean_dir.path().into(), joining.clone()).await;
+    holds_all(&clean, &acked, limit)
+        .await
+        .unwrap_or_else(|n| panic!("a clean joiner lists {n} of the {pins} pins"));
+    let full_sync = started.elapsed();
+    drop(clean);
+    eprintln!("a clean join of {pins} pins: {full_sync:?}");
+
+    let mut times = Vec::new();
+    let mut mid_sync = 0;
+    for trial in 0..trials {
+        let dir = temp();
+        let synced = Instant::now();
+        let mut joiner = TestPeer::start(dir.path().into(), joining.clone()).await;
+        // Killed at a random moment of what a whole join takes: mid-sync,
+        // with block requests in flight and part of the DAG stored.
+        let at = full_sync.mul_f64(rand::random::<f64>());
+        tokio::time::sleep(at.saturating_sub(synced.elapsed())).await;
+        let had = listed(&joiner).await.map_or(0, |l| l.len());
+        let killed_after = synced.elapsed();
+        mid_sync += usize::from(had < pins);
+        joiner.kill();
+        let restarted = Instant::now();
+        let joiner = joiner.restart_with(joining.clone()).await;
+        for p in [&joiner, &seed, &member] {
+            if let Err(n) = holds_all(p, &acked, limit).await {
+                panic!(
+                    "trial {trial}: {} lists {n} of the {pins} pins {limit:?} after the restart",
+                    p.id
+                );
+            }
+        }
+        let took = restarted.elapsed();
+        let sets = [
+            listed(&joiner).await.unwrap(),
+            listed(&seed).await.unwrap(),
+            listed(&member).await.unwrap(),
+        ];
+        assert!(
+            sets[0] == sets[1] && sets[1] == sets[2],
+            "trial {trial}: the peers list different pinsets ({} / {} / {})",
+            sets[0].len(),
+            sets[1].len(),
+            sets[2].len()
+        );
+        eprintln!(
+            "join trial {trial}: killed after {killed_after:?} listing {had} of {pins} pins; \
+             restarted, all {pins} on every peer in {took:?}"
+        );
+        times.push(took);
+    }
+    times.sort();
+    eprintln!(
+        "join crash figure: pins={pins} trials={trials} killed_mid_sync={mid_sync} lost=0 \
+         converge_p50={:?} converge_p99={:?}",
+        times[times.len() / 2],
+        times[(times.len() * 99 / 100).min(times.len() - 1)]
     );
 }

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 
 use common::kubo::{Kubo, real_bin};
 use common::{BIN, DEADLINE, PeerSpec, RestApi, TestPeer, temp, wait_for};
+use pincluster::ipfs::bitswap::{BlockSource, BlockSourceError, MemoryBlockSource};
 
 /// `ipfs --api <api> <args>` with no repo of its own; stdout, or stderr as
 /// the error.
@@ -222,4 +223,174 @@ async fn an_embedded_node_pins_what_only_kubo_has() {
     let (status, body) = gateway_get(&gateway(&peer), &cid).await;
     assert_eq!(status, 200);
     assert!(body == data, "the embedded gateway serves Kubo's content");
+}
+
+/// A Bitswap peer that pauses before reading each block it serves: slow
+/// enough that a pin of a few megabytes takes seconds, so its progress can
+/// be watched.
+struct SlowSource {
+    blocks: MemoryBlockSource,
+    pause: std::time::Duration,
+}
+
+impl BlockSource for SlowSource {
+    fn get(&self, cid: &cid::Cid) -> Result<Option<bytes::Bytes>, BlockSourceError> {
+        // The server reads blocks on the blocking pool.
+        std::thread::sleep(self.pause);
+        self.blocks.get(cid)
+    }
+
+    fn has(&self, cid: &cid::Cid) -> Result<bool, BlockSourceError> {
+        self.blocks.has(cid)
+    }
+
+    fn put(&self, cid: &cid::Cid, data: bytes::Bytes) -> Result<(), BlockSourceError> {
+        self.blocks.put(cid, data)
+    }
+}
+
+/// `leaves` raw blocks of 64 KiB under one dag-pb root, in `source`; the
+/// root's CID.
+fn dag_of_leaves(source: &MemoryBlockSource, leaves: u32) -> cid::Cid {
+    use pincluster::ipfs::dag::{DAG_PB, RAW, cid_for};
+    use pincluster::ipfs::pb::{PbLink, PbNode};
+    let links = (0..leaves)
+        .map(|i| {
+            let data: Vec<u8> = (0..65_536u32)
+                .map(|j| (j.wrapping_mul(31) ^ i.wrapping_mul(7919)) as u8)
+                .chain(i.to_le_bytes())
+                .collect();
+            let cid = cid_for(RAW, &data, false);
+            let tsize = data.len() as u64;
+            source.insert(cid, data.into());
+            PbLink {
+                cid,
+                name: Some(String::new()),
+                tsize: Some(tsize),
+            }
+        })
+        .collect();
+    let root = PbNode { links, data: None }.encode();
+    let cid = cid_for(DAG_PB, &root, true);
+    source.insert(cid, root.into());
+    cid
+}
+
+/// While the embedded node fetches a pin, its status is `pinning` with what
+/// it fetched so far (`progress`, blocks and bytes), growing; the real
+/// `ipfs-cluster-ctl` 1.1.6 still reads that status; once pinned, the field
+/// is gone.
+#[tokio::test]
+async fn a_pin_being_fetched_shows_its_progress_in_the_status() {
+    use std::sync::{Arc, Mutex};
+
+    use pincluster::ipfs::swarm::{IpfsSwarm, SwarmConfig};
+
+    const LEAVES: u32 = 128;
+    let blocks = MemoryBlockSource::new();
+    let root = dag_of_leaves(&blocks, LEAVES).to_string();
+    let slow = IpfsSwarm::start(
+        SwarmConfig::new(
+            libp2p::identity::Keypair::generate_ed25519(),
+            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        ),
+        Arc::new(SlowSource {
+            blocks,
+            pause: std::time::Duration::from_millis(25),
+        }),
+    )
+    .await
+    .expect("the slow peer's swarm starts");
+
+    let dir = temp();
+    let peer = embedded_peer(dir.path(), Vec::new()).await;
+    let (id, addrs) = ipfs_id(&peer).await;
+    let addr = addrs
+        .iter()
+        .find(|a| a.starts_with("/ip4/127.0.0.1/"))
+        .expect("a loopback swarm address");
+    let addr = if addr.contains("/p2p/") {
+        addr.clone()
+    } else {
+        format!("{addr}/p2p/{id}")
+    };
+    slow.connect(addr.parse().unwrap())
+        .await
+        .expect("the slow peer dials the embedded node");
+
+    let (code, _) = peer.pin(&root, "").await;
+    assert!(code < 300, "pin accepted: {code}");
+    // Every (blocks, bytes) seen while pinning, and what the real
+    // ipfs-cluster-ctl printed for one of them.
+    let seen: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let ctl_said: Arc<Mutex<Option<String>>> = Arc::default();
+    wait_for(&format!("{root} pinned"), DEADLINE, || async {
+        let v = peer.get_json(&format!("/pins/{root}")).await?;
+        let entry = v["peer_map"].as_object()?.values().next()?.clone();
+        match entry["status"].as_str()? {
+            "pinned" => {
+                assert!(
+                    entry.get("progress").is_none(),
+                    "no progress once pinned: {entry}"
+                );
+                Some(())
+            }
+            "pinning" => {
+                if let Some(p) = entry.get("progress") {
+                    let blocks = p["blocks"].as_u64().expect("progress.blocks");
+                    let bytes = p["bytes"].as_u64().unwrap_or(0);
+                    seen.lock().unwrap().push((blocks, bytes));
+                    let mut said = ctl_said.lock().unwrap();
+                    if blocks > 0 && said.is_none() {
+                        let out = Command::new(real_bin("ipfs-cluster-ctl"))
+                            .args(["--host", &ctl_host(&peer), "status", &root])
+                            .env_remove("CLUSTER_CREDENTIALS")
+                            .output()
+                            .expect("run ipfs-cluster-ctl");
+                        *said = Some(format!(
+                            "{}{}",
+                            String::from_utf8_lossy(&out.stdout),
+                            String::from_utf8_lossy(&out.stderr)
+                        ));
+                    }
+                }
+                None
+            }
+            "pin_error" => panic!("the pin failed: {entry}"),
+            _ => None,
+        }
+    })
+    .await;
+
+    let seen = seen.lock().unwrap().clone();
+    let distinct: std::collections::BTreeSet<u64> = seen.iter().map(|(b, _)| *b).collect();
+    assert!(
+        distinct.len() >= 2,
+        "progress seen growing while pinning: {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0].0 <= w[1].0),
+        "progress never goes back: {seen:?}"
+    );
+    for (blocks, bytes) in &seen {
+        assert!(*blocks <= u64::from(LEAVES) + 1, "{seen:?}");
+        // Every block fetched so far is the root or a 64 KiB leaf.
+        assert!(*bytes >= blocks.saturating_sub(1) * 65_536, "{seen:?}");
+    }
+    let said = ctl_said
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("ipfs-cluster-ctl ran");
+    assert!(
+        said.contains("PINNING") && said.contains(&root),
+        "ipfs-cluster-ctl reads a status with progress: {said}"
+    );
+    slow.stop().await;
+}
+
+/// The REST API's address as ipfs-cluster-ctl's `--host` takes it.
+fn ctl_host(peer: &TestPeer) -> String {
+    let port = peer.api.rsplit(':').next().expect("a port");
+    format!("/ip4/127.0.0.1/tcp/{port}")
 }

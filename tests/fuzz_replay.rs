@@ -219,6 +219,7 @@ fn generated_seeds() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
         attempts: 1,
         priority: false,
         updated: Some(chrono::Utc::now().fixed_offset()),
+        fetched: None,
     };
     let metric = MetricWire {
         name: "ping".into(),

@@ -13,13 +13,21 @@ use pincluster::peer::Peer;
 use pincluster::types::{Pin, PinOptions};
 
 async fn start(dir: &std::path::Path, bootstrap: Vec<Multiaddr>) -> Peer {
+    start_with(dir, bootstrap, Duration::from_millis(500)).await
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    bootstrap: Vec<Multiaddr>,
+    rebroadcast: Duration,
+) -> Peer {
     let mut config = Config::new_default();
     // Every in-process peer would take the proxy's default port.
     config.api.ipfsproxy = None;
     config.cluster.listen_multiaddress = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.cluster.secret = None;
     config.cluster.monitor_ping_interval.0 = Duration::from_secs(1);
-    config.consensus.crdt.rebroadcast_interval.0 = Duration::from_millis(500);
+    config.consensus.crdt.rebroadcast_interval.0 = rebroadcast;
     config.api.restapi = None;
     Peer::start(dir, config, Identity::generate(), bootstrap)
         .await
@@ -126,6 +134,45 @@ async fn writes_on_both_sides_of_a_partition_converge_after_healing() {
     })
     .await;
     for p in [a, b, c] {
+        p.shutdown().await;
+    }
+}
+
+/// With no rebroadcast to fall back on, only the heads a peer asks for when
+/// another comes back can heal a partition. B cuts A off (B forgets A; A
+/// only sees its connection close and keeps B in its peerset), both write,
+/// B lets A back in: A must announce B again and ask for its heads (it once
+/// did not: B's new connection counted before identify said who it was, so
+/// B looked as if it had never left).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_that_comes_back_is_asked_for_its_heads() {
+    let hour = Duration::from_secs(3600);
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = start_with(dirs[0].path(), vec![], hour).await;
+    let addr = a.network().listen_addrs().await.unwrap()[0].clone();
+    let b = start_with(dirs[1].path(), vec![addr], hour).await;
+    for p in [&a, &b] {
+        wait_async("a full peerset", || async {
+            p.network().peers().await.unwrap().len() == 1
+        })
+        .await;
+    }
+    let a_id = a.network().local_peer_id();
+    b.network().set_blocked(a_id, true).await.unwrap();
+    wait_async("the cut to be seen", || async {
+        a.network().peers().await.unwrap().is_empty()
+    })
+    .await;
+    pin(&a, 1).await;
+    pin(&b, 2).await;
+
+    b.network().set_blocked(a_id, false).await.unwrap();
+    wait("both writes on both peers", || {
+        let (sa, sb) = (pinset(&a), pinset(&b));
+        sa.len() == 2 && sa == sb
+    })
+    .await;
+    for p in [a, b] {
         p.shutdown().await;
     }
 }

@@ -109,12 +109,12 @@ pub enum Merged {
 /// One replica of the merkle-CRDT map. Single writer: it takes `&mut self`
 /// to change state; readers use [`Engine::reader`] concurrently.
 pub struct Engine<S: Store> {
-    store: S,
-    signer: Arc<dyn Signer>,
-    verifier: Arc<dyn Verifier>,
-    limits: Limits,
-    heads: BTreeMap<Cid, u64>,
-    ready: VecDeque<Cid>,
+    pub(crate) store: S,
+    pub(crate) signer: Arc<dyn Signer>,
+    pub(crate) verifier: Arc<dyn Verifier>,
+    pub(crate) limits: Limits,
+    pub(crate) heads: BTreeMap<Cid, u64>,
+    pub(crate) ready: VecDeque<Cid>,
 }
 
 impl<S: Store> std::fmt::Debug for Engine<S> {
@@ -184,6 +184,7 @@ impl<S: Store> Engine<S> {
             let (k, _) = entry?;
             engine.ready.push_back(layout::parse_cid(&k[1..])?);
         }
+        engine.resume_install()?;
         Ok(engine)
     }
 
@@ -781,7 +782,7 @@ impl<S: Store> Engine<S> {
 /// only, never half of one.
 #[derive(Debug, Clone)]
 pub struct Reader<S: Store> {
-    store: S,
+    pub(crate) store: S,
 }
 
 impl<S: Store> Reader<S> {

@@ -95,6 +95,44 @@ pub enum Error {
     /// A state handed to [`crate::Engine::install_state`] is malformed.
     #[error("invalid state to install: {0}")]
     InvalidState(&'static str),
+    /// A snapshot was refused; nothing changed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// Why a snapshot (its manifest or one of its chunks) was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Bigger than the limit.
+    #[error("snapshot part of {size} bytes exceeds the limit of {max}")]
+    TooLarge { size: usize, max: usize },
+    /// Not a CIDv1 dag-cbor sha2-256.
+    #[error("unsupported CID {0} in a snapshot")]
+    UnsupportedCid(Cid),
+    /// The bytes do not hash to the CID they were asked for.
+    #[error("snapshot chunk bytes do not match CID {cid}")]
+    HashMismatch { cid: Cid },
+    /// Not the DAG-CBOR shape of a manifest or chunk.
+    #[error("malformed snapshot part: {0}")]
+    Decode(String),
+    /// Could not be encoded.
+    #[error("cannot encode snapshot part: {0}")]
+    Encode(String),
+    /// A version this build does not read.
+    #[error("unsupported snapshot format version {0} (this build reads version 1)")]
+    UnsupportedVersion(u64),
+    /// The manifest is not canonical DAG-CBOR.
+    #[error("snapshot manifest is not canonical DAG-CBOR")]
+    NonCanonical,
+    /// The producer's signature or trust failed.
+    #[error("snapshot signature: {0}")]
+    Signature(#[from] VerifyError),
+    /// A chunk the manifest names has not been staged.
+    #[error("snapshot chunk {0} is missing")]
+    MissingChunk(Cid),
+    /// The content contradicts itself or the manifest.
+    #[error("invalid snapshot: {0}")]
+    Invalid(&'static str),
 }
 
 /// Why an operation could not be added to a [`crate::Batch`]; the batch is

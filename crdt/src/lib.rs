@@ -99,6 +99,12 @@
 //! interrupted), [`Engine::is_processed`] (causal-context query),
 //! [`Engine::mark_processed`] (bulk markers) and [`Reader::elements`]
 //! (ordered scan of live elements with ids and priorities).
+//! [`snapshot`] builds on them: signed, chunked snapshots that
+//! [`Engine::build_snapshot`] writes and [`Engine::install_snapshot`] joins
+//! into any replica, empty or not, crash-safely. Two more `meta` keys:
+//! `snapshot` (the manifest this replica serves) and `snapshot_install`
+//! (the plan of an install under way); the `c` prefix of `sync` holds a
+//! snapshot's context while it is staged.
 
 mod batch;
 mod block;
@@ -106,11 +112,13 @@ mod engine;
 mod error;
 mod layout;
 mod sign;
+pub mod snapshot;
 pub mod store;
 
 pub use batch::Batch;
 pub use block::{Block, DAG_CBOR, Delete, FORMAT_VERSION, Limits, Put, SHA2_256, cid_of, links_of};
 pub use cid::Cid;
 pub use engine::{Committed, Element, Engine, Head, KeyChange, Merged, Reader, Received};
-pub use error::{BatchError, BlockError, Error};
+pub use error::{BatchError, BlockError, Error, SnapshotError};
 pub use sign::{Signer, Verifier, VerifyError};
+pub use snapshot::{ChunkKind, Installed, Manifest};

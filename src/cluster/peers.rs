@@ -317,7 +317,10 @@ fn id_info(asked: PeerId, remote: RemoteId) -> IdInfo {
         error: String::new(),
     };
     IdInfo {
-        id: remote.id.parse().unwrap_or(asked),
+        // The id is the one the connection authenticated, never the one
+        // the answer claims: a peer could otherwise pass for another in
+        // `GET /peers` (the hostile peer test's forged identity).
+        id: asked,
         addresses: remote
             .addresses
             .iter()

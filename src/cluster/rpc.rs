@@ -46,6 +46,13 @@ impl SyncSource for ClusterRpc {
             None
         })
     }
+
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        self.reader.served_snapshot().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the served snapshot");
+            None
+        })
+    }
 }
 
 impl RpcHandler for ClusterRpc {
@@ -100,5 +107,6 @@ fn remote_status(peername: &str, local: TrackerEntry) -> PeerPinStatus {
         attempts: local.attempts,
         priority: local.priority,
         updated: local.updated,
+        fetched: local.fetched.map(Into::into),
     }
 }

@@ -49,6 +49,7 @@ impl Me {
             error: s.error,
             attempt_count: s.attempts,
             priority_pin: s.priority,
+            progress: s.fetched.map(Into::into),
         }
     }
 }
@@ -239,6 +240,7 @@ fn entry(remote: PeerPinStatus) -> PinInfoShort {
         error: remote.error,
         attempt_count: remote.attempts,
         priority_pin: remote.priority,
+        progress: remote.fetched,
     }
 }
 
@@ -252,6 +254,7 @@ fn unreachable_entry(error: String) -> PinInfoShort {
         error,
         attempt_count: 0,
         priority_pin: false,
+        progress: None,
     }
 }
 

@@ -37,7 +37,7 @@ pub struct EmbeddedConfig {
     /// The read-only HTTP gateway.
     #[serde(serialize_with = "ser_addrs")]
     pub gateway_listen_multiaddress: Vec<Multiaddr>,
-    /// A pin fails when it has not completed in this long.
+    /// A pin fails when it has fetched nothing for this long.
     pub pin_timeout: GoDuration,
     /// Where the node's public IPFS swarm (Bitswap, DHT) listens: all
     /// interfaces, port 4011 by default, clear of Kubo's 4001 and the

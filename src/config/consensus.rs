@@ -23,6 +23,9 @@ pub struct CrdtConfig {
     pub rebroadcast_interval: GoDuration,
     /// The metric whose senders make up the peer set.
     pub peerset_metric: String,
+    /// How often a trusted peer takes a signed snapshot of the pinset for
+    /// joiners (only when its heads moved); zero: never.
+    pub snapshot_interval: GoDuration,
 }
 
 impl Default for CrdtConfig {
@@ -34,6 +37,7 @@ impl Default for CrdtConfig {
             repair_interval: GoDuration::from_secs(60 * 60),
             rebroadcast_interval: GoDuration::from_secs(60),
             peerset_metric: "ping".to_string(),
+            snapshot_interval: GoDuration::from_secs(10 * 60),
         }
     }
 }

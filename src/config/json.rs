@@ -526,6 +526,7 @@ fn read_crdt(mut o: Obj<'_>, w: &mut Vec<String>) -> Result<CrdtConfig, ConfigEr
     o.set("repair_interval", &mut c.repair_interval)?;
     o.set("rebroadcast_interval", &mut c.rebroadcast_interval)?;
     o.set("peerset_metric", &mut c.peerset_metric)?;
+    o.set("snapshot_interval", &mut c.snapshot_interval)?;
     o.ignore(
         "datastore_namespace",
         "pincluster keeps the CRDT in its own fjall keyspaces",

@@ -18,6 +18,10 @@
 //!   takes them back from there when a peer comes up, on an announcement
 //!   when it has nothing else to fetch, and at every rebroadcast.
 //!
+//! A fresh (or far behind) peer joins from a trusted peer's signed snapshot
+//! instead of walking every delta ever written, and trusted peers take
+//! such snapshots every `snapshot_interval` ([`snapshot`]).
+//!
 //! Deltas from untrusted authors are refused by the engine's verifier; a
 //! follower never writes. Peer removals ride in the same CRDT
 //! ([`peerset`]): every merged or committed record is applied to the
@@ -25,6 +29,7 @@
 
 pub mod offline;
 pub mod peerset;
+pub mod snapshot;
 mod trust;
 
 use std::collections::{HashMap, HashSet};
@@ -64,6 +69,9 @@ pub struct ConsensusTuning {
     pub rebroadcast_interval: Duration,
     /// A follower never writes.
     pub follower: bool,
+    /// A snapshot for joiners is taken this often when the heads moved
+    /// (zero: never; followers never do).
+    pub snapshot_interval: Duration,
 }
 
 /// Why a write failed.
@@ -145,6 +153,8 @@ impl Consensus {
             peers: Vec::new(),
             changes,
             asked_again: None,
+            join_attempts: 0,
+            snapshot_frontier: Vec::new(),
         };
         (handle, tokio::spawn(task.run(writes_rx, events)))
     }
@@ -245,7 +255,14 @@ struct Task {
     changes: Option<mpsc::Sender<PinChange>>,
     /// When an announcement last sent us back to the wanted list.
     asked_again: Option<Instant>,
+    /// Peers asked for a snapshot to join from, since start.
+    join_attempts: usize,
+    /// The heads of the last snapshot taken here.
+    snapshot_frontier: Vec<Cid>,
 }
+
+/// Peers asked for a snapshot while this replica stays empty.
+const MAX_JOIN_ATTEMPTS: usize = 8;
 
 impl Task {
     async fn run(
@@ -260,6 +277,13 @@ impl Task {
         }
         self.merge_ready().await;
         let (heads_tx, mut heads_rx) = mpsc::channel::<(PeerId, Vec<Cid>)>(64);
+        let producing = !self.config.follower && !self.config.snapshot_interval.is_zero();
+        let mut snapshot_tick = tokio::time::interval(
+            self.config
+                .snapshot_interval
+                .max(Duration::from_millis(100)),
+        );
+        snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rebroadcast = Box::pin(tokio::time::sleep(self.jittered_interval()));
         loop {
             tokio::select! {
@@ -289,6 +313,7 @@ impl Task {
                         if !self.peers.contains(&peer) {
                             self.peers.push(peer);
                         }
+                        self.maybe_join(peer).await;
                         // A peer that restarted is the likeliest to hold
                         // what we gave up on when it died.
                         self.want_given_up(Some(peer));
@@ -304,6 +329,7 @@ impl Task {
                     None => break,
                 },
                 Some((peer, heads)) = heads_rx.recv() => self.on_heads(peer, heads),
+                _ = snapshot_tick.tick(), if producing => self.take_snapshot(),
                 Some(result) = self.fetches.next(), if !self.fetches.is_empty() => self.on_fetched(result).await,
                 _ = &mut rebroadcast => {
                     rebroadcast.set(tokio::time::sleep(self.jittered_interval()));
@@ -321,6 +347,50 @@ impl Task {
         // Writes accepted before shutdown still land.
         self.commit().await;
         tracing::debug!("consensus task stopped");
+    }
+
+    /// Joins from `peer`'s snapshot if this replica is empty (asking up to
+    /// [`MAX_JOIN_ATTEMPTS`] peers) or, with the first peer met, far behind
+    /// it. Any failure falls back to delta sync.
+    async fn maybe_join(&mut self, peer: PeerId) {
+        let wanted = self.join_attempts == 0
+            || (self.join_attempts < MAX_JOIN_ATTEMPTS && self.engine.heads().is_empty());
+        if !wanted {
+            return;
+        }
+        self.join_attempts += 1;
+        match snapshot::join_from(&mut self.engine, &self.network, peer).await {
+            Ok(Some(_)) => {
+                self.join_attempts = MAX_JOIN_ATTEMPTS;
+                let (network, tx) = (self.network.clone(), self.changes.clone());
+                tokio::spawn(snapshot::emit_all(self.engine.reader(), move |page| {
+                    Self::emit(network.clone(), tx.clone(), page)
+                }));
+                // Blocks the install made ready (pending above the frontier).
+                self.merge_ready().await;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%peer, error = %e, "no join by snapshot; syncing deltas"),
+        }
+    }
+
+    /// Takes a snapshot for joiners if the heads moved since the last one.
+    fn take_snapshot(&mut self) {
+        let heads: Vec<Cid> = self.engine.heads().iter().map(|h| h.cid).collect();
+        if heads.is_empty() || heads == self.snapshot_frontier {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match tokio::task::block_in_place(|| self.engine.build_snapshot(now)) {
+            Ok((cid, bytes)) => {
+                tracing::info!(%cid, bytes = bytes.len(), took = ?started.elapsed(), "snapshot taken");
+                self.snapshot_frontier = heads;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot take a snapshot"),
+        }
     }
 
     fn jittered_interval(&self) -> Duration {

@@ -106,7 +106,9 @@ impl UnixFs {
 
     /// The bytes of the message, fields in number order as Go writes them.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        // Sized once: a leaf's chunk is copied in without regrowing.
+        let data = self.data.as_ref().map_or(0, Vec::len);
+        let mut out = Vec::with_capacity(data + 11 * (self.blocksizes.len() + 4));
         put_varint_field(&mut out, 1, self.kind as u64);
         if let Some(d) = &self.data {
             put_bytes_field(&mut out, 2, d);
@@ -154,7 +156,10 @@ impl UnixFs {
 impl PbNode {
     /// The canonical bytes: links, then data.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        // Sized once (a link is ~50 bytes): a leaf's data is copied in
+        // without regrowing.
+        let data = self.data.as_ref().map_or(0, Vec::len);
+        let mut out = Vec::with_capacity(data + 11 + 64 * self.links.len());
         for link in &self.links {
             let mut l = Vec::with_capacity(48);
             put_bytes_field(&mut l, 1, &link.cid.to_bytes());

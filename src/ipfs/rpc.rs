@@ -27,8 +27,9 @@ use libp2p::Multiaddr;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::dag::{self, DAG_CBOR, DAG_PB, RAW, cid_for};
+use super::dag::{self, Block, DAG_CBOR, DAG_PB, RAW, cid_for};
 use super::node::Node;
+use super::store::{BlockStore, StoreError};
 use super::unixfs::exporter::{self, ExportError, Kind};
 use super::unixfs::importer::{self, AddedPath, BlockSink, Made, Tree};
 use super::unixfs::{AddOptions, ImportError};
@@ -119,7 +120,8 @@ impl Query {
     }
 }
 
-async fn handle(node: Arc<Node>, req: Request<ReqBody>) -> Response<Body> {
+/// Answers one RPC request (the proxy calls it in-process for `add`).
+pub(crate) async fn handle(node: Arc<Node>, req: Request<ReqBody>) -> Response<Body> {
     if req.method() != Method::POST {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -263,14 +265,68 @@ fn export_error(e: ExportError) -> Response<Body> {
     error(status, e.to_string())
 }
 
-/// Writes blocks to the store as the importer makes them.
-struct StoreSink(super::store::BlockStore);
+/// Blocks the importer made, to the store on a thread of their own: the
+/// importer reads, encodes and hashes the next chunks while the last ones
+/// are written, in batches of what has queued up (up to [`WRITE_BATCH`]
+/// bytes), one store write each.
+struct StoreSink {
+    tx: Option<std::sync::mpsc::SyncSender<Block>>,
+    writer: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
+}
+
+/// Blocks queued for the writer thread: 4 MiB at the default chunk size.
+const WRITE_QUEUE: usize = 16;
+/// Bytes per store write, at most (more when one block is larger).
+const WRITE_BATCH: usize = 4 << 20;
+
+impl StoreSink {
+    fn start(store: BlockStore) -> Result<StoreSink, ImportError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(WRITE_QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("ipfs-add-writer".into())
+            .spawn(move || {
+                let mut batch = Vec::new();
+                while let Ok(first) = rx.recv() {
+                    let mut bytes = first.data().len();
+                    batch.push(first);
+                    while bytes < WRITE_BATCH {
+                        let Ok(next) = rx.try_recv() else { break };
+                        bytes += next.data().len();
+                        batch.push(next);
+                    }
+                    store.put_hashed(&batch)?;
+                    batch.clear();
+                }
+                Ok(())
+            })
+            .map_err(|e| ImportError::Store(format!("starting the writer thread: {e}")))?;
+        Ok(StoreSink {
+            tx: Some(tx),
+            writer: Some(writer),
+        })
+    }
+}
 
 impl BlockSink for StoreSink {
-    fn put(&mut self, cid: Cid, data: Vec<u8>) -> Result<(), ImportError> {
-        self.0
-            .put(&cid, &data)
-            .map(|_| ())
+    fn put(&mut self, block: Block) -> Result<(), ImportError> {
+        let sent = self.tx.as_ref().map(|tx| tx.send(block));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The writer stopped: its error says why.
+            _ => self
+                .finish()
+                .and(Err(ImportError::Store("the writer stopped".into()))),
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), ImportError> {
+        self.tx = None;
+        let Some(writer) = self.writer.take() else {
+            return Ok(());
+        };
+        writer
+            .join()
+            .map_err(|_| ImportError::Store("the writer thread panicked".into()))?
             .map_err(|e| ImportError::Store(e.to_string()))
     }
 }
@@ -319,10 +375,15 @@ async fn add(node: &Node, req: Request<ReqBody>, q: Query) -> Reply {
     let (tx, reply) = channel_body();
     tokio::spawn(async move {
         // No gc between the first block written and the roots pinned.
-        let _hold = node.store().hold_gc().await;
+        let hold = node.store().hold_gc().await;
         let mut tree = Tree::default();
         let mut loose: Vec<AddedPath> = Vec::new();
         let result: Result<(), String> = async {
+            let mut sink: Box<dyn BlockSink + Send> = if only_hash {
+                Box::new(importer::Discard)
+            } else {
+                Box::new(StoreSink::start(node.store().clone()).map_err(|e| e.to_string())?)
+            };
             while let Some(mut field) = multipart.next_field().await.map_err(|e| e.to_string())? {
                 let name = field.file_name().map(path_decode).unwrap_or_default();
                 let is_dir = field
@@ -338,13 +399,9 @@ async fn add(node: &Node, req: Request<ReqBody>, q: Query) -> Reply {
                     current: Bytes::new(),
                 };
                 let o = opts.clone();
-                let store = node.store().clone();
                 let import = tokio::task::spawn_blocking(move || {
-                    if only_hash {
-                        importer::import_file(reader, &o, &mut importer::Discard)
-                    } else {
-                        importer::import_file(reader, &o, &mut StoreSink(store))
-                    }
+                    let made = importer::import_file(reader, &o, &mut *sink);
+                    (sink, made)
                 });
                 while let Some(chunk) = field.chunk().await.transpose() {
                     let chunk = chunk.map_err(|e| e.to_string());
@@ -354,10 +411,9 @@ async fn add(node: &Node, req: Request<ReqBody>, q: Query) -> Reply {
                     }
                 }
                 drop(chunks_tx);
-                let made = import
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
+                let (back, made) = import.await.map_err(|e| e.to_string())?;
+                sink = back;
+                let made = made.map_err(|e| e.to_string())?;
                 let shown = if name.is_empty() {
                     made.cid.to_string()
                 } else {
@@ -373,13 +429,11 @@ async fn add(node: &Node, req: Request<ReqBody>, q: Query) -> Reply {
                 }
             }
             let o = opts.clone();
-            let store = node.store().clone();
             let (mut roots, dirs) = tokio::task::spawn_blocking(move || {
-                if only_hash {
-                    tree.finish(wrap, &o, &mut importer::Discard)
-                } else {
-                    tree.finish(wrap, &o, &mut StoreSink(store))
-                }
+                let done = tree.finish(wrap, &o, &mut *sink)?;
+                // Every block in the store before any root is pinned.
+                sink.finish()?;
+                Ok::<_, ImportError>(done)
             })
             .await
             .map_err(|e| e.to_string())?
@@ -388,20 +442,23 @@ async fn add(node: &Node, req: Request<ReqBody>, q: Query) -> Reply {
                 let _ = tx.send(line(&added_line(&d.path, &d.made))).await;
             }
             roots.extend(loose);
-            if pin && !only_hash {
-                for root in roots {
-                    let cid = root.made.cid;
-                    let missing = node
-                        .blocking(move |s| s.try_pin(&cid, PinMode::Recursive))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| e.to_string())?;
-                    if !missing.is_empty() {
-                        return Err(format!("pinning {cid}: {} blocks missing", missing.len()));
+            if only_hash {
+                return Ok(());
+            }
+            let cids: Vec<Cid> = roots.iter().map(|r| r.made.cid).collect();
+            node.blocking(move |s| {
+                if pin {
+                    for cid in &cids {
+                        s.pin_added(cid, &hold)?;
                     }
                 }
-            }
-            Ok(())
+                // Durable once `add` answers, blocks and pins alike: one
+                // sync for the whole add (Kubo syncs its repo per batch).
+                s.persist()
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
         }
         .await;
         if let Err(e) = result {

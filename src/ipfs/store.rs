@@ -27,10 +27,12 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cid::Cid;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+use fjall::{
+    CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode,
+};
 use tokio::sync::RwLock;
 
-use super::dag::{self, BlockError, RAW};
+use super::dag::{self, Block, BlockError, RAW};
 use crate::types::PinMode;
 
 /// The on-disk format written by this version.
@@ -86,6 +88,9 @@ pub struct Walk {
     pub missing: Vec<Cid>,
 }
 
+/// Garbage collection held off while this lives ([`BlockStore::hold_gc`]).
+pub type GcHold = tokio::sync::OwnedRwLockReadGuard<()>;
+
 /// The block store. Cheap to clone.
 #[derive(Clone)]
 pub struct BlockStore {
@@ -117,10 +122,17 @@ impl BlockStore {
     /// Opens (or creates) the store in `path`; `storage_max` is what
     /// `repo/stat` reports as the limit.
     pub fn open(path: &Path, storage_max: u64) -> Result<BlockStore, StoreError> {
-        let db = Database::builder(path).cache_size(16 << 20).open()?;
+        // Uncompressed: most blocks are media or archives already, and
+        // lz4 over them cost an add more time than it saved disk (the
+        // journal and the blob files each compressed every byte).
+        let db = Database::builder(path)
+            .cache_size(16 << 20)
+            .journal_compression(CompressionType::None)
+            .open()?;
         let blocks = db.keyspace("blocks", || {
-            KeyspaceCreateOptions::default()
-                .with_kv_separation(Some(KvSeparationOptions::default()))
+            KeyspaceCreateOptions::default().with_kv_separation(Some(
+                KvSeparationOptions::default().compression(CompressionType::None),
+            ))
         })?;
         let pins = db.keyspace("pins", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
@@ -164,7 +176,7 @@ impl BlockStore {
 
     /// Holds off garbage collection while the guard lives (an add, whose
     /// blocks are pinned only at its end).
-    pub async fn hold_gc(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+    pub async fn hold_gc(&self) -> GcHold {
         self.inner.gc.clone().read_owned().await
     }
 
@@ -184,6 +196,47 @@ impl BlockStore {
         batch.commit()?;
         *totals = next;
         Ok(true)
+    }
+
+    /// Stores `blocks` in one batch, skipping those already there: what
+    /// the importer made (their CIDs were computed from these bytes, so
+    /// they are not hashed again; only their size is checked). Returns
+    /// how many were new. Not synced to disk: [`BlockStore::persist`] at
+    /// the end of an add does that once (a crash before it loses whole
+    /// batches, never part of one: the journal replays a batch or drops
+    /// it).
+    pub fn put_hashed(&self, blocks: &[Block]) -> Result<usize, StoreError> {
+        if let Some(big) = blocks.iter().find(|b| b.data().len() > dag::MAX_BLOCK) {
+            return Err(BlockError::TooLarge {
+                size: big.data().len(),
+            }
+            .into());
+        }
+        let mut totals = self.lock_totals();
+        let mut next = *totals;
+        let mut batch = self.inner.db.batch().durability(Some(PersistMode::Buffer));
+        let mut keys = HashSet::with_capacity(blocks.len());
+        for block in blocks {
+            let key = block.cid().hash().to_bytes();
+            if keys.contains(&key) || self.inner.blocks.contains_key(&key)? {
+                continue;
+            }
+            batch.insert(&self.inner.blocks, key.clone(), block.data());
+            keys.insert(key);
+            next = (next.0 + block.data().len() as u64, next.1 + 1);
+        }
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        batch.insert(&self.inner.meta, "totals", encode_totals(next));
+        batch.commit()?;
+        *totals = next;
+        Ok(keys.len())
+    }
+
+    /// Syncs everything written so far to disk.
+    pub fn persist(&self) -> Result<(), StoreError> {
+        Ok(self.inner.db.persist(PersistMode::SyncAll)?)
     }
 
     /// The bytes of block `cid`, if stored.
@@ -241,6 +294,12 @@ impl BlockStore {
     /// it off the async threads.
     pub fn try_pin(&self, cid: &Cid, mode: PinMode) -> Result<Vec<Cid>, StoreError> {
         let _hold = self.inner.gc.blocking_read();
+        // Every block under a recursive pin is kept (gc spares what
+        // recursive pins reach, and nothing else removes blocks), so the
+        // DAG needs no walk: the tracker pins again what an add pinned.
+        if self.pin_of(cid)? == Some(PinMode::Recursive) {
+            return Ok(Vec::new());
+        }
         let missing = match mode {
             PinMode::Direct if self.has(cid)? => Vec::new(),
             PinMode::Direct => vec![*cid],
@@ -249,6 +308,15 @@ impl BlockStore {
         if !missing.is_empty() {
             return Ok(missing);
         }
+        self.record_pin(cid, mode)?;
+        Ok(Vec::new())
+    }
+
+    /// Records the pin without looking at its blocks: for a caller that
+    /// holds [`BlockStore::hold_gc`] and saw every block the pin needs
+    /// stored (a recursive pin that fetched its DAG), where
+    /// [`BlockStore::try_pin`] would read the whole DAG again.
+    pub fn record_pin(&self, cid: &Cid, mode: PinMode) -> Result<(), StoreError> {
         let current = self.pin_of(cid)?;
         // A recursive pin is not weakened to a direct one (Kubo refuses
         // that too); everything else records the asked mode.
@@ -257,7 +325,18 @@ impl BlockStore {
                 .pins
                 .insert(cid.to_bytes(), [FORMAT, mode_byte(mode)])?;
         }
-        Ok(Vec::new())
+        Ok(())
+    }
+
+    /// Pins `cid` recursively without walking its DAG: for the roots of
+    /// an add, every block of which that add wrote (or found stored) while
+    /// `_held` kept garbage collection away. The walk would read back every
+    /// byte just written.
+    pub fn pin_added(&self, cid: &Cid, _held: &GcHold) -> Result<(), StoreError> {
+        self.inner
+            .pins
+            .insert(cid.to_bytes(), [FORMAT, mode_byte(PinMode::Recursive)])?;
+        Ok(())
     }
 
     /// Removes the pin on `cid`; `false` when there was none.
@@ -530,6 +609,61 @@ mod tests {
             Err(StoreError::Block(_))
         ));
         assert!(!store.has(&c).unwrap());
+    }
+
+    /// The importer's batches: a block repeated in a batch or already
+    /// stored is written and counted once, an oversized one refuses the
+    /// whole batch, and the blocks are there after a reopen.
+    #[test]
+    fn hashed_batches_store_each_block_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Block::hashed(RAW, b"chunk a".to_vec(), false);
+        let b = Block::hashed(RAW, b"chunk b".to_vec(), false);
+        {
+            let store = BlockStore::open(dir.path(), 100).unwrap();
+            assert_eq!(store.put_hashed(&[a.clone(), a.clone()]).unwrap(), 1);
+            assert_eq!(store.put_hashed(&[a.clone(), b.clone()]).unwrap(), 1);
+            assert_eq!(store.put_hashed(std::slice::from_ref(&b)).unwrap(), 0);
+            let huge = Block::hashed(RAW, vec![0; dag::MAX_BLOCK + 1], false);
+            let c = Block::hashed(RAW, b"chunk c".to_vec(), false);
+            assert!(matches!(
+                store.put_hashed(&[c.clone(), huge]),
+                Err(StoreError::Block(_))
+            ));
+            assert!(!store.has(c.cid()).unwrap());
+            store.persist().unwrap();
+        }
+        let store = BlockStore::open(dir.path(), 100).unwrap();
+        let stat = store.stat();
+        assert_eq!((stat.num_objects, stat.repo_size), (2, 14));
+        assert_eq!(
+            store.get(b.cid()).unwrap().as_deref(),
+            Some(&b"chunk b"[..])
+        );
+    }
+
+    /// An add's roots are pinned without a walk, and pinning one again
+    /// (the tracker, after the add) needs no walk either: gc keeps its DAG.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn added_roots_are_pinned_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(dir.path(), 100).unwrap();
+        let leaf = Block::hashed(RAW, b"leaf".to_vec(), false);
+        let (root, root_bytes) = parent(&[*leaf.cid()]);
+        let hold = store.hold_gc().await;
+        store.put_hashed(std::slice::from_ref(&leaf)).unwrap();
+        store.put(&root, &root_bytes).unwrap();
+        store.pin_added(&root, &hold).unwrap();
+        drop(hold);
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || {
+            assert_eq!(s.pin_of(&root).unwrap(), Some(PinMode::Recursive));
+            assert_eq!(s.try_pin(&root, PinMode::Recursive).unwrap(), vec![]);
+            assert_eq!(s.gc().unwrap(), vec![]);
+            assert!(s.has(leaf.cid()).unwrap());
+        })
+        .await
+        .unwrap();
     }
 
     #[test]

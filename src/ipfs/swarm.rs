@@ -220,6 +220,17 @@ impl IpfsSwarm {
 
         let mut listeners = HashSet::new();
         for addr in &config.listen {
+            // A second peer on the same machine with the default swarm port
+            // still runs (its node's address reaches the cluster through
+            // `/id`); sharing the port would split dials between the two.
+            let addr = match crate::addr::check_tcp_port_free(addr) {
+                Ok(()) => addr.clone(),
+                Err(e) => {
+                    let any = crate::addr::with_any_port(addr);
+                    tracing::warn!("IPFS swarm address {addr} is taken ({e}): listening on {any}");
+                    any
+                }
+            };
             let id = swarm
                 .listen_on(addr.clone())
                 .map_err(|e| SwarmError::Listen {

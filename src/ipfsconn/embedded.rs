@@ -4,10 +4,12 @@
 //!
 //! Calls go straight to the node in-process. Pins walk the DAG in the
 //! local store and fetch missing blocks through the node's fetcher
-//! (Bitswap over the node's public swarm); each pin is bounded by
-//! `pin_timeout` as a whole. `id`, `swarm/peers` and `swarm/connect` are
-//! the swarm's, so the cluster connects peers' embedded nodes to each
-//! other as it does Kubo daemons; pinned roots are provided in the DHT.
+//! (Bitswap over the node's public swarm), counting what arrives: a pin
+//! fails once nothing arrived for `pin_timeout`, and its progress is
+//! logged and shown in the tracker's status. `id`, `swarm/peers` and
+//! `swarm/connect` are the swarm's, so the cluster connects peers'
+//! embedded nodes to each other as it does Kubo daemons; pinned roots are
+//! provided in the DHT.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +17,11 @@ use std::time::Duration;
 use cid::Cid;
 use futures::{Stream, StreamExt as _};
 use libp2p::{Multiaddr, PeerId};
+use tokio::time::Instant;
 
 use super::{
-    BlockFormat, IpfsConnector, IpfsError, IpfsId, KuboConnector, PinMode, RepoGc, RepoStat,
+    BlockFormat, IpfsConnector, IpfsError, IpfsId, KuboConnector, PinMode, PinProgress, RepoGc,
+    RepoStat,
 };
 use crate::ipfs::dag::cid_for;
 use crate::ipfs::node::Node;
@@ -25,6 +29,11 @@ use crate::ipfs::swarm::IpfsSwarm;
 
 /// Pins listed per page of `pin_ls`.
 const PAGE: usize = 1024;
+/// How often a running pin's progress is looked at (for its no-progress
+/// timeout)...
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// ...and how often it is logged while blocks arrive.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The embedded node behind the connector trait. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -99,18 +108,53 @@ impl IpfsConnector for EmbeddedConnector {
         Ok(crate::ipfs::rpc::version())
     }
 
-    async fn pin(&self, cid: &Cid, mode: PinMode) -> Result<(), IpfsError> {
-        match tokio::time::timeout(self.pin_timeout, self.node.pin(cid, mode)).await {
-            Ok(Ok(())) => {
-                self.provide(cid);
-                Ok(())
+    /// As with Kubo (and in the reference), `pin_timeout` bounds the time
+    /// without progress, not the whole pin: a large DAG that keeps arriving
+    /// takes as long as it takes, a stuck one fails. Progress is logged
+    /// every [`LOG_EVERY`] while blocks arrive.
+    async fn pin_counting(
+        &self,
+        cid: &Cid,
+        mode: PinMode,
+        progress: &PinProgress,
+    ) -> Result<(), IpfsError> {
+        let started = Instant::now();
+        let idle = self.pin_timeout;
+        let pin = self.node.pin_counting(cid, mode, progress);
+        tokio::pin!(pin);
+        let mut check = tokio::time::interval(idle.clamp(Duration::from_millis(10), CHECK_EVERY));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut last, mut moved, mut logged) = (progress.get(), started, started);
+        let result = loop {
+            tokio::select! {
+                result = &mut pin => break result.map_err(|e| failed("pin/add", e)),
+                _ = check.tick() => {
+                    let now = Instant::now();
+                    let fetched = progress.get();
+                    if fetched != last {
+                        (last, moved) = (fetched, now);
+                    } else if now.duration_since(moved) >= idle {
+                        break Err(IpfsError::Timeout { op: "pin/add", after: idle });
+                    }
+                    if fetched.blocks > 0 && now.duration_since(logged) >= LOG_EVERY {
+                        logged = now;
+                        let (blocks, bytes) = (fetched.blocks, fetched.bytes);
+                        tracing::info!(%cid, blocks, bytes, "pin: fetching");
+                    }
+                }
             }
-            Ok(Err(e)) => Err(failed("pin/add", e)),
-            Err(_) => Err(IpfsError::Timeout {
-                op: "pin/add",
-                after: self.pin_timeout,
-            }),
+        };
+        let fetched = progress.get();
+        if fetched.blocks > 0 {
+            let (blocks, bytes) = (fetched.blocks, fetched.bytes);
+            let secs = started.elapsed().as_secs_f64();
+            let ok = result.is_ok();
+            tracing::info!(%cid, blocks, bytes, secs, ok, "pin: fetch ended");
         }
+        if result.is_ok() {
+            self.provide(cid);
+        }
+        result
     }
 
     async fn unpin(&self, cid: &Cid) -> Result<(), IpfsError> {
@@ -286,8 +330,13 @@ impl IpfsConnector for Connector {
         either!(self, c => c.version())
     }
 
-    async fn pin(&self, cid: &Cid, mode: PinMode) -> Result<(), IpfsError> {
-        either!(self, c => c.pin(cid, mode))
+    async fn pin_counting(
+        &self,
+        cid: &Cid,
+        mode: PinMode,
+        progress: &PinProgress,
+    ) -> Result<(), IpfsError> {
+        either!(self, c => c.pin_counting(cid, mode, progress))
     }
 
     async fn unpin(&self, cid: &Cid) -> Result<(), IpfsError> {

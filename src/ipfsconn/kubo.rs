@@ -26,7 +26,8 @@ use super::wire::{
     SwarmPeersReply, VersionReply,
 };
 use super::{
-    BlockFormat, IpfsConnConfig, IpfsConnector, IpfsError, IpfsId, PinMode, RepoGc, RepoStat,
+    BlockFormat, IpfsConnConfig, IpfsConnector, IpfsError, IpfsId, PinMode, PinProgress, RepoGc,
+    RepoStat,
 };
 
 /// Consecutive failures to reach the daemon after which requests are
@@ -277,7 +278,13 @@ impl KuboConnector {
     /// activity would never time out. js-ipfs
     /// sends no progress at all, only `{"Pins":...}` when done, so there the
     /// whole pin must finish within `pin_timeout`.
-    async fn pin_add(&self, cid: &Cid, mode: PinMode) -> Result<(), IpfsError> {
+    /// Kubo's `Progress` (blocks fetched so far) goes to `progress`.
+    async fn pin_add(
+        &self,
+        cid: &Cid,
+        mode: PinMode,
+        progress_to: &PinProgress,
+    ) -> Result<(), IpfsError> {
         const OP: &str = "pin/add";
         let idle = self.cfg.pin_timeout;
         let timeout = || IpfsError::Timeout {
@@ -338,6 +345,7 @@ impl KuboConnector {
                 && progress.is_none_or(|last| p.0 > last)
             {
                 progress = Some(p.0);
+                progress_to.set_blocks(p.0);
                 deadline = Instant::now() + idle;
             }
         }
@@ -371,7 +379,12 @@ impl IpfsConnector for KuboConnector {
         Ok(reply.version)
     }
 
-    async fn pin(&self, cid: &Cid, mode: PinMode) -> Result<(), IpfsError> {
+    async fn pin_counting(
+        &self,
+        cid: &Cid,
+        mode: PinMode,
+        progress: &PinProgress,
+    ) -> Result<(), IpfsError> {
         let check = bounded(
             "pin/ls",
             self.cfg.request_timeout,
@@ -387,7 +400,7 @@ impl IpfsConnector for KuboConnector {
             }
             Err(e) => return Err(e),
         }
-        self.pin_add(cid, mode).await
+        self.pin_add(cid, mode, progress).await
     }
 
     async fn unpin(&self, cid: &Cid) -> Result<(), IpfsError> {
@@ -633,7 +646,7 @@ impl JsonLines {
         match self.lines.next_line().await {
             Ok(Some(line)) => decode(self.op, line).map(Some),
             Ok(None) => Ok(None),
-            Err(ReadError::TooLong(e)) => Err(IpfsError::Decode {
+            Err(e @ (ReadError::TooLong(_) | ReadError::Stream(_))) => Err(IpfsError::Decode {
                 op: self.op,
                 detail: e.to_string(),
             }),

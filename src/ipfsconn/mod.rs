@@ -26,6 +26,7 @@ use cid::Cid;
 use futures::Stream;
 use libp2p::{Multiaddr, PeerId};
 
+pub use crate::ipfs::fetch::{Fetched, PinProgress};
 pub use crate::types::PinMode;
 pub use embedded::{Connector, EmbeddedConnector};
 pub use kubo::{AddOutput, AddedLine, KuboConnector};
@@ -147,7 +148,19 @@ pub trait IpfsConnector: Send + Sync + 'static {
     /// Pins `cid`; already pinned with this mode is success. Fails with
     /// [`IpfsError::Timeout`] once the daemon has made no progress for
     /// `pin_timeout`.
-    fn pin(&self, cid: &Cid, mode: PinMode) -> impl Future<Output = Result<(), IpfsError>> + Send;
+    fn pin(&self, cid: &Cid, mode: PinMode) -> impl Future<Output = Result<(), IpfsError>> + Send {
+        async move { self.pin_counting(cid, mode, &PinProgress::default()).await }
+    }
+
+    /// [`IpfsConnector::pin`], counting what the daemon fetched in
+    /// `progress` as it goes (the pin tracker shows it in the status):
+    /// blocks and bytes for the embedded node, blocks only for Kubo.
+    fn pin_counting(
+        &self,
+        cid: &Cid,
+        mode: PinMode,
+        progress: &PinProgress,
+    ) -> impl Future<Output = Result<(), IpfsError>> + Send;
 
     /// Removes the pin on `cid`, whatever its mode; not pinned is success.
     fn unpin(&self, cid: &Cid) -> impl Future<Output = Result<(), IpfsError>> + Send;

@@ -18,6 +18,11 @@ use serde::{Deserialize, Serialize};
 
 /// How many alerts are kept for `GET /health/alerts`.
 const MAX_ALERTS: usize = 1000;
+/// Most distinct metric names kept per peer. A peer publishes a handful
+/// (`ping`, `freespace`, `pinqueue`, its tags); without a bound, a member
+/// publishing names never seen before grows this peer's memory, its
+/// alerts and `GET /monitor/metrics` for ever (the hostile peer test).
+pub const MAX_NAMES_PER_PEER: usize = 64;
 
 /// A metric as a peer publishes it (the gossip payload carries a list).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +75,8 @@ pub struct Alert {
 #[derive(Debug, Default)]
 struct Store {
     latest: HashMap<(PeerId, String), Metric>,
+    /// Distinct names in `latest`, per peer.
+    names: HashMap<PeerId, usize>,
     alerted: HashSet<(PeerId, String)>,
     alerts: VecDeque<Alert>,
 }
@@ -156,6 +163,14 @@ impl Monitor {
                 name: m.name,
             };
             let key = (author, metric.name.clone());
+            if !store.latest.contains_key(&key) {
+                let names = store.names.entry(author).or_default();
+                if *names >= MAX_NAMES_PER_PEER {
+                    tracing::debug!(peer = %author, name = %key.1, "metric dropped: too many names from this peer");
+                    continue;
+                }
+                *names += 1;
+            }
             // A fresh metric clears a past alert: the next expiry alerts again.
             store.alerted.remove(&key);
             let new_daemon = metric.name == "ping"
@@ -251,6 +266,7 @@ impl Monitor {
         let mut store = self.store();
         store.latest.retain(|(p, _), _| p != peer);
         store.alerted.retain(|(p, _)| p != peer);
+        store.names.remove(peer);
     }
 
     /// When the earliest metric not yet alerted expires, if any.
@@ -387,6 +403,30 @@ mod tests {
         assert_eq!(m.check(t0 + chrono::Duration::seconds(4)).len(), 1);
         assert_eq!(m.check(t0 + chrono::Duration::seconds(6)).len(), 1);
         assert_eq!(m.alerts().len(), 3);
+    }
+
+    #[test]
+    fn a_peer_cannot_grow_the_monitor_with_names_never_seen_before() {
+        let m = Monitor::new();
+        let (rogue, honest) = (PeerId::random(), PeerId::random());
+        let now = Utc::now();
+        let flood: Vec<MetricWire> = (0..10 * MAX_NAMES_PER_PEER)
+            .map(|i| wire(&format!("n{i}"), 60_000))
+            .collect();
+        m.record(rogue, flood, now);
+        assert_eq!(m.names().len(), MAX_NAMES_PER_PEER);
+        // The names it has keep updating; other peers are not affected.
+        m.record(rogue, vec![wire("n0", 1)], now);
+        assert_eq!(
+            m.metrics("n0", now)[0].expire,
+            nanos(now + chrono::Duration::milliseconds(1))
+        );
+        m.record(honest, vec![wire("ping", 60_000)], now);
+        assert_eq!(m.metrics("ping", now).len(), 1);
+        // Forgotten, it starts over.
+        m.forget(&rogue);
+        m.record(rogue, vec![wire("fresh", 60_000)], now);
+        assert_eq!(m.metrics("fresh", now).len(), 1);
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub trait SyncSource: Send + Sync + 'static {
     fn heads(&self) -> Vec<Cid>;
     /// A block's bytes.
     fn block(&self, cid: &Cid) -> Option<Vec<u8>>;
+    /// The signed snapshot manifest this peer serves, if any.
+    fn snapshot(&self) -> Option<Vec<u8>>;
 }
 
 /// Who answers the cluster RPC: the cluster's side of what other peers
@@ -155,6 +157,7 @@ pub(crate) enum Command {
     Publish(Vec<Cid>),
     PublishMetrics(Vec<crate::monitor::MetricWire>),
     Heads(PeerId, Reply<Vec<Cid>>),
+    Snapshot(PeerId, Reply<Option<Vec<u8>>>),
     Blocks(PeerId, Vec<Cid>, u32, Reply<Vec<(Cid, Vec<u8>)>>),
     RemoteId(PeerId, Reply<RemoteId>),
     PeerPinStatus(PeerId, Cid, bool, Reply<PeerPinStatus>),
@@ -266,6 +269,11 @@ impl Network {
     /// Asks `peer` for its heads.
     pub async fn heads_of(&self, peer: PeerId) -> Result<Vec<Cid>, NetworkError> {
         self.ask(|r| Command::Heads(peer, r)).await?
+    }
+
+    /// Asks `peer` for the snapshot manifest it serves.
+    pub async fn snapshot_of(&self, peer: PeerId) -> Result<Option<Vec<u8>>, NetworkError> {
+        self.ask(|r| Command::Snapshot(peer, r)).await?
     }
 
     /// Asks `peer` for blocks and up to `ancestors` of their ancestors.

@@ -44,6 +44,9 @@ pub enum SyncRequest {
     /// "Send me these blocks, and up to `ancestors` of their ancestors
     /// (newest first)": one round trip walks a deep chain many levels.
     Blocks { cids: Vec<Cid>, ancestors: u32 },
+    /// "Send me the signed snapshot manifest you serve" (a joiner's first
+    /// question; the chunks then come as [`SyncRequest::Blocks`]).
+    Snapshot,
 }
 
 /// The answer to a [`SyncRequest`].
@@ -53,6 +56,8 @@ pub enum SyncResponse {
     Heads(Vec<Cid>),
     /// The blocks it has among those asked for, then ancestors.
     Blocks(Vec<(Cid, ByteBuf)>),
+    /// The manifest the responder serves, if any.
+    Snapshot(Option<ByteBuf>),
 }
 
 /// A cluster RPC: what one peer asks another on behalf of an API call
@@ -197,6 +202,10 @@ pub struct PeerPinStatus {
     /// When the status last changed (RFC 3339 on the wire).
     #[serde(with = "crate::types::go_time")]
     pub updated: Option<DateTime<FixedOffset>>,
+    /// What a `pinning` pin fetched so far. Absent from older peers'
+    /// answers (and ignored by them), so no new wire version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<crate::status::FetchProgress>,
 }
 
 /// The gossip message announcing a replica's heads.
@@ -356,6 +365,7 @@ mod tests {
         let cid = pincluster_crdt::cid_of(b"x");
         for msg in [
             SyncRequest::Heads,
+            SyncRequest::Snapshot,
             SyncRequest::Blocks {
                 cids: vec![cid],
                 ancestors: 7,
@@ -382,6 +392,7 @@ mod tests {
             attempts: 1,
             priority: false,
             updated: Some(chrono::Utc::now().fixed_offset()),
+            fetched: None,
         });
         let back = decode::<RpcResponse>(&encode(&status).unwrap()).unwrap();
         assert!(

@@ -15,6 +15,7 @@ pub mod listing;
 pub mod optracker;
 pub mod upkeep;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::consensus::PinChange;
-use crate::ipfsconn::IpfsConnector;
+use crate::ipfsconn::{Fetched, IpfsConnector, PinProgress};
 use crate::status::TrackerStatus;
 use crate::types::Pin;
 use listing::DaemonPins;
@@ -65,6 +66,8 @@ pub struct TrackerEntry {
     pub priority: bool,
     /// When the status last changed.
     pub updated: Option<DateTime<FixedOffset>>,
+    /// What a pin being run has fetched so far (`None` unless `pinning`).
+    pub fetched: Option<Fetched>,
 }
 
 type Job = (Cid, u64);
@@ -118,11 +121,41 @@ struct Inner<C> {
     pins_ready: Notify,
     /// Wakes the unpin worker likewise.
     unpins_ready: Notify,
+    /// What each pin being run has fetched so far: at most
+    /// `concurrent_pins` entries, in memory only (a restart runs the pin
+    /// again and counts afresh).
+    fetching: Mutex<HashMap<Cid, Arc<PinProgress>>>,
     /// The daemon's pinset as last listed.
     listing: DaemonPins,
     /// A sharding follower's view of the shard: of the pins allocated to
     /// everyone, it holds only its share.
     shard: std::sync::OnceLock<crate::allocator::shard::Shard>,
+}
+
+/// A running pin's entry in the tracker's `fetching` map, removed however
+/// the pin ends (a cancelled tracker drops it mid-way too).
+struct Counted<'a, C> {
+    tracker: &'a PinTracker<C>,
+    cid: Cid,
+    progress: Arc<PinProgress>,
+}
+
+impl<'a, C> Counted<'a, C> {
+    fn new(tracker: &'a PinTracker<C>, cid: Cid) -> Self {
+        let progress = Arc::new(PinProgress::default());
+        tracker.fetching().insert(cid, progress.clone());
+        Counted {
+            tracker,
+            cid,
+            progress,
+        }
+    }
+}
+
+impl<C> Drop for Counted<'_, C> {
+    fn drop(&mut self) {
+        self.tracker.fetching().remove(&self.cid);
+    }
 }
 
 fn now() -> DateTime<FixedOffset> {
@@ -134,6 +167,16 @@ fn now() -> DateTime<FixedOffset> {
 /// pinned CID shows when it was pinned, not when it was asked), else `at`.
 fn since(pin: Option<&Pin>, at: Option<DateTime<FixedOffset>>) -> Option<DateTime<FixedOffset>> {
     pin.and_then(|p| p.timestamp).or(at)
+}
+
+impl<C> PinTracker<C> {
+    fn fetching(&self) -> std::sync::MutexGuard<'_, HashMap<Cid, Arc<PinProgress>>> {
+        // Inserts and removes only: never half-changed.
+        self.inner
+            .fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl<C: IpfsConnector> PinTracker<C> {
@@ -158,6 +201,7 @@ impl<C: IpfsConnector> PinTracker<C> {
                 ops: Mutex::new(ops),
                 pins_ready: Notify::new(),
                 unpins_ready: Notify::new(),
+                fetching: Mutex::new(HashMap::new()),
                 listing,
                 shard: std::sync::OnceLock::new(),
             }),
@@ -171,10 +215,33 @@ impl<C: IpfsConnector> PinTracker<C> {
         Ok(tracker)
     }
 
+    /// The status entry of the operation `op` on `cid`, with what the pin
+    /// fetched so far when it is running.
+    fn op_entry(&self, cid: &Cid, op: &Operation) -> TrackerEntry {
+        let status = op.status();
+        let fetched = (status == TrackerStatus::Pinning)
+            .then(|| self.fetching().get(cid).map(|p| p.get()))
+            .flatten();
+        TrackerEntry {
+            status,
+            error: op.error().to_string(),
+            attempts: op.attempts,
+            priority: op.priority,
+            updated: Some(op.updated),
+            fetched,
+        }
+    }
+
     fn ops(&self) -> std::sync::MutexGuard<'_, OpTracker> {
         // Operations are plain data updated in small critical sections; a
         // panic elsewhere cannot leave them half-changed.
         self.inner.ops.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Returns the memory of the operations written lately to the system
+    /// ([`OpTracker::release_memory`]).
+    pub fn release_memory(&self) -> bool {
+        or_log(self.ops().release_memory(), false)
     }
 
     /// Whether `pin` is this peer's to hold.
@@ -352,7 +419,16 @@ impl<C: IpfsConnector> PinTracker<C> {
             return; // superseded or recovered meanwhile
         };
         let result = match op.kind {
-            OpKind::Pin => self.inner.ipfs.pin(&cid, op.mode).await,
+            OpKind::Pin => {
+                let counted = Counted::new(self, cid);
+                let result = self
+                    .inner
+                    .ipfs
+                    .pin_counting(&cid, op.mode, &counted.progress)
+                    .await;
+                drop(counted);
+                result
+            }
             OpKind::Unpin => self.inner.ipfs.unpin(&cid).await,
         };
         let error = match result {
@@ -497,13 +573,7 @@ impl<C: IpfsConnector> PinTracker<C> {
         pins.iter()
             .map(|(cid, pin)| {
                 if let Some(op) = self.operation(cid) {
-                    return TrackerEntry {
-                        status: op.status(),
-                        error: op.error().to_string(),
-                        attempts: op.attempts,
-                        priority: op.priority,
-                        updated: Some(op.updated),
-                    };
+                    return self.op_entry(cid, &op);
                 }
                 let held = pinned
                     .as_ref()
@@ -527,6 +597,7 @@ impl<C: IpfsConnector> PinTracker<C> {
                     attempts: 0,
                     priority: false,
                     updated: since(pin.as_ref(), at),
+                    fetched: None,
                 }
             })
             .collect()
@@ -536,13 +607,7 @@ impl<C: IpfsConnector> PinTracker<C> {
     /// the tracked operation if any, else what IPFS says.
     pub async fn status(&self, cid: &Cid, pin: Option<&Pin>) -> TrackerEntry {
         if let Some(op) = self.operation(cid) {
-            return TrackerEntry {
-                status: op.status(),
-                error: op.error().to_string(),
-                attempts: op.attempts,
-                priority: op.priority,
-                updated: Some(op.updated),
-            };
+            return self.op_entry(cid, &op);
         }
         let plain = |status, error: String| TrackerEntry {
             status,
@@ -550,6 +615,7 @@ impl<C: IpfsConnector> PinTracker<C> {
             attempts: 0,
             priority: false,
             updated: since(pin, Some(now())),
+            fetched: None,
         };
         if let Some(pin) = pin
             && !self.allocated_here(pin)

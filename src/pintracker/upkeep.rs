@@ -2,7 +2,8 @@
 //! every durable change of the pinset, re-queueing failed operations every
 //! `pin_recover_interval`, every `state_sync_interval` queueing again
 //! what the IPFS daemon lost behind the cluster's back and, on a sharding
-//! follower, unpinning what left its share once its new holders have it.
+//! follower, unpinning what left its share once its new holders have it,
+//! and every few seconds handing the memory of its recent writes back.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -64,6 +65,24 @@ pub async fn recover_periodically(tracker: PinTracker<Connector>, every: Duratio
         if n > 0 {
             tracing::info!(operations = n, "recovering failed pin operations");
         }
+    }
+}
+
+/// How often the tracker's recent writes are flushed out of RAM: after a
+/// burst (a million pins queued at start), the peer is back to its idle
+/// memory within this long.
+pub const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Every [`RELEASE_INTERVAL`], releases the memory of what the tracker
+/// wrote since ([`PinTracker::release_memory`]); nothing when it was quiet.
+pub async fn release_memory_periodically(tracker: PinTracker<Connector>) {
+    let mut tick = tokio::time::interval(RELEASE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let t = tracker.clone();
+        // Rotating takes fjall's journal lock: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || t.release_memory()).await;
     }
 }
 

@@ -43,6 +43,7 @@ use crate::api::serve::{ReqBody, Server};
 use crate::api::serve::{ServeError, bind_all};
 use crate::cluster::ipfs::RawIpfsApi;
 use crate::cluster::{Cluster, ClusterError};
+use crate::ipfs::node::Node;
 
 pub use headers::HeaderConfig;
 
@@ -54,15 +55,18 @@ const SERVER: &str = "ipfs-cluster/ipfsproxy/1.1.6";
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// What the handlers need: the cluster, which every hijacked command
-/// calls, and the daemon requests are forwarded to (`node_multiaddress`).
+/// calls, and the daemon requests are forwarded to (`node_multiaddress`),
+/// which `add` calls in this process when it is the embedded node.
 #[derive(Debug, Clone)]
 pub(super) struct Ctx {
     cluster: Cluster,
     daemon: RawIpfsApi,
+    node: Option<Arc<Node>>,
 }
 
 /// Binds every address of `addrs` and serves `cluster` (requests not
-/// hijacked go to `daemon`) with `server` (timeouts,
+/// hijacked go to `daemon`; `add` to `node` itself when the daemon is this
+/// peer's embedded node) with `server` (timeouts,
 /// header limit) until `shutdown` resolves; in-flight requests then get a
 /// few seconds to finish. Returns the bound addresses (port 0 resolved),
 /// in order, and the task.
@@ -70,12 +74,18 @@ pub async fn serve(
     addrs: &[Multiaddr],
     cluster: Cluster,
     daemon: RawIpfsApi,
+    node: Option<Node>,
     headers: HeaderConfig,
     server: Server,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(Vec<Multiaddr>, tokio::task::JoinHandle<()>), ServeError> {
     let (listeners, bound) = bind_all(addrs).await?;
-    let state = Arc::new(headers::Shared::new(Ctx { cluster, daemon }, headers));
+    let ctx = Ctx {
+        cluster,
+        daemon,
+        node: node.map(Arc::new),
+    };
+    let state = Arc::new(headers::Shared::new(ctx, headers));
     let answer = move |req, remote| handle(state.clone(), req, remote);
     let task = tokio::spawn(server.run(listeners, answer, shutdown));
     Ok((bound, task))

@@ -46,18 +46,31 @@ pub(super) async fn add(
         .iter()
         .find(|(k, _)| k == "name")
         .map(|(_, v)| v.clone());
-    let upstream = req.uri().query().map(str::to_string);
-    let res = match forward::send(&ctx.daemon, req, None, upstream.as_deref()).await {
-        Ok(res) => res,
-        Err(e) => return forward::bad_gateway(&e),
+    let mut lines = match &ctx.node {
+        // The embedded node adds in this process: no loopback HTTP hop for
+        // every byte of the file.
+        Some(node) => {
+            let res = crate::ipfs::rpc::handle(node.clone(), req).await;
+            if !res.status().is_success() {
+                return res;
+            }
+            ResponseLines::local(res.into_body())
+        }
+        None => {
+            let upstream = req.uri().query().map(str::to_string);
+            let res = match forward::send(&ctx.daemon, req, None, upstream.as_deref()).await {
+                Ok(res) => res,
+                Err(e) => return forward::bad_gateway(&e),
+            };
+            if !res.status().is_success() {
+                return forward::relay(res);
+            }
+            ResponseLines::new(res)
+        }
     };
-    if !res.status().is_success() {
-        return forward::relay(res);
-    }
     let ctx = ctx.clone();
     let (tx, body) = channel_body();
     tokio::spawn(async move {
-        let mut lines = ResponseLines::new(res);
         let mut roots: Vec<(String, Cid)> = Vec::new();
         let mut errors = String::new();
         loop {

@@ -72,8 +72,19 @@ pub(super) fn format_global(info: &GlobalPinInfo) -> String {
             .timestamp
             .map(|t| crate::types::go_time::format(&t))
             .unwrap_or_default();
+        // Beyond ipfs-cluster-ctl's line: what a pin being fetched has
+        // fetched so far.
+        let fetched = match e.progress {
+            Some(p) if p.bytes > 0 => format!(
+                " | Fetched: {} blocks, {:.1} MB",
+                p.blocks,
+                p.bytes as f64 / 1e6
+            ),
+            Some(p) => format!(" | Fetched: {} blocks", p.blocks),
+            None => String::new(),
+        };
         text.push_str(&format!(
-            "    > {who:<20} : {status} | {when} | Attempts: {} | Priority: {}\n",
+            "    > {who:<20} : {status} | {when} | Attempts: {} | Priority: {}{fetched}\n",
             e.attempt_count, e.priority_pin
         ));
     }

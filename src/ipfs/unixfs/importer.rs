@@ -17,7 +17,7 @@ use std::io::Read;
 use cid::Cid;
 
 use super::{AddOptions, ImportError, Layout};
-use crate::ipfs::dag::{DAG_PB, RAW, cid_for};
+use crate::ipfs::dag::{Block, DAG_PB, RAW};
 use crate::ipfs::pb::{DataType, PbLink, PbNode, UnixFs};
 
 /// Links per node: Kubo's default for files and basic directories.
@@ -27,7 +27,13 @@ const LAYER_REPEAT: usize = 4;
 
 /// Where made blocks go (the store, or nowhere for `only-hash`).
 pub trait BlockSink {
-    fn put(&mut self, cid: Cid, data: Vec<u8>) -> Result<(), ImportError>;
+    fn put(&mut self, block: Block) -> Result<(), ImportError>;
+
+    /// Waits until every block put is stored (a sink may write behind
+    /// the importer); nothing can be put after.
+    fn finish(&mut self) -> Result<(), ImportError> {
+        Ok(())
+    }
 }
 
 /// A sink that keeps nothing: the CIDs only.
@@ -35,7 +41,7 @@ pub trait BlockSink {
 pub struct Discard;
 
 impl BlockSink for Discard {
-    fn put(&mut self, _: Cid, _: Vec<u8>) -> Result<(), ImportError> {
+    fn put(&mut self, _: Block) -> Result<(), ImportError> {
         Ok(())
     }
 }
@@ -157,8 +163,9 @@ impl<R: Read> Builder<'_, R> {
         let chunk = self.chunks.take()?;
         let filesize = chunk.len() as u64;
         if self.opts.raw_leaves {
-            let cid = cid_for(RAW, &chunk, false);
-            self.sink.put(cid, chunk)?;
+            let block = Block::hashed(RAW, chunk, false);
+            let cid = *block.cid();
+            self.sink.put(block)?;
             return Ok(Made {
                 cid,
                 tsize: filesize,
@@ -184,9 +191,10 @@ impl<R: Read> Builder<'_, R> {
             data: Some(fs.encode()),
         }
         .encode();
-        let cid = cid_for(DAG_PB, &bytes, self.opts.cid_version == 0);
         let tsize = bytes.len() as u64 + links_tsize;
-        self.sink.put(cid, bytes)?;
+        let block = Block::hashed(DAG_PB, bytes, self.opts.cid_version == 0);
+        let cid = *block.cid();
+        self.sink.put(block)?;
         Ok(Made {
             cid,
             tsize,
@@ -375,13 +383,14 @@ fn write_dir(
         data: Some(UnixFs::new(DataType::Directory).encode()),
     }
     .encode();
-    let cid = cid_for(DAG_PB, &bytes, opts.cid_version == 0);
+    let tsize = bytes.len() as u64 + total;
+    let block = Block::hashed(DAG_PB, bytes, opts.cid_version == 0);
     let made = Made {
-        cid,
-        tsize: bytes.len() as u64 + total,
+        cid: *block.cid(),
+        tsize,
         filesize: 0,
     };
-    sink.put(cid, bytes)?;
+    sink.put(block)?;
     out.push(AddedPath {
         path: path.to_string(),
         made,

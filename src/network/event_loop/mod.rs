@@ -53,6 +53,23 @@ const MAINTENANCE: Duration = Duration::from_secs(2);
 const REBOOTSTRAP: Duration = Duration::from_secs(30);
 /// Least time between two dials of the same lost peer.
 const REDIAL: Duration = Duration::from_secs(10);
+/// Shortest wait for a ping's answer: on a loaded machine a healthy peer
+/// may take a few seconds, and closing a live connection costs a redial.
+const MIN_PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The libp2p ping that tells a dead connection from a live one: every half
+/// peer TTL (the monitor's ping interval), answered within the TTL. A
+/// connection whose peer stopped answering (a silent partition: the kernel
+/// drops the packets, no RST, no FIN) would otherwise stay open on both
+/// sides until TCP gives up retransmitting, some 15 minutes, and keep the
+/// peer from being redialed: after a 120 s partition the peers stayed
+/// apart for minutes once it healed (TCP's retransmission backoff by then
+/// spaces its tries up to 2 minutes apart).
+fn liveness_ping(peer_ttl: Duration) -> ping::Config {
+    ping::Config::new()
+        .with_interval((peer_ttl / 2).max(Duration::from_secs(1)))
+        .with_timeout(peer_ttl.max(MIN_PING_TIMEOUT))
+}
 
 // gossipsub, sized for a cluster of 1,000+ followers where each holds
 // about `degree::DEGREE` connections: a mesh a little wider than the
@@ -186,7 +203,7 @@ impl EventLoop {
                 identify::Config::new("/pincluster/1.0.0".into(), config.keypair.public())
                     .with_agent_version(format!("pincluster/{}", env!("CARGO_PKG_VERSION"))),
             ),
-            ping: ping::Behaviour::new(ping::Config::new()),
+            ping: ping::Behaviour::new(liveness_ping(config.peer_ttl)),
             kad,
             gossip,
             sync: request_response::Behaviour::with_codec(
@@ -218,6 +235,10 @@ impl EventLoop {
         }
         let mut listeners = HashSet::new();
         for addr in &config.listen {
+            crate::addr::check_tcp_port_free(addr).map_err(|e| NetworkError::Listen {
+                addr: addr.clone(),
+                reason: format!("{e} (another process listens there)"),
+            })?;
             let id = swarm
                 .listen_on(addr.clone())
                 .map_err(|e| NetworkError::Listen {
@@ -355,6 +376,9 @@ impl EventLoop {
             Command::Heads(peer, reply) => {
                 self.sync_request(peer, SyncRequest::Heads, SyncPending::Heads(reply))
             }
+            Command::Snapshot(peer, reply) => {
+                self.sync_request(peer, SyncRequest::Snapshot, SyncPending::Snapshot(reply))
+            }
             Command::Blocks(peer, cids, ancestors, reply) => self.sync_request(
                 peer,
                 SyncRequest::Blocks { cids, ancestors },
@@ -476,6 +500,7 @@ impl EventLoop {
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections = num_established as usize;
                     state.last_seen = Instant::now();
+                    state.up &= num_established > 0;
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -487,6 +512,17 @@ impl EventLoop {
                 ..
             } if cause.downcast_ref::<allow_block_list::Blocked>().is_some() => {
                 tracing::info!(from = %send_back_addr, "refused a connection from a peer removed from the cluster");
+            }
+            // Reported after two pings in a row went unanswered (libp2p
+            // forgives the first): the connection is dead, whatever TCP
+            // thinks. Closing it lets `maintain` redial the peer.
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            })) if !matches!(error, ping::Failure::Unsupported) => {
+                tracing::info!(%peer, %error, "peer stopped answering pings: connection closed");
+                self.swarm.close_connection(connection);
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event).await,
             _ => {}
@@ -506,19 +542,22 @@ impl EventLoop {
                         .add_address(&peer_id, addr.clone());
                 }
                 let connections = self.swarm.is_connected(&peer_id) as usize;
-                let was_live = self.peers.get(&peer_id).is_some_and(|s| s.connections > 0);
                 let state = self.peers.entry(peer_id).or_insert(PeerState {
                     connections,
                     last_seen: Instant::now(),
                     addrs: Vec::new(),
                     last_dial: None,
                     redials: 0,
+                    up: false,
                 });
                 state.addrs = info.listen_addrs;
                 state.redials = 0;
                 state.connections = state.connections.max(connections);
                 state.last_seen = Instant::now();
-                if !was_live {
+                // Not "had a connection before identify": the connection
+                // count already includes this one, so a peer that came back
+                // would never be announced (nor asked for its heads) again.
+                if !std::mem::replace(&mut state.up, true) {
                     tracing::info!(peer = %peer_id, "cluster peer up");
                     emit(&self.events, NetEvent::PeerUp(peer_id)).await;
                 }

@@ -20,17 +20,23 @@ pub(super) struct PeerState {
     pub(super) last_dial: Option<Instant>,
     /// Dials since the peer was last connected: spaces out the redials.
     pub(super) redials: u32,
+    /// `PeerUp` was sent for the peer's current run of connections: cleared
+    /// when its last connection closes, so a peer that comes back (a restart,
+    /// a healed partition) is announced again and asked for its heads.
+    pub(super) up: bool,
 }
 
-/// Longest wait between two dials of a lost peer.
-const MAX_REDIAL: Duration = Duration::from_secs(60);
+/// Longest wait between two dials of a lost peer: also the longest a
+/// healed partition stays apart (a minute doubled the rejoin time of a
+/// two-minute partition), for one connection attempt per lost peer.
+const MAX_REDIAL: Duration = Duration::from_secs(30);
 /// How long a lost peer is still redialed (and kept for the peerstore).
 /// Long: a partition of hours must heal by itself once the network does,
 /// and a dial of a peer that is gone costs one failed connection a minute.
 const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// The wait before the next dial of a peer already dialed `redials` times
-/// since it was lost: 10 s, 20 s, 40 s, then once a minute.
+/// since it was lost: 10 s, 20 s, then every 30 s.
 fn redial_backoff(redials: u32) -> Duration {
     REDIAL.saturating_mul(1 << redials.min(6)).min(MAX_REDIAL)
 }

@@ -22,6 +22,7 @@ use super::EventLoop;
 /// A sync request waiting for its answer.
 pub(super) enum SyncPending {
     Heads(Reply<Vec<Cid>>),
+    Snapshot(Reply<Option<Vec<u8>>>),
     Blocks(Reply<Vec<(Cid, Vec<u8>)>>),
 }
 
@@ -30,6 +31,7 @@ impl SyncPending {
         // The asker may have given up meanwhile; nothing to do then.
         match self {
             SyncPending::Heads(r) => drop(r.send(Err(error))),
+            SyncPending::Snapshot(r) => drop(r.send(Err(error))),
             SyncPending::Blocks(r) => drop(r.send(Err(error))),
         }
     }
@@ -97,6 +99,14 @@ impl EventLoop {
                     .sync
                     .send_response(channel, SyncResponse::Heads(heads));
             }
+            SyncRequest::Snapshot => {
+                let manifest = self.source.snapshot().map(ByteBuf::from);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, SyncResponse::Snapshot(manifest));
+            }
             SyncRequest::Blocks { cids, ancestors } => {
                 let source = self.source.clone();
                 let answers = self.blocks_tx.clone();
@@ -119,6 +129,9 @@ impl EventLoop {
         };
         match (pending, response) {
             (SyncPending::Heads(r), SyncResponse::Heads(heads)) => drop(r.send(Ok(heads))),
+            (SyncPending::Snapshot(r), SyncResponse::Snapshot(m)) => {
+                drop(r.send(Ok(m.map(ByteBuf::into_vec))))
+            }
             (SyncPending::Blocks(r), SyncResponse::Blocks(blocks)) => {
                 let blocks = blocks.into_iter().map(|(c, b)| (c, b.into_vec())).collect();
                 drop(r.send(Ok(blocks)));
