@@ -190,6 +190,11 @@ async fn run() {
     let config_path = dir.join("service.json");
     let mut config: Value =
         serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    // The trusted peer trusts itself only (as the template says): with
+    // `*`, every follower would be trusted, and never trimmed.
+    let identity: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("identity.json")).unwrap()).unwrap();
+    config["consensus"]["crdt"]["trusted_peers"] = vec![identity["id"].clone()].into();
     config["cluster"]["connection_manager"] = serde_json::json!({
         "high_water": high_water,
         "low_water": (high_water / 2).max(1),

@@ -116,17 +116,26 @@ impl Peer {
     /// Starts a peer from the folder `dir`, its loaded `config` and
     /// `identity`, dialing `bootstrap` in addition to the configured and
     /// remembered peers.
+    /// As the reference's daemon does, the peers one bootstraps from are
+    /// trusted (a follower's are not: see [`Peer::start_sharded`]).
     pub async fn start(
         dir: &Path,
-        config: Config,
+        mut config: Config,
         identity: Identity,
         bootstrap: Vec<Multiaddr>,
     ) -> Result<Peer, PeerError> {
+        if let TrustedPeers::Only(list) = &mut config.consensus.crdt.trusted_peers {
+            list.extend(bootstrap.iter().filter_map(peer_of));
+        }
         Peer::start_sharded(dir, config, identity, bootstrap, None).await
     }
 
     /// [`Peer::start`] for a follower that holds only its `shard` of the
-    /// pins allocated to everyone ([`crate::allocator::shard`]).
+    /// pins allocated to everyone ([`crate::allocator::shard`]). The
+    /// `bootstrap` addresses are only dialed: trust comes from the
+    /// configuration alone (the cluster's template, for a follower), or a
+    /// volunteer given any follower's address would take that follower's
+    /// word for the pinset.
     pub async fn start_sharded(
         dir: &Path,
         config: Config,
@@ -140,11 +149,7 @@ impl Peer {
         })?;
         let local = identity.peer_id;
         let crdt = &config.consensus.crdt;
-        let mut trusted = crdt.trusted_peers.clone();
-        if let TrustedPeers::Only(list) = &mut trusted {
-            // As the reference does: the peers one bootstraps from are trusted.
-            list.extend(bootstrap.iter().filter_map(peer_of));
-        }
+        let trusted = crdt.trusted_peers.clone();
         let live = config.datastore.fjall.path(dir);
         folder::finish_interrupted_import(&live).map_err(|source| PeerError::Io {
             path: live.clone(),

@@ -127,10 +127,12 @@ pub struct EventLoop {
     /// This peer was removed from the cluster: it stops redialing lost
     /// peers (they would refuse it) until it is taken back in.
     removed_self: bool,
-    /// When each connected peer's first connection opened (for the trim's
-    /// grace period); bounded by the connection limit.
-    connected_since: HashMap<PeerId, Instant>,
+    /// Each open connection: to whom and since when (for the trim's grace
+    /// period); bounded by the connection limit.
+    opened: HashMap<libp2p::swarm::ConnectionId, (PeerId, Instant)>,
     last_bootstrap_dial: Instant,
+    /// When a DHT query last started from a new connection.
+    last_discovery: Instant,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -188,6 +190,10 @@ impl EventLoop {
 
         let mut kad_config = kad::Config::new(kad_protocol);
         kad_config.set_query_timeout(Duration::from_secs(30));
+        // DHT queries run from the loop, when `degree::wants_discovery`
+        // says: libp2p's own, every five minutes, would dial the followers
+        // a trusted peer trimmed (and a follower's, the trusted peers).
+        kad_config.set_periodic_bootstrap_interval(None);
         let mut kad =
             kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_config);
         kad.set_mode(Some(kad::Mode::Server));
@@ -300,8 +306,9 @@ impl EventLoop {
             waiting_for_listen: Vec::new(),
             bootstrapped: false,
             removed_self,
-            connected_since: HashMap::new(),
+            opened: HashMap::new(),
             last_bootstrap_dial: Instant::now(),
+            last_discovery: Instant::now(),
         })
     }
 
@@ -335,7 +342,7 @@ impl EventLoop {
                     self.rebootstrap_if_alone();
                 }
                 _ = rebootstrap.tick() => {
-                    if self.bootstrapped {
+                    if self.bootstrapped && self.wants_discovery() {
                         // Fails only when the routing table is empty.
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
@@ -478,25 +485,36 @@ impl EventLoop {
                     }
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                self.note_connection(peer_id, true);
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                self.note_connection(peer_id, connection_id, true);
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections += 1;
                     state.last_seen = Instant::now();
                 }
-                if !self.bootstrapped {
+                // A first connection, or a follower still below its degree
+                // back on a peer (a trusted peer that trimmed it before its
+                // query was through): ask it for peers now, not at the next
+                // round of discovery.
+                let again = self.config.follower
+                    && self.wants_discovery()
+                    && self.last_discovery.elapsed() >= degree::DISCOVERY_GAP;
+                if !self.bootstrapped || again {
                     self.bootstrapped = true;
+                    self.last_discovery = Instant::now();
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
-                if num_established == 0 {
-                    self.note_connection(peer_id, false);
-                }
+                self.note_connection(peer_id, connection_id, false);
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections = num_established as usize;
                     state.last_seen = Instant::now();
@@ -542,6 +560,11 @@ impl EventLoop {
                         .add_address(&peer_id, addr.clone());
                 }
                 let connections = self.swarm.is_connected(&peer_id) as usize;
+                if !self.peers.contains_key(&peer_id) {
+                    peerset::make_room(&mut self.peers);
+                }
+                let mut addrs = info.listen_addrs;
+                addrs.truncate(peerset::MAX_ADDRS);
                 let state = self.peers.entry(peer_id).or_insert(PeerState {
                     connections,
                     last_seen: Instant::now(),
@@ -550,7 +573,7 @@ impl EventLoop {
                     redials: 0,
                     up: false,
                 });
-                state.addrs = info.listen_addrs;
+                state.addrs = addrs;
                 state.redials = 0;
                 state.connections = state.connections.max(connections);
                 state.last_seen = Instant::now();
@@ -631,10 +654,18 @@ impl EventLoop {
                     .behaviour_mut()
                     .gossip
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
-                if let (Ok(msg), Some(from), true) = (decoded, author, trusted) {
-                    if let Some(state) = self.peers.get_mut(&from) {
+                if let (Ok(msg), Some(author), true) = (decoded, author, trusted) {
+                    if let Some(state) = self.peers.get_mut(&author) {
                         state.last_seen = Instant::now();
                     }
+                    // Blocks are asked of the author when connected to it,
+                    // else of the peer that relayed the heads (a follower
+                    // the trusted peers trimmed does not dial them back).
+                    let from = if self.swarm.is_connected(&author) {
+                        author
+                    } else {
+                        propagation_source
+                    };
                     emit(
                         &self.events,
                         NetEvent::Heads {
