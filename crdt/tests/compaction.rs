@@ -204,8 +204,8 @@ proptest! {
         for (i, op) in after.iter().enumerate() {
             apply(&mut compacted, op, true);
             apply(&mut kept, op, false);
-            for r in 0..3 {
-                assert_same(&compacted[r], &kept[r], &format!("replica {r} after step {i} {op:?}"));
+            for (r, (c, k)) in compacted.iter().zip(&kept).enumerate() {
+                assert_same(c, k, &format!("replica {r} after step {i} {op:?}"));
             }
         }
         // Everyone hears from everyone: both worlds agree on one state.
@@ -213,9 +213,9 @@ proptest! {
             apply(&mut compacted, &Op::Sync(a, b), true);
             apply(&mut kept, &Op::Sync(a, b), false);
         }
-        for r in 0..3 {
-            assert_same(&compacted[r], &kept[r], &format!("replica {r} at the end"));
-            assert_same(&compacted[r], &kept[0], &format!("replica {r} converged"));
+        for (r, (c, k)) in compacted.iter().zip(&kept).enumerate() {
+            assert_same(c, k, &format!("replica {r} at the end"));
+            assert_same(c, &kept[0], &format!("replica {r} converged"));
         }
     }
 }
@@ -481,7 +481,6 @@ fn a_compaction_killed_at_any_write_reopens_consistent() {
                 assert!(reopened.is_compacted().unwrap());
                 assert_same(&reopened, &full, &format!("resumed after write {kill_at}"));
                 let mut joiner = memory_replica(5);
-                let mut reopened = reopened;
                 assert_eq!(sync_or_join(&mut reopened, &mut joiner), 1);
                 assert_same(&joiner, &full, &format!("joined after write {kill_at}"));
             }
