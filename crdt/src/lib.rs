@@ -105,9 +105,21 @@
 //! `snapshot` (the manifest this replica serves) and `snapshot_install`
 //! (the plan of an install under way); the `c` prefix of `sync` holds a
 //! snapshot's context while it is staged.
+//!
+//! ## History compaction
+//!
+//! [`Engine::compact`] deletes the bytes of every delta below the served
+//! snapshot's frontier (module `compact`): the markers, the live state and
+//! the snapshot's chunks stay, so merges are unchanged and a peer that asks
+//! for a dropped block takes the snapshot instead. [`Engine::descends_from`]
+//! tells whether a peer's announced heads already cover a snapshot, the
+//! test a caller uses to decide when compaction is wise. Two more `meta`
+//! keys: `compacting` (a compaction under way) and `compacted` (the
+//! manifest it finished for).
 
 mod batch;
 mod block;
+mod compact;
 mod engine;
 mod error;
 mod layout;
@@ -118,6 +130,7 @@ pub mod store;
 pub use batch::Batch;
 pub use block::{Block, DAG_CBOR, Delete, FORMAT_VERSION, Limits, Put, SHA2_256, cid_of, links_of};
 pub use cid::Cid;
+pub use compact::Compacted;
 pub use engine::{Committed, Element, Engine, Head, KeyChange, Merged, Reader, Received};
 pub use error::{BatchError, BlockError, Error, SnapshotError};
 pub use sign::{Signer, Verifier, VerifyError};

@@ -58,11 +58,11 @@ const SIGNING_CONTEXT: &[u8] = b"pincluster-crdt/snapshot/v1\0";
 /// Sub-space of the `sync` table holding a staged context.
 const STAGED: u8 = b'c';
 /// `meta` key of the manifest this replica serves.
-const META_SERVED: &[u8] = b"snapshot";
+pub(crate) const META_SERVED: &[u8] = b"snapshot";
 /// `meta` key of an install under way (its plan).
 const META_PLAN: &[u8] = b"snapshot_install";
 /// Writes per batch while installing.
-const WRITE_CHUNK: usize = 10_000;
+pub(crate) const WRITE_CHUNK: usize = 10_000;
 
 /// The signed description of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,7 +219,7 @@ fn decode_elements(bytes: &[u8]) -> Result<Vec<Element>, SnapshotError> {
         .collect())
 }
 
-fn decode_context(bytes: &[u8]) -> Result<Vec<(Cid, u64)>, SnapshotError> {
+pub(crate) fn decode_context(bytes: &[u8]) -> Result<Vec<(Cid, u64)>, SnapshotError> {
     let chunk: ContextChunk =
         serde_ipld_dagcbor::from_slice(bytes).map_err(|e| SnapshotError::Decode(e.to_string()))?;
     if chunk.v != SNAPSHOT_VERSION {

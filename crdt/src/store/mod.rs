@@ -128,6 +128,14 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Applies `batch` atomically.
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
+
+    /// Gives back the disk space of what was deleted from `table`. An LSM
+    /// store keeps deleted entries as tombstones until it rewrites their
+    /// files; history compaction deletes most of a table at once and asks
+    /// for that rewrite. Stores without such files do nothing.
+    fn reclaim(&self, _table: Table) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The smallest key strictly greater than every key starting with `prefix`,
