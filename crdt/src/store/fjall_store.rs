@@ -186,9 +186,12 @@ enum Op<'k> {
     Finish,
 }
 
+/// Runs one [`Op`] against the fjall ingestion it holds.
+type Step<'a> = Box<dyn FnMut(Op<'_>) -> Result<(), fjall::Error> + 'a>;
+
 /// A [`FjallStore`] bulk load.
 struct FjallIngest<'a> {
-    step: Box<dyn FnMut(Op<'_>) -> Result<(), fjall::Error> + 'a>,
+    step: Step<'a>,
     last: Option<Vec<u8>>,
 }
 
