@@ -360,8 +360,11 @@ impl Task {
         }
         self.join_attempts += 1;
         match snapshot::join_from(&mut self.engine, &self.network, peer).await {
-            Ok(Some(_)) => {
+            Ok(Some((_, frontier))) => {
                 self.join_attempts = MAX_JOIN_ATTEMPTS;
+                // The installed manifest is served as it is: no need to
+                // build the same snapshot again at the next tick.
+                self.snapshot_frontier = frontier;
                 let (network, tx) = (self.network.clone(), self.changes.clone());
                 tokio::spawn(snapshot::emit_all(self.engine.reader(), move |page| {
                     Self::emit(network.clone(), tx.clone(), page)
