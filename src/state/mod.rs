@@ -129,39 +129,31 @@ impl Iterator for Reseek {
     type Item = Result<(Vec<u8>, Vec<u8>), pincluster_crdt::Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if self.left == 0 {
-                // Dropped before the next one opens: its snapshot closes.
-                self.inner = None;
-                let from = self.next.take()?;
-                self.inner = Some(Box::new(self.reader.iter_from(&from)));
-                self.left = RESEEK_EVERY;
+        if self.left == 0 {
+            // Dropped before the next one opens: its snapshot closes.
+            self.inner = None;
+            let from = self.next.take()?;
+            self.inner = Some(Box::new(self.reader.iter_from(&from)));
+            self.left = RESEEK_EVERY;
+        }
+        match self.inner.as_mut()?.next() {
+            Some(Ok((key, value))) => {
+                self.left -= 1;
+                if self.left == 0 {
+                    // The smallest key after `key`.
+                    let mut after = key.clone();
+                    after.push(0);
+                    self.next = Some(after);
+                }
+                Some(Ok((key, value)))
             }
-            let inner = self.inner.as_mut()?;
-            match inner.next() {
-                Some(Ok((key, value))) => {
-                    self.left -= 1;
-                    if self.left == 0 {
-                        // The smallest key after `key`.
-                        let mut after = key.clone();
-                        after.push(0);
-                        self.next = Some(after);
-                    }
-                    return Some(Ok((key, value)));
-                }
-                Some(Err(e)) => {
-                    // A failed scan ends the listing, as a plain scan would.
-                    self.inner = None;
-                    self.next = None;
-                    self.left = usize::MAX;
-                    return Some(Err(e));
-                }
-                None => {
-                    self.inner = None;
-                    self.next = None;
-                    self.left = usize::MAX;
-                    return None;
-                }
+            // A failed scan ends the listing, as a plain scan would; so
+            // does the end of the store.
+            end => {
+                self.inner = None;
+                self.next = None;
+                self.left = usize::MAX;
+                end
             }
         }
     }
