@@ -311,7 +311,10 @@ impl Peer {
             tracker.clone(),
             config.cluster.pin_recover_interval.0,
         )));
-        spawn(Box::pin(release_memory_periodically(tracker.clone())));
+        spawn(Box::pin(release_memory_periodically(
+            tracker.clone(),
+            database.clone(),
+        )));
         spawn(Box::pin(sync_periodically(
             tracker.clone(),
             crate::state::PinState::new(engine.reader()),

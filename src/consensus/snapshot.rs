@@ -173,7 +173,9 @@ where
     let (tx, mut rx) = mpsc::channel::<Vec<KeyChange>>(2);
     let reading = tokio::task::spawn_blocking(move || {
         let mut page = Vec::with_capacity(EMIT_PAGE);
-        for entry in reader.iter() {
+        // Short scans: one snapshot open for the whole pass would keep the
+        // tracker's writes of the pass in RAM (see `state::reseek`).
+        for entry in crate::state::reseek(reader) {
             match entry {
                 Ok((key, value)) => page.push(KeyChange {
                     key,
