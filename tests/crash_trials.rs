@@ -335,28 +335,6 @@ async fn a_joiner_killed_mid_sync_converges_to_the_full_pinset() {
     );
 }
 
-/// Writes `cids` into the stopped peer's folder with `state import`.
-fn import(dir: &std::path::Path, cids: &[String]) {
-    let lines: String = cids
-        .iter()
-        .map(|c| format!("{{\"cid\":\"{c}\",\"type\":\"pin\",\"replication_factor_min\":-1,\"replication_factor_max\":-1,\"max_depth\":-1}}\n"))
-        .collect();
-    let file = dir.join("in.json");
-    std::fs::write(&file, lines).unwrap();
-    let out = Command::new(BIN)
-        .arg("state")
-        .arg("--config")
-        .arg(dir)
-        .args(["import", "-f", file.to_str().unwrap()])
-        .output()
-        .expect("run pincluster state import");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_joiner_killed_mid_snapshot_install_reopens_and_converges() {
     let pins = env_or("PINCLUSTER_SNAPSHOT_PINS", 20_000);
@@ -370,7 +348,7 @@ async fn a_joiner_killed_mid_snapshot_install_reopens_and_converges() {
     let dir = temp();
     init_folder(dir.path(), &producer_spec);
     let all = cids("snapcrash", pins);
-    import(dir.path(), &all);
+    import_pins(dir.path(), &all);
     let acked: BTreeSet<String> = all.into_iter().collect();
     let producer = TestPeer::start(dir.path().into(), producer_spec).await;
     wait_for("the producer's snapshot", DEADLINE, || async {

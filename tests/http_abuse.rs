@@ -49,9 +49,9 @@ async fn black_hole() -> (String, Held) {
     (format!("/ip4/127.0.0.1/tcp/{port}"), list)
 }
 
-/// Sockets of the peer's process on local `port` in CLOSE-WAIT (`08` in
-/// `/proc/<pid>/net/tcp`).
-fn close_waits(pid: u32, port: u16) -> usize {
+/// Sockets of the peer's process on local `port` in TCP state `state`
+/// (the hex code of `/proc/<pid>/net/tcp`).
+fn sockets_in(pid: u32, port: u16, state: &str) -> usize {
     let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
     table
         .lines()
@@ -62,9 +62,19 @@ fn close_waits(pid: u32, port: u16) -> usize {
                 .get(1)
                 .and_then(|a| a.rsplit(':').next())
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
-            local_port == Some(port) && cols.get(3) == Some(&"08")
+            local_port == Some(port) && cols.get(3) == Some(&state)
         })
         .count()
+}
+
+/// Sockets in CLOSE-WAIT: the client closed, the peer did not.
+fn close_waits(pid: u32, port: u16) -> usize {
+    sockets_in(pid, port, "08")
+}
+
+/// Open (ESTABLISHED) connections.
+fn established(pid: u32, port: u16) -> usize {
+    sockets_in(pid, port, "01")
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -217,23 +227,6 @@ fn unread(pid: u32, local_port: u16, remote_port: u16) -> Option<u64> {
         let rx_queue = cols.get(4)?.split(':').nth(1)?;
         u64::from_str_radix(rx_queue, 16).ok()
     })
-}
-
-/// Connections of `pid` to local `port` that are open (ESTABLISHED, `01`).
-fn established(pid: u32, port: u16) -> usize {
-    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let local_port = cols
-                .get(1)
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            local_port == Some(port) && cols.get(3) == Some(&"01")
-        })
-        .count()
 }
 
 /// A client that sends a request head one byte at a time, `pause` apart,
