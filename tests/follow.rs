@@ -60,10 +60,18 @@ struct Follower {
     log: Arc<Mutex<Vec<String>>>,
 }
 
+/// `follow demo <args> --path <path>`. An `init` pins to the template's
+/// IPFS daemon (the test's Kubo) unless `args` choose with `--ipfs`.
 fn follow(path: &Path, args: &[&str]) -> (bool, String, String) {
+    let template_ipfs: &[&str] = if args.first() == Some(&"init") && !args.contains(&"--ipfs") {
+        &["--ipfs", "template"]
+    } else {
+        &[]
+    };
     let out = Command::new(BIN)
         .args(["follow", "demo"])
         .args(args)
+        .args(template_ipfs)
         .arg("--path")
         .arg(path)
         .env_remove("CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS")
@@ -777,4 +785,108 @@ async fn a_bootstrap_address_is_only_dialed_its_peer_is_not_trusted() {
         .find(|l| l.starts_with("Trusted peers:"))
         .unwrap_or_default();
     assert!(!trust_line.contains(&stranger.id), "{info}");
+}
+
+/// The volunteer's path with nothing installed: `follow init` gives the
+/// follower its own embedded IPFS node (ports of its own, so it runs beside
+/// a daemon on the same machine), which fetches what the trusted peer's
+/// embedded node added, pins it, and serves it on its gateway.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volunteer_with_nothing_installed_pins_with_the_followers_own_ipfs_node() {
+    let tmp = temp();
+    let trusted_dir = tmp.path().join("trusted");
+    let out = Command::new(BIN)
+        .args(["init", "--secret", SECRET, "--config"])
+        .arg(&trusted_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trusted = TestPeer::start(
+        trusted_dir,
+        PeerSpec {
+            secret: Some(SECRET.into()),
+            env: vec![
+                (
+                    "CLUSTER_EMBEDDED_GATEWAYLISTENMULTIADDRESS".into(),
+                    "/ip4/127.0.0.1/tcp/0".into(),
+                ),
+                (
+                    "CLUSTER_EMBEDDED_SWARMLISTENMULTIADDRESS".into(),
+                    "/ip4/127.0.0.1/tcp/0".into(),
+                ),
+                ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let trusted_addr = trusted.cluster_addr().await;
+    let text = std::fs::read_to_string(trusted.dir.join("service.json")).unwrap();
+    let mut t: Value = serde_json::from_str(&text).unwrap();
+    t["cluster"]["peername"] = "".into();
+    t["cluster"]["listen_multiaddress"] = "/ip4/127.0.0.1/tcp/0".into();
+    t["cluster"]["peer_addresses"] = vec![trusted_addr].into();
+    t["cluster"]["mdns_interval"] = "0s".into();
+    t["consensus"]["crdt"]["trusted_peers"] = vec![trusted.id.clone()].into();
+    // As the reference's templates do, it names a Kubo (one that is not
+    // there): the volunteer's own node replaces it.
+    t["ipfs_connector"] = serde_json::json!({
+        "ipfshttp": { "node_multiaddress": "/ip4/127.0.0.1/tcp/1" }
+    });
+    let server = TemplateServer::start(serde_json::to_string_pretty(&t).unwrap()).await;
+
+    let path = tmp.path().join("volunteer");
+    let (ok, out, err) = follow(&path, &["init", &server.url, "--ipfs", "embedded"]);
+    assert!(ok, "follow init failed: {out}{err}");
+    assert!(out.contains("its own IPFS node"), "{out}");
+    let follower = Follower::run(path.clone()).await;
+
+    // Content added at the trusted peer's proxy with the real `ipfs` CLI
+    // is pinned cluster-wide: the follower's own node fetches and pins it.
+    let proxy = trusted
+        .log_value("IPFS proxy listening", "addr=")
+        .expect("proxy address");
+    let content = b"a release the volunteers keep".repeat(10_000);
+    let file = tmp.path().join("release.bin");
+    std::fs::write(&file, &content).unwrap();
+    let added = Command::new(common::kubo::real_bin("ipfs"))
+        .args(["--api", &proxy, "--timeout", "60s", "add", "-Q"])
+        .arg(&file)
+        .env("IPFS_PATH", "/nonexistent-ipfs-repo")
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let cid = String::from_utf8_lossy(&added.stdout).trim().to_string();
+    follower.wait_pinned(std::slice::from_ref(&cid)).await;
+
+    // `info` names the node and its gateway, which serves the content.
+    let (ok, info, err) = follow(&path, &["info"]);
+    assert!(ok, "{err}");
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("IPFS node: embedded"))
+        .unwrap_or_else(|| panic!("no embedded node in:\n{info}"));
+    assert!(line.contains(" online ("), "{line}");
+    let port = line
+        .split("gateway /ip4/127.0.0.1/tcp/")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .unwrap_or_else(|| panic!("no gateway port in {line}"));
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/ipfs/{cid}"))
+        .await
+        .expect("the follower's gateway answers")
+        .bytes()
+        .await
+        .unwrap();
+    assert!(body[..] == content[..], "the gateway served other bytes");
+    drop(follower);
+    drop(trusted);
 }

@@ -24,7 +24,7 @@ use reqwest::Method;
 
 use super::client::{ApiHost, ClientOpts, Encoding};
 use crate::allocator::shard::{self, SHARD_METRIC, ShardSettings};
-use crate::config::{self, Config, ConfigError, RestApiConfig, SERVICE_FILE};
+use crate::config::{self, Config, ConfigError, IpfsHttpConfig, RestApiConfig, SERVICE_FILE};
 use crate::folder::{self, LockError};
 use crate::identity::{Identity, IdentityError};
 use crate::status::GlobalPinInfo;
@@ -73,6 +73,8 @@ pub enum FollowCommand {
         template: String,
         #[command(flatten)]
         gateway: Gateway,
+        #[command(flatten)]
+        ipfs: IpfsChoice,
     },
     /// Runs the follower until SIGINT or SIGTERM.
     Run {
@@ -81,6 +83,9 @@ pub enum FollowCommand {
         init: Option<String>,
         #[command(flatten)]
         gateway: Gateway,
+        /// With --init: the IPFS node to pin to (see `init --help`).
+        #[command(flatten)]
+        ipfs: IpfsChoice,
         /// More peers to join (other followers, say), comma-separated
         /// multiaddrs with /p2p/<id>.
         #[arg(long, value_delimiter = ',')]
@@ -110,6 +115,46 @@ pub struct Gateway {
     /// a URL.
     #[arg(long = "gateway", env = "IPFS_GATEWAY", default_value = DEFAULT_GATEWAY)]
     pub address: String,
+}
+
+/// The IPFS node a new follower pins to.
+#[derive(Debug, Args)]
+pub struct IpfsChoice {
+    /// The IPFS node this follower pins to: `embedded` (its own node, kept
+    /// in the cluster's folder: nothing else to install), `template` (what
+    /// the cluster's template names), `kubo` (a local Kubo at
+    /// /ip4/127.0.0.1/tcp/5001), or the RPC multiaddr of an IPFS daemon.
+    #[arg(
+        long = "ipfs",
+        value_name = "embedded|template|kubo|MULTIADDR",
+        default_value = "embedded",
+        value_parser = parse_ipfs_node
+    )]
+    pub node: IpfsNode,
+}
+
+/// See [`IpfsChoice`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpfsNode {
+    /// The embedded IPFS node.
+    Embedded,
+    /// The template's `ipfs_connector`, as the reference's followers do.
+    Template,
+    /// An IPFS daemon's RPC API.
+    Daemon(Multiaddr),
+}
+
+fn parse_ipfs_node(text: &str) -> Result<IpfsNode, String> {
+    match text {
+        "embedded" => Ok(IpfsNode::Embedded),
+        "template" => Ok(IpfsNode::Template),
+        "kubo" => Ok(IpfsNode::Daemon(
+            IpfsHttpConfig::default().node_multiaddress,
+        )),
+        _ => text.parse().map(IpfsNode::Daemon).map_err(|e| {
+            format!("{text:?} is neither `embedded`, `template`, `kubo` nor a multiaddr: {e}")
+        }),
+    }
 }
 
 /// Why a follow command failed.
@@ -171,12 +216,15 @@ pub async fn run(args: FollowArgs) -> i32 {
         Ok(()) => {
             let dir = base.join(&args.cluster);
             match args.command {
-                FollowCommand::Init { template, gateway } => {
-                    init(&args.cluster, &dir, &template, &gateway.address).await
-                }
+                FollowCommand::Init {
+                    template,
+                    gateway,
+                    ipfs,
+                } => init(&args.cluster, &dir, &template, &gateway.address, &ipfs.node).await,
                 FollowCommand::Run {
                     init: template,
                     gateway,
+                    ipfs,
                     bootstrap,
                     shard_copies,
                     budget,
@@ -188,7 +236,7 @@ pub async fn run(args: FollowArgs) -> i32 {
                     run_follower(
                         &args.cluster,
                         &dir,
-                        template,
+                        template.map(|t| (t, ipfs.node)),
                         &gateway.address,
                         bootstrap,
                         shard,
@@ -266,9 +314,16 @@ pub fn template_url(template: &str, gateway: &str) -> String {
 
 /// `init`: fetches the template (nothing is written when it cannot be
 /// fetched or is not a valid configuration), then writes the folder:
-/// `service.json` naming the template as its source, the fetched copy, a
-/// new identity.
-async fn init(cluster: &str, dir: &Path, template: &str, gateway: &str) -> Result<(), FollowError> {
+/// `service.json` naming the template as its source (with this follower's
+/// own `ipfs_connector` unless the template's is chosen), the fetched copy,
+/// a new identity.
+async fn init(
+    cluster: &str,
+    dir: &Path,
+    template: &str,
+    gateway: &str,
+    node: &IpfsNode,
+) -> Result<(), FollowError> {
     if dir.join(SERVICE_FILE).exists() {
         return Err(FollowError::Exists(dir.to_path_buf()));
     }
@@ -290,7 +345,7 @@ async fn init(cluster: &str, dir: &Path, template: &str, gateway: &str) -> Resul
 
     let created = !dir.exists();
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let written = write_folder(dir, &url, &text);
+    let written = write_folder(dir, &url, &text, node);
     if written.is_err() && created {
         // Leave nothing half-made behind: the next `init` starts clean.
         let _ = std::fs::remove_dir_all(dir);
@@ -302,11 +357,44 @@ async fn init(cluster: &str, dir: &Path, template: &str, gateway: &str) -> Resul
     );
     say!("Peer id: {peer_id}");
     say!("Start it with: pincluster follow {cluster} run");
-    say!("(with the IPFS daemon it pins to running)");
+    match node {
+        IpfsNode::Embedded => say!("(it pins with its own IPFS node, in {})", dir.display()),
+        IpfsNode::Template | IpfsNode::Daemon(_) => {
+            say!("(with the IPFS daemon it pins to running)")
+        }
+    }
     Ok(())
 }
 
-fn write_folder(dir: &Path, url: &str, template: &str) -> Result<libp2p::PeerId, FollowError> {
+/// The follower's own `ipfs_connector` (see [`IpfsNode`]); `None` keeps
+/// the template's. An embedded node gets ports free at `init` for its
+/// gateway and swarm, so several followed clusters, a daemon and Kubo can
+/// run on one machine without a clash, and its addresses stay the same
+/// from one start to the next.
+fn local_connector(node: &IpfsNode) -> Result<Option<serde_json::Value>, std::io::Error> {
+    let free = |ip: &str| -> Result<u16, std::io::Error> {
+        Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+    };
+    Ok(match node {
+        IpfsNode::Template => None,
+        IpfsNode::Daemon(addr) => Some(serde_json::json!({
+            "ipfshttp": { "node_multiaddress": addr.to_string() }
+        })),
+        IpfsNode::Embedded => Some(serde_json::json!({
+            "embedded": {
+                "gateway_listen_multiaddress": format!("/ip4/127.0.0.1/tcp/{}", free("127.0.0.1")?),
+                "swarm_listen_multiaddress": format!("/ip4/0.0.0.0/tcp/{}", free("0.0.0.0")?),
+            }
+        })),
+    })
+}
+
+fn write_folder(
+    dir: &Path,
+    url: &str,
+    template: &str,
+    node: &IpfsNode,
+) -> Result<libp2p::PeerId, FollowError> {
     let cache = dir.join(config::SOURCE_CACHE_FILE);
     folder::write_atomic(&cache, template.as_bytes()).map_err(io(&cache))?;
     let identity = match Identity::load(dir) {
@@ -319,8 +407,11 @@ fn write_folder(dir: &Path, url: &str, template: &str) -> Result<libp2p::PeerId,
         Err(e) => return Err(e.into()),
     };
     let service = dir.join(SERVICE_FILE);
-    let mut text = serde_json::to_string_pretty(&serde_json::json!({ "source": url }))
-        .expect("a JSON object serializes");
+    let mut local = serde_json::json!({ "source": url });
+    if let Some(connector) = local_connector(node).map_err(io(dir))? {
+        local["ipfs_connector"] = connector;
+    }
+    let mut text = serde_json::to_string_pretty(&local).expect("a JSON object serializes");
     text.push('\n');
     folder::write_atomic(&service, text.as_bytes()).map_err(io(&service))?;
     Ok(identity.peer_id)
@@ -367,19 +458,19 @@ fn socket_multiaddr(dir: &Path) -> Multiaddr {
 async fn run_follower(
     cluster: &str,
     dir: &Path,
-    template: Option<String>,
+    template: Option<(String, IpfsNode)>,
     gateway: &str,
     bootstrap: Vec<Multiaddr>,
     shard: Option<ShardSettings>,
 ) -> Result<(), FollowError> {
-    if let Some(template) = template {
+    if let Some((template, node)) = template {
         if dir.join(SERVICE_FILE).exists() {
             say!(
                 "Cluster {cluster:?} is already initialised in {}: --init skipped",
                 dir.display()
             );
         } else {
-            init(cluster, dir, &template, gateway).await?;
+            init(cluster, dir, &template, gateway, &node).await?;
         }
     }
     if !dir.join(SERVICE_FILE).exists() {
@@ -657,11 +748,7 @@ async fn info(cluster: &str, dir: &Path) -> Result<(), FollowError> {
                 (None, "") => "unknown".to_string(),
                 (None, error) => format!("offline ({error})"),
             };
-            let _ = writeln!(
-                out,
-                "IPFS daemon: {} {ipfs}",
-                config.ipfs_connector.ipfshttp.node_multiaddress
-            );
+            let _ = writeln!(out, "{} {ipfs}", ipfs_node(&config));
         }
         Online::Yes(None) | Online::Stopped => {
             let _ = writeln!(out, "Follower online: false");
@@ -671,14 +758,32 @@ async fn info(cluster: &str, dir: &Path) -> Result<(), FollowError> {
             let pins = offline_pins(dir, |_| {})?;
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "Pins: {pins}");
-            let _ = writeln!(
-                out,
-                "IPFS daemon: {}",
-                config.ipfs_connector.ipfshttp.node_multiaddress
-            );
+            let _ = writeln!(out, "{}", ipfs_node(&config));
         }
     }
     Ok(())
+}
+
+/// `info`'s line on the IPFS node the follower pins to.
+fn ipfs_node(config: &Config) -> String {
+    let join = |addrs: &[Multiaddr]| {
+        addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match &config.ipfs_connector.embedded {
+        Some(e) => format!(
+            "IPFS node: embedded (gateway {}, swarm {})",
+            join(&e.gateway_listen_multiaddress),
+            join(&e.swarm_listen_multiaddress)
+        ),
+        None => format!(
+            "IPFS daemon: {}",
+            config.ipfs_connector.ipfshttp.node_multiaddress
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -717,5 +822,90 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_new_follower_pins_with_its_own_node_unless_told_otherwise() {
+        assert_eq!(parse_ipfs_node("embedded"), Ok(IpfsNode::Embedded));
+        assert_eq!(parse_ipfs_node("template"), Ok(IpfsNode::Template));
+        assert_eq!(
+            parse_ipfs_node("/ip4/127.0.0.1/tcp/5001"),
+            Ok(IpfsNode::Daemon("/ip4/127.0.0.1/tcp/5001".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_ipfs_node("kubo"),
+            Ok(IpfsNode::Daemon("/ip4/127.0.0.1/tcp/5001".parse().unwrap()))
+        );
+        assert!(parse_ipfs_node("go-ipfs").unwrap_err().contains("neither"));
+
+        // The template names a Kubo; each choice decides what the follower uses.
+        let mut template = Config::new_default();
+        template.ipfs_connector.embedded = None;
+        template.ipfs_connector.ipfshttp.node_multiaddress =
+            "/ip4/10.0.0.1/tcp/5001".parse().unwrap();
+        let template = template.to_json_pretty();
+        let load = |node: IpfsNode| {
+            let dir = tempfile::tempdir().unwrap();
+            write_folder(
+                dir.path(),
+                "http://127.0.0.1:1/service.json",
+                &template,
+                &node,
+            )
+            .unwrap();
+            Config::load(dir.path()).unwrap()
+        };
+
+        let embedded = load(IpfsNode::Embedded);
+        // The local connector is not one of the keys ignored for "source".
+        assert!(
+            !embedded.warnings.iter().any(|w| w.contains("ignored")),
+            "{:?}",
+            embedded.warnings
+        );
+        let node = embedded
+            .config
+            .ipfs_connector
+            .embedded
+            .expect("an embedded node");
+        let port = |addrs: &[Multiaddr]| {
+            addrs[0].iter().find_map(|p| match p {
+                libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+                _ => None,
+            })
+        };
+        // Fixed at init, not 0 (the address stays the same across starts)
+        // and not the defaults a daemon on the same machine uses.
+        for addrs in [
+            &node.gateway_listen_multiaddress,
+            &node.swarm_listen_multiaddress,
+        ] {
+            let port = port(addrs).expect("a TCP port");
+            assert!(port != 0 && port != 8080 && port != 4011, "{addrs:?}");
+        }
+
+        let daemon = load(IpfsNode::Daemon("/ip4/127.0.0.1/tcp/5009".parse().unwrap()));
+        assert!(daemon.config.ipfs_connector.embedded.is_none());
+        assert_eq!(
+            daemon
+                .config
+                .ipfs_connector
+                .ipfshttp
+                .node_multiaddress
+                .to_string(),
+            "/ip4/127.0.0.1/tcp/5009"
+        );
+
+        let templated = load(IpfsNode::Template);
+        assert!(templated.config.ipfs_connector.embedded.is_none());
+        assert_eq!(
+            templated
+                .config
+                .ipfs_connector
+                .ipfshttp
+                .node_multiaddress
+                .to_string(),
+            "/ip4/10.0.0.1/tcp/5001"
+        );
     }
 }

@@ -5,6 +5,12 @@
 //! other keys of the local file are ignored with a warning, and a remote
 //! configuration that is itself sourced is refused (no chains).
 //!
+//! One exception, beyond the reference: a local `"ipfs_connector"` replaces
+//! the remote one. Which IPFS daemon a peer pins to (or whether it runs the
+//! embedded node, and on which ports) is a fact of the volunteer's machine,
+//! not of the cluster: the operators' template cannot know it, and one
+//! template read by a thousand followers should not name their daemons.
+//!
 //! Beyond the reference, each successful fetch is cached beside
 //! `service.json` ([`SOURCE_CACHE_FILE`]), so that a follower restarts when
 //! the operators' web server or gateway is down: the cached copy is used and
@@ -70,15 +76,35 @@ pub fn source_url(text: &str) -> Result<Option<String>, ConfigError> {
     }
 }
 
+/// The key of a sourced `service.json` that is kept over the remote one.
+const LOCAL_KEY: &str = "ipfs_connector";
+
 /// The warnings a sourced `service.json` deserves for its other keys.
 fn ignored_keys(text: &str) -> Vec<String> {
     let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) else {
         return Vec::new();
     };
     map.keys()
-        .filter(|k| *k != "source" && *k != "//")
+        .filter(|k| !matches!(k.as_str(), "source" | "//" | LOCAL_KEY))
         .map(|k| format!("{k}: ignored, the configuration comes from \"source\""))
         .collect()
+}
+
+/// `remote` with the local file's `ipfs_connector`, when it has one. A
+/// remote text that is not a JSON object is returned as it is: its own
+/// parse says what is wrong with it.
+fn with_local_keys(local: &str, remote: String) -> String {
+    let Ok(Value::Object(local)) = serde_json::from_str::<Value>(local) else {
+        return remote;
+    };
+    let Some(connector) = local.get(LOCAL_KEY) else {
+        return remote;
+    };
+    let Ok(Value::Object(mut merged)) = serde_json::from_str::<Value>(&remote) else {
+        return remote;
+    };
+    merged.insert(LOCAL_KEY.to_string(), connector.clone());
+    serde_json::to_string_pretty(&Value::Object(merged)).unwrap_or(remote)
 }
 
 /// `dir/service.json`'s text, or its source's cached copy: never the
@@ -95,7 +121,9 @@ pub(super) fn resolve_offline(dir: &Path) -> Result<Resolved, ConfigError> {
         });
     };
     let warnings = ignored_keys(&text);
-    cached(dir, url, warnings, "not fetched by offline commands".into())
+    let mut resolved = cached(dir, url, warnings, "not fetched by offline commands".into())?;
+    resolved.text = with_local_keys(&text, resolved.text);
+    Ok(resolved)
 }
 
 /// `dir/service.json`'s text, or its source's: fetched (and cached), else
@@ -127,13 +155,17 @@ pub(super) async fn resolve(dir: &Path) -> Result<Resolved, ConfigError> {
                 ));
             }
             Ok(Resolved {
-                text: remote,
+                text: with_local_keys(&text, remote),
                 path: PathBuf::from(&url),
                 origin: Origin::Fetched { url },
                 warnings,
             })
         }
-        Err(reason) => cached(dir, url, warnings, reason),
+        Err(reason) => {
+            let mut resolved = cached(dir, url, warnings, reason)?;
+            resolved.text = with_local_keys(&text, resolved.text);
+            Ok(resolved)
+        }
     }
 }
 
@@ -295,6 +327,52 @@ mod tests {
         };
         assert_eq!(named, &url);
         assert!(err.to_string().contains("no cached copy"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_local_ipfs_connector_replaces_the_templates_and_nothing_else_does() {
+        use crate::config::Config;
+        let dir = tempfile::tempdir().unwrap();
+        let (url, server) = serve("200 OK", template("from-the-template")).await;
+        std::fs::write(
+            dir.path().join(SERVICE_FILE),
+            format!(
+                r#"{{"source": "{url}",
+                    "cluster": {{"peername": "local"}},
+                    "ipfs_connector": {{"embedded": {{"gateway_listen_multiaddress": "/ip4/127.0.0.1/tcp/18080"}}}}}}"#
+            ),
+        )
+        .unwrap();
+        let check = |loaded: &crate::config::Loaded| {
+            // The template's cluster section, the local IPFS connector.
+            assert_eq!(loaded.config.cluster.peername, "from-the-template");
+            let embedded = loaded.config.ipfs_connector.embedded.as_ref();
+            assert_eq!(
+                embedded.map(|e| e.gateway_listen_multiaddress[0].to_string()),
+                Some("/ip4/127.0.0.1/tcp/18080".to_string())
+            );
+            assert!(
+                loaded
+                    .warnings
+                    .iter()
+                    .any(|w| w.starts_with("cluster: ignored")),
+                "{:?}",
+                loaded.warnings
+            );
+            assert!(
+                !loaded.warnings.iter().any(|w| w.contains("ipfs_connector")),
+                "{:?}",
+                loaded.warnings
+            );
+        };
+        check(&Config::load_fetching(dir.path()).await.unwrap());
+        // The cache holds the template as fetched; the override applies to it too.
+        let cached = std::fs::read_to_string(dir.path().join(SOURCE_CACHE_FILE)).unwrap();
+        assert!(!cached.contains("18080"));
+        check(&Config::load(dir.path()).unwrap());
+        server.abort();
+        let _ = server.await;
+        check(&Config::load_fetching(dir.path()).await.unwrap());
     }
 
     #[tokio::test]
