@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use libp2p::Multiaddr;
-use pincluster_crdt::store::fjall::{Database, KeyspaceCreateOptions};
+use pincluster_crdt::store::fjall::{self, Database, KeyspaceCreateOptions};
 use pincluster_crdt::store::{FjallOptions, FjallStore};
 use pincluster_crdt::{Engine, Limits, Signer, Verifier};
 
@@ -98,9 +98,9 @@ pub fn open_engine(
     Ok(open_engine_and_database(path, options, signer, verifier)?.0)
 }
 
-/// [`open_engine`], and the fjall database under it, where the daemon keeps
-/// what else grows with the pinset (the pin tracker's queue), so that it
-/// shares the store's journal and memory budget.
+/// [`open_engine`], and the fjall database under it (for the memtable
+/// upkeep; the pin tracker has a database of its own:
+/// [`open_tracker_database`]).
 pub fn open_engine_and_database(
     path: &Path,
     options: FjallOptions,
@@ -117,6 +117,47 @@ pub fn open_engine_and_database(
         Engine::open(store, signer, verifier, Limits::default())?,
         db,
     ))
+}
+
+/// The folder of the pin tracker's own database, beside the store at `live`.
+pub fn tracker_database_path(live: &Path) -> PathBuf {
+    sibling(live, "tracker")
+}
+
+/// The block cache of the tracker's database: its reads are the queue's
+/// head and single records, which a few MiB serve.
+const TRACKER_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Opens the pin tracker's database, empty, beside the store at `live`
+/// (what a previous run left is deleted: operations are not resumed, the
+/// start-up pass queues the pinset again), and deletes the tracker's
+/// keyspaces that earlier versions kept in `store`.
+///
+/// It is not the store's database because fjall keeps every version
+/// written anywhere in a database for as long as any snapshot of it is
+/// open, and a state snapshot is built from one consistent scan of the
+/// pinset: at 10,000,000 pins that scan took two minutes, during which the
+/// tracker's start-up pass wrote some 30 million records, all of them held
+/// in RAM (the producer peaked at 3.8 GB). Nothing in it needs to survive a
+/// crash, so the journal is left to the OS and the folder is removed when
+/// the database is dropped.
+pub fn open_tracker_database(live: &Path, store: &Database) -> Result<Database, fjall::Error> {
+    for name in store.list_keyspace_names() {
+        if name.starts_with("pintracker_") {
+            let keyspace = store.keyspace(&name, KeyspaceCreateOptions::default)?;
+            store.delete_keyspace(keyspace)?;
+        }
+    }
+    let path = tracker_database_path(live);
+    match fs::remove_dir_all(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    Database::builder(&path)
+        .cache_size(TRACKER_CACHE_BYTES)
+        .manual_journal_persist(true)
+        .temporary(true)
+        .open()
 }
 
 /// Rotates the memtable of every keyspace of `db` that holds one, so that
@@ -202,4 +243,48 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
         fs::File::open(parent)?.sync_all()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tracker_database_starts_empty_and_leaves_the_store_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("fjall");
+        let store = Database::builder(&live).open().unwrap();
+        // What an earlier version kept in the store, beside the state.
+        let legacy = store
+            .keyspace("pintracker_ops_v1", KeyspaceCreateOptions::default)
+            .unwrap();
+        legacy.insert(b"cid", b"op").unwrap();
+        let state = store
+            .keyspace("state", KeyspaceCreateOptions::default)
+            .unwrap();
+        state.insert(b"pin", b"kept").unwrap();
+
+        let tracker = open_tracker_database(&live, &store).unwrap();
+        let ops = tracker
+            .keyspace("pintracker_ops_v1", KeyspaceCreateOptions::default)
+            .unwrap();
+        ops.insert(b"cid", b"op").unwrap();
+        assert!(!store.keyspace_exists("pintracker_ops_v1"));
+        assert_eq!(state.get(b"pin").unwrap().as_deref(), Some(&b"kept"[..]));
+        drop((ops, tracker));
+        assert!(
+            !tracker_database_path(&live).exists(),
+            "removed when the peer stops"
+        );
+
+        // A crash leaves the folder behind: the next start does not see it.
+        let path = tracker_database_path(&live);
+        fs::create_dir_all(path.join("leftover")).unwrap();
+        let tracker = open_tracker_database(&live, &store).unwrap();
+        assert!(!path.join("leftover").exists());
+        let ops = tracker
+            .keyspace("pintracker_ops_v1", KeyspaceCreateOptions::default)
+            .unwrap();
+        assert!(ops.is_empty().unwrap());
+    }
 }

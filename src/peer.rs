@@ -219,6 +219,8 @@ impl Peer {
             tasks.spawn(cancel.clone().run_until_cancelled_owned(task));
         };
         let stateless = &config.pin_tracker.stateless;
+        let tracker_db =
+            folder::open_tracker_database(&live, &database).map_err(TrackerStoreError::from)?;
         let tracker = PinTracker::start(
             ipfs.clone(),
             local,
@@ -233,7 +235,7 @@ impl Peer {
                     max_backoff: Duration::from_secs(60),
                 },
             },
-            &database,
+            &tracker_db,
             cancel.clone(),
         )?;
         let (events_tx, events_rx) = mpsc::channel(1024);

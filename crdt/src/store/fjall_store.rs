@@ -102,9 +102,10 @@ impl FjallStore {
         &self.tables[table.index()]
     }
 
-    /// The database under the store, for keyspaces of the peer's own that
-    /// are not CRDT state (the pin tracker's queue): they share the journal,
-    /// cache and write buffer, and so the store's memory budget.
+    /// The database under the store, for its upkeep (flushing quiet
+    /// memtables). Keyspaces written while a snapshot of the state is open
+    /// belong in another database: fjall keeps every version written in a
+    /// database while any of its snapshots lives.
     pub fn database(&self) -> &Database {
         &self.db
     }
