@@ -3,7 +3,8 @@
 //!
 //! | file | role |
 //! |---|---|
-//! | [`store`] | blocks and pins in a fjall database of their own; gc; `repo/stat` |
+//! | [`store`] | the block index and pins in a fjall database of their own; gc; `repo/stat` |
+//! | [`segments`] | the block bytes, in append-only segment files beside it |
 //! | [`dag`] | codecs, CID checks, the links of dag-pb / raw / dag-cbor blocks |
 //! | [`pb`] | dag-pb and UnixFS protobuf, by hand |
 //! | [`dagjson`] | DAG-JSON for `dag/get` and `dag/put` |
@@ -25,6 +26,7 @@ pub mod gateway;
 pub mod node;
 pub mod pb;
 pub mod rpc;
+pub mod segments;
 pub mod store;
 pub mod swarm;
 pub mod unixfs;

@@ -161,7 +161,7 @@ pub(crate) async fn handle(node: Arc<Node>, req: Request<ReqBody>) -> Response<B
         "id" => Ok(id(node).await),
         "version" => Ok(json_reply(
             StatusCode::OK,
-            &json!({"Version": RPC_VERSION, "Commit": version(), "Repo": "pincluster-blocks@1",
+            &json!({"Version": RPC_VERSION, "Commit": version(), "Repo": "pincluster-blocks@2",
                     "System": format!("{}/{}", std::env::consts::ARCH, std::env::consts::OS),
                     "Golang": ""}),
         )),
