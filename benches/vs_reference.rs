@@ -15,7 +15,23 @@
 //!   the serving peer's peak RSS during the listing);
 //! - memory: RSS of a peer holding N pins once it is idle.
 //!
-//! Only the cluster layer is measured: every peer's IPFS daemon address is a
+//! At issue 13's size (`Scale::deep`, 1,000,000 pins) the same peer is also
+//! measured in every state the issue names: RSS right after start, the
+//! `GET /allocations` rate and peak RSS in the first minute (while the
+//! tracker churns) and once idle, the peak while serving `GET /pins` and
+//! while a fresh peer joins from it (and the joiner's own peak); and a
+//! catch-up: a peer that was down while N pins were added, from its restart
+//! until it lists them all. Joins and catch-ups get a deadline
+//! (`Scale::deep_budget`); one that does not finish in it is reported with
+//! how many pins the peer had by then, which bounds the figure.
+//!
+//! Tracker at scale (`tracker`): a real Kubo 0.43.1 already holds N pins
+//! (raw blocks loaded offline with `ipfs dag import --pin-roots`); the same
+//! N pins are `state import`ed into a peer of each system beside it, and
+//! the peer is timed from its start until `GET /pins?local=true&filter=pinned`
+//! lists all N, with its peak RSS and CPU time.
+//!
+//! Apart from `tracker`, only the cluster layer is measured: every peer's IPFS daemon address is a
 //! loopback port where nothing listens (an IPFS daemon that is down), for
 //! both systems, so no pin is ever pinned and the random CIDs are never
 //! looked for. Both systems run their defaults, including the intervals the
@@ -27,9 +43,12 @@
 //! every workload of either system runs within a time budget: what does not
 //! finish in it is reported as such, with how far it got, never guessed.
 //!
-//! Run: `cargo bench --bench vs_reference` (full scale, tens of minutes);
+//! Run: `cargo bench --bench vs_reference` (full scale, over an hour);
 //! `cargo bench --bench vs_reference -- small` or `VS_REFERENCE_SCALE=small`
-//! for a quick run at a tenth to a hundredth of the sizes.
+//! for a quick run at a tenth to a hundredth of the sizes. Workloads can be
+//! picked by name (`ingest`, `visibility`, `pinsets`, `issue13`,
+//! `tracker`), e.g. `cargo bench --bench vs_reference -- issue13 tracker`;
+//! none named runs all.
 #![allow(clippy::print_stdout)] // the figures are a report for a human
 
 #[path = "../tests/common/mod.rs"]
@@ -40,6 +59,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::kubo::Kubo;
 use common::reference::{ReferencePeer, init_reference_folder};
 use common::tools::nothing_listening;
 use common::*;
@@ -67,6 +87,16 @@ struct Scale {
     budget: Duration,
     /// How long a join may take before it is reported as incomplete.
     join_budget: Duration,
+    /// The pinset of issue 13's figures (one of `join` and `hold`): memory
+    /// in every state, first-minute listing, join and catch-up.
+    deep: usize,
+    /// How long a join or catch-up of `deep` pins, or a tracker
+    /// verification, may take.
+    deep_budget: Duration,
+    /// Pins added while a peer is down, for the catch-up.
+    catch_up: usize,
+    /// Pinsets a real Kubo already holds, for the tracker at scale.
+    held: Vec<usize>,
 }
 
 impl Scale {
@@ -79,26 +109,38 @@ impl Scale {
                 ingest: 2_000,
                 visibility: 100,
                 join: vec![1_000, 10_000],
-                hold: vec![10_000, 100_000],
+                hold: vec![10_000],
                 budget: Duration::from_secs(60),
                 join_budget: Duration::from_secs(150),
+                deep: 10_000,
+                deep_budget: Duration::from_secs(150),
+                catch_up: 10_000,
+                held: vec![10_000],
             }
         } else {
             Scale {
                 name: "full",
                 ingest: 20_000,
                 visibility: 1_000,
-                join: vec![10_000, 100_000],
+                join: vec![10_000, 100_000, 1_000_000],
                 hold: vec![100_000, 1_000_000],
                 budget: Duration::from_secs(180),
                 join_budget: Duration::from_secs(300),
+                deep: 1_000_000,
+                deep_budget: Duration::from_secs(600),
+                // The reference's `state import` of 1,000,000 pins alone
+                // takes minutes; its catch-up is measured at 100,000.
+                catch_up: 100_000,
+                held: vec![100_000, 1_000_000],
             }
         }
     }
 
-    /// Every pinset size the run loads, smallest first.
+    /// Every pinset size the `pinsets` workload loads, smallest first
+    /// (`deep` is the `issue13` workload's).
     fn pinsets(&self) -> Vec<usize> {
         let mut sizes: Vec<usize> = self.join.iter().chain(&self.hold).copied().collect();
+        sizes.retain(|&n| n != self.deep);
         sizes.sort_unstable();
         sizes.dedup();
         sizes
@@ -191,6 +233,30 @@ impl Peer {
             Process::Reference(p) => p.cluster_addr().await,
         }
     }
+
+    /// SIGTERM, and waits until the process has exited (its folder can then
+    /// be opened by `state import`).
+    fn stop(mut self) {
+        match &mut self.process {
+            Process::Pincluster(p) => p.stop(),
+            Process::Reference(p) => p.stop(),
+        };
+    }
+
+    /// Resident memory now.
+    fn rss(&self) -> f64 {
+        mib(status_kib(self.pid, "VmRSS:"))
+    }
+
+    /// Resident memory at its peak since start or since the last
+    /// [`Peer::reset_peak`].
+    fn peak(&self) -> f64 {
+        mib(status_kib(self.pid, "VmHWM:"))
+    }
+
+    fn reset_peak(&self) {
+        reset_peak_rss(self.pid);
+    }
 }
 
 /// `n` peers of `system`, all bootstrapped from the first, once a first
@@ -258,7 +324,26 @@ impl Client {
     /// The number of pins `GET /allocations` streams, counted by line
     /// without decoding them (the same work for both systems' output).
     async fn count(&self, api: &str) -> Option<usize> {
-        let res = self.0.get(format!("{api}/allocations")).send().await.ok()?;
+        self.count_lines(api, "/allocations", None).await
+    }
+
+    /// The number of lines a streamed `GET {path}` answers with (both
+    /// systems write one object per line), within `limit` if given.
+    async fn count_lines(&self, api: &str, path: &str, limit: Option<Duration>) -> Option<usize> {
+        let mut req = self.0.get(format!("{api}{path}"));
+        if let Some(limit) = limit {
+            req = req.timeout(limit);
+        }
+        Client::lines(req).await
+    }
+
+    /// The same of Kubo's RPC API, which takes only POST.
+    async fn count_kubo_lines(&self, api: &str, path: &str) -> Option<usize> {
+        Client::lines(self.0.post(format!("{api}{path}"))).await
+    }
+
+    async fn lines(req: reqwest::RequestBuilder) -> Option<usize> {
+        let res = req.send().await.ok()?;
         if res.status() == 204 {
             return Some(0);
         }
@@ -475,7 +560,7 @@ async fn ingest(system: System, scale: &Scale, client: &Client, rows: &mut Rows)
         // longer than the CRDT's re-announce interval (1 min): the
         // reference misses some heads under this load and only fetches
         // them when they are announced again.
-        let (seen, cpu) = wait_counted(client, p, accepted + 1, scale.join_budget).await;
+        let (seen, cpu) = wait_counted(client, p, accepted + 1, scale.join_budget, 4).await;
         polling_cpu += cpu;
         if seen - 1 < accepted {
             missing = format!(
@@ -530,10 +615,18 @@ async fn ingest(system: System, scale: &Scale, client: &Client, rows: &mut Rows)
 /// Polls `GET /allocations` on `peer` until it lists `want` pins or
 /// `limit` passes; returns the last count and the CPU time the peer spent
 /// while it answered the polls, so that a CPU figure can leave out the
-/// cost of watching. Between polls it waits four times as long as the
-/// last listing took (at least 50 ms), so that watching a slow listing
-/// does not keep the peer busy.
-async fn wait_counted(client: &Client, peer: &Peer, want: usize, limit: Duration) -> (usize, f64) {
+/// cost of watching. Between polls it waits `pause` times as long as the
+/// last listing took (at least 50 ms): 4 where the peer's CPU is measured,
+/// so that watching a slow listing does not keep the peer busy; 1 where
+/// the time is the figure, so that a 1,000,000-pin listing of a second or
+/// two does not leave the figure seconds late.
+async fn wait_counted(
+    client: &Client,
+    peer: &Peer,
+    want: usize,
+    limit: Duration,
+    pause: u32,
+) -> (usize, f64) {
     let start = Instant::now();
     let mut polling_cpu = 0.0;
     loop {
@@ -544,7 +637,7 @@ async fn wait_counted(client: &Client, peer: &Peer, want: usize, limit: Duration
         if n >= want || start.elapsed() > limit {
             return (n, polling_cpu);
         }
-        tokio::time::sleep((took * 4).max(Duration::from_millis(50))).await;
+        tokio::time::sleep((took * pause).max(Duration::from_millis(50))).await;
     }
 }
 
@@ -601,12 +694,13 @@ async fn visibility(system: System, scale: &Scale, client: &Client, rows: &mut R
     }
 }
 
-/// `n` pins as both systems' `state export` writes them (and `state
-/// import` reads them): replicated everywhere, no name, no metadata.
-fn pins_file(dir: &Path, n: usize) -> PathBuf {
-    let path = dir.join(format!("pins-{n}.json"));
+/// `cids` as both systems' `state export` writes them (and `state import`
+/// reads them): replicated everywhere, no name, no metadata. The file is
+/// `dir/<name>.json`.
+fn pins_file<'a>(dir: &Path, name: &str, cids: impl IntoIterator<Item = &'a String>) -> PathBuf {
+    let path = dir.join(format!("{name}.json"));
     let mut w = std::io::BufWriter::new(std::fs::File::create(&path).expect("create pins file"));
-    for cid in cids(&format!("hold-{n}"), n) {
+    for cid in cids {
         let pin = json!({
             "replication_factor_min": -1,
             "replication_factor_max": -1,
@@ -663,9 +757,23 @@ fn import(system: System, dir: &Path, file: &Path) -> Duration {
     start.elapsed()
 }
 
+/// What a join (or catch-up) that did not finish in `budget` got to: the
+/// figure is bounded below by the budget.
+fn unfinished(listed: usize, of: usize, budget: Duration) -> Figure {
+    Figure::missing(format!(
+        "not done after {} s, had {} of {} pins",
+        budget.as_secs(),
+        thousands(listed),
+        thousands(of)
+    ))
+}
+
 /// For one pinset size: import it into a peer, let the peer settle, read
 /// its memory, list the pinset, and (for the join sizes) start a fresh
-/// peer that bootstraps from it and wait until it lists every pin.
+/// peer that bootstraps from it and wait until it lists every pin. At
+/// `scale.deep`, also the memory of every state of issue 13: right after
+/// start, a listing in the first minute, `GET /pins`, and both sides of
+/// the join.
 async fn pinset(
     system: System,
     n: usize,
@@ -674,6 +782,7 @@ async fn pinset(
     client: &Client,
     rows: &mut Rows,
 ) {
+    let deep = n == scale.deep;
     let holder_dir = temp();
     let ipfs = nothing_listening();
     init(system, holder_dir.path(), &ipfs);
@@ -686,24 +795,67 @@ async fn pinset(
         system,
         Figure::noted(n as f64 / took.as_secs_f64(), format!("{took:.1?}")),
     );
+    let started = Instant::now();
     let holder = Peer::start(system, holder_dir.path(), &ipfs, None).await;
+    if deep {
+        rows.set(
+            &format!("memory: RSS of the peer holding {size} pins, right after start (API up)"),
+            "MiB",
+            Better::Lower,
+            system,
+            Figure::noted(
+                holder.rss(),
+                format!("{:.1?} after start", started.elapsed()),
+            ),
+        );
+        // The first minute: the tracker goes through every pin (queues
+        // and fails them, the daemon being down) while a client lists.
+        let start = Instant::now();
+        let listed = client.count(&holder.api).await.expect("GET /allocations");
+        let took = start.elapsed();
+        rows.set(
+            &format!(
+                "listing in the first minute: GET /allocations of {size} pins right after start"
+            ),
+            "pins/s",
+            Better::Higher,
+            system,
+            Figure::noted(
+                listed as f64 / took.as_secs_f64(),
+                format!("{} pins in {took:.2?}", thousands(listed)),
+            ),
+        );
+    }
     let idle = settle(&[holder.pid], scale.budget).await;
     let busy = if idle { "" } else { "still busy" };
+    if deep {
+        rows.set(
+            &format!(
+                "memory: peak RSS of the peer holding {size} pins, from start until idle (VmHWM)"
+            ),
+            "MiB",
+            Better::Lower,
+            system,
+            Figure::noted(
+                holder.peak(),
+                format!("idle after {:.0?}{busy}", started.elapsed()),
+            ),
+        );
+    }
     if scale.hold.contains(&n) {
         rows.set(
             &format!("memory: RSS of the peer holding {size} pins, idle"),
             "MiB",
             Better::Lower,
             system,
-            Figure::noted(mib(status_kib(holder.pid, "VmRSS:")), busy),
+            Figure::noted(holder.rss(), busy),
         );
-        let before = status_kib(holder.pid, "VmRSS:");
-        reset_peak_rss(holder.pid);
+        let before = holder.rss();
+        holder.reset_peak();
         let start = Instant::now();
         let listed = client.count(&holder.api).await.expect("GET /allocations");
         let took = start.elapsed();
         assert_eq!(listed, n, "{} listed {listed} of {n} pins", name(system));
-        let peak = status_kib(holder.pid, "VmHWM:");
         rows.set(
             &format!("listing: GET /allocations of {size} pins"),
             "pins/s",
@@ -716,28 +868,69 @@ async fn pinset(
             "MiB",
             Better::Lower,
             system,
-            Figure::noted(mib(peak), format!("{:.0} MiB before", mib(before))),
+            Figure::noted(holder.peak(), format!("{before:.0} MiB before")),
+        );
+    }
+    if deep {
+        // Statuses with the daemon down: each system answers what it can
+        // (pincluster its tracker's failed operations, the reference an
+        // error per pin), bounded by the budget.
+        holder.reset_peak();
+        let start = Instant::now();
+        let listed = client
+            .count_lines(&holder.api, "/pins?local=true", Some(scale.budget))
+            .await;
+        let took = start.elapsed();
+        let note = match listed {
+            Some(k) => format!("{} statuses in {took:.1?}", thousands(k)),
+            None => format!("no complete answer in {took:.1?}"),
+        };
+        rows.set(
+            &format!("memory: peak RSS while serving GET /pins?local=true of {size} pins (VmHWM)"),
+            "MiB",
+            Better::Lower,
+            system,
+            Figure::noted(holder.peak(), note),
         );
     }
     if scale.join.contains(&n) {
+        let budget = if deep {
+            scale.deep_budget
+        } else {
+            scale.join_budget
+        };
         let joiner_dir = temp();
         let addr = holder.cluster_addr().await;
+        holder.reset_peak();
         let start = Instant::now();
         let joiner =
             Peer::start(system, joiner_dir.path(), &nothing_listening(), Some(&addr)).await;
-        let (listed, _) = wait_counted(client, &joiner, n, scale.join_budget).await;
+        let pause = if deep { 1 } else { 4 };
+        let (listed, _) = wait_counted(client, &joiner, n, budget, pause).await;
         let took = start.elapsed();
         let what = format!("join: a fresh peer until it lists all {size} pins");
         let figure = if listed == n {
             Figure::of(took.as_secs_f64())
         } else {
-            Figure::missing(format!(
-                "incomplete: {} of {size} pins after {:?}",
-                thousands(listed),
-                scale.join_budget
-            ))
+            unfinished(listed, n, budget)
         };
         rows.set(&what, "s", Better::Lower, system, figure);
+        if deep {
+            rows.set(
+                &format!("join of {size} pins: peak RSS of the peer it joins from (VmHWM)"),
+                "MiB",
+                Better::Lower,
+                system,
+                Figure::of(holder.peak()),
+            );
+            rows.set(
+                &format!("join of {size} pins: peak RSS of the joiner (VmHWM)"),
+                "MiB",
+                Better::Lower,
+                system,
+                Figure::of(joiner.peak()),
+            );
+        }
         if listed == n && scale.hold.contains(&n) {
             let idle = settle(&[joiner.pid], scale.budget).await;
             rows.set(
@@ -745,14 +938,282 @@ async fn pinset(
                 "MiB",
                 Better::Lower,
                 system,
-                Figure::noted(
-                    mib(status_kib(joiner.pid, "VmRSS:")),
-                    if idle { "" } else { "still busy" },
-                ),
+                Figure::noted(joiner.rss(), if idle { "" } else { "still busy" }),
             );
         }
     }
 }
+
+/// Pins the absent peer of [`catch_up`] holds before it goes away.
+const BEFORE_ABSENCE: usize = 1_000;
+
+/// Catch-up after absence: a peer holding [`BEFORE_ABSENCE`] pins stops;
+/// the peer it bootstrapped from stops too and gets `n` more pins by `state
+/// import` (the way an operator loads a large pinset, a new history on top
+/// of the old one in both systems); both start again, and the absent peer
+/// is timed from its restart until it lists all of them, within
+/// `scale.deep_budget`. As in `benches/snapshot_join.sh catchup`.
+async fn catch_up(
+    system: System,
+    n: usize,
+    files: &Path,
+    scale: &Scale,
+    client: &Client,
+    rows: &mut Rows,
+) {
+    let old = cids("before-absence", BEFORE_ABSENCE);
+    let new = cids(&format!("during-absence-{n}"), n);
+    let (producer_dir, absent_dir) = (temp(), temp());
+    let ipfs = nothing_listening();
+    init(system, producer_dir.path(), &ipfs);
+    import(
+        system,
+        producer_dir.path(),
+        &pins_file(files, "before-absence", &old),
+    );
+    let producer = Peer::start(system, producer_dir.path(), &ipfs, None).await;
+    let addr = producer.cluster_addr().await;
+    let absent = Peer::start(system, absent_dir.path(), &ipfs, Some(&addr)).await;
+    let (listed, _) = wait_counted(client, &absent, old.len(), scale.join_budget, 1).await;
+    assert_eq!(
+        listed,
+        old.len(),
+        "{}: the first pins never synced",
+        name(system)
+    );
+    absent.stop();
+    producer.stop();
+    let all = pins_file(files, "after-absence", old.iter().chain(&new));
+    import(system, producer_dir.path(), &all);
+    std::fs::remove_file(all).expect("remove the pins file");
+    let producer = Peer::start(system, producer_dir.path(), &ipfs, None).await;
+    // As for a join: the peer it comes back to has settled (pincluster's
+    // has taken its snapshot).
+    settle(&[producer.pid], scale.budget).await;
+    let addr = producer.cluster_addr().await;
+    let want = old.len() + n;
+    let start = Instant::now();
+    let absent = Peer::start(system, absent_dir.path(), &ipfs, Some(&addr)).await;
+    let (listed, _) = wait_counted(client, &absent, want, scale.deep_budget, 1).await;
+    let took = start.elapsed();
+    let size = thousands(n);
+    let figure = if listed >= want {
+        Figure::of(took.as_secs_f64())
+    } else {
+        unfinished(listed, want, scale.deep_budget)
+    };
+    rows.set(
+        &format!("catch-up: a peer down while {size} pins were added, from its restart until it lists all"),
+        "s",
+        Better::Lower,
+        system,
+        figure,
+    );
+    rows.set(
+        &format!("catch-up of {size} pins: peak RSS of the returning peer (VmHWM)"),
+        "MiB",
+        Better::Lower,
+        system,
+        Figure::of(absent.peak()),
+    );
+}
+
+/// CIDs a CAR's header may name as roots: Kubo's CAR reader bounds the
+/// header's size; 100,000 roots (about 4 MB of header) import.
+const ROOTS_PER_CAR: usize = 100_000;
+
+/// A Kubo repo at `dir/repo` (the folder [`Kubo::start`] runs) holding
+/// `cids(seed, n)` as recursive pins: each of those CIDs is the raw block
+/// of the bytes `"{seed}-{i}"` (see [`cids`]), so CAR files of those blocks,
+/// each block also a root, give real pins with `ipfs dag import
+/// --pin-roots`. Kubo flushes its pinner after every root; with pebble's
+/// write-ahead log off during the import that costs no fsync (pebble
+/// flushes its memtables on close), and the log is switched back on for
+/// the daemon. Returns how long the import took.
+fn kubo_holding(dir: &Path, seed: &str, n: usize) -> Duration {
+    let repo = dir.join("repo");
+    let ipfs = |args: &[&str]| {
+        let out = Command::new(common::kubo::real_bin("ipfs"))
+            .args(args)
+            .env("IPFS_PATH", &repo)
+            .stdout(std::process::Stdio::null())
+            .output()
+            .expect("run ipfs");
+        assert!(
+            out.status.success(),
+            "ipfs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let write_wal = |on: bool| {
+        let path = repo.join("config");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read the Kubo config"))
+                .expect("the Kubo config is JSON");
+        config["Datastore"]["Spec"]["disableWAL"] = json!(!on);
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap())
+            .expect("write the Kubo config");
+    };
+    ipfs(&["init", "--profile", "test,pebbleds", "--empty-repo"]);
+    write_wal(false);
+    let start = Instant::now();
+    let car = dir.join("pins.car");
+    let all = cids(seed, n);
+    for (chunk, cids) in all.chunks(ROOTS_PER_CAR).enumerate() {
+        let blocks = cids.iter().enumerate().map(|(j, cid)| {
+            let cid = cid::Cid::try_from(cid.as_str()).expect("a CID of `cids`");
+            let data = format!("{seed}-{}", chunk * ROOTS_PER_CAR + j);
+            (cid.to_bytes(), data.into_bytes())
+        });
+        write_car(&car, blocks.collect());
+        ipfs(&[
+            "dag",
+            "import",
+            "--pin-roots=true",
+            car.to_str().expect("a UTF-8 path"),
+        ]);
+    }
+    let _ = std::fs::remove_file(&car);
+    write_wal(true);
+    start.elapsed()
+}
+
+/// A CARv1 of `blocks` (CID bytes, data), every block also a root.
+fn write_car(path: &Path, blocks: Vec<(Vec<u8>, Vec<u8>)>) {
+    // DAG-CBOR heads: major type in the top 3 bits, length after.
+    fn head(out: &mut Vec<u8>, major: u8, len: usize) {
+        match len {
+            0..24 => out.push(major << 5 | len as u8),
+            24..256 => out.extend([major << 5 | 24, len as u8]),
+            256..65_536 => {
+                out.push(major << 5 | 25);
+                out.extend((len as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(major << 5 | 26);
+                out.extend((len as u32).to_be_bytes());
+            }
+        }
+    }
+    fn varint(out: &mut Vec<u8>, mut n: usize) {
+        while n >= 0x80 {
+            out.push(n as u8 | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    // {"roots": [CID...], "version": 1}, keys in DAG-CBOR's order; a CID
+    // is tag 42 on its bytes behind a 0x00 prefix.
+    let mut header = Vec::new();
+    head(&mut header, 5, 2);
+    head(&mut header, 3, 5);
+    header.extend(b"roots");
+    head(&mut header, 4, blocks.len());
+    for (cid, _) in &blocks {
+        header.extend([0xd8, 42]);
+        head(&mut header, 2, cid.len() + 1);
+        header.push(0);
+        header.extend(cid);
+    }
+    head(&mut header, 3, 7);
+    header.extend(b"version");
+    header.push(1);
+    let mut out = Vec::new();
+    varint(&mut out, header.len());
+    out.extend(header);
+    for (cid, data) in &blocks {
+        varint(&mut out, cid.len() + data.len());
+        out.extend(cid);
+        out.extend(data);
+    }
+    std::fs::write(path, out).expect("write a CAR");
+}
+
+/// Tracker at scale: a peer of `system` beside `kubo`, which already holds
+/// every pin of `file` (`n` pins, allocated to every peer), timed from its
+/// start until `GET /pins?local=true&filter=pinned` lists all `n` (each
+/// poll a full streamed listing, the next one as soon as the last ends),
+/// with its peak RSS and CPU time. Neither system has anything to pin: the
+/// figure is how each learns that the daemon already holds its pinset.
+async fn tracker(
+    system: System,
+    n: usize,
+    file: &Path,
+    kubo: &str,
+    scale: &Scale,
+    client: &Client,
+    rows: &mut Rows,
+) {
+    let dir = temp();
+    init(system, dir.path(), kubo);
+    import(system, dir.path(), file);
+    let start = Instant::now();
+    let peer = Peer::start(system, dir.path(), kubo, None).await;
+    let mut pinned = 0;
+    while start.elapsed() < scale.deep_budget {
+        let path = "/pins?local=true&filter=pinned";
+        pinned = client
+            .count_lines(&peer.api, path, Some(scale.deep_budget))
+            .await
+            .unwrap_or(0);
+        if pinned >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = start.elapsed();
+    let size = thousands(n);
+    let figure = if pinned >= n {
+        Figure::of(took.as_secs_f64())
+    } else {
+        Figure::missing(format!(
+            "not done after {} s, {} of {size} pinned",
+            scale.deep_budget.as_secs(),
+            thousands(pinned)
+        ))
+    };
+    rows.set(
+        &format!(
+            "tracker: {size} pins Kubo already holds, from start until all are pinned in GET /pins"
+        ),
+        "s",
+        Better::Lower,
+        system,
+        figure,
+    );
+    rows.set(
+        &format!("tracker, {size} pins held: peak RSS of the peer (VmHWM)"),
+        "MiB",
+        Better::Lower,
+        system,
+        Figure::noted(peer.peak(), format!("{:.0} MiB at the end", peer.rss())),
+    );
+    rows.set(
+        &format!("tracker, {size} pins held: CPU of the peer until verified (utime+stime, with the polls)"),
+        "s",
+        Better::Lower,
+        system,
+        Figure::of(cpu_seconds(peer.pid)),
+    );
+}
+
+/// One pinset size through [`pinset`] for both systems.
+async fn hold(n: usize, files: &Path, scale: &Scale, client: &Client, rows: &mut Rows) {
+    let seed = format!("hold-{n}");
+    let file = pins_file(files, &seed, &cids(&seed, n));
+    for system in SYSTEMS {
+        eprintln!("{}: {} pins", name(system), thousands(n));
+        pinset(system, n, &file, scale, client, rows).await;
+    }
+    std::fs::remove_file(file).expect("remove the pins file");
+}
+
+/// The seed of the pins a Kubo holds for the tracker workload:
+/// `cids(HELD, n)`, the raw blocks of `"pin-{i}"`. `VS_REFERENCE_KUBO=<dir>`
+/// runs a Kubo folder (`<dir>/repo`) that an earlier [`kubo_holding`]
+/// filled with at least that many of them instead of loading a new one
+/// (minutes at 1,000,000).
+const HELD: &str = "pin";
 
 /// The table, in Markdown so that it pastes into BENCHMARKS.md.
 fn print_table(rows: &[Row]) {
@@ -801,6 +1262,15 @@ fn uptime() -> String {
         .unwrap_or_default()
 }
 
+/// The workloads named on the command line, or all of them.
+fn wanted(workload: &str) -> bool {
+    const NAMES: [&str; 5] = ["ingest", "visibility", "pinsets", "issue13", "tracker"];
+    let named: Vec<String> = std::env::args()
+        .filter(|a| NAMES.contains(&a.as_str()))
+        .collect();
+    named.is_empty() || named.iter().any(|a| a == workload)
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -812,8 +1282,9 @@ fn main() {
         uptime()
     );
     println!(
-        "Every peer's IPFS daemon is down (a loopback port where nothing listens), \
-         for both systems: these figures are the cluster layer only."
+        "Apart from the tracker rows, every peer's IPFS daemon is down (a loopback \
+         port where nothing listens), for both systems: these figures are the \
+         cluster layer only."
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -822,20 +1293,69 @@ fn main() {
     let client = Client::new();
     let mut rows = Rows { rows: Vec::new() };
     runtime.block_on(async {
-        for system in SYSTEMS {
-            eprintln!("{}: ingest", name(system));
-            ingest(system, &scale, &client, &mut rows).await;
+        if wanted("ingest") {
+            for system in SYSTEMS {
+                eprintln!("{}: ingest", name(system));
+                ingest(system, &scale, &client, &mut rows).await;
+            }
         }
-        for system in SYSTEMS {
-            eprintln!("{}: visibility", name(system));
-            visibility(system, &scale, &client, &mut rows).await;
+        if wanted("visibility") {
+            for system in SYSTEMS {
+                eprintln!("{}: visibility", name(system));
+                visibility(system, &scale, &client, &mut rows).await;
+            }
         }
         let files = temp();
-        for n in scale.pinsets() {
-            let file = pins_file(files.path(), n);
+        if wanted("pinsets") {
+            for n in scale.pinsets() {
+                hold(n, files.path(), &scale, &client, &mut rows).await;
+            }
+        }
+        if wanted("issue13") {
+            hold(scale.deep, files.path(), &scale, &client, &mut rows).await;
             for system in SYSTEMS {
-                eprintln!("{}: {} pins", name(system), thousands(n));
-                pinset(system, n, &file, &scale, &client, &mut rows).await;
+                let n = scale.catch_up;
+                eprintln!("{}: catch-up of {} pins", name(system), thousands(n));
+                catch_up(system, n, files.path(), &scale, &client, &mut rows).await;
+            }
+        }
+        if wanted("tracker") {
+            for &n in &scale.held {
+                // One Kubo holds the pins for both systems, one after the
+                // other: neither pins or unpins anything in it.
+                let fresh = temp();
+                let kubo_dir = match std::env::var_os("VS_REFERENCE_KUBO") {
+                    Some(dir) => PathBuf::from(dir),
+                    None => {
+                        let took = kubo_holding(fresh.path(), HELD, n);
+                        eprintln!("Kubo holds {} pins after {took:.1?}", thousands(n));
+                        fresh.path().to_path_buf()
+                    }
+                };
+                let kubo = Kubo::start(&kubo_dir).await;
+                let start = Instant::now();
+                let listed = client
+                    .count_kubo_lines(&kubo.api_url(), "/api/v0/pin/ls?type=recursive&stream=true")
+                    .await;
+                eprintln!(
+                    "Kubo's own pin/ls: {listed:?} pins in {:.1?}",
+                    start.elapsed()
+                );
+                let file = pins_file(files.path(), HELD, &cids(HELD, n));
+                for system in SYSTEMS {
+                    eprintln!("{}: tracker, {} pins held", name(system), thousands(n));
+                    tracker(
+                        system,
+                        n,
+                        &file,
+                        &kubo.api_multiaddr(),
+                        &scale,
+                        &client,
+                        &mut rows,
+                    )
+                    .await;
+                }
+                std::fs::remove_file(file).expect("remove the pins file");
             }
         }
     });

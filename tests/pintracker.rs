@@ -327,3 +327,73 @@ async fn status_is_asked_of_every_peer_and_a_silent_peer_is_a_cluster_error() {
     assert!(!a_entry["error"].as_str().unwrap().is_empty());
     b.shutdown().await;
 }
+
+/// A `GET /pins` of many pages reads every page from one listing of the
+/// daemon, however long the client takes to read it: listing again once
+/// the listing was a few seconds old would, at a million pins, list the
+/// whole daemon again and again within one request (each `pin/ls` of a
+/// million pins takes tens of seconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_status_listing_of_many_pages_lists_the_daemon_once() {
+    use futures::StreamExt;
+    // Far more than the REST stream and the sockets buffer, so that the
+    // peer builds the last pages only after the pause below.
+    const PINS: usize = 50_000;
+    // Longer than the few seconds a listing of the daemon serves: the
+    // client waits that long (it simulates a slow reader, nothing is
+    // awaited by it).
+    const PAUSE: std::time::Duration = std::time::Duration::from_secs(7);
+    let ipfs = FakeKubo::start().await;
+    let cids = common::cids("listed-once", PINS);
+    ipfs.add_pins(
+        cids.iter()
+            .map(|c| (c.parse().unwrap(), pincluster::ipfsconn::PinMode::Recursive)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::PeerSpec {
+        env: vec![(
+            "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
+            ipfs.multiaddr().to_string(),
+        )],
+        ..Default::default()
+    };
+    common::init_folder(dir.path(), &spec);
+    common::import_pins(dir.path(), &cids);
+    let peer = common::TestPeer::start(dir.path().into(), spec).await;
+    let pinned = format!("{}/pins?local=true&filter=pinned", peer.api);
+    wait_for("every pin pinned here", DEADLINE, || async {
+        let body = reqwest::get(&pinned).await.ok()?.text().await.ok()?;
+        (body.lines().count() == PINS).then_some(())
+    })
+    .await;
+
+    // A listing of the daemon is two `pin/ls` requests: recursive pins,
+    // then direct ones.
+    let listings = || {
+        ipfs.queries("pin/ls")
+            .iter()
+            .filter(|q| q.contains("type=recursive"))
+            .count()
+    };
+    // Past the listing the statuses above were read from: the request
+    // below lists the daemon once, at its start.
+    tokio::time::sleep(PAUSE).await;
+    let before = listings();
+    let res = reqwest::get(format!("{}/pins?local=true", peer.api))
+        .await
+        .unwrap();
+    let mut body = res.bytes_stream();
+    let mut lines = 0;
+    let first = body.next().await.unwrap().unwrap();
+    lines += first.iter().filter(|&&b| b == b'\n').count();
+    tokio::time::sleep(PAUSE).await;
+    while let Some(chunk) = body.next().await {
+        lines += chunk.unwrap().iter().filter(|&&b| b == b'\n').count();
+    }
+    assert_eq!(lines, PINS);
+    assert_eq!(
+        listings() - before,
+        1,
+        "one GET /pins listed the daemon more than once"
+    );
+}

@@ -14,7 +14,7 @@ use libp2p::{Multiaddr, PeerId};
 use super::ipfs::{self, RawIpfsApi};
 use crate::ipfsconn::{Connector, IpfsConnector};
 use crate::network::{RemoteRepoGc, RemoteRepoStat};
-use crate::pintracker::{PinTracker, TrackerEntry};
+use crate::pintracker::{Listing, PinTracker, TrackerEntry};
 use crate::state::PinState;
 use crate::types::Pin;
 
@@ -87,6 +87,21 @@ impl Local {
     /// The statuses of `pins` here, in order (one listing of the daemon).
     pub async fn statuses(&self, pins: &[(Cid, Option<Pin>)]) -> Vec<TrackerEntry> {
         self.tracker.statuses(pins).await
+    }
+
+    /// The daemon's pinset, listed now or a few seconds ago: what a pass
+    /// over many pages reads every page's statuses from.
+    pub async fn daemon_pins(&self) -> Result<Listing, Arc<str>> {
+        self.tracker.ipfs_pinset().await
+    }
+
+    /// The statuses of `pins` here, in order, from `listing`.
+    pub fn statuses_from(
+        &self,
+        listing: &Result<Listing, Arc<str>>,
+        pins: &[(Cid, Option<Pin>)],
+    ) -> Vec<TrackerEntry> {
+        self.tracker.statuses_from(listing, pins)
     }
 
     /// The statuses of `cids` here, their pins read from the pinset.

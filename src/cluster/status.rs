@@ -133,10 +133,13 @@ impl Cluster {
             let local_id = cluster.local_peer_id().to_string();
             let me = cluster.me();
             let peers = cluster.others(local).await;
+            // One listing of the daemon for the whole stream (see
+            // `pintracker::listing`).
+            let listing = cluster.inner.local.daemon_pins().await;
             while let Some(page) = pages.recv().await {
                 let cids: Vec<Cid> = page.iter().map(|(c, _)| *c).collect();
                 let (mine, theirs) = tokio::join!(
-                    cluster.inner.local.statuses(&page),
+                    async { cluster.inner.local.statuses_from(&listing, &page) },
                     ask_all(peers.iter().copied(), STATUS_TIMEOUT, |peer| cluster
                         .network()
                         .remote_status_many(peer, cids.clone())),

@@ -7,9 +7,16 @@
 //! two keyspaces, `pintracker_listing_a_v1` and `pintracker_listing_b_v1`
 //! (CID bytes → one byte, the mode: 0 recursive, 1 direct). A new listing is written into the one not in
 //! use, emptied first, and replaces the other once complete; readers of
-//! the previous listing keep their handle. A reader older than two
-//! listings (a status page that took longer than twice the listing's life)
-//! would see the emptied keyspace: no pin reads that slowly.
+//! the previous listing keep their handle.
+//!
+//! A pass over a large pinset (a `GET /pins` of a million statuses, the
+//! periodic state sync) takes one listing at its start and reads every
+//! page from it: listing again per page once the listing is a few seconds
+//! old would list the whole daemon again and again within one pass (a
+//! million-pin `pin/ls` takes tens of seconds). Such a reader may hold its
+//! listing for longer than two listings' life, so a keyspace a reader
+//! still holds is never emptied: while one does, callers get the newest
+//! listing there is, even past its freshness.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,9 +36,14 @@ const BATCH: usize = 4096;
 /// Memtable of each listing keyspace.
 const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
-/// One complete listing of the daemon's pins.
+/// One complete listing of the daemon's pins. While a clone of it lives,
+/// its keyspace is not emptied for a new listing.
 #[derive(Clone)]
-pub struct Listing(Keyspace);
+pub struct Listing {
+    space: Keyspace,
+    /// Counts the holders of this keyspace (see [`DaemonPins::get`]).
+    _lease: Arc<()>,
+}
 
 impl std::fmt::Debug for Listing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,12 +54,12 @@ impl std::fmt::Debug for Listing {
 impl Listing {
     /// Whether the daemon held `cid` (recursively or directly) when listed.
     pub fn contains(&self, cid: &Cid) -> Result<bool, TrackerStoreError> {
-        Ok(self.0.contains_key(cid.to_bytes())?)
+        Ok(self.space.contains_key(cid.to_bytes())?)
     }
 
     /// How the daemon held `cid` when listed, if it did.
     pub fn mode(&self, cid: &Cid) -> Result<Option<PinMode>, TrackerStoreError> {
-        Ok(self.0.get(cid.to_bytes())?.map(|v| match *v {
+        Ok(self.space.get(cid.to_bytes())?.map(|v| match *v {
             [1] => PinMode::Direct,
             _ => PinMode::Recursive,
         }))
@@ -63,9 +75,20 @@ type Outcome = Result<Listing, Arc<str>>;
 pub struct DaemonPins {
     db: Database,
     spaces: [Keyspace; 2],
-    /// Which of `spaces` the last complete listing is in, and when it was
-    /// made with what outcome (`None`: list again).
-    last: tokio::sync::Mutex<(usize, Option<(Instant, Outcome)>)>,
+    /// One per keyspace, cloned into every [`Listing`] of it: a count
+    /// above one means a reader still holds that keyspace.
+    leases: [Arc<()>; 2],
+    last: tokio::sync::Mutex<Last>,
+}
+
+/// The last listing.
+struct Last {
+    /// Which of the keyspaces the last complete listing is in.
+    space: usize,
+    /// What the last listing gave (`None`: nothing listed yet).
+    outcome: Option<Outcome>,
+    /// When it was made (`None`: forgotten, list again when possible).
+    at: Option<Instant>,
 }
 
 impl std::fmt::Debug for DaemonPins {
@@ -86,13 +109,19 @@ impl DaemonPins {
         Ok(Self {
             db: db.clone(),
             spaces: [a, b],
-            last: tokio::sync::Mutex::new((1, None)),
+            leases: [Arc::new(()), Arc::new(())],
+            last: tokio::sync::Mutex::new(Last {
+                space: 1,
+                outcome: None,
+                at: None,
+            }),
         })
     }
 
-    /// Forgets the last listing: the next [`DaemonPins::get`] lists again.
+    /// Forgets the last listing: the next [`DaemonPins::get`] lists again
+    /// (unless a reader still holds the other keyspace).
     pub async fn invalidate(&self) {
-        self.last.lock().await.1 = None;
+        self.last.lock().await.at = None;
     }
 
     /// Brings the last listing in line with an operation the tracker just
@@ -101,39 +130,47 @@ impl DaemonPins {
     /// Waits for a listing in progress and patches that one.
     pub async fn record(&self, cid: &Cid, held: Option<PinMode>) -> Result<(), TrackerStoreError> {
         let last = self.last.lock().await;
-        if let Some((_, Ok(listing))) = &last.1 {
+        if let Some(Ok(listing)) = &last.outcome {
             match held {
-                Some(PinMode::Recursive) => listing.0.insert(cid.to_bytes(), [0u8])?,
-                Some(PinMode::Direct) => listing.0.insert(cid.to_bytes(), [1u8])?,
-                None => listing.0.remove(cid.to_bytes())?,
+                Some(PinMode::Recursive) => listing.space.insert(cid.to_bytes(), [0u8])?,
+                Some(PinMode::Direct) => listing.space.insert(cid.to_bytes(), [1u8])?,
+                None => listing.space.remove(cid.to_bytes())?,
             }
         }
         Ok(())
     }
 
     /// The last listing if it is recent, else a new one from `list` (the
-    /// connector's streamed `pin/ls`).
+    /// connector's streamed `pin/ls`). While a reader still holds the
+    /// keyspace a new listing would be written into, the last listing,
+    /// however old.
     pub async fn get<S>(&self, list: impl FnOnce() -> S) -> Outcome
     where
         S: Stream<Item = Result<(Cid, PinMode), IpfsError>>,
     {
         let mut last = self.last.lock().await;
-        if let Some((at, outcome)) = &last.1
-            && at.elapsed() < LISTING_TTL
+        // Written into the keyspace not in use; a failed listing leaves
+        // the one in use as it is.
+        let target = 1 - last.space;
+        let fresh = last.at.is_some_and(|at| at.elapsed() < LISTING_TTL);
+        let held = Arc::strong_count(&self.leases[target]) > 1;
+        if let Some(outcome) = &last.outcome
+            && (fresh || held)
         {
             return outcome.clone();
         }
-        // Written into the keyspace not in use; a failed listing leaves
-        // the one in use as it is.
-        let target = 1 - last.0;
         let outcome = match self.fill(&self.spaces[target], list()).await {
             Ok(()) => {
-                last.0 = target;
-                Ok(Listing(self.spaces[target].clone()))
+                last.space = target;
+                Ok(Listing {
+                    space: self.spaces[target].clone(),
+                    _lease: self.leases[target].clone(),
+                })
             }
             Err(e) => Err(Arc::from(e.as_str())),
         };
-        last.1 = Some((Instant::now(), outcome.clone()));
+        last.outcome = Some(outcome.clone());
+        last.at = Some(Instant::now());
         outcome
     }
 
@@ -159,5 +196,54 @@ impl DaemonPins {
             }
         }
         batch.commit().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cid(i: u8) -> Cid {
+        pincluster_crdt::cid_of(&[i])
+    }
+
+    /// A daemon whose `pin/ls` lists `cids` recursively, counting calls.
+    fn listing_of(
+        cids: &[Cid],
+        calls: &std::sync::atomic::AtomicUsize,
+    ) -> impl Stream<Item = Result<(Cid, PinMode), IpfsError>> + use<> {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let pins: Vec<_> = cids.iter().map(|c| Ok((*c, PinMode::Recursive))).collect();
+        futures::stream::iter(pins)
+    }
+
+    #[tokio::test]
+    async fn a_reader_keeps_its_listing_across_newer_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path()).open().unwrap();
+        let pins = DaemonPins::open(&db).unwrap();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        // A long pass takes the first listing and holds it.
+        let first = pins.get(|| listing_of(&[cid(1)], &calls)).await.unwrap();
+        pins.invalidate().await;
+        let second = pins.get(|| listing_of(&[cid(2)], &calls)).await.unwrap();
+        assert!(second.contains(&cid(2)).unwrap());
+        pins.invalidate().await;
+        // A third listing would go into the first one's keyspace, which the
+        // pass still reads: the newest listing is served instead.
+        let third = pins.get(|| listing_of(&[cid(3)], &calls)).await.unwrap();
+        assert!(
+            first.contains(&cid(1)).unwrap(),
+            "the pass's listing was emptied under it"
+        );
+        assert!(!first.contains(&cid(3)).unwrap());
+        assert!(third.contains(&cid(2)).unwrap());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // Once the pass is over, the daemon is listed again.
+        drop(first);
+        let fourth = pins.get(|| listing_of(&[cid(4)], &calls)).await.unwrap();
+        assert!(fourth.contains(&cid(4)).unwrap());
+        assert!(!fourth.contains(&cid(1)).unwrap());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 }

@@ -569,6 +569,18 @@ impl<C: IpfsConnector> PinTracker<C> {
     /// in order, from one listing of the daemon's pinset.
     pub async fn statuses(&self, pins: &[(Cid, Option<Pin>)]) -> Vec<TrackerEntry> {
         let pinned = self.ipfs_pinset().await;
+        self.statuses_from(&pinned, pins)
+    }
+
+    /// The same from a listing the caller took: a pass over many pages
+    /// takes one at its start ([`PinTracker::ipfs_pinset`]) and reads them
+    /// all from it, instead of listing the daemon again whenever a page
+    /// finds the last listing a few seconds old.
+    pub fn statuses_from(
+        &self,
+        pinned: &Result<Listing, Arc<str>>,
+        pins: &[(Cid, Option<Pin>)],
+    ) -> Vec<TrackerEntry> {
         let at = Some(now());
         pins.iter()
             .map(|(cid, pin)| {

@@ -40,8 +40,9 @@ pub async fn sync_periodically(tracker: PinTracker<Connector>, state: PinState, 
         tick.tick().await;
         let mut pages = pages(state.list().flatten().map(|pin| (pin.cid, Some(pin))), PAGE);
         let mut requeued = 0;
+        let held = tracker.ipfs_pinset().await;
         while let Some(page) = pages.recv().await {
-            let statuses = tracker.statuses(&page).await;
+            let statuses = tracker.statuses_from(&held, &page);
             for ((_, pin), status) in page.into_iter().zip(statuses) {
                 if status.status == TrackerStatus::UnexpectedlyUnpinned {
                     tracker.on_change(PinChange {
