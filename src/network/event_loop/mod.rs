@@ -146,7 +146,7 @@ impl std::fmt::Debug for EventLoop {
 
 impl EventLoop {
     pub(super) fn new(
-        config: NetworkConfig,
+        mut config: NetworkConfig,
         source: Arc<dyn SyncSource>,
         handler: Arc<dyn RpcHandler>,
         events: mpsc::Sender<NetEvent>,
@@ -154,6 +154,10 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         bandwidth: Bandwidth,
     ) -> Result<Self, NetworkError> {
+        if config.follower {
+            (config.high_water, config.low_water) =
+                degree::follower_marks(config.high_water, config.low_water);
+        }
         let tag = config.cluster_tag();
         let sync_protocol = protocol(format!("/pincluster/{tag}/sync/1.0.0"))?;
         let rpc_protocol = protocol(format!("/pincluster/{tag}/rpc/1.0.0"))?;
