@@ -9,6 +9,9 @@
 //! - rebroadcasts its heads every `rebroadcast_interval` ± 30 %;
 //! - asks every peer that comes up for its heads, so a joiner starts syncing
 //!   within a round trip instead of a rebroadcast interval;
+//! - forwards a gossiped announcement to its own mesh only once the heads
+//!   it names are merged here (or drops it once given up on): a peer that
+//!   hears of the heads from this one asks this one for their blocks;
 //! - fetches what announced heads lack: first from the peer that announced
 //!   them, then from the others, in batches, with ancestors, a bounded number
 //!   of requests at a time, and merges in causal order;
@@ -47,7 +50,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::network::{NetEvent, Network, NetworkError};
+use crate::network::{NetEvent, Network, NetworkError, Relay};
 use crate::state::PinState;
 use crate::state::pin_key;
 use crate::types::Pin;
@@ -154,6 +157,7 @@ impl Consensus {
             changes,
             asked_again: None,
             join_attempts: 0,
+            held: std::collections::VecDeque::new(),
             snapshot_frontier: Vec::new(),
         };
         (handle, tokio::spawn(task.run(writes_rx, events)))
@@ -233,6 +237,22 @@ const DEEP_ANCESTORS: u32 = 512;
 /// this often.
 const ASK_AGAIN_EVERY: Duration = Duration::from_secs(1);
 
+/// Gossiped announcements held back from the mesh at once; beyond, the
+/// oldest is dropped (its heads reach the others at the next rebroadcast).
+const MAX_HELD_RELAYS: usize = 64;
+/// Longest an announcement is held back before it is dropped: a fetch that
+/// slow has lost its race with the next announcement anyway (and gossipsub
+/// itself forgets unsettled messages after `history_length` heartbeats).
+const RELAY_WAIT: Duration = Duration::from_secs(30);
+
+/// A gossiped announcement not yet forwarded: the heads it names, and
+/// since when it waits.
+struct Held {
+    relay: Relay,
+    heads: Vec<Cid>,
+    since: Instant,
+}
+
 /// A block some announced head needs.
 struct Want {
     preferred: Option<PeerId>,
@@ -257,6 +277,9 @@ struct Task {
     asked_again: Option<Instant>,
     /// Peers asked for a snapshot to join from, since start.
     join_attempts: usize,
+    /// Announcements to forward once their heads are merged, oldest first
+    /// (at most [`MAX_HELD_RELAYS`]).
+    held: std::collections::VecDeque<Held>,
     /// The heads of the last snapshot taken here.
     snapshot_frontier: Vec<Cid>,
 }
@@ -308,7 +331,13 @@ impl Task {
                 },
                 _ = sleep_until(self.deadline), if self.deadline.is_some() => self.commit().await,
                 event = events.recv() => match event {
-                    Some(NetEvent::Heads { from, heads }) => self.on_heads(from, heads),
+                    Some(NetEvent::Heads { from, heads, relay }) => {
+                        if let Some(relay) = relay {
+                            self.hold(relay, heads.clone()).await;
+                        }
+                        self.on_heads(from, heads);
+                        self.settle_relays().await;
+                    }
                     Some(NetEvent::PeerUp(peer)) => {
                         if !self.peers.contains(&peer) {
                             self.peers.push(peer);
@@ -337,6 +366,7 @@ impl Task {
                         self.peers = peers;
                     }
                     self.want_given_up(None);
+                    self.settle_relays().await;
                     let heads: Vec<Cid> = self.engine.heads().iter().map(|h| h.cid).collect();
                     if !heads.is_empty() {
                         let _ = self.network.publish_heads(heads).await;
@@ -590,6 +620,42 @@ impl Task {
         more.retain(|c| !delivered.contains(c));
         self.merge_ready().await;
         self.want(more, Some(peer), true);
+        self.settle_relays().await;
+    }
+
+    /// Holds back a gossiped announcement until its heads are merged here,
+    /// dropping the oldest held one when there are too many.
+    async fn hold(&mut self, relay: Relay, heads: Vec<Cid>) {
+        if self.held.len() >= MAX_HELD_RELAYS
+            && let Some(oldest) = self.held.pop_front()
+        {
+            let _ = self.network.settle_relay(oldest.relay, false).await;
+        }
+        self.held.push_back(Held {
+            relay,
+            heads,
+            since: Instant::now(),
+        });
+    }
+
+    /// Forwards the held announcements whose heads are all merged here;
+    /// drops those waiting longer than [`RELAY_WAIT`] or that nothing is
+    /// being fetched for any more (given up on, or refused).
+    async fn settle_relays(&mut self) {
+        let idle = self.wanted.is_empty() && self.fetches.is_empty();
+        let mut kept = std::collections::VecDeque::with_capacity(self.held.len());
+        for held in std::mem::take(&mut self.held) {
+            let merged = held
+                .heads
+                .iter()
+                .all(|h| self.engine.is_processed(h).unwrap_or(false));
+            if merged || idle || held.since.elapsed() >= RELAY_WAIT {
+                let _ = self.network.settle_relay(held.relay, merged).await;
+            } else {
+                kept.push_back(held);
+            }
+        }
+        self.held = kept;
     }
 
     /// Merges what is ready, a bounded number of blocks at a time, handing
@@ -688,5 +754,145 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use libp2p::identity::Keypair;
+    use pincluster_crdt::store::FjallOptions;
+
+    use super::*;
+    use crate::config::TrustedPeers;
+    use crate::network::{Command, Relay};
+
+    fn engine(dir: &Path, keypair: &Keypair, author: PeerId) -> Engine<FjallStore> {
+        let store = FjallStore::open(dir, FjallOptions::default()).unwrap();
+        let local = keypair.public().to_peer_id();
+        Engine::open(
+            store,
+            Arc::new(PeerSigner::new(keypair.clone())),
+            Arc::new(PeerVerifier::new(TrustedPeers::Only(vec![author]), local)),
+            Default::default(),
+        )
+        .unwrap()
+    }
+
+    /// A follower's consensus task on a network that the test plays, and
+    /// a head (with its block) written by the trusted `author`.
+    struct Setup {
+        _tmp: tempfile::TempDir,
+        author: PeerId,
+        head: Cid,
+        block: Vec<u8>,
+        events: mpsc::Sender<NetEvent>,
+        commands: mpsc::Receiver<Command>,
+        _consensus: Consensus,
+    }
+
+    fn setup() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let (trusted_key, follower_key) =
+            (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let author = trusted_key.public().to_peer_id();
+        let mut source = engine(&tmp.path().join("trusted"), &trusted_key, author);
+        let mut batch = source.batch();
+        batch.put(b"key".to_vec(), b"value".to_vec()).unwrap();
+        source.commit(batch).unwrap();
+        let head = source.heads()[0].cid;
+        let block = source.block(&head).unwrap().unwrap();
+        let (network, commands) = Network::detached(follower_key.public().to_peer_id());
+        let (events, events_rx) = mpsc::channel(8);
+        let tuning = ConsensusTuning {
+            max_batch_size: 16,
+            max_batch_age: Duration::ZERO,
+            max_queue_size: 16,
+            rebroadcast_interval: Duration::from_secs(3600),
+            follower: true,
+            snapshot_interval: Duration::ZERO,
+        };
+        let follower = engine(&tmp.path().join("follower"), &follower_key, author);
+        let (consensus, _task) = Consensus::start(follower, network, events_rx, None, tuning);
+        Setup {
+            _tmp: tmp,
+            author,
+            head,
+            block,
+            events,
+            commands,
+            _consensus: consensus,
+        }
+    }
+
+    async fn next(commands: &mut mpsc::Receiver<Command>) -> Command {
+        tokio::time::timeout(Duration::from_secs(20), commands.recv())
+            .await
+            .expect("a command within 20 s")
+            .expect("the task is running")
+    }
+
+    /// Heads relayed by another follower, announced to the task; answers
+    /// the block request that follows with `blocks`, and returns how the
+    /// announcement was settled.
+    async fn announce_and_answer(
+        s: &mut Setup,
+        relayed_by: PeerId,
+        answer: Vec<(Cid, Vec<u8>)>,
+    ) -> bool {
+        let relay = Relay::for_test(relayed_by);
+        s.events
+            .send(NetEvent::Heads {
+                from: relayed_by,
+                heads: vec![s.head],
+                relay: Some(relay.clone()),
+            })
+            .await
+            .unwrap();
+        // The block is asked for first: a peer that hears of the head
+        // from this one must find it here.
+        match next(&mut s.commands).await {
+            Command::Blocks(peer, cids, _, reply) => {
+                assert_eq!((peer, cids), (relayed_by, vec![s.head]));
+                reply.send(Ok(answer)).unwrap();
+            }
+            other => panic!("{other:?} before the block was fetched"),
+        }
+        match next(&mut s.commands).await {
+            Command::Settle(settled, forward) => {
+                assert_eq!(settled, relay);
+                forward
+            }
+            other => panic!("expected the announcement settled, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_announcement_is_forwarded_only_once_its_head_is_merged() {
+        let mut s = setup();
+        let (head, block) = (s.head, s.block.clone());
+        let relayed_by = PeerId::random();
+        assert!(announce_and_answer(&mut s, relayed_by, vec![(head, block)]).await);
+        // Announced again (a rebroadcast), the head is held: forwarded at once.
+        let relay = Relay::for_test(s.author);
+        s.events
+            .send(NetEvent::Heads {
+                from: s.author,
+                heads: vec![head],
+                relay: Some(relay.clone()),
+            })
+            .await
+            .unwrap();
+        match next(&mut s.commands).await {
+            Command::Settle(settled, true) => assert_eq!(settled, relay),
+            other => panic!("expected the announcement forwarded, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_announcement_whose_blocks_nobody_gave_is_dropped() {
+        let mut s = setup();
+        assert!(!announce_and_answer(&mut s, PeerId::random(), Vec::new()).await);
     }
 }

@@ -121,10 +121,38 @@ pub enum NetEvent {
     /// A trusted peer announced heads (gossip or a heads answer); `from`
     /// is the peer to ask for their blocks: the author, or the peer that
     /// relayed them when this peer is not connected to the author.
-    Heads { from: PeerId, heads: Vec<Cid> },
+    /// `relay` is set for a gossiped announcement: it is forwarded to this
+    /// peer's mesh only once settled ([`Network::settle_relay`]).
+    Heads {
+        from: PeerId,
+        heads: Vec<Cid>,
+        relay: Option<Relay>,
+    },
     /// A peer of this cluster connected (identified as speaking our sync
     /// protocol): ask it for its heads now.
     PeerUp(PeerId),
+}
+
+/// A gossiped heads announcement held back from this peer's mesh until
+/// the consensus task holds what it names: a peer that heard of the heads
+/// from us asks us for their blocks, and a relay on receipt sent it to a
+/// peer that did not have them yet, so it got the pin only at the next
+/// rebroadcast (a minute by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relay {
+    id: libp2p::gossipsub::MessageId,
+    source: PeerId,
+}
+
+#[cfg(test)]
+impl Relay {
+    /// An announcement relayed by `source`, for tests of what settles it.
+    pub(crate) fn for_test(source: PeerId) -> Relay {
+        Relay {
+            id: libp2p::gossipsub::MessageId::new(b"test"),
+            source,
+        }
+    }
 }
 
 /// Failures of network calls.
@@ -157,6 +185,8 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
 pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Publish(Vec<Cid>),
+    /// Forwards a held-back announcement to the mesh (`true`) or drops it.
+    Settle(Relay, bool),
     PublishMetrics(Vec<crate::monitor::MetricWire>),
     Heads(PeerId, Reply<Vec<Cid>>),
     Snapshot(PeerId, Reply<Option<Vec<u8>>>),
@@ -220,6 +250,19 @@ impl Network {
         })
     }
 
+    /// A handle whose commands come out of the returned receiver, with no
+    /// Swarm behind it: unit tests play the event loop.
+    #[cfg(test)]
+    pub(crate) fn detached(local: PeerId) -> (Network, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel(16);
+        let network = Network {
+            tx,
+            local,
+            bandwidth: bandwidth::Bandwidth::default(),
+        };
+        (network, rx)
+    }
+
     /// This peer's id.
     pub fn local_peer_id(&self) -> PeerId {
         self.local
@@ -252,6 +295,18 @@ impl Network {
     pub async fn publish_heads(&self, heads: Vec<Cid>) -> Result<(), NetworkError> {
         self.tx
             .send(Command::Publish(heads))
+            .await
+            .map_err(|_| NetworkError::Closed)
+    }
+
+    /// Settles a held-back heads announcement: forwarded to this peer's
+    /// gossip mesh when `forward` (its heads are merged here), else
+    /// dropped (given up on). gossipsub keeps unsettled for a few
+    /// heartbeats only (`history_length`), so an announcement settled too
+    /// late is not forwarded either: the next rebroadcast carries it.
+    pub async fn settle_relay(&self, relay: Relay, forward: bool) -> Result<(), NetworkError> {
+        self.tx
+            .send(Command::Settle(relay, forward))
             .await
             .map_err(|_| NetworkError::Closed)
     }

@@ -17,6 +17,12 @@
 //!   dialing each other at once leave two). The oldest stay: they are the
 //!   stable part of the gossip mesh, and a newcomer has had the grace
 //!   period to learn other peers from the DHT.
+//! - a follower's own marks are capped at [`FOLLOWER_HIGH_WATER`] and
+//!   [`DEGREE`] ([`follower_marks`]): the template's connection manager is
+//!   the trusted peers' (the reference's default is 400 / 100), and a
+//!   follower that every newcomer's DHT query dials would otherwise hold
+//!   all of them (30 with a degree of 10, on 30 followers). Its inbound
+//!   connections are trimmed like a trusted peer's, back to its degree.
 //! - a follower does not come back to a trusted peer that trimmed it: it
 //!   dials trusted peers (DHT, redials) only while it has no connection at
 //!   all, asks only connected peers for blocks (`sync_request`), and runs
@@ -44,6 +50,9 @@ use super::EventLoop;
 /// followers) dials on its own: enough for a gossipsub mesh of
 /// [`MESH_N`](super::MESH_N) plus spares.
 const DEGREE: usize = 10;
+/// Most connections to other followers a follower keeps beyond the grace
+/// period: twice what it dials, room for the peers that dial it.
+const FOLLOWER_HIGH_WATER: u32 = 2 * DEGREE as u32;
 /// Least time between two DHT queries a follower starts on connecting.
 pub(super) const DISCOVERY_GAP: Duration = Duration::from_secs(5);
 /// Least time between two rounds of dialing the bootstrap addresses again.
@@ -155,6 +164,14 @@ impl EventLoop {
     }
 }
 
+/// A follower's connection manager marks, (high, low): the configured
+/// ones, capped at [`FOLLOWER_HIGH_WATER`] and [`DEGREE`] (low at most
+/// high).
+pub(super) fn follower_marks(high: u32, low: u32) -> (u32, u32) {
+    let high = high.clamp(1, FOLLOWER_HIGH_WATER);
+    (high, low.min(DEGREE as u32).min(high))
+}
+
 /// The connections [`EventLoop::trim`] closes among `untrusted` (when each
 /// opened, to whom, which): none while at most `high` are open; else every
 /// one open longer than `grace` except the oldest connection of each of
@@ -189,6 +206,16 @@ mod tests {
     fn conn(age_s: u64, peer: PeerId, id: usize) -> (Instant, PeerId, ConnectionId) {
         let since = Instant::now() - Duration::from_secs(age_s);
         (since, peer, ConnectionId::new_unchecked(id))
+    }
+
+    #[test]
+    fn a_follower_keeps_its_degree_whatever_the_template_says() {
+        // The reference's default connection manager: 400 / 100.
+        assert_eq!(follower_marks(400, 100), (20, 10));
+        // Smaller marks are kept; low never above high.
+        assert_eq!(follower_marks(5, 2), (5, 2));
+        assert_eq!(follower_marks(3, 8), (3, 3));
+        assert_eq!(follower_marks(0, 0), (1, 0));
     }
 
     #[test]

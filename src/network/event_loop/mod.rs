@@ -146,7 +146,7 @@ impl std::fmt::Debug for EventLoop {
 
 impl EventLoop {
     pub(super) fn new(
-        config: NetworkConfig,
+        mut config: NetworkConfig,
         source: Arc<dyn SyncSource>,
         handler: Arc<dyn RpcHandler>,
         events: mpsc::Sender<NetEvent>,
@@ -154,6 +154,10 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         bandwidth: Bandwidth,
     ) -> Result<Self, NetworkError> {
+        if config.follower {
+            (config.high_water, config.low_water) =
+                degree::follower_marks(config.high_water, config.low_water);
+        }
         let tag = config.cluster_tag();
         let sync_protocol = protocol(format!("/pincluster/{tag}/sync/1.0.0"))?;
         let rpc_protocol = protocol(format!("/pincluster/{tag}/rpc/1.0.0"))?;
@@ -373,6 +377,18 @@ impl EventLoop {
                     heads,
                 };
                 self.publish(self.topic.clone(), &message, "heads");
+            }
+            Command::Settle(relay, forward) => {
+                let acceptance = if forward {
+                    gossipsub::MessageAcceptance::Accept
+                } else {
+                    gossipsub::MessageAcceptance::Ignore
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossip
+                    .report_message_validation_result(&relay.id, &relay.source, acceptance);
             }
             Command::PublishMetrics(metrics) => {
                 let local = *self.swarm.local_peer_id();
@@ -645,38 +661,46 @@ impl EventLoop {
                 let author = message.source;
                 let trusted = author.is_some_and(|a| self.trust.is_trusted(&a));
                 let decoded = super::protocol::decode::<HeadsMessage>(&message.data);
-                let acceptance = match (&decoded, trusted) {
-                    (Ok(_), true) => gossipsub::MessageAcceptance::Accept,
-                    _ => gossipsub::MessageAcceptance::Reject,
-                };
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossip
-                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
-                if let (Ok(msg), Some(author), true) = (decoded, author, trusted) {
-                    if let Some(state) = self.peers.get_mut(&author) {
-                        state.last_seen = Instant::now();
-                    }
-                    // Blocks are asked of the author when connected to it,
-                    // else of the peer that relayed the heads (a follower
-                    // the trusted peers trimmed does not dial them back).
-                    let from = if self.swarm.is_connected(&author) {
-                        author
-                    } else {
-                        propagation_source
-                    };
-                    emit(
-                        &self.events,
-                        NetEvent::Heads {
-                            from,
-                            heads: msg.heads,
-                        },
-                    )
-                    .await;
-                } else {
+                let (Ok(msg), Some(author), true) = (decoded, author, trusted) else {
                     tracing::debug!(?author, "rejected heads message");
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .gossip
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            gossipsub::MessageAcceptance::Reject,
+                        );
+                    return;
+                };
+                if let Some(state) = self.peers.get_mut(&author) {
+                    state.last_seen = Instant::now();
                 }
+                // Blocks are asked of the author when connected to it,
+                // else of the peer that relayed the heads (a follower
+                // the trusted peers trimmed does not dial them back).
+                // The announcement is forwarded once the consensus task
+                // settles it (its heads merged here), so whoever asks us
+                // next finds the blocks.
+                let from = if self.swarm.is_connected(&author) {
+                    author
+                } else {
+                    propagation_source
+                };
+                let relay = super::Relay {
+                    id: message_id,
+                    source: propagation_source,
+                };
+                emit(
+                    &self.events,
+                    NetEvent::Heads {
+                        from,
+                        heads: msg.heads,
+                        relay: Some(relay),
+                    },
+                )
+                .await;
             }
             BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. }) => {
                 match message {
