@@ -321,6 +321,11 @@ impl Peer {
                 rebroadcast_interval: crdt.rebroadcast_interval.0,
                 follower: config.cluster.follower_mode,
                 snapshot_interval: crdt.snapshot_interval.0,
+                compaction: crate::consensus::CompactionTuning {
+                    enabled: crdt.compact_history,
+                    grace: crdt.compaction_grace.0,
+                    trusted: trusted.clone(),
+                },
             },
         );
 

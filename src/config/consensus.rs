@@ -26,6 +26,12 @@ pub struct CrdtConfig {
     /// How often a trusted peer takes a signed snapshot of the pinset for
     /// joiners (only when its heads moved); zero: never.
     pub snapshot_interval: GoDuration,
+    /// Drop the delta history below the snapshot this peer serves once
+    /// every trusted peer has merged it (or `compaction_grace` passed).
+    pub compact_history: bool,
+    /// How long history below a snapshot is kept for trusted peers that
+    /// have not merged it yet.
+    pub compaction_grace: GoDuration,
 }
 
 impl Default for CrdtConfig {
@@ -38,6 +44,8 @@ impl Default for CrdtConfig {
             rebroadcast_interval: GoDuration::from_secs(60),
             peerset_metric: "ping".to_string(),
             snapshot_interval: GoDuration::from_secs(10 * 60),
+            compact_history: true,
+            compaction_grace: GoDuration::from_secs(7 * 24 * 60 * 60),
         }
     }
 }

@@ -25,7 +25,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
 use pincluster_crdt::store::FjallStore;
-use pincluster_crdt::{ChunkKind, Engine, Installed, KeyChange};
+use pincluster_crdt::{ChunkKind, Engine, Installed, KeyChange, Manifest};
 use tokio::sync::mpsc;
 
 use crate::network::{Network, NetworkError};
@@ -68,13 +68,27 @@ pub async fn join_from(
     network: &Network,
     peer: PeerId,
 ) -> Result<Option<Installed>, JoinError> {
+    join_when(engine, network, peer, |engine, _, manifest| {
+        engine.heads().is_empty()
+            || manifest.height() > engine.max_height().saturating_add(JOIN_LAG)
+    })
+    .await
+}
+
+/// Like [`join_from`], installing `peer`'s snapshot when `worth` (given
+/// the manifest's CID and the checked manifest) says so: history
+/// compaction joins whatever the lag ([`super::compact`]).
+pub async fn join_when(
+    engine: &mut Engine<FjallStore>,
+    network: &Network,
+    peer: PeerId,
+    worth: impl FnOnce(&Engine<FjallStore>, &cid::Cid, &Manifest) -> bool,
+) -> Result<Option<Installed>, JoinError> {
     let Some(bytes) = network.snapshot_of(peer).await? else {
         return Ok(None);
     };
     let manifest = engine.check_manifest(&bytes)?;
-    let behind = engine.heads().is_empty()
-        || manifest.height() > engine.max_height().saturating_add(JOIN_LAG);
-    if !behind {
+    if !worth(engine, &pincluster_crdt::cid_of(&bytes), &manifest) {
         return Ok(None);
     }
     tracing::info!(%peer, keys = manifest.keys, chunks = manifest.chunks.len() + manifest.context.len(),
