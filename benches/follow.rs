@@ -4,7 +4,10 @@
 //! - a new pin on the trusted peer until it is in every follower's pinset
 //!   (`GET /allocations/<cid>` on each follower's unix socket, polled every
 //!   50 ms, so ±50 ms), p50 and p99 over the followers and pins;
-//! - established TCP connections on the trusted peer's cluster port;
+//! - established TCP connections of the trusted peer's cluster swarm (its
+//!   connection manager set to `PINCLUSTER_BENCH_HIGH_WATER`, default 20,
+//!   low water half that, grace period 30 s: the trim keeps it there), and
+//!   of each follower (median, max);
 //! - resident memory of each follower (VmRSS), median and max;
 //! - a fresh follower joining a cluster of `PINCLUSTER_BENCH_JOIN_PINS`
 //!   (default 100,000) pins: time until it lists the newest one.
@@ -109,6 +112,14 @@ impl Follower {
     }
 }
 
+impl Follower {
+    /// Its established TCP connections: all cluster connections (its
+    /// REST API is a unix socket and its IPFS daemon is absent).
+    fn links(&self) -> usize {
+        tcp_links(self.child.id()).len()
+    }
+}
+
 impl Drop for Follower {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -116,22 +127,31 @@ impl Drop for Follower {
     }
 }
 
-/// Established TCP connections whose local port is `port` (IPv4).
-fn established_on(port: u16) -> usize {
-    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    text.lines()
-        .skip(1)
-        .filter(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            cols.len() > 3
-                && cols[3] == "01"
-                && cols[1]
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| u16::from_str_radix(p, 16).ok())
-                    == Some(port)
+/// Established TCP connections of process `pid`: (local port, remote
+/// port) of each of its sockets in `/proc/net/tcp`.
+fn tcp_links(pid: u32) -> Vec<(u16, u16)> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
         })
-        .count()
+        .unwrap_or_default();
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.len() > 9 && cols[3] == "01" && inodes.contains(cols[9]))
+                .then(|| Some((port(cols[1])?, port(cols[2])?)))
+                .flatten()
+        })
+        .collect()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -155,21 +175,43 @@ async fn run() {
     let n = env_usize("PINCLUSTER_BENCH_FOLLOWERS", 100);
     let pins = env_usize("PINCLUSTER_BENCH_PINS", 20);
     let join_pins = env_usize("PINCLUSTER_BENCH_JOIN_PINS", 100_000);
+    let high_water = env_usize("PINCLUSTER_BENCH_HIGH_WATER", 20);
     let tmp = temp();
-    let trusted = TestPeer::start(
-        tmp.path().join("trusted"),
-        PeerSpec {
-            secret: Some(SECRET.into()),
-            env: vec![
-                ("PINCLUSTER_LOG".into(), "warn,pincluster=info".into()),
-                ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
-            ],
-            ..Default::default()
-        },
-    )
-    .await;
+    let spec = PeerSpec {
+        secret: Some(SECRET.into()),
+        env: vec![
+            ("PINCLUSTER_LOG".into(), "warn,pincluster=info".into()),
+            ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
+        ],
+        ..Default::default()
+    };
+    let dir = tmp.path().join("trusted");
+    init_folder(&dir, &spec);
+    let config_path = dir.join("service.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    // The trusted peer trusts itself only (as the template says): with
+    // `*`, every follower would be trusted, and never trimmed.
+    let identity: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("identity.json")).unwrap()).unwrap();
+    config["consensus"]["crdt"]["trusted_peers"] = vec![identity["id"].clone()].into();
+    config["cluster"]["connection_manager"] = serde_json::json!({
+        "high_water": high_water,
+        "low_water": (high_water / 2).max(1),
+        "grace_period": "30s",
+    });
+    std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let trusted = TestPeer::start(dir, spec).await;
     let addr = trusted.cluster_addr().await;
-    let port: u16 = addr.split('/').nth(4).unwrap().parse().unwrap();
+    let api_port: u16 = trusted.api.rsplit(':').next().unwrap().parse().unwrap();
+    let trusted_links = || {
+        trusted.pid().map_or(0, |pid| {
+            tcp_links(pid)
+                .iter()
+                .filter(|(local, _)| *local != api_port)
+                .count()
+        })
+    };
     let url = serve(template(&trusted, &addr)).await;
 
     let start = Instant::now();
@@ -228,9 +270,13 @@ async fn run() {
         percentile(&times, 0.99),
         times[times.len() - 1]
     );
+    let mut links: Vec<usize> = followers.iter().map(Follower::links).collect();
+    links.sort();
     println!(
-        "follow: established connections on the trusted peer's cluster port: {}",
-        established_on(port)
+        "follow: established cluster connections: trusted peer {} (high water {high_water}); follower median {} max {}",
+        trusted_links(),
+        links[links.len() / 2],
+        links[links.len() - 1]
     );
     let mut rss: Vec<u64> = followers.iter().filter_map(Follower::rss_kib).collect();
     rss.sort();

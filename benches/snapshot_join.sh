@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# Join by snapshot (issue 13): how long a fresh peer bootstrapping from one
-# peer holding N pins takes to list all N, and the memory of both sides.
+# Join by snapshot and catch-up after absence (issue 13): how long a peer
+# bootstrapping from one peer holding N pins takes to list all of them, and
+# the memory of both sides.
 #
-# Run: `bash benches/snapshot_join.sh [N]` (default 1,000,000) after
-# `cargo build --release`; `BIN=/path/to/pincluster` measures another build
-# (an older one without snapshots measures the delta-sync join). Writes N
-# pins (the shape of benches/tracker-memory.sh), `state import`s them into
-# the producer's folder, starts it with `snapshot_interval` 1s and waits for
-# its snapshot (skipped when the build never takes one), then starts the
-# joiner with the producer as its only bootstrap address and times, from the
-# joiner's start, (a) the install and (b) a complete `GET /allocations`
-# listing (polled; each poll is one full listing). Both peers' IPFS daemons
-# are on a closed port, as in the memory benches. Prints VmHWM / VmRSS of
-# both. Figures go to BENCHMARKS.md ("Join by snapshot").
+# Run: `bash benches/snapshot_join.sh [N] [join|catchup]` (default 1,000,000,
+# join) after `cargo build --release`; `BIN=/path/to/pincluster` measures
+# another build. Both peers' IPFS daemons are on a closed port, as in the
+# memory benches; times are from the second peer's (re)start. Figures go to
+# BENCHMARKS.md ("Join by snapshot", "Catch-up after absence").
+#
+# join:    N pins are `state import`ed into a producer that snapshots every
+#          second (SNAPSHOT=1s); a fresh joiner with the producer as its only
+#          bootstrap address is timed until (a) "snapshot installed" and
+#          (b) a complete `GET /allocations` listing (polled; each poll is
+#          one full listing).
+# catchup: the producer holds 1,000 pins and the second peer syncs them;
+#          both stop; the producer's pinset is re-imported with N more pins
+#          (`state import` writes a new history, so the absent peer's blocks
+#          are an old branch to the producer, as after any import); both
+#          start again and the absent peer is timed until it lists all
+#          N + 1,000. SNAPSHOT=0 makes the producer serve no snapshot, which
+#          measures the delta path.
+# PERF=file records a perf profile of the timed peer (its memory figures are
+# then perf's).
 set -euo pipefail
 
 N=${1:-1000000}
+MODE=${2:-join}
+SNAPSHOT=${SNAPSHOT:-1s}
+OLD=1000
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release/pincluster}
 WORK=$(mktemp -d)
@@ -26,12 +39,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-python3 - "$N" >"$WORK/pins.json" <<'EOF'
+pins() { # prefix count: pins in the shape of benches/tracker-memory.sh
+    python3 - "$1" "$2" <<'EOF'
 import base64, hashlib, json, sys
-n = int(sys.argv[1])
+prefix, n = sys.argv[1], int(sys.argv[2])
 out = sys.stdout
 for i in range(n):
-    digest = hashlib.sha256(f"join-{i}".encode()).digest()
+    digest = hashlib.sha256(f"{prefix}-{i}".encode()).digest()
     raw = bytes([0x01, 0x55, 0x12, 0x20]) + digest
     cid = "b" + base64.b32encode(raw).decode().lower().rstrip("=")
     out.write(json.dumps({
@@ -42,13 +56,9 @@ for i in range(n):
         "reference": None, "timestamp": "2026-12-04T00:00:00Z"}))
     out.write("\n")
 EOF
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-"$BIN" init --no-secret --config "$WORK/producer" >/dev/null
-"$BIN" init --no-secret --config "$WORK/joiner" >/dev/null
-"$BIN" state import --force "$WORK/pins.json" --config "$WORK/producer" >/dev/null
-rm "$WORK/pins.json"
-
 start() { # folder rest-port cluster-port [bootstrap]
     local boot=()
     if [[ -n ${4:-} ]]; then boot=(--bootstrap "$4"); fi
@@ -56,39 +66,86 @@ start() { # folder rest-port cluster-port [bootstrap]
     CLUSTER_LISTENMULTIADDRESS=/ip4/127.0.0.1/tcp/$3 \
     CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS=/ip4/127.0.0.1/tcp/$2 \
     CLUSTER_IPFSPROXY_LISTENMULTIADDRESS=/ip4/127.0.0.1/tcp/0 \
-    CLUSTER_CRDT_SNAPSHOTINTERVAL=1s \
+    CLUSTER_CRDT_SNAPSHOTINTERVAL=$SNAPSHOT \
     PINCLUSTER_LOG=warn,pincluster::consensus=info \
-        "$BIN" daemon --config "$1" "${boot[@]}" >/dev/null 2>"$1.log" &
-    PIDS+=($!)
+        ${WRAP:-} "$BIN" daemon --config "$1" "${boot[@]}" >/dev/null 2>>"$1.log" &
+    STARTED=$!
+    PIDS+=("$STARTED")
 }
+stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 mib() { awk -v k="$2:" '$1 == k { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 now() { date +%s.%N; }
 count() { curl -sf "http://127.0.0.1:$1/allocations" | wc -l; }
+up() { until curl -sf "http://127.0.0.1:$1/id" >/dev/null; do sleep 0.1; done; }
+snapshot_taken() { # log: waits for the producer's next snapshot, if it takes any
+    if [[ $SNAPSHOT != 0 ]] && grep -q snapshot_interval "$WORK/producer/service.json"; then
+        until grep -q "snapshot taken" "$1"; do sleep 0.2; done
+        grep "snapshot taken" "$1" | tail -1
+    fi
+}
 
-P_REST=$(free_port); P_SWARM=$(free_port); J_REST=$(free_port)
-start "$WORK/producer" "$P_REST" "$P_SWARM"
-PRODUCER=${PIDS[0]}
-until curl -sf "http://127.0.0.1:$P_REST/id" >/dev/null; do sleep 0.2; done
-if grep -q snapshot_interval "$WORK/producer/service.json"; then
-    until grep -q "snapshot taken" "$WORK/producer.log"; do sleep 0.2; done
-    grep "snapshot taken" "$WORK/producer.log" | head -1
+"$BIN" init --no-secret --config "$WORK/producer" >/dev/null
+"$BIN" init --no-secret --config "$WORK/joiner" >/dev/null
+P_REST=$(free_port); P_SWARM=$(free_port); J_REST=$(free_port); J_SWARM=$(free_port)
+
+if [[ $MODE == catchup ]]; then
+    pins old "$OLD" >"$WORK/pins.json"
+    "$BIN" state import --force "$WORK/pins.json" --config "$WORK/producer" >/dev/null
+    start "$WORK/producer" "$P_REST" "$P_SWARM"
+    PRODUCER=$STARTED
+    up "$P_REST"
+    snapshot_taken "$WORK/producer.log"
+    PID_P=$(curl -sf "http://127.0.0.1:$P_REST/id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    BOOT=/ip4/127.0.0.1/tcp/$P_SWARM/p2p/$PID_P
+    start "$WORK/joiner" "$J_REST" "$J_SWARM" "$BOOT"
+    JOINER=$STARTED
+    up "$J_REST"
+    until [[ $(count "$J_REST") -ge $OLD ]]; do sleep 0.2; done
+    echo "the second peer holds the first $OLD pins; both stop"
+    stop "$JOINER"
+    stop "$PRODUCER"
+    { cat "$WORK/pins.json"; pins new "$N"; } >"$WORK/all.json"
+    "$BIN" state import --force "$WORK/all.json" --config "$WORK/producer" >/dev/null
+    rm "$WORK/pins.json" "$WORK/all.json"
+    : >"$WORK/producer.log"
+    start "$WORK/producer" "$P_REST" "$P_SWARM"
+    PRODUCER=$STARTED
+    up "$P_REST"
+    snapshot_taken "$WORK/producer.log"
+    TOTAL=$((N + OLD))
+    echo "producer holds $TOTAL pins (N=$N added during the absence): RSS $(mib "$PRODUCER" VmRSS) MiB, peak $(mib "$PRODUCER" VmHWM) MiB"
+    : >"$WORK/joiner.log"
+else
+    pins join "$N" >"$WORK/pins.json"
+    "$BIN" state import --force "$WORK/pins.json" --config "$WORK/producer" >/dev/null
+    rm "$WORK/pins.json"
+    start "$WORK/producer" "$P_REST" "$P_SWARM"
+    PRODUCER=$STARTED
+    up "$P_REST"
+    snapshot_taken "$WORK/producer.log"
+    PID_P=$(curl -sf "http://127.0.0.1:$P_REST/id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    BOOT=/ip4/127.0.0.1/tcp/$P_SWARM/p2p/$PID_P
+    TOTAL=$N
+    echo "producer holds $N pins: RSS $(mib "$PRODUCER" VmRSS) MiB, peak $(mib "$PRODUCER" VmHWM) MiB"
 fi
-PID_P=$(curl -sf "http://127.0.0.1:$P_REST/id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-echo "producer holds $N pins: RSS $(mib "$PRODUCER" VmRSS) MiB, peak $(mib "$PRODUCER" VmHWM) MiB"
 
 T0=$(now)
-start "$WORK/joiner" "$J_REST" 0 "/ip4/127.0.0.1/tcp/$P_SWARM/p2p/$PID_P"
-JOINER=${PIDS[1]}
-until curl -sf "http://127.0.0.1:$J_REST/id" >/dev/null; do sleep 0.1; done
+if [[ -n ${PERF:-} ]]; then WRAP="perf record -F 499 -o $PERF --"; fi
+start "$WORK/joiner" "$J_REST" "$J_SWARM" "$BOOT"
+JOINER=$STARTED
+WRAP=
+up "$J_REST"
 INSTALLED=
 while :; do
     if [[ -z $INSTALLED ]] && grep -q "snapshot installed" "$WORK/joiner.log"; then
         INSTALLED=$(echo "$(now) - $T0" | bc)
         echo "snapshot installed after ${INSTALLED} s"
     fi
-    if [[ $(count "$J_REST") -ge $N ]]; then break; fi
+    if [[ $(count "$J_REST") -ge $TOTAL ]]; then break; fi
     sleep 0.5
 done
-echo "joiner lists all $N pins after $(echo "$(now) - $T0" | bc) s"
-echo "joiner: RSS $(mib "$JOINER" VmRSS) MiB, peak $(mib "$JOINER" VmHWM) MiB"
+echo "$MODE: the peer lists all $TOTAL pins after $(echo "$(now) - $T0" | bc) s"
+grep -q "snapshot installed" "$WORK/joiner.log" || echo "(by delta sync: no snapshot installed)"
+echo "joiner: RSS $(mib "$JOINER" VmRSS) MiB, peak $(mib "$JOINER" VmHWM) MiB, CPU $(awk '{ printf "%.1f", ($14 + $15) / 100 }' "/proc/$JOINER/stat") s"
 echo "producer: RSS $(mib "$PRODUCER" VmRSS) MiB, peak $(mib "$PRODUCER" VmHWM) MiB"
+uptime

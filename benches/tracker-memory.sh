@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Memory of a peer holding N pins whose IPFS daemon is down (issue 13).
 #
-# Run: `bash benches/tracker-memory.sh [N]` (default 1,000,000) after
-# `cargo build --release`. Writes an NDJSON file of N pins (replication -1,
+# Run: `bash benches/tracker-memory.sh [N]` (default 1,000,000; 10000000
+# for the 10 M target, about half an hour) after
+# `cargo build --release`. Generates N pins as NDJSON (replication -1,
 # random CIDv1s, the shape of `pins_file` in benches/vs_reference.rs),
 # `state import`s it into a fresh folder, starts `pincluster daemon` with its
 # IPFS daemon on a closed port, and prints VmRSS / VmHWM (MiB):
@@ -13,6 +14,8 @@
 # RSS is split into heap (RssAnon) and mapped files (RssFile).
 # The figures go to BENCHMARKS.md ("Memory of a peer whose IPFS daemon is down").
 # PINCLUSTER_BIN runs another build of the binary (a profiling one).
+# FJALL_CACHE / FJALL_MEMTABLE (bytes) set `datastore.fjall.cache_size_bytes`
+# / `memtable_size_bytes` in the peer's service.json, for sweeps.
 set -euo pipefail
 
 N=${1:-1000000}
@@ -26,7 +29,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-python3 - "$N" >"$WORK/pins.json" <<'EOF'
+# The pins are generated straight into `state import` (its stdin): at
+# 10,000,000 pins a file would take 4 GB of /tmp.
+pins() {
+python3 - "$N" <<'EOF'
 import base64, hashlib, json, sys
 n = int(sys.argv[1])
 out = sys.stdout
@@ -42,12 +48,23 @@ for i in range(n):
         "reference": None, "timestamp": "2026-12-04T00:00:00Z"}))
     out.write("\n")
 EOF
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REST=$(free_port)
 "$BIN" init --no-secret --config "$WORK/peer" >/dev/null
-"$BIN" state import --force "$WORK/pins.json" --config "$WORK/peer" >/dev/null
-rm "$WORK/pins.json"
+if [[ -n ${FJALL_CACHE:-}${FJALL_MEMTABLE:-} ]]; then
+    python3 - "$WORK/peer/service.json" "${FJALL_CACHE:-}" "${FJALL_MEMTABLE:-}" <<'EOF'
+import json, sys
+path, cache, memtable = sys.argv[1:]
+config = json.load(open(path))
+fjall = config["datastore"]["fjall"]
+if cache: fjall["cache_size_bytes"] = int(cache)
+if memtable: fjall["memtable_size_bytes"] = int(memtable)
+json.dump(config, open(path, "w"), indent=2)
+EOF
+fi
+pins | "$BIN" state import --force --config "$WORK/peer" >/dev/null
 
 CLUSTER_IPFSHTTP_NODEMULTIADDRESS=/ip4/127.0.0.1/tcp/1 \
 CLUSTER_LISTENMULTIADDRESS=/ip4/127.0.0.1/tcp/0 \

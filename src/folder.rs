@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use libp2p::Multiaddr;
-use pincluster_crdt::store::fjall::Database;
+use pincluster_crdt::store::fjall::{Database, KeyspaceCreateOptions};
 use pincluster_crdt::store::{FjallOptions, FjallStore};
 use pincluster_crdt::{Engine, Limits, Signer, Verifier};
 
@@ -109,10 +109,32 @@ pub fn open_engine_and_database(
 ) -> Result<(Engine<FjallStore>, Database), pincluster_crdt::Error> {
     let store = FjallStore::open(path, options)?;
     let db = store.database().clone();
+    // What the journal replayed (the end of a `state import`, the last
+    // writes before a stop) would otherwise stay in RAM until more writes
+    // fill those memtables.
+    flush_memtables(&db);
     Ok((
         Engine::open(store, signer, verifier, Limits::default())?,
         db,
     ))
+}
+
+/// Rotates the memtable of every keyspace of `db` that holds one, so that
+/// fjall flushes them to disk in the background and their memory goes
+/// back (an empty memtable is left as it is). Failures are logged: the
+/// memory stays, nothing is lost.
+pub fn flush_memtables(db: &Database) {
+    if db.write_buffer_size() == 0 {
+        return;
+    }
+    for name in db.list_keyspace_names() {
+        let rotated = db
+            .keyspace(&name, KeyspaceCreateOptions::default)
+            .and_then(|ks| ks.rotate_memtable());
+        if let Err(e) = rotated {
+            tracing::warn!(keyspace = %&*name, error = %e, "cannot flush a memtable");
+        }
+    }
 }
 
 /// The peerstore's addresses; a missing file is empty, and unreadable lines

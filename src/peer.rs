@@ -35,7 +35,8 @@ use crate::ipfsconn::{Connector, EmbeddedConnector, IpfsConnConfig, KuboConnecto
 use crate::monitor::Monitor;
 use crate::network::{Network, NetworkConfig};
 use crate::pintracker::upkeep::{
-    feed_tracker, recover_periodically, release_memory_periodically, sync_periodically,
+    feed_tracker, recover_periodically, release_dropped_share, release_memory_periodically,
+    sync_periodically,
 };
 use crate::pintracker::{PinTracker, RetryPolicy, TrackerConfig, TrackerStoreError};
 use crate::state::{PAGE, readable};
@@ -115,17 +116,26 @@ impl Peer {
     /// Starts a peer from the folder `dir`, its loaded `config` and
     /// `identity`, dialing `bootstrap` in addition to the configured and
     /// remembered peers.
+    /// As the reference's daemon does, the peers one bootstraps from are
+    /// trusted (a follower's are not: see [`Peer::start_sharded`]).
     pub async fn start(
         dir: &Path,
-        config: Config,
+        mut config: Config,
         identity: Identity,
         bootstrap: Vec<Multiaddr>,
     ) -> Result<Peer, PeerError> {
+        if let TrustedPeers::Only(list) = &mut config.consensus.crdt.trusted_peers {
+            list.extend(bootstrap.iter().filter_map(peer_of));
+        }
         Peer::start_sharded(dir, config, identity, bootstrap, None).await
     }
 
     /// [`Peer::start`] for a follower that holds only its `shard` of the
-    /// pins allocated to everyone ([`crate::allocator::shard`]).
+    /// pins allocated to everyone ([`crate::allocator::shard`]). The
+    /// `bootstrap` addresses are only dialed: trust comes from the
+    /// configuration alone (the cluster's template, for a follower), or a
+    /// volunteer given any follower's address would take that follower's
+    /// word for the pinset.
     pub async fn start_sharded(
         dir: &Path,
         config: Config,
@@ -139,11 +149,7 @@ impl Peer {
         })?;
         let local = identity.peer_id;
         let crdt = &config.consensus.crdt;
-        let mut trusted = crdt.trusted_peers.clone();
-        if let TrustedPeers::Only(list) = &mut trusted {
-            // As the reference does: the peers one bootstraps from are trusted.
-            list.extend(bootstrap.iter().filter_map(peer_of));
-        }
+        let trusted = crdt.trusted_peers.clone();
         let live = config.datastore.fjall.path(dir);
         folder::finish_interrupted_import(&live).map_err(|source| PeerError::Io {
             path: live.clone(),
@@ -258,7 +264,10 @@ impl Peer {
                 bootstrap: dial,
                 trusted: trusted.clone(),
                 peername: config.cluster.peername.clone(),
-                max_connections: config.cluster.connection_manager.high_water,
+                high_water: config.cluster.connection_manager.high_water,
+                low_water: config.cluster.connection_manager.low_water,
+                grace_period: config.cluster.connection_manager.grace_period.0,
+                follower: config.cluster.follower_mode,
                 peer_ttl: config.cluster.monitor_ping_interval.0 * 2,
                 heartbeat: config.cluster.pubsub.heartbeat_interval.0,
                 request_timeout: Duration::from_secs(30),
@@ -302,12 +311,23 @@ impl Peer {
             tracker.clone(),
             config.cluster.pin_recover_interval.0,
         )));
-        spawn(Box::pin(release_memory_periodically(tracker.clone())));
+        spawn(Box::pin(release_memory_periodically(
+            tracker.clone(),
+            database.clone(),
+        )));
         spawn(Box::pin(sync_periodically(
             tracker.clone(),
             crate::state::PinState::new(engine.reader()),
             config.cluster.state_sync_interval.0,
         )));
+        if shard.is_some() {
+            spawn(Box::pin(release_dropped_share(
+                tracker.clone(),
+                crate::state::PinState::new(engine.reader()),
+                network.clone(),
+                config.cluster.state_sync_interval.0,
+            )));
+        }
         let reader = crate::state::PinState::new(engine.reader());
         let (consensus, consensus_task) = Consensus::start(
             engine,

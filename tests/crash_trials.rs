@@ -20,6 +20,14 @@
 //! restarted on its half-synced folder, and must end with the whole
 //! pinset, as every peer must. `PINCLUSTER_JOIN_PINS` (CI: 2,000) and
 //! `PINCLUSTER_JOIN_TRIALS` (CI: 2) make it longer.
+//!
+//! A third kills a joiner while it installs a snapshot: the producer holds
+//! an imported pinset and serves a signed snapshot of it; each fresh joiner
+//! is SIGKILLed at a random moment between asking for the snapshot and the
+//! time a clean install takes (chunks half fetched, half staged, or the
+//! install itself under way), restarted on that folder, and must list the
+//! whole pinset. `PINCLUSTER_SNAPSHOT_PINS` (CI: 20,000) and
+//! `PINCLUSTER_SNAPSHOT_TRIALS` (CI: 2) make it longer.
 
 mod common;
 
@@ -322,6 +330,105 @@ async fn a_joiner_killed_mid_sync_converges_to_the_full_pinset() {
     eprintln!(
         "join crash figure: pins={pins} trials={trials} killed_mid_sync={mid_sync} lost=0 \
          converge_p50={:?} converge_p99={:?}",
+        times[times.len() / 2],
+        times[(times.len() * 99 / 100).min(times.len() - 1)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_joiner_killed_mid_snapshot_install_reopens_and_converges() {
+    let pins = env_or("PINCLUSTER_SNAPSHOT_PINS", 20_000);
+    let trials = env_or("PINCLUSTER_SNAPSHOT_TRIALS", 2);
+    let secret = Some("6c".repeat(32));
+    let producer_spec = PeerSpec {
+        secret: secret.clone(),
+        env: vec![("CLUSTER_CRDT_SNAPSHOTINTERVAL".into(), "1s".into())],
+        ..PeerSpec::default()
+    };
+    let dir = temp();
+    init_folder(dir.path(), &producer_spec);
+    let all = cids("snapcrash", pins);
+    import_pins(dir.path(), &all);
+    let acked: BTreeSet<String> = all.into_iter().collect();
+    let producer = TestPeer::start(dir.path().into(), producer_spec).await;
+    wait_for("the producer's snapshot", DEADLINE, || async {
+        producer.logged("snapshot taken").then_some(())
+    })
+    .await;
+    let joining = PeerSpec {
+        secret,
+        bootstrap: vec![producer.cluster_addr().await],
+        ..PeerSpec::default()
+    };
+    let limit = CONVERGE.max(Duration::from_millis(pins as u64 * 2));
+
+    // A clean install first: how long it takes from the joiner's ask, so
+    // that the kills below land inside one.
+    let clean_dir = temp();
+    let clean = TestPeer::start(clean_dir.path().into(), joining.clone()).await;
+    let asked = wait_for("the clean joiner's ask", DEADLINE, || async {
+        clean.logged("joining from a snapshot").then(Instant::now)
+    })
+    .await;
+    wait_for("the clean joiner's install", limit, || async {
+        clean.logged("snapshot installed").then_some(())
+    })
+    .await;
+    let install = asked.elapsed();
+    holds_all(&clean, &acked, limit)
+        .await
+        .unwrap_or_else(|n| panic!("a clean joiner lists {n} of the {pins} pins"));
+    drop(clean);
+    eprintln!("a clean snapshot install of {pins} pins: {install:?} from the ask");
+
+    let mut times = Vec::new();
+    let mut mid_install = 0;
+    for trial in 0..trials {
+        let dir = temp();
+        let mut joiner = TestPeer::start(dir.path().into(), joining.clone()).await;
+        let asked = wait_for("the joiner's ask", DEADLINE, || async {
+            joiner.logged("joining from a snapshot").then(Instant::now)
+        })
+        .await;
+        let at = install.mul_f64(rand::random::<f64>());
+        tokio::time::sleep(at.saturating_sub(asked.elapsed())).await;
+        let done_before = joiner.logged("snapshot installed");
+        let killed_after = asked.elapsed();
+        mid_install += usize::from(!done_before);
+        joiner.kill();
+        let restarted = Instant::now();
+        let joiner = joiner.restart_with(joining.clone()).await;
+        if let Err(n) = holds_all(&joiner, &acked, limit).await {
+            panic!(
+                "trial {trial}: the joiner lists {n} of the {pins} pins {limit:?} after the restart"
+            );
+        }
+        let took = restarted.elapsed();
+        let (mine, theirs) = (
+            listed(&joiner).await.unwrap(),
+            listed(&producer).await.unwrap(),
+        );
+        assert!(
+            mine == theirs && mine == acked,
+            "trial {trial}: joiner {} pins, producer {}, imported {pins}",
+            mine.len(),
+            theirs.len()
+        );
+        eprintln!(
+            "snapshot trial {trial}: killed {killed_after:?} after the ask ({}); \
+             restarted, all {pins} listed in {took:?}",
+            if done_before {
+                "installed already"
+            } else {
+                "mid-install"
+            }
+        );
+        times.push(took);
+    }
+    times.sort();
+    eprintln!(
+        "snapshot crash figure: pins={pins} trials={trials} killed_mid_install={mid_install} \
+         lost=0 converge_p50={:?} converge_p99={:?}",
         times[times.len() / 2],
         times[(times.len() * 99 / 100).min(times.len() - 1)]
     );

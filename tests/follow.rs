@@ -94,10 +94,16 @@ impl Follower {
 
     /// [`Follower::run`] with more arguments to `run`.
     async fn run_with(path: PathBuf, args: &[&str]) -> Follower {
+        Follower::run_in(path, args, &[]).await
+    }
+
+    /// [`Follower::run_with`] with environment overrides.
+    async fn run_in(path: PathBuf, args: &[&str], env: &[(&str, String)]) -> Follower {
         let mut child = Command::new(BIN)
             .args(["follow", "demo", "run", "--path"])
             .arg(&path)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS")
             .env("PINCLUSTER_LOG", "warn,pincluster=info")
             .stdout(Stdio::null())
@@ -464,4 +470,311 @@ async fn followers_with_a_budget_pin_only_their_share_and_the_shares_cover_the_p
         let share = pinned_by.values().filter(|v| v.contains(&i)).count();
         assert!(share < cids.len(), "follower {i} pinned the whole pinset");
     }
+}
+
+/// Established TCP connections of process `pid`: (local port, remote
+/// port) of each of its sockets in `/proc/net/tcp`.
+fn tcp_links(pid: u32) -> Vec<(u16, u16)> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.len() > 9 && cols[3] == "01" && inodes.contains(cols[9]))
+                .then(|| Some((port(cols[1])?, port(cols[2])?)))
+                .flatten()
+        })
+        .collect()
+}
+
+/// The TCP port in a multiaddress such as `/ip4/127.0.0.1/tcp/4001/p2p/...`.
+fn tcp_port(addr: &str) -> Option<u16> {
+    let mut parts = addr.split('/');
+    parts.find(|p| *p == "tcp")?;
+    parts.next()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_peer_keeps_few_follower_connections_and_every_follower_still_gets_the_pins() {
+    let tmp = temp();
+    let kubo = Kubo::start(&tmp.path().join("kubo")).await;
+    let spec = PeerSpec {
+        secret: Some(SECRET.into()),
+        env: vec![
+            (
+                "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
+                kubo.api_multiaddr(),
+            ),
+            ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
+        ],
+        ..Default::default()
+    };
+    // The trusted peer holds at most 3 connections to followers beyond a
+    // grace period of a second; ten followers join it. It trusts itself
+    // only, as the template says (with `*`, every follower would be a
+    // trusted peer to it, and trusted peers are never trimmed).
+    let dir = tmp.path().join("trusted");
+    common::init_folder(&dir, &spec);
+    let path = dir.join("service.json");
+    let identity: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("identity.json")).unwrap()).unwrap();
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["cluster"]["connection_manager"] =
+        serde_json::json!({"high_water": 3, "low_water": 2, "grace_period": "1s"});
+    config["consensus"]["crdt"]["trusted_peers"] = vec![identity["id"].clone()].into();
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let trusted = TestPeer::start(dir, spec).await;
+    let trusted_addr = trusted.cluster_addr().await;
+    let trusted_port = tcp_port(&trusted_addr).unwrap();
+    // Followers want four peers each (their low water): enough to be
+    // reached without the trusted peer, and few enough to find among ten.
+    let mut template: Value =
+        serde_json::from_str(&template(&trusted, &trusted_addr, &kubo)).unwrap();
+    template["cluster"]["connection_manager"] =
+        serde_json::json!({"high_water": 400, "low_water": 4, "grace_period": "1s"});
+    let server = TemplateServer::start(serde_json::to_string_pretty(&template).unwrap()).await;
+
+    let mut followers = Vec::new();
+    for i in 0..FOLLOWERS {
+        let path = tmp.path().join(format!("crowd{i}"));
+        let (ok, out, err) = follow(&path, &["init", &server.url]);
+        assert!(ok, "follow init failed: {out}{err}");
+        followers.push(Follower::run(path).await);
+    }
+    let follower_ports: Vec<u16> = followers
+        .iter()
+        .map(|f| {
+            let log = f.log_text();
+            log.lines()
+                .filter(|l| l.contains("cluster peer listening"))
+                .find_map(|l| l.split_whitespace().find_map(tcp_port))
+                .unwrap_or_else(|| panic!("no listen address logged:\n{log}"))
+        })
+        .collect();
+    let pid = trusted.pid().unwrap();
+    let follower_links = || {
+        tcp_links(pid)
+            .into_iter()
+            .filter(|(local, remote)| *local == trusted_port || follower_ports.contains(remote))
+            .count()
+    };
+
+    let first = add_content(&kubo, "crowd release 1").await;
+    let (status, body) = trusted.pin(&first, "").await;
+    assert_eq!(status, 200, "{body}");
+    for f in &followers {
+        f.wait_pinned(std::slice::from_ref(&first)).await;
+    }
+    wait_for(
+        "the trusted peer to trim its follower connections to 3",
+        DEADLINE,
+        || {
+            let n = follower_links();
+            async move { (n <= 3).then_some(()) }
+        },
+    )
+    .await;
+
+    // With the trusted peer on at most 3 of them, a new pin still reaches
+    // all ten followers: they relay it to each other.
+    let second = add_content(&kubo, "crowd release 2").await;
+    let (status, body) = trusted.pin(&second, "").await;
+    assert_eq!(status, 200, "{body}");
+    for f in &followers {
+        f.wait_pinned(std::slice::from_ref(&second)).await;
+    }
+    // A follower may dial the trusted peer again meanwhile (a fetch, a DHT
+    // query); the trim takes it back down once the grace period is over.
+    wait_for(
+        "the trusted peer to be back at 3 follower connections",
+        DEADLINE,
+        || {
+            let n = follower_links();
+            async move { (n <= 3).then_some(()) }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_unpins_what_left_its_share_once_the_new_holder_has_it() {
+    let tmp = temp();
+    // Every follower has its own Kubo, holding the content already (the
+    // test is about who pins, not about fetching).
+    let kubos = [
+        Kubo::start(&tmp.path().join("kubo-t")).await,
+        Kubo::start(&tmp.path().join("kubo-a")).await,
+        Kubo::start(&tmp.path().join("kubo-b")).await,
+        Kubo::start(&tmp.path().join("kubo-c")).await,
+    ];
+    let trusted = TestPeer::start(
+        tmp.path().join("trusted"),
+        PeerSpec {
+            secret: Some(SECRET.into()),
+            env: vec![
+                (
+                    "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
+                    kubos[0].api_multiaddr(),
+                ),
+                ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let trusted_addr = trusted.cluster_addr().await;
+    let mut template: Value =
+        serde_json::from_str(&template(&trusted, &trusted_addr, &kubos[0])).unwrap();
+    template["cluster"]["state_sync_interval"] = "2s".into();
+    let server = TemplateServer::start(serde_json::to_string_pretty(&template).unwrap()).await;
+
+    let sharer = |i: usize| {
+        let path = tmp.path().join(format!("mover{i}"));
+        let (ok, out, err) = follow(&path, &["init", &server.url]);
+        assert!(ok, "follow init failed: {out}{err}");
+        let ipfs = kubos[i + 1].api_multiaddr();
+        async move {
+            Follower::run_in(
+                path,
+                &["--shard-copies", "1", "--budget", "1"],
+                &[("CLUSTER_IPFSHTTP_NODEMULTIADDRESS", ipfs)],
+            )
+            .await
+        }
+    };
+    let mut followers = vec![sharer(0).await, sharer(1).await];
+
+    let mut cids = Vec::new();
+    for i in 0..24 {
+        let name = format!("moving volume {i}");
+        for kubo in &kubos {
+            add_content(kubo, &name).await;
+        }
+        let cid = add_content(&kubos[0], &name).await;
+        let (status, body) = trusted.pin(&cid, "").await;
+        assert_eq!(status, 200, "{body}");
+        cids.push(cid);
+    }
+    // Each pin on exactly one of the followers' daemons, per the shares.
+    let on_daemons = |n: usize| {
+        let cids = cids.clone();
+        let kubos = &kubos[1..=n];
+        async move {
+            let mut count = std::collections::HashMap::<String, usize>::new();
+            for kubo in kubos {
+                for cid in kubo.recursive_pins().await {
+                    *count.entry(cid).or_default() += 1;
+                }
+            }
+            cids.iter()
+                .map(|c| count.get(c).copied().unwrap_or(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    wait_for("each pin on exactly one of two daemons", DEADLINE, || {
+        let counts = on_daemons(2);
+        async move { counts.await.iter().all(|n| *n == 1).then_some(()) }
+    })
+    .await;
+
+    // A third member joins: part of the first two's shares moves to it.
+    followers.push(sharer(2).await);
+    wait_for("the third follower's share pinned", DEADLINE, || {
+        let kubo = &kubos[3];
+        async move {
+            let held = kubo.recursive_pins().await;
+            (!held.is_empty()).then_some(())
+        }
+    })
+    .await;
+    // The first two drop what moved: each pin ends on exactly one daemon
+    // again, and the newcomer holds some of them.
+    wait_for("each pin on exactly one of three daemons", DEADLINE, || {
+        let counts = on_daemons(3);
+        async move { counts.await.iter().all(|n| *n == 1).then_some(()) }
+    })
+    .await;
+    let newcomer = kubos[3].recursive_pins().await;
+    let moved = cids.iter().filter(|c| newcomer.contains(c)).count();
+    // The newcomer pinned everything while it saw only itself, then let go
+    // of what the others hold.
+    assert!(
+        moved > 0 && moved < cids.len(),
+        "the newcomer holds {moved} of {}",
+        cids.len()
+    );
+    drop(followers);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bootstrap_address_is_only_dialed_its_peer_is_not_trusted() {
+    let tmp = temp();
+    let kubo = Kubo::start(&tmp.path().join("kubo")).await;
+    let spec = || PeerSpec {
+        secret: Some(SECRET.into()),
+        env: vec![
+            (
+                "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
+                kubo.api_multiaddr(),
+            ),
+            ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
+        ],
+        ..Default::default()
+    };
+    let trusted = TestPeer::start(tmp.path().join("trusted"), spec()).await;
+    let trusted_addr = trusted.cluster_addr().await;
+    // A peer of the same cluster (its secret) that the template does not
+    // trust, with a pin of its own: what a volunteer given a stranger's
+    // address, or a stale one, would dial.
+    let stranger = TestPeer::start(tmp.path().join("stranger"), spec()).await;
+    let stranger_addr = stranger.cluster_addr().await;
+    let planted = add_content(&kubo, "not from the operators").await;
+    let (status, body) = stranger.pin(&planted, "").await;
+    assert_eq!(status, 200, "{body}");
+    let server = TemplateServer::start(template(&trusted, &trusted_addr, &kubo)).await;
+
+    let path = tmp.path().join("volunteer");
+    let (ok, out, err) = follow(&path, &["init", &server.url]);
+    assert!(ok, "follow init failed: {out}{err}");
+    let follower = Follower::run_with(path.clone(), &["--bootstrap", &stranger_addr]).await;
+    // The address was dialed: the stranger is among the peers seen.
+    wait_for("the follower to see the stranger", DEADLINE, || {
+        let log = follower.log_text();
+        let seen = log
+            .lines()
+            .any(|l| l.contains("cluster peer up") && l.contains(&stranger.id));
+        async move { seen.then_some(()) }
+    })
+    .await;
+
+    // The operators' pin arrives; the stranger's, offered to the follower
+    // at connection and at every rebroadcast since, never does.
+    let released = add_content(&kubo, "from the operators").await;
+    let (status, body) = trusted.pin(&released, "").await;
+    assert_eq!(status, 200, "{body}");
+    follower.wait_pinned(std::slice::from_ref(&released)).await;
+    let list = follower.list();
+    assert!(
+        list.iter().all(|(_, cid)| *cid != planted),
+        "the follower took the untrusted bootstrap peer's pin: {list:?}"
+    );
+    let (ok, info, err) = follow(&path, &["info"]);
+    assert!(ok, "{err}");
+    let trust_line = info
+        .lines()
+        .find(|l| l.starts_with("Trusted peers:"))
+        .unwrap_or_default();
+    assert!(!trust_line.contains(&stranger.id), "{info}");
 }

@@ -49,9 +49,9 @@ async fn black_hole() -> (String, Held) {
     (format!("/ip4/127.0.0.1/tcp/{port}"), list)
 }
 
-/// Sockets of the peer's process on local `port` in CLOSE-WAIT (`08` in
-/// `/proc/<pid>/net/tcp`).
-fn close_waits(pid: u32, port: u16) -> usize {
+/// Sockets of the peer's process on local `port` in TCP state `state`
+/// (the hex code of `/proc/<pid>/net/tcp`).
+fn sockets_in(pid: u32, port: u16, state: &str) -> usize {
     let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
     table
         .lines()
@@ -62,9 +62,19 @@ fn close_waits(pid: u32, port: u16) -> usize {
                 .get(1)
                 .and_then(|a| a.rsplit(':').next())
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
-            local_port == Some(port) && cols.get(3) == Some(&"08")
+            local_port == Some(port) && cols.get(3) == Some(&state)
         })
         .count()
+}
+
+/// Sockets in CLOSE-WAIT: the client closed, the peer did not.
+fn close_waits(pid: u32, port: u16) -> usize {
+    sockets_in(pid, port, "08")
+}
+
+/// Open (ESTABLISHED) connections.
+fn established(pid: u32, port: u16) -> usize {
+    sockets_in(pid, port, "01")
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -217,4 +227,111 @@ fn unread(pid: u32, local_port: u16, remote_port: u16) -> Option<u64> {
         let rx_queue = cols.get(4)?.split(':').nth(1)?;
         u64::from_str_radix(rx_queue, 16).ok()
     })
+}
+
+/// A client that sends a request head one byte at a time, `pause` apart,
+/// and never finishes it (slowloris); returns once the peer closed the
+/// connection (a read gives EOF or a write fails).
+async fn trickle_until_closed(port: u16, pause: Duration) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let head = b"GET /version HTTP/1.1\r\nHost: a\r\nX-Slow: ";
+    let mut bytes = head.iter().copied().chain(std::iter::repeat(b'a'));
+    let mut buf = [0u8; 512];
+    loop {
+        let byte = bytes.next().unwrap();
+        if s.write_all(&[byte]).await.is_err() {
+            return;
+        }
+        // The peer's answer (a 408, or nothing) and its FIN end the client.
+        if let Ok(read) = tokio::time::timeout(pause, s.read(&mut buf)).await {
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Slow clients, on both APIs: heads sent a byte at a time and never
+/// finished are cut off by `read_header_timeout` (Go's limit, 2 s here),
+/// whatever the trickle, so a crowd of them cannot hold the peer's
+/// descriptors; meanwhile the API answers others, and a slow client whose
+/// head arrives within the limit gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_by_the_header_timeout() {
+    let (ipfs, _held) = black_hole().await;
+    let dir = temp();
+    let spec = PeerSpec {
+        env: vec![
+            ("CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(), ipfs.clone()),
+            ("CLUSTER_IPFSPROXY_NODEMULTIADDRESS".into(), ipfs),
+            ("CLUSTER_RESTAPI_READHEADERTIMEOUT".into(), "2s".into()),
+            ("CLUSTER_IPFSPROXY_READHEADERTIMEOUT".into(), "2s".into()),
+        ],
+        ..PeerSpec::default()
+    };
+    let peer = TestPeer::start(dir.path().into(), spec).await;
+    let pid = peer.pid().unwrap();
+    let rest: u16 = peer.api.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy: u16 = peer
+        .log_value("IPFS proxy listening", "addr=")
+        .expect("proxy address in the log")
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let fds_before = open_fds(pid);
+
+    const CROWD: usize = 50;
+    let mut crowd = Vec::new();
+    for i in 0..2 * CROWD {
+        let port = if i % 2 == 0 { rest } else { proxy };
+        crowd.push(tokio::spawn(trickle_until_closed(
+            port,
+            Duration::from_millis(300),
+        )));
+    }
+    wait_for("the slow crowd connected", DEADLINE, || async {
+        (established(pid, rest) + established(pid, proxy) >= 2 * CROWD).then_some(())
+    })
+    .await;
+    // The API still serves while the crowd trickles.
+    assert!(peer.get_json("/version").await.is_some());
+
+    // A slow client within the limit: its head, a byte every 10 ms, is whole
+    // well before 2 s.
+    let mut s = TcpStream::connect(("127.0.0.1", rest)).await.unwrap();
+    for byte in b"GET /version HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" {
+        s.write_all(&[*byte]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "slow but whole request: {answer}"
+    );
+    assert!(answer.contains("\"version\""), "{answer}");
+
+    // Every trickling client is cut off (the trickle alone would go on for
+    // ever), and the peer holds none of their sockets afterwards.
+    let cut = tokio::time::timeout(DEADLINE, futures::future::join_all(crowd)).await;
+    assert!(
+        cut.is_ok(),
+        "slow clients still connected after {DEADLINE:?}"
+    );
+    wait_for(
+        "the peer to release the slow clients' sockets",
+        Duration::from_secs(20),
+        || async {
+            let open = established(pid, rest) + established(pid, proxy);
+            let waits = close_waits(pid, rest) + close_waits(pid, proxy);
+            // One open connection is the harness's own keep-alive client.
+            (open <= 1 && waits == 0 && open_fds(pid) <= fds_before + 2).then_some(())
+        },
+    )
+    .await;
+    assert!(peer.get_json("/version").await.is_some());
 }

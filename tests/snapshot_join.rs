@@ -6,33 +6,9 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 const PINS: usize = 20_000;
-
-fn import(dir: &std::path::Path, cids: &[String]) {
-    let lines: String = cids
-        .iter()
-        .map(|c| format!("{{\"cid\":\"{c}\",\"type\":\"pin\",\"replication_factor_min\":-1,\"replication_factor_max\":-1,\"max_depth\":-1}}\n"))
-        .collect();
-    let file = dir.join("in.json");
-    std::fs::write(&file, lines).unwrap();
-    let out = Command::new(BIN)
-        .arg("state")
-        .arg("--config")
-        .arg(dir)
-        .args(["import", "-f", file.to_str().unwrap()])
-        .output()
-        .expect("run pincluster state import");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::remove_file(file).unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fresh_peer_joins_from_a_snapshot_then_syncs_what_came_after() {
@@ -45,7 +21,7 @@ async fn a_fresh_peer_joins_from_a_snapshot_then_syncs_what_came_after() {
     let dir = temp();
     init_folder(dir.path(), &producer_spec);
     let mut all = cids("snapjoin", PINS);
-    import(dir.path(), &all);
+    import_pins(dir.path(), &all);
     let producer = TestPeer::start(dir.path().into(), producer_spec).await;
     wait_for("the producer's snapshot", DEADLINE, || async {
         producer.logged("snapshot taken").then_some(())

@@ -57,6 +57,15 @@ pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 const SIGNING_CONTEXT: &[u8] = b"pincluster-crdt/snapshot/v1\0";
 /// Sub-space of the `sync` table holding a staged context.
 const STAGED: u8 = b'c';
+/// Sub-space of the `sync` table holding the [`Summary`] of each staged
+/// element chunk, so the install checks the order across chunks and the
+/// counts without reading and decoding every chunk a second time.
+const SUMMARY: u8 = b'k';
+/// Chunks decoded ahead of the install's merge, on a thread of their own.
+const DECODE_AHEAD: usize = 4;
+/// Element ids remembered by the install's "merged here before?" test:
+/// ids repeat (one per delta), so most of a million tests hit this.
+const ID_CACHE: usize = 1 << 16;
 /// `meta` key of the manifest this replica serves.
 pub(crate) const META_SERVED: &[u8] = b"snapshot";
 /// `meta` key of an install under way (its plan).
@@ -172,6 +181,19 @@ struct ContextChunk {
     context: Vec<(Cid, u64)>,
 }
 
+/// An element chunk's bounds and counts, as checked when it was staged.
+#[derive(Serialize, Deserialize)]
+struct Summary {
+    /// The first element's key and id bytes.
+    first: (ByteBuf, ByteBuf),
+    /// The last element's key and id bytes.
+    last: (ByteBuf, ByteBuf),
+    /// Distinct keys in the chunk.
+    keys: u64,
+    /// Elements in the chunk.
+    elements: u64,
+}
+
 /// What `meta` holds while an install is under way.
 #[derive(Serialize, Deserialize)]
 struct Plan {
@@ -237,6 +259,17 @@ pub fn check_chunk(
     bytes: &[u8],
     limits: &Limits,
 ) -> Result<(), SnapshotError> {
+    checked_summary(kind, cid, bytes, limits).map(drop)
+}
+
+/// [`check_chunk`], returning the [`Summary`] of an element chunk (`None`
+/// for a context chunk or an empty element chunk).
+fn checked_summary(
+    kind: ChunkKind,
+    cid: &Cid,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<Option<Summary>, SnapshotError> {
     if bytes.len() > limits.max_block_bytes {
         return Err(SnapshotError::TooLarge {
             size: bytes.len(),
@@ -258,15 +291,27 @@ pub fn check_chunk(
             if !strictly_sorted(elements.iter().map(|e| (&e.key, e.id.to_bytes()))) {
                 return Err(SnapshotError::Invalid("elements not sorted"));
             }
+            let keys = 1 + elements.windows(2).filter(|w| w[0].key != w[1].key).count();
+            let bound =
+                |e: &Element| (ByteBuf::from(e.key.clone()), ByteBuf::from(e.id.to_bytes()));
+            Ok(match (elements.first(), elements.last()) {
+                (Some(first), Some(last)) => Some(Summary {
+                    first: bound(first),
+                    last: bound(last),
+                    keys: keys as u64,
+                    elements: elements.len() as u64,
+                }),
+                _ => None,
+            })
         }
         ChunkKind::Context => {
             let context = decode_context(bytes)?;
             if !strictly_sorted(context.iter().map(|(c, _)| c.to_bytes())) {
                 return Err(SnapshotError::Invalid("context not sorted"));
             }
+            Ok(None)
         }
     }
-    Ok(())
 }
 
 /// Cuts a stream of entries into chunks and writes each into `blocks`.
@@ -398,9 +443,12 @@ impl<S: Store> Engine<S> {
     /// Stores a received chunk after [`check_chunk`], so an install can read
     /// it and this replica can serve it.
     pub fn stage_chunk(&self, kind: ChunkKind, cid: &Cid, bytes: &[u8]) -> Result<(), Error> {
-        check_chunk(kind, cid, bytes, &self.limits)?;
+        let summary = checked_summary(kind, cid, bytes, &self.limits)?;
         let mut wb = WriteBatch::new();
         wb.put(Table::Blocks, cid.to_bytes(), bytes);
+        if let Some(summary) = summary {
+            wb.put(Table::Sync, layout::tagged(SUMMARY, cid), encode(&summary)?);
+        }
         self.store.write(wb)?;
         Ok(())
     }
@@ -421,6 +469,7 @@ impl<S: Store> Engine<S> {
         self.clear_staged()?;
         if let Err(e) = self.validate_and_stage(&manifest) {
             self.clear_staged()?;
+            self.clear_prefix(SUMMARY)?;
             return Err(e);
         }
         // Heads of the union: a local head stays unless the snapshot's
@@ -478,8 +527,13 @@ impl<S: Store> Engine<S> {
     }
 
     fn clear_staged(&self) -> Result<(), Error> {
+        self.clear_prefix(STAGED)
+    }
+
+    /// Drops one sub-space of the `sync` table.
+    fn clear_prefix(&self, prefix: u8) -> Result<(), Error> {
         let mut wb = WriteBatch::new();
-        for entry in self.store.scan(Table::Sync, &[STAGED], b"") {
+        for entry in self.store.scan(Table::Sync, &[prefix], b"") {
             wb.delete(Table::Sync, entry?.0);
             if wb.len() >= WRITE_CHUNK {
                 self.store.write(std::mem::take(&mut wb))?;
@@ -509,25 +563,35 @@ impl<S: Store> Engine<S> {
             }
         }
         let (mut keys, mut elements) = (0u64, 0u64);
-        let mut last: Option<(Vec<u8>, Vec<u8>)> = None;
+        let mut last: Option<(ByteBuf, ByteBuf)> = None;
         for cid in &m.chunks {
-            let bytes = self.chunk(cid)?;
-            check_chunk(ChunkKind::Elements, cid, &bytes, &self.limits)?;
-            for e in decode_elements(&bytes)? {
-                let id = e.id.to_bytes();
-                if let Some((k, i)) = &last {
-                    if (&e.key, &id) <= (k, i) {
-                        return Err(SnapshotError::Invalid("elements not sorted").into());
-                    }
-                    if *k != e.key {
-                        keys += 1;
-                    }
-                } else {
-                    keys += 1;
+            let summary = match self.store.get(Table::Sync, &layout::tagged(SUMMARY, cid))? {
+                // Written with the chunk, from the same checked bytes.
+                Some(raw) => Some(
+                    serde_ipld_dagcbor::from_slice::<Summary>(&raw)
+                        .map_err(|_| Error::Corrupt("snapshot chunk summary"))?,
+                ),
+                // Stored before this install (a restart): check it again.
+                None => {
+                    let bytes = self.chunk(cid)?;
+                    checked_summary(ChunkKind::Elements, cid, &bytes, &self.limits)?
                 }
-                elements += 1;
-                last = Some((e.key, id));
+            };
+            let Some(summary) = summary else {
+                continue;
+            };
+            keys += summary.keys;
+            elements += summary.elements;
+            if let Some(prev) = &last {
+                if summary.first <= *prev {
+                    return Err(SnapshotError::Invalid("elements not sorted").into());
+                }
+                // A key split across two chunks counts once.
+                if summary.first.0 == prev.0 {
+                    keys -= 1;
+                }
             }
+            last = Some(summary.last);
         }
         if (keys, elements) != (m.keys, m.elements) {
             return Err(SnapshotError::Invalid("element chunks do not match the counts").into());
@@ -599,34 +663,63 @@ impl<S: Store> Engine<S> {
         self.replace_served(&mut wb, &plan.manifest, &manifest)?;
         self.store.write(wb)?;
         self.heads = plan.heads.iter().copied().collect();
+        self.clear_prefix(SUMMARY)?;
         Ok(Installed { changed_keys, keys })
     }
 
     /// Merge-joins the local elements with the snapshot's, key by key, in
     /// one streaming pass. Returns (keys whose value changed, live keys).
+    ///
+    /// Chunks are read and decoded on a second thread while this one
+    /// merges; the elements and values go into their tables as bulk loads
+    /// (both come out in key order). A crash before both loads finish
+    /// leaves the plan in `meta`, and the rerun gives the same result.
     fn join_elements(&mut self, m: &Manifest) -> Result<(u64, u64), Error> {
-        let reader = self.reader();
-        let mut local = reader.elements().peekable();
         let store = self.store.clone();
-        let mut remote = m
-            .chunks
-            .iter()
-            .flat_map(
-                move |cid| -> Box<dyn Iterator<Item = Result<Element, Error>>> {
-                    let bytes = match store.get(Table::Blocks, &cid.to_bytes()) {
-                        Ok(Some(b)) => b,
-                        Ok(None) => return Box::new(std::iter::once(Err(Error::Corrupt("chunk")))),
-                        Err(e) => return Box::new(std::iter::once(Err(e.into()))),
+        std::thread::scope(|scope| {
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<Result<Vec<Element>, Error>>(DECODE_AHEAD);
+            scope.spawn(move || {
+                for cid in &m.chunks {
+                    let decoded = match store.get(Table::Blocks, &cid.to_bytes()) {
+                        Ok(Some(bytes)) => decode_elements(&bytes).map_err(Error::from),
+                        Ok(None) => Err(SnapshotError::MissingChunk(*cid).into()),
+                        Err(e) => Err(e.into()),
                     };
-                    match decode_elements(&bytes) {
+                    let failed = decoded.is_err();
+                    // A closed channel: the merge stopped on an error.
+                    if tx.send(decoded).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            let remote = rx.into_iter().flat_map(
+                |chunk| -> Box<dyn Iterator<Item = Result<Element, Error>>> {
+                    match chunk {
                         Ok(v) => Box::new(v.into_iter().map(Ok)),
-                        Err(e) => Box::new(std::iter::once(Err(e.into()))),
+                        Err(e) => Box::new(std::iter::once(Err(e))),
                     }
                 },
-            )
-            .peekable();
+            );
+            self.merge_elements(remote)
+        })
+    }
+
+    fn merge_elements(
+        &self,
+        remote: impl Iterator<Item = Result<Element, Error>>,
+    ) -> Result<(u64, u64), Error> {
+        let reader = self.reader();
+        let mut local = reader.elements().peekable();
+        let mut remote = remote.peekable();
+        let mut element_load = self.store.ingest(Table::Elements)?;
+        let mut value_load = self.store.ingest(Table::Values)?;
+        let mut merged_here: std::collections::HashMap<Cid, bool> =
+            std::collections::HashMap::new();
         let (mut changed, mut live) = (0u64, 0u64);
-        let mut wb = WriteBatch::new();
+        // This key's element writes: (element key, value or None to delete),
+        // sorted before they go to the bulk load.
+        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         loop {
             let next_key = match (local.peek(), remote.peek()) {
                 (None, None) => break,
@@ -671,20 +764,40 @@ impl<S: Store> Engine<S> {
                     result.push(e.clone());
                 } else {
                     // Removed by a delete the snapshot's side had merged.
-                    wb.delete(Table::Elements, layout::element_key(&e.key, &e.id));
+                    writes.push((layout::element_key(&e.key, &e.id), None));
                 }
             }
             for e in theirs {
-                if mine.iter().any(|m| m.id == e.id) || self.is_processed(&e.id)? {
-                    // Either already here, or merged here and removed since.
+                if mine.iter().any(|m| m.id == e.id) {
                     continue;
                 }
-                wb.put(
-                    Table::Elements,
+                let processed = match merged_here.get(&e.id) {
+                    Some(p) => *p,
+                    None => {
+                        if merged_here.len() >= ID_CACHE {
+                            merged_here.clear();
+                        }
+                        let p = self.is_processed(&e.id)?;
+                        merged_here.insert(e.id, p);
+                        p
+                    }
+                };
+                if processed {
+                    // Merged here and removed since.
+                    continue;
+                }
+                writes.push((
                     layout::element_key(&e.key, &e.id),
-                    layout::element_value(e.priority, &e.value),
-                );
+                    Some(layout::element_value(e.priority, &e.value)),
+                ));
                 result.push(e);
+            }
+            writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (key, value) in writes.drain(..) {
+                match value {
+                    Some(v) => element_load.put(&key, &v)?,
+                    None => element_load.delete(&key)?,
+                }
             }
             let winner = result
                 .iter()
@@ -704,8 +817,8 @@ impl<S: Store> Engine<S> {
             let winner_ref = winner.as_ref().map(Winner::as_ref);
             if winner_ref != current_ref {
                 match &winner_ref {
-                    Some(w) => wb.put(Table::Values, next_key.clone(), w.encode()),
-                    None => wb.delete(Table::Values, next_key.clone()),
+                    Some(w) => value_load.put(&next_key, &w.encode())?,
+                    None => value_load.delete(&next_key)?,
                 }
             }
             if winner_ref.map(|w| w.value) != current_ref.map(|w| w.value) {
@@ -714,11 +827,9 @@ impl<S: Store> Engine<S> {
             if winner.is_some() {
                 live += 1;
             }
-            if wb.len() >= WRITE_CHUNK {
-                self.store.write(std::mem::take(&mut wb))?;
-            }
         }
-        self.store.write(wb)?;
+        element_load.finish()?;
+        value_load.finish()?;
         Ok((changed, live))
     }
 

@@ -372,8 +372,11 @@ impl Task {
         }
         self.join_attempts += 1;
         match snapshot::join_from(&mut self.engine, &self.network, peer).await {
-            Ok(Some(_)) => {
+            Ok(Some((_, frontier))) => {
                 self.join_attempts = MAX_JOIN_ATTEMPTS;
+                // The installed manifest is served as it is: no need to
+                // build the same snapshot again at the next tick.
+                self.snapshot_frontier = frontier;
                 let (network, tx) = (self.network.clone(), self.changes.clone());
                 tokio::spawn(snapshot::emit_all(self.engine.reader(), move |page| {
                     Self::emit(network.clone(), tx.clone(), page)
@@ -428,12 +431,13 @@ impl Task {
         self.compaction.forcing();
         let compaction = &mut self.compaction;
         let joined = snapshot::join_when(&mut self.engine, &self.network, peer, |_, cid, _| {
-            compaction.first_try(cid)
+            Ok(compaction.first_try(cid))
         })
         .await;
         match joined {
-            Ok(Some(installed)) => {
+            Ok(Some((installed, frontier))) => {
                 tracing::info!(%peer, keys = installed.keys, "joined a snapshot in place of dropped history");
+                self.snapshot_frontier = frontier;
                 let (network, tx) = (self.network.clone(), self.changes.clone());
                 tokio::spawn(snapshot::emit_all(self.engine.reader(), move |page| {
                     Self::emit(network.clone(), tx.clone(), page)

@@ -6,8 +6,10 @@
 //!   writes the chunks as blocks and keeps the manifest; the sync protocol
 //!   serves both (`SyncRequest::Snapshot`, then ordinary block requests).
 //! - **Joining.** A peer that starts with an empty pinset, or whose pinset
-//!   lies more than [`JOIN_LAG`] heights behind the first peer it meets, asks
-//!   that peer for its manifest. The manifest must be signed by a trusted
+//!   lies more than [`JOIN_LAG`] heights behind the first peer it meets, or
+//!   lacks most of the blocks that peer's snapshot covers (a peer back from
+//!   an absence during which a large import happened: few heights, many
+//!   pins), asks that peer for its manifest. The manifest must be signed by a trusted
 //!   peer (the engine's verifier); every chunk is checked against its CID as
 //!   it is staged; chunks come [`CHUNKS_PER_REQUEST`] at a time with
 //!   [`FETCHES_IN_FLIGHT`] requests in flight, so memory stays at a few
@@ -61,16 +63,21 @@ pub enum JoinError {
 }
 
 /// Asks `peer` for its snapshot and installs it when it is worth it: this
-/// replica is empty or more than [`JOIN_LAG`] heights behind. `Ok(None)`:
-/// nothing to install.
+/// replica is empty, more than [`JOIN_LAG`] heights behind, or holds fewer
+/// than half the blocks the snapshot covers. Replaying the deltas costs
+/// about twice what installing costs per pin (BENCHMARKS.md, "Join by
+/// snapshot"), so from there the snapshot is the faster way. `Ok(None)`:
+/// nothing to install; otherwise what was installed and the snapshot's
+/// frontier (the state this replica now serves a snapshot of).
 pub async fn join_from(
     engine: &mut Engine<FjallStore>,
     network: &Network,
     peer: PeerId,
-) -> Result<Option<Installed>, JoinError> {
+) -> Result<Option<(Installed, Vec<cid::Cid>)>, JoinError> {
     join_when(engine, network, peer, |engine, _, manifest| {
-        engine.heads().is_empty()
+        Ok(engine.heads().is_empty()
             || manifest.height() > engine.max_height().saturating_add(JOIN_LAG)
+            || tokio::task::block_in_place(|| lacks_most(engine, manifest.markers))?)
     })
     .await
 }
@@ -82,13 +89,13 @@ pub async fn join_when(
     engine: &mut Engine<FjallStore>,
     network: &Network,
     peer: PeerId,
-    worth: impl FnOnce(&Engine<FjallStore>, &cid::Cid, &Manifest) -> bool,
-) -> Result<Option<Installed>, JoinError> {
+    worth: impl FnOnce(&Engine<FjallStore>, &cid::Cid, &Manifest) -> Result<bool, JoinError>,
+) -> Result<Option<(Installed, Vec<cid::Cid>)>, JoinError> {
     let Some(bytes) = network.snapshot_of(peer).await? else {
         return Ok(None);
     };
     let manifest = engine.check_manifest(&bytes)?;
-    if !worth(engine, &pincluster_crdt::cid_of(&bytes), &manifest) {
+    if !worth(engine, &pincluster_crdt::cid_of(&bytes), &manifest)? {
         return Ok(None);
     }
     tracing::info!(%peer, keys = manifest.keys, chunks = manifest.chunks.len() + manifest.context.len(),
@@ -152,7 +159,21 @@ pub async fn join_when(
         changed = installed.changed_keys,
         "snapshot installed"
     );
-    Ok(Some(installed))
+    let frontier = manifest.frontier.iter().map(|(c, _)| *c).collect();
+    Ok(Some((installed, frontier)))
+}
+
+/// Whether this replica has merged fewer than half of `markers` blocks.
+/// Counts at most that many of its own markers (CIDs only), so the test
+/// costs little next to the sync it decides on.
+fn lacks_most(engine: &Engine<FjallStore>, markers: u64) -> Result<bool, pincluster_crdt::Error> {
+    let half = usize::try_from(markers / 2).unwrap_or(usize::MAX);
+    let mut held = 0usize;
+    for marker in engine.reader().processed().take(half) {
+        marker?;
+        held += 1;
+    }
+    Ok(held < half)
 }
 
 /// Hands every key of the state to `emit` as new, page by page: the
@@ -166,7 +187,9 @@ where
     let (tx, mut rx) = mpsc::channel::<Vec<KeyChange>>(2);
     let reading = tokio::task::spawn_blocking(move || {
         let mut page = Vec::with_capacity(EMIT_PAGE);
-        for entry in reader.iter() {
+        // Short scans: one snapshot open for the whole pass would keep the
+        // tracker's writes of the pass in RAM (see `state::reseek`).
+        for entry in crate::state::reseek(reader) {
             match entry {
                 Ok((key, value)) => page.push(KeyChange {
                     key,

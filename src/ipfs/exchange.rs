@@ -20,8 +20,9 @@ use super::swarm::IpfsSwarm;
 
 /// Bitswap reads and writes the node's own store: what the node holds is
 /// what it serves, and what it fetches is there for the next pin walk.
-/// `put` checks the bytes against the CID again (the store always does),
-/// so only verified blocks are ever stored, whoever calls.
+/// Bitswap found each block's CID by hashing its bytes, so the store takes
+/// them as verified ([`BlockStore::put_verified`]): one hash per received
+/// block, and a message's blocks in one write.
 impl BlockSource for BlockStore {
     fn get(&self, cid: &Cid) -> Result<Option<Bytes>, BlockSourceError> {
         BlockStore::get(self, cid).map_err(|e| BlockSourceError(Box::new(e)))
@@ -32,7 +33,11 @@ impl BlockSource for BlockStore {
     }
 
     fn put(&self, cid: &Cid, data: Bytes) -> Result<(), BlockSourceError> {
-        BlockStore::put(self, cid, &data)
+        self.put_many(&[(*cid, data)])
+    }
+
+    fn put_many(&self, blocks: &[(Cid, Bytes)]) -> Result<(), BlockSourceError> {
+        self.put_verified(blocks)
             .map(|_| ())
             .map_err(|e| BlockSourceError(Box::new(e)))
     }

@@ -294,8 +294,7 @@ impl StoreSink {
                         bytes += next.data().len();
                         batch.push(next);
                     }
-                    store.put_hashed(&batch)?;
-                    batch.clear();
+                    store.put_hashed(std::mem::take(&mut batch))?;
                 }
                 Ok(())
             })

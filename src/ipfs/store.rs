@@ -29,6 +29,7 @@ use bytes::Bytes;
 use cid::Cid;
 use fjall::{
     CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode,
+    UserValue,
 };
 use tokio::sync::RwLock;
 
@@ -39,6 +40,14 @@ use crate::types::PinMode;
 const FORMAT: u8 = 1;
 /// Deletions per batch during a sweep.
 const SWEEP_BATCH: usize = 1024;
+/// Memtable of the blocks keyspace (fjall's default is 64 MiB). The
+/// memtable holds the block bytes until a flush moves them to blob files,
+/// and fjall queues up to four sealed memtables behind the active one: at
+/// 64 MiB an add or a fetch of 1 GiB kept ~300 MiB resident, all of it
+/// fresh pages. 16 MiB bounds that to ~80 MiB, and the freed memtables'
+/// pages are reused before the allocator returns them to the system.
+/// Set when the keyspace is created (fjall keeps it).
+const BLOCK_MEMTABLE: u64 = 16 << 20;
 
 /// Why the block store failed.
 #[derive(Debug, thiserror::Error)]
@@ -130,9 +139,11 @@ impl BlockStore {
             .journal_compression(CompressionType::None)
             .open()?;
         let blocks = db.keyspace("blocks", || {
-            KeyspaceCreateOptions::default().with_kv_separation(Some(
-                KvSeparationOptions::default().compression(CompressionType::None),
-            ))
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(BLOCK_MEMTABLE)
+                .with_kv_separation(Some(
+                    KvSeparationOptions::default().compression(CompressionType::None),
+                ))
         })?;
         let pins = db.keyspace("pins", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
@@ -201,29 +212,49 @@ impl BlockStore {
     /// Stores `blocks` in one batch, skipping those already there: what
     /// the importer made (their CIDs were computed from these bytes, so
     /// they are not hashed again; only their size is checked). Returns
-    /// how many were new. Not synced to disk: [`BlockStore::persist`] at
-    /// the end of an add does that once (a crash before it loses whole
-    /// batches, never part of one: the journal replays a batch or drops
-    /// it).
-    pub fn put_hashed(&self, blocks: &[Block]) -> Result<usize, StoreError> {
-        if let Some(big) = blocks.iter().find(|b| b.data().len() > dag::MAX_BLOCK) {
-            return Err(BlockError::TooLarge {
-                size: big.data().len(),
-            }
-            .into());
-        }
+    /// how many were new. The bytes move into the store without a copy.
+    /// Not synced to disk: [`BlockStore::persist`] at the end of an add
+    /// does that once (a crash before it loses whole batches, never part
+    /// of one: the journal replays a batch or drops it).
+    pub fn put_hashed(&self, blocks: Vec<Block>) -> Result<usize, StoreError> {
+        self.write_new(blocks.into_iter().map(|b| {
+            let cid = *b.cid();
+            (cid, b.into_data())
+        }))
+    }
+
+    /// Stores blocks whose bytes the caller has already checked against
+    /// their CIDs (Bitswap hashes each received block to find which want
+    /// it answers), in one batch, without hashing them again or copying
+    /// them; skips those already there and returns how many were new. An
+    /// oversized block refuses the whole batch. Not synced, as
+    /// [`BlockStore::put_hashed`].
+    pub fn put_verified(&self, blocks: &[(Cid, Bytes)]) -> Result<usize, StoreError> {
+        self.write_new(blocks.iter().map(|(cid, data)| (*cid, data.clone())))
+    }
+
+    /// One batch of checked blocks: those not yet stored (nor repeated in
+    /// the batch) are written with the new totals.
+    fn write_new<V>(&self, blocks: impl Iterator<Item = (Cid, V)>) -> Result<usize, StoreError>
+    where
+        V: AsRef<[u8]> + Into<UserValue>,
+    {
         let mut totals = self.lock_totals();
         let mut next = *totals;
         let mut batch = self.inner.db.batch().durability(Some(PersistMode::Buffer));
-        let mut keys = HashSet::with_capacity(blocks.len());
-        for block in blocks {
-            let key = block.cid().hash().to_bytes();
+        let mut keys = HashSet::new();
+        for (cid, data) in blocks {
+            let size = data.as_ref().len();
+            if size > dag::MAX_BLOCK {
+                return Err(BlockError::TooLarge { size }.into());
+            }
+            let key = cid.hash().to_bytes();
             if keys.contains(&key) || self.inner.blocks.contains_key(&key)? {
                 continue;
             }
-            batch.insert(&self.inner.blocks, key.clone(), block.data());
+            batch.insert(&self.inner.blocks, key.clone(), data);
             keys.insert(key);
-            next = (next.0 + block.data().len() as u64, next.1 + 1);
+            next = (next.0 + size as u64, next.1 + 1);
         }
         if keys.is_empty() {
             return Ok(0);
@@ -239,13 +270,15 @@ impl BlockStore {
         Ok(self.inner.db.persist(PersistMode::SyncAll)?)
     }
 
-    /// The bytes of block `cid`, if stored.
+    /// The bytes of block `cid`, if stored: fjall's own buffer, not a
+    /// copy (its values are `bytes::Bytes`), so Bitswap and the gateway
+    /// serve what the store read.
     pub fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
         Ok(self
             .inner
             .blocks
             .get(cid.hash().to_bytes())?
-            .map(|v| Bytes::copy_from_slice(&v)))
+            .map(Bytes::from))
     }
 
     /// Whether block `cid` is stored.
@@ -621,13 +654,13 @@ mod tests {
         let b = Block::hashed(RAW, b"chunk b".to_vec(), false);
         {
             let store = BlockStore::open(dir.path(), 100).unwrap();
-            assert_eq!(store.put_hashed(&[a.clone(), a.clone()]).unwrap(), 1);
-            assert_eq!(store.put_hashed(&[a.clone(), b.clone()]).unwrap(), 1);
-            assert_eq!(store.put_hashed(std::slice::from_ref(&b)).unwrap(), 0);
+            assert_eq!(store.put_hashed(vec![a.clone(), a.clone()]).unwrap(), 1);
+            assert_eq!(store.put_hashed(vec![a.clone(), b.clone()]).unwrap(), 1);
+            assert_eq!(store.put_hashed(vec![b.clone()]).unwrap(), 0);
             let huge = Block::hashed(RAW, vec![0; dag::MAX_BLOCK + 1], false);
             let c = Block::hashed(RAW, b"chunk c".to_vec(), false);
             assert!(matches!(
-                store.put_hashed(&[c.clone(), huge]),
+                store.put_hashed(vec![c.clone(), huge]),
                 Err(StoreError::Block(_))
             ));
             assert!(!store.has(c.cid()).unwrap());
@@ -651,7 +684,7 @@ mod tests {
         let leaf = Block::hashed(RAW, b"leaf".to_vec(), false);
         let (root, root_bytes) = parent(&[*leaf.cid()]);
         let hold = store.hold_gc().await;
-        store.put_hashed(std::slice::from_ref(&leaf)).unwrap();
+        store.put_hashed(vec![leaf.clone()]).unwrap();
         store.put(&root, &root_bytes).unwrap();
         store.pin_added(&root, &hold).unwrap();
         drop(hold);

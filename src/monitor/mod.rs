@@ -23,6 +23,11 @@ const MAX_ALERTS: usize = 1000;
 /// publishing names never seen before grows this peer's memory, its
 /// alerts and `GET /monitor/metrics` for ever (the hostile peer test).
 pub const MAX_NAMES_PER_PEER: usize = 64;
+/// Most peers whose metrics are kept. Every follower of a collaborative
+/// cluster publishes its metrics, and volunteers come and go: without a
+/// bound, a trusted peer would keep every follower it ever heard of. Past
+/// it, the peer heard of longest ago is forgotten.
+pub const MAX_PEERS: usize = 10_000;
 
 /// A metric as a peer publishes it (the gossip payload carries a list).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +84,14 @@ struct Store {
     names: HashMap<PeerId, usize>,
     alerted: HashSet<(PeerId, String)>,
     alerts: VecDeque<Alert>,
+}
+
+impl Store {
+    fn forget(&mut self, peer: &PeerId) {
+        self.latest.retain(|(p, _), _| p != peer);
+        self.alerted.retain(|(p, _)| p != peer);
+        self.names.remove(peer);
+    }
 }
 
 /// The metrics this peer knows and the alerts it raised. Cheap to clone.
@@ -150,6 +163,17 @@ impl Monitor {
     /// Records metrics `author` signed, received at `now`.
     pub fn record(&self, author: PeerId, metrics: Vec<MetricWire>, now: DateTime<Utc>) {
         let mut store = self.store();
+        if !store.names.contains_key(&author) && store.names.len() >= MAX_PEERS {
+            // A scan, but only when a new peer arrives at the bound.
+            let mut newest = HashMap::<PeerId, i64>::new();
+            for ((peer, _), m) in &store.latest {
+                let t = newest.entry(*peer).or_insert(i64::MIN);
+                *t = (*t).max(m.received_at);
+            }
+            if let Some((stale, _)) = newest.into_iter().min_by_key(|(_, t)| *t) {
+                store.forget(&stale);
+            }
+        }
         for m in metrics {
             let ttl = chrono::Duration::milliseconds(m.ttl_ms.min(i64::MAX as u64 / 2) as i64);
             let metric = Metric {
@@ -263,10 +287,7 @@ impl Monitor {
 
     /// Drops everything known of `peer` (it was removed from the cluster).
     pub fn forget(&self, peer: &PeerId) {
-        let mut store = self.store();
-        store.latest.retain(|(p, _), _| p != peer);
-        store.alerted.retain(|(p, _)| p != peer);
-        store.names.remove(peer);
+        self.store().forget(peer);
     }
 
     /// When the earliest metric not yet alerted expires, if any.
@@ -403,6 +424,27 @@ mod tests {
         assert_eq!(m.check(t0 + chrono::Duration::seconds(4)).len(), 1);
         assert_eq!(m.check(t0 + chrono::Duration::seconds(6)).len(), 1);
         assert_eq!(m.alerts().len(), 3);
+    }
+
+    #[test]
+    fn metrics_of_more_peers_than_the_bound_forget_the_peer_heard_of_longest_ago() {
+        let m = Monitor::new();
+        let at = |s: i64| Utc::now() + chrono::Duration::seconds(s);
+        let (t0, t1, t2, t3) = (at(0), at(1), at(2), at(3));
+        let (first, stale, newcomer) = (PeerId::random(), PeerId::random(), PeerId::random());
+        m.record(first, vec![wire("ping", 60_000)], t0);
+        m.record(stale, vec![wire("ping", 60_000)], t1);
+        for _ in 2..MAX_PEERS {
+            m.record(PeerId::random(), vec![wire("ping", 60_000)], t2);
+        }
+        // The first peer speaks again: it is heard of most lately now.
+        m.record(first, vec![wire("ping", 60_000)], t3);
+        m.record(newcomer, vec![wire("ping", 60_000)], t3);
+        let peers: HashSet<String> = m.metrics("ping", t3).into_iter().map(|x| x.peer).collect();
+        assert_eq!(peers.len(), MAX_PEERS);
+        assert!(peers.contains(&newcomer.to_string()));
+        assert!(peers.contains(&first.to_string()));
+        assert!(!peers.contains(&stale.to_string()));
     }
 
     #[test]

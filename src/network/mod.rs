@@ -48,8 +48,17 @@ pub struct NetworkConfig {
     pub trusted: TrustedPeers,
     /// Shown to other peers.
     pub peername: String,
-    /// Connection limit (the connection manager's high water mark).
-    pub max_connections: u32,
+    /// The connection manager's high water mark: connections to
+    /// untrusted peers (followers) beyond it are trimmed to `low_water`
+    /// once older than `grace_period`; the hard limit is above it.
+    pub high_water: u32,
+    /// What the trim leaves; also caps how many peers this peer dials.
+    pub low_water: u32,
+    /// How long a new connection is safe from the trim.
+    pub grace_period: Duration,
+    /// Follower mode: dials only up to its degree, trusted peers included
+    /// (see the event loop's `degree`).
+    pub follower: bool,
     /// How long a disconnected peer still counts in the peerset.
     pub peer_ttl: Duration,
     /// gossipsub heartbeat.
@@ -109,7 +118,9 @@ pub trait RpcHandler: Send + Sync + 'static {
 /// What the network reports to the consensus task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetEvent {
-    /// A trusted peer announced heads (gossip or a heads answer).
+    /// A trusted peer announced heads (gossip or a heads answer); `from`
+    /// is the peer to ask for their blocks: the author, or the peer that
+    /// relayed them when this peer is not connected to the author.
     Heads { from: PeerId, heads: Vec<Cid> },
     /// A peer of this cluster connected (identified as speaking our sync
     /// protocol): ask it for its heads now.
@@ -410,5 +421,14 @@ impl Trust {
 
     pub(crate) fn is_trusted(&self, peer: &PeerId) -> bool {
         self.trusted.trusted_by(&self.local, peer)
+    }
+
+    /// Whether a trusted peer other than this one is not `connected`
+    /// (always, when every peer is trusted: any may be missing).
+    pub(crate) fn any_missing(&self, connected: impl Fn(&PeerId) -> bool) -> bool {
+        match &self.trusted {
+            TrustedPeers::All => true,
+            TrustedPeers::Only(list) => list.iter().any(|p| *p != self.local && !connected(p)),
+        }
     }
 }

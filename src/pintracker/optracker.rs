@@ -207,6 +207,12 @@ pub struct OpTracker {
     next_generation: u64,
     /// Batches written since the last [`OpTracker::release_memory`].
     unreleased: u64,
+    /// Per lane (indexed by its byte), a key at or below every entry the
+    /// lane holds: where [`OpTracker::take_due`] starts reading. The head
+    /// of a queue is where entries are taken off, so it is a run of
+    /// deletions that fjall keeps until compaction: a read from the lane's
+    /// first byte stepped over all of them again on every take.
+    floor: [Vec<u8>; 3],
 }
 
 impl std::fmt::Debug for OpTracker {
@@ -372,6 +378,7 @@ impl OpTracker {
             errored: 0,
             next_generation: 0,
             unreleased: 0,
+            floor: [vec![0], vec![1], vec![2]],
         })
     }
 
@@ -401,11 +408,14 @@ impl OpTracker {
                 batch.remove(&self.due, due_key(lane, at, key));
             }
             if let Some(((lane, at), generation)) = new_slot {
-                batch.insert(
-                    &self.due,
-                    due_key(lane, at, key),
-                    generation.to_be_bytes().to_vec(),
-                );
+                let entry = due_key(lane, at, key);
+                // Due before the lane's floor (the clock went back): the
+                // floor follows, or the entry would never be read.
+                let floor = &mut self.floor[lane as usize];
+                if entry < *floor {
+                    floor.clone_from(&entry);
+                }
+                batch.insert(&self.due, entry, generation.to_be_bytes().to_vec());
             }
         }
         match op {
@@ -502,10 +512,14 @@ impl OpTracker {
         let now = millis(now);
         let mut earliest: Option<i64> = None;
         for lane in lanes {
-            let Some(entry) = self.due.prefix([*lane as u8]).next() else {
+            let floor = self.floor[*lane as usize].as_slice();
+            let end = [*lane as u8 + 1];
+            let Some(entry) = self.due.range(floor..&end[..]).next() else {
                 continue;
             };
             let (key, value) = entry.into_inner()?;
+            // Every entry of the lane is at or after this one.
+            self.floor[*lane as usize] = key.to_vec();
             let at = key
                 .get(1..9)
                 .and_then(|b| b.try_into().ok())
@@ -744,6 +758,45 @@ mod tests {
             t.take_due(&[Lane::Normal], now()).unwrap(),
             Due::Job(..)
         ));
+    }
+
+    /// The queue reads from past what it took last, yet an operation
+    /// queued earlier than that (the clock went back) is still taken.
+    #[test]
+    fn an_operation_due_before_the_last_taken_is_still_taken() {
+        let (_dir, mut t) = tracker();
+        let late = now();
+        let g1 = t
+            .enqueue(OpKind::Pin, &pin(1), false, late)
+            .unwrap()
+            .unwrap();
+        let g2 = t
+            .enqueue(OpKind::Pin, &pin(2), false, late)
+            .unwrap()
+            .unwrap();
+        let first = t.take_due(&[Lane::Normal], late).unwrap();
+        let Due::Job(cid, _) = first else {
+            panic!("{first:?}")
+        };
+        let (second, g_second) = if cid == pin(1).cid {
+            (pin(2).cid, g2)
+        } else {
+            (pin(1).cid, g1)
+        };
+        let early = late - chrono::Duration::hours(1);
+        let g3 = t
+            .enqueue(OpKind::Pin, &pin(3), false, early)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            t.take_due(&[Lane::Normal], late).unwrap(),
+            Due::Job(pin(3).cid, g3)
+        );
+        assert_eq!(
+            t.take_due(&[Lane::Normal], late).unwrap(),
+            Due::Job(second, g_second)
+        );
+        assert_eq!(t.take_due(&[Lane::Normal], late).unwrap(), Due::Empty);
     }
 
     #[test]

@@ -3,13 +3,16 @@
 //! `pin_recover_interval`, every `state_sync_interval` queueing again
 //! what the IPFS daemon lost behind the cluster's back and, on a sharding
 //! follower, unpinning what left its share once its new holders have it,
-//! and every few seconds handing the memory of its recent writes back.
+//! and every few seconds handing the memory of its recent writes (and,
+//! once the peer is quiet, of every memtable of its database) back.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use libp2p::PeerId;
 use tokio::sync::mpsc;
+
+use pincluster_crdt::store::fjall::Database;
 
 use super::PinTracker;
 use crate::consensus::PinChange;
@@ -74,15 +77,42 @@ pub async fn recover_periodically(tracker: PinTracker<Connector>, every: Duratio
 pub const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Every [`RELEASE_INTERVAL`], releases the memory of what the tracker
-/// wrote since ([`PinTracker::release_memory`]); nothing when it was quiet.
-pub async fn release_memory_periodically(tracker: PinTracker<Connector>) {
+/// wrote since ([`PinTracker::release_memory`]); and once the whole
+/// database `db` has been quiet for an interval, that of every other
+/// keyspace too ([`release_quiet_memtables`]).
+pub async fn release_memory_periodically(tracker: PinTracker<Connector>, db: Database) {
     let mut tick = tokio::time::interval(RELEASE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_seqno = None;
     loop {
         tick.tick().await;
         let t = tracker.clone();
+        let db = db.clone();
         // Rotating takes fjall's journal lock: off the async threads.
-        let _ = tokio::task::spawn_blocking(move || t.release_memory()).await;
+        let released = tokio::task::spawn_blocking(move || {
+            t.release_memory();
+            release_quiet_memtables(&db, &mut last_seqno);
+            last_seqno
+        })
+        .await;
+        last_seqno = released.ok().flatten();
+    }
+}
+
+/// Flushes the memtables of every keyspace of `db` once nothing was
+/// written since the previous call (`last_seqno`, updated): a quiet peer
+/// then holds none. fjall flushes a memtable only when it is full, so
+/// after a burst (a `state import` replayed from the journal at start, a
+/// join, a burst of pins) up to a memtable per keyspace (32 MiB each for
+/// the pinset's) stayed in RAM for as long as the peer was idle. Writing
+/// again rotates nothing: only a whole quiet interval does, and an empty
+/// write buffer is left alone, so a quiet peer makes no small tables.
+pub fn release_quiet_memtables(db: &Database, last_seqno: &mut Option<u64>) {
+    let seqno = db.seqno();
+    let quiet = *last_seqno == Some(seqno);
+    *last_seqno = Some(seqno);
+    if quiet {
+        crate::folder::flush_memtables(db);
     }
 }
 
@@ -157,4 +187,40 @@ async fn pinned_by_holders(network: &Network, dropped: &[(Pin, Vec<PeerId>)]) ->
         }
     }
     ok
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use pincluster_crdt::store::fjall::KeyspaceCreateOptions;
+
+    use super::*;
+
+    /// A database quiet for a whole interval gives its memtables back to
+    /// disk; one written meanwhile keeps them (no small tables while busy).
+    #[test]
+    fn memtables_are_flushed_once_the_database_is_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path()).open().unwrap();
+        let ks = db.keyspace("t", KeyspaceCreateOptions::default).unwrap();
+        ks.insert("a", "1").unwrap();
+        let mut last = None;
+        release_quiet_memtables(&db, &mut last);
+        ks.insert("b", "2").unwrap();
+        release_quiet_memtables(&db, &mut last);
+        assert!(db.write_buffer_size() > 0, "written since: kept");
+        assert_eq!(ks.table_count(), 0);
+        release_quiet_memtables(&db, &mut last);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while db.write_buffer_size() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the quiet memtable was not flushed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(ks.table_count(), 1);
+        assert_eq!(ks.get("b").unwrap().as_deref(), Some(&b"2"[..]));
+    }
 }

@@ -500,6 +500,29 @@ pub fn multipart_files(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
+/// Writes `cids` into the stopped peer's folder with `state import`.
+pub fn import_pins(dir: &Path, cids: &[String]) {
+    let lines: String = cids
+        .iter()
+        .map(|c| format!("{{\"cid\":\"{c}\",\"type\":\"pin\",\"replication_factor_min\":-1,\"replication_factor_max\":-1,\"max_depth\":-1}}\n"))
+        .collect();
+    let file = dir.join("in.json");
+    std::fs::write(&file, lines).unwrap();
+    let out = Command::new(BIN)
+        .arg("state")
+        .arg("--config")
+        .arg(dir)
+        .args(["import", "-f", file.to_str().unwrap()])
+        .output()
+        .expect("run pincluster state import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(file).unwrap();
+}
+
 pub fn temp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::Serialize;
 
-use super::{Scan, Store, StoreError, Table, WriteBatch, prefix_end};
+use super::{Ingest, Scan, Store, StoreError, Table, WriteBatch, check_ascending, prefix_end};
 
 /// How far a committed batch is pushed before `write` returns. Written
 /// (serde, [`FromStr`]) as `process` or `sync`, the words of the peer's
@@ -172,5 +172,58 @@ impl Store for FjallStore {
         // as their levels fill again, which on a quiet cluster is never.
         ks.major_compact()?;
         Ok(())
+    }
+
+    /// fjall's ingestion: sorted entries go straight into new tables, with
+    /// no journal, memtable or flush on the way.
+    fn ingest(&self, table: Table) -> Result<Box<dyn Ingest + '_>, StoreError> {
+        // fjall does not export its ingestion type, so a closure holds it.
+        let mut inner = Some(self.table(table).start_ingestion()?);
+        let step = move |op: Op<'_>| -> Result<(), fjall::Error> {
+            let Some(ingestion) = inner.as_mut() else {
+                return Ok(());
+            };
+            match op {
+                Op::Put(k, v) => ingestion.write(k, v),
+                Op::Delete(k) => ingestion.write_tombstone(k),
+                Op::Finish => inner.take().map_or(Ok(()), |i| i.finish()),
+            }
+        };
+        Ok(Box::new(FjallIngest {
+            step: Box::new(step),
+            last: None,
+        }))
+    }
+}
+
+/// One step of a [`FjallIngest`].
+enum Op<'k> {
+    Put(&'k [u8], &'k [u8]),
+    Delete(&'k [u8]),
+    Finish,
+}
+
+/// Runs one [`Op`] against the fjall ingestion it holds.
+type Step<'a> = Box<dyn FnMut(Op<'_>) -> Result<(), fjall::Error> + 'a>;
+
+/// A [`FjallStore`] bulk load.
+struct FjallIngest<'a> {
+    step: Step<'a>,
+    last: Option<Vec<u8>>,
+}
+
+impl Ingest for FjallIngest<'_> {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        check_ascending(&mut self.last, key)?;
+        Ok((self.step)(Op::Put(key, value))?)
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        check_ascending(&mut self.last, key)?;
+        Ok((self.step)(Op::Delete(key))?)
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), StoreError> {
+        Ok((self.step)(Op::Finish)?)
     }
 }

@@ -71,6 +71,9 @@ pub enum StoreError {
     /// fjall reported an error.
     #[error("fjall: {0}")]
     Fjall(#[from] fjall::Error),
+    /// A bulk load was given a key out of order.
+    #[error("bulk load keys out of order")]
+    Unsorted,
 }
 
 /// A key-value pair read from a table.
@@ -112,6 +115,63 @@ impl WriteBatch {
     }
 }
 
+/// A bulk load into one table: keys strictly ascending, visible only once
+/// [`Ingest::finish`] returns, and not atomic with any other write. Users
+/// must make a half-done ingest harmless (the snapshot install reruns it
+/// from its plan). Dropping it unfinished writes nothing.
+pub trait Ingest {
+    /// Sets `key` to `value`; `key` must sort after the previous key.
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Removes `key`; `key` must sort after the previous key.
+    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError>;
+    /// Makes everything written visible.
+    fn finish(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// The [`Ingest`] of stores without a bulk path ([`MemoryStore`], which
+/// holds everything in memory anyway): the load is kept and written as one
+/// batch at the end, so a scan under way never sees it.
+struct BufferedIngest<'a, S: Store> {
+    store: &'a S,
+    table: Table,
+    batch: WriteBatch,
+    last: Option<Vec<u8>>,
+}
+
+impl<S: Store> Ingest for BufferedIngest<'_, S> {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        check_ascending(&mut self.last, key)?;
+        self.batch.put(self.table, key, value);
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        check_ascending(&mut self.last, key)?;
+        self.batch.delete(self.table, key);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), StoreError> {
+        self.store.write(self.batch)
+    }
+}
+
+/// Refuses a key that does not sort after `last` (fjall's ingestion would
+/// panic on it), then remembers it.
+pub(crate) fn check_ascending(last: &mut Option<Vec<u8>>, key: &[u8]) -> Result<(), StoreError> {
+    if last.as_deref().is_some_and(|l| key <= l) {
+        return Err(StoreError::Unsorted);
+    }
+    match last {
+        Some(l) => {
+            l.clear();
+            l.extend_from_slice(key);
+        }
+        None => *last = Some(key.to_vec()),
+    }
+    Ok(())
+}
+
 /// An ordered, byte-keyed store with atomic multi-table batches.
 pub trait Store: Clone + Send + Sync + 'static {
     /// Reads one key.
@@ -136,6 +196,17 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn reclaim(&self, _table: Table) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Starts a bulk load into `table` (see [`Ingest`]). By default it is
+    /// held in memory and written as one batch.
+    fn ingest(&self, table: Table) -> Result<Box<dyn Ingest + '_>, StoreError> {
+        Ok(Box::new(BufferedIngest {
+            store: self,
+            table,
+            batch: WriteBatch::new(),
+            last: None,
+        }))
+    }
 }
 
 /// The smallest key strictly greater than every key starting with `prefix`,
@@ -149,4 +220,43 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bulk load lands only when finished, and a key out of order is a
+    /// typed error (fjall's own ingestion would panic), in both stores.
+    fn bulk_load_rules<S: Store>(store: &S) {
+        let mut dropped = store.ingest(Table::Values).unwrap();
+        dropped.put(b"a", b"1").unwrap();
+        drop(dropped);
+        assert_eq!(store.get(Table::Values, b"a").unwrap(), None);
+
+        let mut load = store.ingest(Table::Values).unwrap();
+        load.put(b"a", b"1").unwrap();
+        load.put(b"b", b"2").unwrap();
+        assert!(matches!(load.put(b"b", b"3"), Err(StoreError::Unsorted)));
+        assert!(matches!(load.delete(b"a"), Err(StoreError::Unsorted)));
+        load.delete(b"c").unwrap();
+        load.finish().unwrap();
+        assert_eq!(store.get(Table::Values, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(store.get(Table::Values, b"b").unwrap(), Some(b"2".to_vec()));
+
+        // A later load shadows what is there, deletes included.
+        let mut load = store.ingest(Table::Values).unwrap();
+        load.delete(b"a").unwrap();
+        load.put(b"b", b"3").unwrap();
+        load.finish().unwrap();
+        assert_eq!(store.get(Table::Values, b"a").unwrap(), None);
+        assert_eq!(store.get(Table::Values, b"b").unwrap(), Some(b"3".to_vec()));
+    }
+
+    #[test]
+    fn bulk_loads_land_whole_in_order_or_not_at_all() {
+        bulk_load_rules(&MemoryStore::new());
+        let dir = tempfile::tempdir().unwrap();
+        bulk_load_rules(&FjallStore::open(dir.path(), FjallOptions::default()).unwrap());
+    }
 }

@@ -111,48 +111,82 @@ pub(crate) fn peer_connected(inner: &Arc<Inner>, peer: PeerId) {
     state.send_wants(entries, true);
 }
 
-/// A block from a peer: verified, stored, delivered, cancelled elsewhere.
-pub(crate) async fn on_block(inner: &Arc<Inner>, from: &Arc<PeerState>, block: WireBlock) {
-    let ledger = &from.ledger;
+/// Why a received block was not taken.
+enum Refused {
+    /// Too large, unknown hash, bad prefix.
+    Rejected,
+    /// Nobody wants the CID its bytes hash to.
+    Unwanted,
+}
+
+/// The CID `block`'s bytes hash to, if it is one this node wants.
+fn check(inner: &Inner, from: &PeerState, block: &WireBlock) -> Result<Cid, Refused> {
     if block.data.len() > inner.config.max_block_size {
         tracing::debug!(peer = %from.peer, size = block.data.len(), "bitswap block over the size limit refused");
-        Ledger::add(&ledger.blocks_rejected, 1);
-        return;
+        return Err(Refused::Rejected);
     }
     let cid = match &block.prefix {
         None => Ok(cid_v0(&block.data)),
         Some(prefix) => cid_of(prefix, &block.data),
-    };
-    let cid = match cid {
-        Ok(cid) => cid,
+    }
+    .map_err(|e| {
+        tracing::debug!(peer = %from.peer, "bitswap block refused: {e}");
+        Refused::Rejected
+    })?;
+    if lock(&inner.wants).map.contains_key(&cid) {
+        Ok(cid)
+    } else {
+        Err(Refused::Unwanted)
+    }
+}
+
+/// The blocks of one message from a peer: each hashed (its CID is what
+/// its bytes hash to, so it is checked once and never hashed again), the
+/// wanted ones stored in one write, then delivered and cancelled at the
+/// other peers. Hashing and storing run on the blocking pool, once per
+/// message.
+pub(crate) async fn on_blocks(inner: &Arc<Inner>, from: &Arc<PeerState>, blocks: Vec<WireBlock>) {
+    if blocks.is_empty() {
+        return;
+    }
+    let (i, f) = (inner.clone(), from.clone());
+    let checked = tokio::task::spawn_blocking(move || {
+        let mut wanted = Vec::with_capacity(blocks.len());
+        for block in blocks {
+            match check(&i, &f, &block) {
+                Ok(cid) => wanted.push((cid, block.data)),
+                Err(Refused::Rejected) => Ledger::add(&f.ledger.blocks_rejected, 1),
+                Err(Refused::Unwanted) => Ledger::add(&f.ledger.blocks_unwanted, 1),
+            }
+        }
+        if let Err(e) = i.source.put_many(&wanted) {
+            tracing::warn!("cannot store {} fetched blocks: {e}", wanted.len());
+        }
+        wanted
+    })
+    .await;
+    let wanted = match checked {
+        Ok(wanted) => wanted,
         Err(e) => {
-            tracing::debug!(peer = %from.peer, "bitswap block refused: {e}");
-            Ledger::add(&ledger.blocks_rejected, 1);
+            tracing::warn!("checking and storing fetched blocks failed: {e}");
             return;
         }
     };
-    if !lock(&inner.wants).map.contains_key(&cid) {
-        Ledger::add(&ledger.blocks_unwanted, 1);
-        return;
+    let ledger = &from.ledger;
+    for (cid, data) in wanted {
+        let Some(want) = lock(&inner.wants).map.remove(&cid) else {
+            // Another peer's copy won the race.
+            Ledger::add(&ledger.blocks_unwanted, 1);
+            continue;
+        };
+        Ledger::add(&ledger.blocks_received, 1);
+        Ledger::add(&ledger.bytes_received, data.len() as u64);
+        for (_, tx) in &want.waiting {
+            // Each fetch has room for every want it has in flight.
+            let _ = tx.try_send((cid, data.clone()));
+        }
+        cancel_at(inner, cid, &want.sent_to, Some(from.peer));
     }
-    let (source, data) = (inner.source.clone(), block.data.clone());
-    match tokio::task::spawn_blocking(move || source.put(&cid, data)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("cannot store fetched block {cid}: {e}"),
-        Err(e) => tracing::warn!("storing fetched block {cid} failed: {e}"),
-    }
-    let Some(want) = lock(&inner.wants).map.remove(&cid) else {
-        // Another peer's copy won the race.
-        Ledger::add(&ledger.blocks_unwanted, 1);
-        return;
-    };
-    Ledger::add(&ledger.blocks_received, 1);
-    Ledger::add(&ledger.bytes_received, block.data.len() as u64);
-    for (_, tx) in &want.waiting {
-        // Each fetch has room for every want it has in flight.
-        let _ = tx.try_send((cid, block.data.clone()));
-    }
-    cancel_at(inner, cid, &want.sent_to, Some(from.peer));
 }
 
 fn cancel_at(inner: &Inner, cid: Cid, peers: &HashSet<PeerId>, except: Option<PeerId>) {

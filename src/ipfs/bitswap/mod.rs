@@ -13,14 +13,16 @@
 //! - **Client** ([`client`]): [`Bitswap::get_blocks`] streams blocks as they
 //!   arrive, with a bounded window of wants in flight; wants go to every
 //!   connected peer, a received block is checked against its CID
-//!   ([`verify`]), stored with [`BlockSource::put`], delivered, and cancelled
+//!   ([`verify`]: hashed once, never again), stored with the others of its
+//!   message in one [`BlockSource::put_many`], delivered, and cancelled
 //!   at the other peers; an unwanted or wrong block is dropped and counted.
 //!   When no progress is made, wants are sent again and providers are
 //!   looked up through [`Routing`] (the DHT).
 //! - **Ledger**: bytes and blocks sent and received per peer, and what was
 //!   refused ([`LedgerStats`]).
 //!
-//! Tasks: one that accepts inbound streams, one reader per inbound stream,
+//! Tasks: one that accepts inbound streams, one reader per inbound stream
+//! with a handler beside it (a message is handled while the next is read),
 //! and per peer one writer and one server task. All stop on the
 //! cancellation token given at start; [`Bitswap::shutdown`] waits for them.
 //!
@@ -108,6 +110,13 @@ pub trait BlockSource: Send + Sync + 'static {
     fn has(&self, cid: &Cid) -> Result<bool, BlockSourceError>;
     /// Stores a block the client fetched and verified.
     fn put(&self, cid: &Cid, data: Bytes) -> Result<(), BlockSourceError>;
+    /// Stores the verified blocks of one message; one by one unless the
+    /// source writes them at once.
+    fn put_many(&self, blocks: &[(Cid, Bytes)]) -> Result<(), BlockSourceError> {
+        blocks
+            .iter()
+            .try_for_each(|(cid, data)| self.put(cid, data.clone()))
+    }
 }
 
 /// An in-memory [`BlockSource`], keyed by multihash (tests and benches).

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use cid::Cid;
 use futures::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use libp2p::{PeerId, Stream};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::InboundStreams;
@@ -49,7 +49,7 @@ pub(crate) struct PeerState {
     /// What the peer wants from us.
     pub their_wants: std::sync::Mutex<TheirWants>,
     pub wake_server: Notify,
-    reads: Semaphore,
+    reads: Arc<Semaphore>,
     pub cancel: CancellationToken,
 }
 
@@ -91,7 +91,7 @@ pub(crate) fn state(inner: &Arc<Inner>, peer: PeerId) -> Arc<PeerState> {
         replies,
         their_wants: std::sync::Mutex::new(TheirWants::default()),
         wake_server: Notify::new(),
-        reads: Semaphore::new(READS_PER_PEER),
+        reads: Arc::new(Semaphore::new(READS_PER_PEER)),
         cancel: inner.cancel.child_token(),
     });
     peers.insert(peer, state.clone());
@@ -155,7 +155,21 @@ async fn read_len(r: &mut BufReader<Stream>) -> Result<u64, ReadError> {
     Err(ReadError::BadLength)
 }
 
+/// Reads a stream's messages and hands each, in order, to a handler task
+/// of its own: the blocks of one message are hashed and stored while the
+/// next one arrives. A message's read permit goes with it until it is
+/// handled, so a peer has at most [`READS_PER_PEER`] messages in memory.
 async fn read_stream(inner: Arc<Inner>, state: Arc<PeerState>, stream: Stream, _: Version) {
+    let (to_handler, mut messages) = mpsc::channel::<(Message, OwnedSemaphorePermit)>(1);
+    let handler = {
+        let (inner, state) = (inner.clone(), state.clone());
+        async move {
+            while let Some((msg, _permit)) = messages.recv().await {
+                handle(&inner, &state, msg).await;
+            }
+        }
+    };
+    inner.tasks.spawn(handler);
     let mut r = BufReader::with_capacity(64 * 1024, stream);
     loop {
         let read = async {
@@ -163,19 +177,26 @@ async fn read_stream(inner: Arc<Inner>, state: Arc<PeerState>, stream: Stream, _
             if len > inner.config.max_message_size as u64 {
                 return Err(ReadError::TooLarge(len));
             }
-            let _permit = state.reads.acquire().await.map_err(|_| ReadError::Closed)?;
+            let permit = state
+                .reads
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| ReadError::Closed)?;
+            // The body becomes the blocks' bytes in the store (no copy
+            // after this one), so it is a buffer of its own each time.
             let mut body = vec![0u8; len as usize];
             tokio::time::timeout(inner.config.read_timeout, r.read_exact(&mut body))
                 .await
                 .map_err(|_| ReadError::Slow(inner.config.read_timeout))??;
-            Ok(Bytes::from(body))
+            Ok((Bytes::from(body), permit))
         };
         let body = tokio::select! {
             biased;
             _ = state.cancel.cancelled() => return,
             body = read => body,
         };
-        let body = match body {
+        let (body, permit) = match body {
             Ok(b) => b,
             Err(ReadError::Closed) => return,
             Err(e) => {
@@ -187,7 +208,11 @@ async fn read_stream(inner: Arc<Inner>, state: Arc<PeerState>, stream: Stream, _
             }
         };
         match Message::decode(body) {
-            Ok(msg) => handle(&inner, &state, msg).await,
+            Ok(msg) => {
+                if to_handler.send((msg, permit)).await.is_err() {
+                    return;
+                }
+            }
             Err(e) => {
                 tracing::debug!(peer = %state.peer, "bad bitswap message: {e}");
                 Ledger::add(&state.ledger.messages_rejected, 1);
@@ -203,9 +228,7 @@ async fn handle(inner: &Arc<Inner>, state: &Arc<PeerState>, msg: Message) {
     if msg.full || !msg.wantlist.is_empty() {
         super::server::on_wants(inner, state, msg.full, msg.wantlist);
     }
-    for block in msg.blocks {
-        super::client::on_block(inner, state, block).await;
-    }
+    super::client::on_blocks(inner, state, msg.blocks).await;
     for (cid, presence) in msg.presences {
         super::client::on_presence(inner, state, cid, presence);
     }

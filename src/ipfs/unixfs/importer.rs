@@ -175,7 +175,7 @@ impl<R: Read> Builder<'_, R> {
         let mut fs = UnixFs::new(kind);
         fs.filesize = Some(filesize);
         fs.data = (!chunk.is_empty()).then_some(chunk);
-        self.node(Vec::new(), fs, filesize, 0)
+        self.emit(fs.encode_in_node(), filesize, 0)
     }
 
     /// Writes a dag-pb node with `links` and UnixFS data `fs`.
@@ -191,6 +191,16 @@ impl<R: Read> Builder<'_, R> {
             data: Some(fs.encode()),
         }
         .encode();
+        self.emit(bytes, filesize, links_tsize)
+    }
+
+    /// Stores the dag-pb node `bytes` whose links weigh `links_tsize`.
+    fn emit(
+        &mut self,
+        bytes: Vec<u8>,
+        filesize: u64,
+        links_tsize: u64,
+    ) -> Result<Made, ImportError> {
         let tsize = bytes.len() as u64 + links_tsize;
         let block = Block::hashed(DAG_PB, bytes, self.opts.cid_version == 0);
         let cid = *block.cid();

@@ -6,6 +6,7 @@
 //! and answers of the sync protocol and the cluster RPC); the loop and the
 //! behaviour events are here.
 
+mod degree;
 mod peerset;
 mod rpc;
 mod transport;
@@ -70,6 +71,32 @@ fn liveness_ping(peer_ttl: Duration) -> ping::Config {
         .with_timeout(peer_ttl.max(MIN_PING_TIMEOUT))
 }
 
+// gossipsub, sized for a cluster of 1,000+ followers where each holds
+// about `degree::DEGREE` connections: a mesh a little wider than the
+// default (6) so that a message crosses a thousand peers in about four
+// hops, and more lazy gossip (IHAVE) to peers outside the mesh so that a
+// peer the mesh missed hears of a head at the next heartbeat. Heads and
+// metrics messages are a few hundred bytes: 64 KiB is plenty and bounds
+// what a peer may make us buffer.
+const MESH_N: usize = 8;
+const MESH_N_LOW: usize = 6;
+const MESH_N_HIGH: usize = 12;
+const MESH_OUTBOUND_MIN: usize = 3;
+const GOSSIP_LAZY: usize = 8;
+const HISTORY_LENGTH: usize = 6;
+const HISTORY_GOSSIP: usize = 3;
+const MAX_TRANSMIT: usize = 64 * 1024;
+
+/// The hard connection limit: above the connection manager's high water
+/// mark (which the trim brings connections back under), so that a new
+/// follower is let in, learns other peers and is trimmed after the grace
+/// period, rather than refused outright.
+fn hard_limit(high_water: u32) -> u32 {
+    high_water
+        .saturating_mul(2)
+        .max(high_water.saturating_add(32))
+}
+
 /// The Swarm and everything the loop keeps.
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -100,6 +127,12 @@ pub struct EventLoop {
     /// This peer was removed from the cluster: it stops redialing lost
     /// peers (they would refuse it) until it is taken back in.
     removed_self: bool,
+    /// Each open connection: to whom and since when (for the trim's grace
+    /// period); bounded by the connection limit.
+    opened: HashMap<libp2p::swarm::ConnectionId, (PeerId, Instant)>,
+    last_bootstrap_dial: Instant,
+    /// When a DHT query last started from a new connection.
+    last_discovery: Instant,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -134,6 +167,19 @@ impl EventLoop {
             .heartbeat_interval(config.heartbeat)
             .validation_mode(gossipsub::ValidationMode::Strict)
             .validate_messages()
+            .mesh_n(MESH_N)
+            .mesh_n_low(MESH_N_LOW)
+            .mesh_n_high(MESH_N_HIGH)
+            .mesh_outbound_min(MESH_OUTBOUND_MIN)
+            .gossip_lazy(GOSSIP_LAZY)
+            .history_length(HISTORY_LENGTH)
+            .history_gossip(HISTORY_GOSSIP)
+            // A trusted peer floods its heads to every peer it holds (a
+            // number the trim bounds): the first hop is the slow one for
+            // followers. A follower publishes only its own metrics, which
+            // its mesh carries well enough.
+            .flood_publish(!config.follower)
+            .max_transmit_size(MAX_TRANSMIT)
             .build()
             .map_err(|e| NetworkError::Build(e.to_string()))?;
         let gossip = gossipsub::Behaviour::new(
@@ -144,6 +190,10 @@ impl EventLoop {
 
         let mut kad_config = kad::Config::new(kad_protocol);
         kad_config.set_query_timeout(Duration::from_secs(30));
+        // DHT queries run from the loop, when `degree::wants_discovery`
+        // says: libp2p's own, every five minutes, would dial the followers
+        // a trusted peer trimmed (and a follower's, the trusted peers).
+        kad_config.set_periodic_bootstrap_interval(None);
         let mut kad =
             kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_config);
         kad.set_mode(Some(kad::Mode::Server));
@@ -151,7 +201,7 @@ impl EventLoop {
         let behaviour = Behaviour {
             limits: connection_limits::Behaviour::new(
                 connection_limits::ConnectionLimits::default()
-                    .with_max_established(Some(config.max_connections))
+                    .with_max_established(Some(hard_limit(config.high_water)))
                     .with_max_established_per_peer(Some(4)),
             ),
             blocked: allow_block_list::Behaviour::default(),
@@ -256,6 +306,9 @@ impl EventLoop {
             waiting_for_listen: Vec::new(),
             bootstrapped: false,
             removed_self,
+            opened: HashMap::new(),
+            last_bootstrap_dial: Instant::now(),
+            last_discovery: Instant::now(),
         })
     }
 
@@ -283,9 +336,13 @@ impl EventLoop {
                     let _ = self.swarm.behaviour_mut().rpc.send_response(channel, answer);
                 }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
-                _ = maintenance.tick() => self.maintain(),
+                _ = maintenance.tick() => {
+                    self.maintain();
+                    self.trim();
+                    self.rebootstrap_if_alone();
+                }
                 _ = rebootstrap.tick() => {
-                    if self.bootstrapped {
+                    if self.bootstrapped && self.wants_discovery() {
                         // Fails only when the routing table is empty.
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
@@ -428,21 +485,36 @@ impl EventLoop {
                     }
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                self.note_connection(peer_id, connection_id, true);
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections += 1;
                     state.last_seen = Instant::now();
                 }
-                if !self.bootstrapped {
+                // A first connection, or a follower still below its degree
+                // back on a peer (a trusted peer that trimmed it before its
+                // query was through): ask it for peers now, not at the next
+                // round of discovery.
+                let again = self.config.follower
+                    && self.wants_discovery()
+                    && self.last_discovery.elapsed() >= degree::DISCOVERY_GAP;
+                if !self.bootstrapped || again {
                     self.bootstrapped = true;
+                    self.last_discovery = Instant::now();
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
+                self.note_connection(peer_id, connection_id, false);
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections = num_established as usize;
                     state.last_seen = Instant::now();
@@ -488,6 +560,11 @@ impl EventLoop {
                         .add_address(&peer_id, addr.clone());
                 }
                 let connections = self.swarm.is_connected(&peer_id) as usize;
+                if !self.peers.contains_key(&peer_id) {
+                    peerset::make_room(&mut self.peers);
+                }
+                let mut addrs = info.listen_addrs;
+                addrs.truncate(peerset::MAX_ADDRS);
                 let state = self.peers.entry(peer_id).or_insert(PeerState {
                     connections,
                     last_seen: Instant::now(),
@@ -496,7 +573,7 @@ impl EventLoop {
                     redials: 0,
                     up: false,
                 });
-                state.addrs = info.listen_addrs;
+                state.addrs = addrs;
                 state.redials = 0;
                 state.connections = state.connections.max(connections);
                 state.last_seen = Instant::now();
@@ -509,11 +586,15 @@ impl EventLoop {
                 }
             }
             // Discovery: a peer we learnt of through the DHT. Dial it so it
-            // joins the peerset (clusters are small enough for a full mesh,
-            // and the connection limit bounds the rest).
+            // joins the peerset: every trusted peer (they keep a full mesh),
+            // others only while this peer has fewer than its degree
+            // (followers spread over each other, see `degree`).
             BehaviourEvent::Kad(kad::Event::RoutingUpdated {
                 peer, addresses, ..
-            }) if peer != *self.swarm.local_peer_id() && !self.swarm.is_connected(&peer) => {
+            }) if peer != *self.swarm.local_peer_id()
+                && !self.swarm.is_connected(&peer)
+                && self.should_dial(&peer) =>
+            {
                 let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                     .addresses(addresses.into_vec())
                     .build();
@@ -573,10 +654,18 @@ impl EventLoop {
                     .behaviour_mut()
                     .gossip
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
-                if let (Ok(msg), Some(from), true) = (decoded, author, trusted) {
-                    if let Some(state) = self.peers.get_mut(&from) {
+                if let (Ok(msg), Some(author), true) = (decoded, author, trusted) {
+                    if let Some(state) = self.peers.get_mut(&author) {
                         state.last_seen = Instant::now();
                     }
+                    // Blocks are asked of the author when connected to it,
+                    // else of the peer that relayed the heads (a follower
+                    // the trusted peers trimmed does not dial them back).
+                    let from = if self.swarm.is_connected(&author) {
+                        author
+                    } else {
+                        propagation_source
+                    };
                     emit(
                         &self.events,
                         NetEvent::Heads {

@@ -35,6 +35,31 @@ const MAX_REDIAL: Duration = Duration::from_secs(30);
 /// and a dial of a peer that is gone costs one failed connection a minute.
 const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// Most peers the peerset remembers: a trusted peer of a cluster with
+/// thousands of volunteers coming and going would otherwise keep every
+/// follower it saw over the last [`FORGET_AFTER`]. Past it, the peer away
+/// longest is forgotten first.
+pub(super) const MAX_PEERS: usize = 10_000;
+/// Most addresses kept per peer (a peer chooses what identify tells us).
+pub(super) const MAX_ADDRS: usize = 16;
+
+/// Makes room in `peers` for one more: forgets the peer without a
+/// connection seen longest ago when the peerset is full. Peers with a
+/// connection are never forgotten (the connection limit bounds them).
+pub(super) fn make_room(peers: &mut std::collections::HashMap<PeerId, PeerState>) {
+    if peers.len() < MAX_PEERS {
+        return;
+    }
+    let oldest = peers
+        .iter()
+        .filter(|(_, s)| s.connections == 0)
+        .min_by_key(|(_, s)| s.last_seen)
+        .map(|(p, _)| *p);
+    if let Some(peer) = oldest {
+        peers.remove(&peer);
+    }
+}
+
 /// The wait before the next dial of a peer already dialed `redials` times
 /// since it was lost: 10 s, 20 s, then every 30 s.
 fn redial_backoff(redials: u32) -> Duration {
@@ -148,13 +173,16 @@ impl EventLoop {
     /// stay away, and forgets those gone for a day.
     pub(super) fn maintain(&mut self) {
         let removed_self = self.removed_self;
+        let mut wanted = self.dial_filter();
         let mut redial = Vec::new();
         self.peers.retain(|peer, state| {
             if state.connections > 0 {
                 return true;
             }
             let backoff = redial_backoff(state.redials);
-            let due = !removed_self && state.last_dial.is_none_or(|t| t.elapsed() > backoff);
+            let due = !removed_self
+                && state.last_dial.is_none_or(|t| t.elapsed() > backoff)
+                && wanted(peer);
             if due {
                 state.last_dial = Some(Instant::now());
                 state.redials = state.redials.saturating_add(1);
@@ -188,4 +216,41 @@ pub(super) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
         Protocol::P2p(peer) => Some(peer),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn state(connections: usize, age_s: u64) -> PeerState {
+        PeerState {
+            connections,
+            last_seen: Instant::now() - Duration::from_secs(age_s),
+            addrs: Vec::new(),
+            last_dial: None,
+            redials: 0,
+            up: connections > 0,
+        }
+    }
+
+    #[test]
+    fn a_full_peerset_forgets_the_peer_away_longest_and_keeps_connected_ones() {
+        let mut peers = HashMap::new();
+        let connected_old = PeerId::random();
+        let gone_longest = PeerId::random();
+        peers.insert(connected_old, state(1, 10_000));
+        peers.insert(gone_longest, state(0, 5_000));
+        while peers.len() < MAX_PEERS {
+            peers.insert(PeerId::random(), state(0, 60));
+        }
+        make_room(&mut peers);
+        assert_eq!(peers.len(), MAX_PEERS - 1);
+        assert!(!peers.contains_key(&gone_longest));
+        assert!(peers.contains_key(&connected_old));
+        // Below the bound nothing is forgotten.
+        make_room(&mut peers);
+        assert_eq!(peers.len(), MAX_PEERS - 1);
+    }
 }

@@ -67,12 +67,28 @@ impl RpcPending {
 
 impl EventLoop {
     /// Sends `request` to `peer`; the answer goes to `pending`'s reply.
+    ///
+    /// A follower asks only peers it is connected to while it has any
+    /// connection: a request dials, and dialing the trusted peer that
+    /// trimmed it (the author of every head it hears of, and so the first
+    /// peer asked for blocks) brought every follower back onto the trusted
+    /// peers at each new pin. Other peers relay the same signed blocks.
     pub(super) fn sync_request(
         &mut self,
         peer: PeerId,
         request: SyncRequest,
         pending: SyncPending,
     ) {
+        if self.config.follower
+            && !self.swarm.is_connected(&peer)
+            && !self.connected_peers().is_empty()
+        {
+            pending.fail(NetworkError::Request {
+                peer,
+                reason: "not connected (a follower asks the peers it is connected to)".into(),
+            });
+            return;
+        }
         let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
         self.pending_sync.insert(id, pending);
     }
