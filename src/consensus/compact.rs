@@ -3,14 +3,26 @@
 //! neighbour no longer holds the blocks it asks for.
 //!
 //! **The rule.** The delta blocks below the served snapshot's frontier are
-//! dropped ([`pincluster_crdt::Engine::compact`]) once every trusted peer
+//! dropped ([`pincluster_crdt::Engine::compact`]) once every *awaited* peer
 //! has merged that frontier, as shown by the heads it announced (the
-//! engine walks them down to the frontier), or once the snapshot is
-//! `compaction_grace` old, whichever comes first. Trusted peers are those
-//! of `trusted_peers`; with `"*"`, the cluster peers this peer is
-//! connected to. Waiting for the acknowledgements lets a short absence
-//! heal by plain walking; the grace bounds how long one dead peer holds
-//! everyone's disk; neither is needed for correctness.
+//! engine walks them down to the frontier), or once `compaction_grace`
+//! has passed, whichever comes first. The awaited peers:
+//! - with an explicit `trusted_peers` list, the peers of that list;
+//! - with `"*"`, every cluster peer this peer could hear from: those it
+//!   knew when it started (bootstrap addresses, `peer_addresses`, the
+//!   peerstore file written at the last stop) and every peer it has seen
+//!   since (connected or announcing heads), for as long as it runs.
+//!
+//! Peers removed from the cluster (`peer rm`) are never awaited, nor is
+//! this peer. A peer that just started therefore waits for the peers of
+//! its last run before it compacts, even before it has reconnected to any
+//! of them; a peer alone from its first start (no bootstrap, empty
+//! peerstore) awaits nobody. The grace counts from the later of the
+//! snapshot's creation and this process's start: while this peer was down
+//! it could not hear anybody, so its own downtime does not count against
+//! the others. Waiting lets a peer that was away heal by plain walking; the
+//! grace bounds how long one dead peer holds everyone's disk; neither is
+//! needed for correctness (see below).
 //!
 //! **A neighbour's history gone.** A peer whose block request comes back
 //! empty (the neighbour holds none of what was asked: compacted away)
@@ -20,7 +32,7 @@
 //! then resumes above the snapshot's frontier. Each manifest is tried once,
 //! and at most one such join starts per [`FORCED_JOIN_EVERY`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cid::Cid;
@@ -33,7 +45,7 @@ use crate::config::TrustedPeers;
 
 /// Blocks one acknowledgement check may walk (those above the frontier).
 const ACK_WALK_BUDGET: usize = 100_000;
-/// Peers whose announced heads are remembered.
+/// Peers whose announced heads are remembered, and peers awaited.
 const MAX_ANNOUNCERS: usize = 4_096;
 /// Manifests remembered as tried for history a neighbour dropped.
 const MAX_TRIED: usize = 64;
@@ -49,6 +61,9 @@ pub struct CompactionTuning {
     pub grace: Duration,
     /// Whose acknowledgement is awaited.
     pub trusted: TrustedPeers,
+    /// Cluster peers known at start (bootstrap, `peer_addresses`, the
+    /// peerstore): awaited with `trusted_peers` `"*"`.
+    pub known: Vec<PeerId>,
 }
 
 /// The consensus task's compaction state.
@@ -58,6 +73,11 @@ pub(super) struct Compaction {
     local: PeerId,
     /// Heads each peer last announced.
     announced: HashMap<PeerId, Vec<Cid>>,
+    /// With `"*"`: every cluster peer known at start or seen since.
+    seen: BTreeSet<PeerId>,
+    /// Unix seconds when this process started: the grace never counts
+    /// this peer's own downtime.
+    started: u64,
     /// Manifests joined (or refused) for dropped history.
     tried: VecDeque<Cid>,
     last_forced: Option<Instant>,
@@ -65,10 +85,14 @@ pub(super) struct Compaction {
 
 impl Compaction {
     pub(super) fn new(tuning: CompactionTuning, local: PeerId) -> Self {
+        let mut seen = BTreeSet::new();
+        seen.extend(tuning.known.iter().take(MAX_ANNOUNCERS).copied());
         Self {
             tuning,
             local,
             announced: HashMap::new(),
+            seen,
+            started: unix_now(),
             tried: VecDeque::new(),
             last_forced: None,
         }
@@ -76,18 +100,30 @@ impl Compaction {
 
     /// Remembers `peer`'s announced heads.
     pub(super) fn heard(&mut self, peer: PeerId, heads: &[Cid]) {
+        self.saw(&[peer]);
         if self.announced.len() >= MAX_ANNOUNCERS && !self.announced.contains_key(&peer) {
             return;
         }
         self.announced.insert(peer, heads.to_vec());
     }
 
-    /// Compacts when the rule allows it; `connected` are the peers known
-    /// now (the trusted set when everybody is trusted).
+    /// Remembers cluster peers met (connected now): with `"*"` they are
+    /// awaited from now on, even once they go away.
+    pub(super) fn saw(&mut self, peers: &[PeerId]) {
+        for peer in peers {
+            if self.seen.len() >= MAX_ANNOUNCERS {
+                return;
+            }
+            self.seen.insert(*peer);
+        }
+    }
+
+    /// Compacts when the rule allows it; `removed` are the peers removed
+    /// from the cluster, never awaited.
     pub(super) fn maybe_compact(
         &self,
         engine: &mut Engine<FjallStore>,
-        connected: &[PeerId],
+        removed: &[PeerId],
     ) -> Result<Option<Compacted>, Error> {
         if !self.tuning.enabled || engine.is_compacted()? {
             return Ok(None);
@@ -95,16 +131,17 @@ impl Compaction {
         let Some(manifest) = engine.served_manifest()? else {
             return Ok(None);
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let expired = now.saturating_sub(manifest.created_at) >= self.tuning.grace.as_secs();
+        let waited_since = manifest.created_at.max(self.started);
+        let expired = unix_now().saturating_sub(waited_since) >= self.tuning.grace.as_secs();
         if !expired {
             let awaited: Vec<PeerId> = match &self.tuning.trusted {
-                TrustedPeers::All => connected.to_vec(),
+                TrustedPeers::All => self.seen.iter().copied().collect(),
                 TrustedPeers::Only(list) => list.clone(),
             };
-            for peer in awaited.iter().filter(|p| **p != self.local) {
+            let awaited = awaited
+                .iter()
+                .filter(|p| **p != self.local && !removed.contains(p));
+            for peer in awaited {
                 let Some(heads) = self.announced.get(peer) else {
                     tracing::debug!(%peer, "history kept: the peer has not announced its heads");
                     return Ok(None);
@@ -120,6 +157,8 @@ impl Compaction {
         tracing::info!(
             blocks = done.blocks,
             bytes = done.bytes,
+            merged = manifest.markers,
+            frontier = manifest.frontier.len(),
             expired,
             took = ?started.elapsed(),
             "history below the snapshot compacted"
@@ -150,4 +189,10 @@ impl Compaction {
         self.tried.push_back(*manifest);
         true
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -417,7 +417,15 @@ impl Task {
             peers,
             ..
         } = self;
-        if let Err(e) = tokio::task::block_in_place(|| compaction.maybe_compact(engine, peers)) {
+        compaction.saw(peers);
+        let compacted = tokio::task::block_in_place(|| {
+            let removed: Vec<PeerId> = peerset::removed_peers(&engine.reader())?
+                .into_iter()
+                .map(|(peer, _)| peer)
+                .collect();
+            compaction.maybe_compact(engine, &removed)
+        });
+        if let Err(e) = compacted {
             tracing::error!(error = %e, "history compaction failed");
         }
     }
