@@ -27,10 +27,12 @@ pub struct CrdtConfig {
     /// joiners (only when its heads moved); zero: never.
     pub snapshot_interval: GoDuration,
     /// Drop the delta history below the snapshot this peer serves once
-    /// every trusted peer has merged it (or `compaction_grace` passed).
+    /// every awaited peer has merged it (or `compaction_grace` passed);
+    /// the rule is `consensus::compact`'s.
     pub compact_history: bool,
-    /// How long history below a snapshot is kept for trusted peers that
-    /// have not merged it yet.
+    /// How long history below a snapshot is kept for awaited peers that
+    /// have not merged it yet (from the later of the snapshot and the
+    /// peer's start).
     pub compaction_grace: GoDuration,
 }
 
