@@ -21,9 +21,10 @@
 //! A fresh (or far behind) peer joins from a trusted peer's signed snapshot
 //! instead of walking every delta ever written, and trusted peers take
 //! such snapshots every `snapshot_interval` ([`snapshot`]). The history
-//! below a served snapshot is dropped once every trusted peer has merged
-//! it or `compaction_grace` passed, and a peer whose neighbour dropped what
-//! it asks for joins that neighbour's snapshot ([`compact`]).
+//! below a served snapshot is dropped once every awaited peer (the
+//! trusted list, or with `"*"` every peer known at start or met since) has
+//! merged it or `compaction_grace` passed, and a peer whose neighbour
+//! dropped what it asks for joins that neighbour's snapshot ([`compact`]).
 //!
 //! Deltas from untrusted authors are refused by the engine's verifier; a
 //! follower never writes. Peer removals ride in the same CRDT
