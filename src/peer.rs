@@ -177,6 +177,11 @@ impl Peer {
         dial.extend(folder::read_peerstore(&peerstore));
         dial.retain(|a| peer_of(a) != Some(local));
         dial.dedup();
+        // The peers this one could hear from right after start: history
+        // compaction waits for them (consensus::compact).
+        let mut known: Vec<libp2p::PeerId> = dial.iter().filter_map(peer_of).collect();
+        known.sort_unstable();
+        known.dedup();
 
         let ipfs_config = &config.ipfs_connector.ipfshttp;
         // The embedded node (when configured) serves its RPC subset before
@@ -343,6 +348,12 @@ impl Peer {
                 rebroadcast_interval: crdt.rebroadcast_interval.0,
                 follower: config.cluster.follower_mode,
                 snapshot_interval: crdt.snapshot_interval.0,
+                compaction: crate::consensus::CompactionTuning {
+                    enabled: crdt.compact_history,
+                    grace: crdt.compaction_grace.0,
+                    trusted: trusted.clone(),
+                    known,
+                },
             },
         );
 

@@ -26,6 +26,14 @@ pub struct CrdtConfig {
     /// How often a trusted peer takes a signed snapshot of the pinset for
     /// joiners (only when its heads moved); zero: never.
     pub snapshot_interval: GoDuration,
+    /// Drop the delta history below the snapshot this peer serves once
+    /// every awaited peer has merged it (or `compaction_grace` passed);
+    /// the rule is `consensus::compact`'s.
+    pub compact_history: bool,
+    /// How long history below a snapshot is kept for awaited peers that
+    /// have not merged it yet (from the later of the snapshot and the
+    /// peer's start).
+    pub compaction_grace: GoDuration,
 }
 
 impl Default for CrdtConfig {
@@ -38,6 +46,8 @@ impl Default for CrdtConfig {
             rebroadcast_interval: GoDuration::from_secs(60),
             peerset_metric: "ping".to_string(),
             snapshot_interval: GoDuration::from_secs(10 * 60),
+            compact_history: true,
+            compaction_grace: GoDuration::from_secs(7 * 24 * 60 * 60),
         }
     }
 }

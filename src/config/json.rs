@@ -527,6 +527,8 @@ fn read_crdt(mut o: Obj<'_>, w: &mut Vec<String>) -> Result<CrdtConfig, ConfigEr
     o.set("rebroadcast_interval", &mut c.rebroadcast_interval)?;
     o.set("peerset_metric", &mut c.peerset_metric)?;
     o.set("snapshot_interval", &mut c.snapshot_interval)?;
+    o.set("compact_history", &mut c.compact_history)?;
+    o.set("compaction_grace", &mut c.compaction_grace)?;
     o.ignore(
         "datastore_namespace",
         "pincluster keeps the CRDT in its own fjall keyspaces",

@@ -23,13 +23,18 @@
 //!
 //! A fresh (or far behind) peer joins from a trusted peer's signed snapshot
 //! instead of walking every delta ever written, and trusted peers take
-//! such snapshots every `snapshot_interval` ([`snapshot`]).
+//! such snapshots every `snapshot_interval` ([`snapshot`]). The history
+//! below a served snapshot is dropped once every awaited peer (the
+//! trusted list, or with `"*"` every peer known at start or met since) has
+//! merged it or `compaction_grace` passed, and a peer whose neighbour
+//! dropped what it asks for joins that neighbour's snapshot ([`compact`]).
 //!
 //! Deltas from untrusted authors are refused by the engine's verifier; a
 //! follower never writes. Peer removals ride in the same CRDT
 //! ([`peerset`]): every merged or committed record is applied to the
 //! network (the peer blocked or let back in) before the writer hears back.
 
+mod compact;
 pub mod offline;
 pub mod peerset;
 pub mod snapshot;
@@ -54,6 +59,7 @@ use crate::network::{NetEvent, Network, NetworkError, Relay};
 use crate::state::PinState;
 use crate::state::pin_key;
 use crate::types::Pin;
+pub use compact::CompactionTuning;
 pub use trust::{PeerSigner, PeerVerifier};
 
 /// Tuning of the consensus task, drawn by the peer from the `consensus`
@@ -75,6 +81,8 @@ pub struct ConsensusTuning {
     /// A snapshot for joiners is taken this often when the heads moved
     /// (zero: never; followers never do).
     pub snapshot_interval: Duration,
+    /// When history below the served snapshot is dropped.
+    pub compaction: CompactionTuning,
 }
 
 /// Why a write failed.
@@ -144,10 +152,13 @@ impl Consensus {
             follower: config.follower,
             max_queue: config.max_queue_size,
         };
+        let compaction =
+            compact::Compaction::new(config.compaction.clone(), network.local_peer_id());
         let task = Task {
             engine,
             network,
             config,
+            compaction,
             queue: Vec::new(),
             deadline: None,
             wanted: HashMap::new(),
@@ -266,6 +277,7 @@ struct Task {
     engine: Engine<FjallStore>,
     network: Network,
     config: ConsensusTuning,
+    compaction: compact::Compaction,
     queue: Vec<(Write, WriteReply)>,
     deadline: Option<Instant>,
     wanted: HashMap<Cid, Want>,
@@ -367,6 +379,7 @@ impl Task {
                     }
                     self.want_given_up(None);
                     self.settle_relays().await;
+                    self.compact_history();
                     let heads: Vec<Cid> = self.engine.heads().iter().map(|h| h.cid).collect();
                     if !heads.is_empty() {
                         let _ = self.network.publish_heads(heads).await;
@@ -421,8 +434,65 @@ impl Task {
             Ok((cid, bytes)) => {
                 tracing::info!(%cid, bytes = bytes.len(), took = ?started.elapsed(), "snapshot taken");
                 self.snapshot_frontier = heads;
+                self.compact_history();
             }
             Err(e) => tracing::error!(error = %e, "cannot take a snapshot"),
+        }
+    }
+
+    /// Drops the history below the served snapshot if the rule allows.
+    fn compact_history(&mut self) {
+        let Task {
+            engine,
+            compaction,
+            peers,
+            ..
+        } = self;
+        compaction.saw(peers);
+        let compacted = tokio::task::block_in_place(|| {
+            let removed: Vec<PeerId> = peerset::removed_peers(&engine.reader())?
+                .into_iter()
+                .map(|(peer, _)| peer)
+                .collect();
+            compaction.maybe_compact(engine, &removed)
+        });
+        if let Err(e) = compacted {
+            tracing::error!(error = %e, "history compaction failed");
+        }
+    }
+
+    /// `peer` holds none of the blocks asked for: it dropped them below
+    /// its snapshot. Join that snapshot, whatever this replica holds.
+    async fn join_for_dropped_history(&mut self, peer: PeerId) {
+        if !self.compaction.may_force_join() {
+            return;
+        }
+        self.compaction.forcing();
+        let compaction = &mut self.compaction;
+        let joined = snapshot::join_when(&mut self.engine, &self.network, peer, |_, cid, _| {
+            Ok(compaction.first_try(cid))
+        })
+        .await;
+        match joined {
+            Ok(Some((installed, frontier))) => {
+                tracing::info!(%peer, keys = installed.keys, "joined a snapshot in place of dropped history");
+                self.snapshot_frontier = frontier;
+                let (network, tx) = (self.network.clone(), self.changes.clone());
+                tokio::spawn(snapshot::emit_all(self.engine.reader(), move |page| {
+                    Self::emit(network.clone(), tx.clone(), page)
+                }));
+                let engine = &self.engine;
+                self.wanted
+                    .retain(|cid, _| !engine.is_processed(cid).unwrap_or(false));
+                self.merge_ready().await;
+                // What this peer serves must cover what it holds, or the
+                // next peer asking it for the dropped history is stuck.
+                if !self.config.follower && !self.config.snapshot_interval.is_zero() {
+                    self.take_snapshot();
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%peer, error = %e, "no snapshot in place of dropped history"),
         }
     }
 
@@ -477,6 +547,7 @@ impl Task {
     }
 
     fn on_heads(&mut self, from: PeerId, heads: Vec<Cid>) {
+        self.compaction.heard(from, &heads);
         match self.engine.missing(&heads) {
             Ok(missing) => self.want(missing, Some(from), false),
             Err(e) => tracing::error!(error = %e, "cannot check announced heads"),
@@ -587,6 +658,9 @@ impl Task {
         for cid in &asked {
             self.in_flight.remove(cid);
         }
+        // An answer with none of the asked blocks (not an error, not one
+        // cut short by its size limit, which holds at least one).
+        let dropped = matches!(&result, Ok(blocks) if blocks.is_empty());
         let blocks = match result {
             Ok(blocks) => blocks,
             Err(e) => {
@@ -619,6 +693,9 @@ impl Task {
         // Parents not delivered with the batch are fetched next, deep.
         more.retain(|c| !delivered.contains(c));
         self.merge_ready().await;
+        if dropped {
+            self.join_for_dropped_history(peer).await;
+        }
         self.want(more, Some(peer), true);
         self.settle_relays().await;
     }

@@ -27,7 +27,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
 use pincluster_crdt::store::FjallStore;
-use pincluster_crdt::{ChunkKind, Engine, Installed, KeyChange};
+use pincluster_crdt::{ChunkKind, Engine, Installed, KeyChange, Manifest};
 use tokio::sync::mpsc;
 
 use crate::network::{Network, NetworkError};
@@ -74,14 +74,28 @@ pub async fn join_from(
     network: &Network,
     peer: PeerId,
 ) -> Result<Option<(Installed, Vec<cid::Cid>)>, JoinError> {
+    join_when(engine, network, peer, |engine, _, manifest| {
+        Ok(engine.heads().is_empty()
+            || manifest.height() > engine.max_height().saturating_add(JOIN_LAG)
+            || tokio::task::block_in_place(|| lacks_most(engine, manifest.markers))?)
+    })
+    .await
+}
+
+/// Like [`join_from`], installing `peer`'s snapshot when `worth` (given
+/// the manifest's CID and the checked manifest) says so: history
+/// compaction joins whatever the lag ([`super::compact`]).
+pub async fn join_when(
+    engine: &mut Engine<FjallStore>,
+    network: &Network,
+    peer: PeerId,
+    worth: impl FnOnce(&Engine<FjallStore>, &cid::Cid, &Manifest) -> Result<bool, JoinError>,
+) -> Result<Option<(Installed, Vec<cid::Cid>)>, JoinError> {
     let Some(bytes) = network.snapshot_of(peer).await? else {
         return Ok(None);
     };
     let manifest = engine.check_manifest(&bytes)?;
-    let behind = engine.heads().is_empty()
-        || manifest.height() > engine.max_height().saturating_add(JOIN_LAG)
-        || tokio::task::block_in_place(|| lacks_most(engine, manifest.markers))?;
-    if !behind {
+    if !worth(engine, &pincluster_crdt::cid_of(&bytes), &manifest)? {
         return Ok(None);
     }
     tracing::info!(%peer, keys = manifest.keys, chunks = manifest.chunks.len() + manifest.context.len(),
