@@ -889,6 +889,12 @@ mod tests {
             rebroadcast_interval: Duration::from_secs(3600),
             follower: true,
             snapshot_interval: Duration::ZERO,
+            compaction: CompactionTuning {
+                enabled: false,
+                grace: Duration::from_secs(3600),
+                trusted: crate::config::TrustedPeers::All,
+                known: Vec::new(),
+            },
         };
         let follower = engine(&tmp.path().join("follower"), &follower_key, author);
         let (consensus, _task) = Consensus::start(follower, network, events_rx, None, tuning);
