@@ -274,6 +274,12 @@ struct StoreSink {
     writer: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
 }
 
+/// Pieces of a file's body queued between the task reading the request and
+/// the importer's thread. hyper hands the body over in pieces of at most a
+/// few tens of KiB, a fraction of a 256 KiB leaf: with a queue of 8 the two
+/// threads ran in lockstep, each waiting on the other at every leaf. 256
+/// pieces (a few MiB) let the reader run ahead while a leaf is hashed.
+const BODY_QUEUE: usize = 256;
 /// Blocks queued for the writer thread: 4 MiB at the default chunk size.
 const WRITE_QUEUE: usize = 16;
 /// Bytes per store write, at most (more when one block is larger).
@@ -392,7 +398,7 @@ async fn add(node: &Node, req: Request<ReqBody>, q: Query) -> Reply {
                     tree.add_dir(&name).map_err(|e| e.to_string())?;
                     continue;
                 }
-                let (chunks_tx, chunks_rx) = mpsc::channel(8);
+                let (chunks_tx, chunks_rx) = mpsc::channel(BODY_QUEUE);
                 let reader = ChannelReader {
                     rx: chunks_rx,
                     current: Bytes::new(),
