@@ -12,8 +12,9 @@
 //! - a fresh follower joining a cluster of `PINCLUSTER_BENCH_JOIN_PINS`
 //!   (default 100,000) pins: time until it lists the newest one.
 //!
-//! The followers have no IPFS daemon (their pins end in `pin_error`): what
-//! is measured is the pinset reaching them. Run: `cargo bench --bench follow`.
+//! The followers pin to the template's IPFS daemon, a closed port (their
+//! pins end in `pin_error`; `--ipfs template`, where a volunteer's default
+//! is the embedded node): what is measured is the pinset reaching them. Run: `cargo bench --bench follow`.
 #![allow(clippy::print_stdout)] // the figures are a report for a human
 
 #[path = "../tests/common/mod.rs"]
@@ -65,7 +66,12 @@ struct Follower {
 impl Follower {
     async fn start(path: &Path, url: &str) -> Follower {
         let out = Command::new(BIN)
-            .args(["follow", "demo", "init", url, "--path"])
+            // The template's IPFS connector (a closed port): what is
+            // measured is the pinset reaching the followers, not 100
+            // embedded nodes looking for random CIDs on two cores.
+            .args([
+                "follow", "demo", "init", url, "--ipfs", "template", "--path",
+            ])
             .arg(path)
             .output()
             .unwrap();
