@@ -48,7 +48,8 @@
 //! for a quick run at a tenth to a hundredth of the sizes. Workloads can be
 //! picked by name (`ingest`, `visibility`, `pinsets`, `issue13`,
 //! `tracker`), e.g. `cargo bench --bench vs_reference -- issue13 tracker`;
-//! none named runs all.
+//! none named runs all. `VS_REFERENCE_HELD=<n>` runs the tracker workload
+//! at that one size.
 #![allow(clippy::print_stdout)] // the figures are a report for a human
 
 #[path = "../tests/common/mod.rs"]
@@ -103,7 +104,7 @@ impl Scale {
     fn from_env() -> Scale {
         let small = std::env::args().any(|a| a == "small")
             || std::env::var("VS_REFERENCE_SCALE").is_ok_and(|v| v == "small");
-        if small {
+        let scale = if small {
             Scale {
                 name: "small",
                 ingest: 2_000,
@@ -133,6 +134,18 @@ impl Scale {
                 catch_up: 100_000,
                 held: vec![100_000, 1_000_000],
             }
+        };
+        // `VS_REFERENCE_HELD=1000000`: the tracker workload at that size
+        // only (loading Kubo with every size of the list takes long).
+        match std::env::var("VS_REFERENCE_HELD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            Some(n) => Scale {
+                held: vec![n],
+                ..scale
+            },
+            None => scale,
         }
     }
 
