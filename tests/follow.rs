@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use common::kubo::Kubo;
-use common::{BIN, DEADLINE, PeerSpec, RestApi, TestPeer, temp, wait_for};
+use common::{BIN, DEADLINE, PeerSpec, RestApi, TestPeer, tcp_links, temp, wait_for};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -208,10 +208,49 @@ impl Drop for Follower {
     }
 }
 
+/// A peer of the test's cluster pinning to `kubo`.
+fn peer_spec(kubo: &Kubo) -> PeerSpec {
+    PeerSpec {
+        secret: Some(SECRET.into()),
+        env: vec![
+            (
+                "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
+                kubo.api_multiaddr(),
+            ),
+            ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
+        ],
+        ..Default::default()
+    }
+}
+
+/// A trusted peer in `dir`, pinning to `kubo`, that trusts itself only, as
+/// the templates say (with `*`, every follower would be a trusted peer to
+/// it, and trusted peers are never trimmed), its `service.json` edited by
+/// `edit` first.
+async fn trusted_peer(dir: &Path, kubo: &Kubo, edit: impl FnOnce(&mut Value)) -> TestPeer {
+    let spec = peer_spec(kubo);
+    common::init_folder(dir, &spec);
+    let path = dir.join("service.json");
+    let identity: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("identity.json")).unwrap()).unwrap();
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["consensus"]["crdt"]["trusted_peers"] = vec![identity["id"].clone()].into();
+    edit(&mut config);
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    TestPeer::start(dir.to_path_buf(), spec).await
+}
+
 /// The template the operators publish: the trusted peer's cluster (secret,
 /// name, address, trust), followers listening on a free port of 127.0.0.1
 /// and pinning to `kubo`, with the test's short intervals.
 fn template(trusted: &TestPeer, trusted_addr: &str, kubo: &Kubo) -> String {
+    serde_json::to_string_pretty(&template_for(trusted, trusted_addr, &kubo.api_multiaddr()))
+        .unwrap()
+}
+
+/// [`template`] as JSON, its followers pinning to the IPFS daemon whose RPC
+/// API is `ipfs_api`.
+fn template_for(trusted: &TestPeer, trusted_addr: &str, ipfs_api: &str) -> Value {
     let text = std::fs::read_to_string(trusted.dir.join("service.json")).unwrap();
     let mut t: Value = serde_json::from_str(&text).unwrap();
     t["cluster"]["peername"] = "".into();
@@ -221,8 +260,8 @@ fn template(trusted: &TestPeer, trusted_addr: &str, kubo: &Kubo) -> String {
     t["cluster"]["mdns_interval"] = "0s".into();
     t["consensus"]["crdt"]["trusted_peers"] = vec![trusted.id.clone()].into();
     t["consensus"]["crdt"]["rebroadcast_interval"] = "2s".into();
-    t["ipfs_connector"]["ipfshttp"]["node_multiaddress"] = kubo.api_multiaddr().into();
-    serde_json::to_string_pretty(&t).unwrap()
+    t["ipfs_connector"]["ipfshttp"]["node_multiaddress"] = ipfs_api.into();
+    t
 }
 
 async fn add_content(kubo: &Kubo, name: &str) -> String {
@@ -236,21 +275,7 @@ async fn add_content(kubo: &Kubo, name: &str) -> String {
 async fn ten_followers_made_from_a_template_follow_relay_and_cannot_write() {
     let tmp = temp();
     let kubo = Kubo::start(&tmp.path().join("kubo")).await;
-    let mut trusted = TestPeer::start(
-        tmp.path().join("trusted"),
-        PeerSpec {
-            secret: Some(SECRET.into()),
-            env: vec![
-                (
-                    "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
-                    kubo.api_multiaddr(),
-                ),
-                ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
-            ],
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut trusted = TestPeer::start(tmp.path().join("trusted"), peer_spec(&kubo)).await;
     let trusted_addr = trusted.cluster_addr().await;
     let template = template(&trusted, &trusted_addr, &kubo);
     let server = TemplateServer::start(template.clone()).await;
@@ -392,21 +417,7 @@ fn sharded_list(f: &Follower) -> Vec<(String, String, Vec<String>)> {
 async fn followers_with_a_budget_pin_only_their_share_and_the_shares_cover_the_pinset() {
     let tmp = temp();
     let kubo = Kubo::start(&tmp.path().join("kubo")).await;
-    let trusted = TestPeer::start(
-        tmp.path().join("trusted"),
-        PeerSpec {
-            secret: Some(SECRET.into()),
-            env: vec![
-                (
-                    "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
-                    kubo.api_multiaddr(),
-                ),
-                ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
-            ],
-            ..Default::default()
-        },
-    )
-    .await;
+    let trusted = TestPeer::start(tmp.path().join("trusted"), peer_spec(&kubo)).await;
     let trusted_addr = trusted.cluster_addr().await;
     let server = TemplateServer::start(template(&trusted, &trusted_addr, &kubo)).await;
 
@@ -480,33 +491,6 @@ async fn followers_with_a_budget_pin_only_their_share_and_the_shares_cover_the_p
     }
 }
 
-/// Established TCP connections of process `pid`: (local port, remote
-/// port) of each of its sockets in `/proc/net/tcp`.
-fn tcp_links(pid: u32) -> Vec<(u16, u16)> {
-    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| {
-            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                .filter_map(|l| {
-                    let l = l.to_string_lossy().into_owned();
-                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
-    std::fs::read_to_string("/proc/net/tcp")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols.len() > 9 && cols[3] == "01" && inodes.contains(cols[9]))
-                .then(|| Some((port(cols[1])?, port(cols[2])?)))
-                .flatten()
-        })
-        .collect()
-}
-
 /// The TCP port in a multiaddress such as `/ip4/127.0.0.1/tcp/4001/p2p/...`.
 fn tcp_port(addr: &str) -> Option<u16> {
     let mut parts = addr.split('/');
@@ -518,32 +502,13 @@ fn tcp_port(addr: &str) -> Option<u16> {
 async fn a_trusted_peer_keeps_few_follower_connections_and_every_follower_still_gets_the_pins() {
     let tmp = temp();
     let kubo = Kubo::start(&tmp.path().join("kubo")).await;
-    let spec = PeerSpec {
-        secret: Some(SECRET.into()),
-        env: vec![
-            (
-                "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
-                kubo.api_multiaddr(),
-            ),
-            ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
-        ],
-        ..Default::default()
-    };
     // The trusted peer holds at most 3 connections to followers beyond a
-    // grace period of a second; ten followers join it. It trusts itself
-    // only, as the template says (with `*`, every follower would be a
-    // trusted peer to it, and trusted peers are never trimmed).
-    let dir = tmp.path().join("trusted");
-    common::init_folder(&dir, &spec);
-    let path = dir.join("service.json");
-    let identity: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("identity.json")).unwrap()).unwrap();
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["cluster"]["connection_manager"] =
-        serde_json::json!({"high_water": 3, "low_water": 2, "grace_period": "1s"});
-    config["consensus"]["crdt"]["trusted_peers"] = vec![identity["id"].clone()].into();
-    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-    let trusted = TestPeer::start(dir, spec).await;
+    // grace period of a second; ten followers join it.
+    let trusted = trusted_peer(&tmp.path().join("trusted"), &kubo, |config| {
+        config["cluster"]["connection_manager"] =
+            serde_json::json!({"high_water": 3, "low_water": 2, "grace_period": "1s"});
+    })
+    .await;
     let trusted_addr = trusted.cluster_addr().await;
     let trusted_port = tcp_port(&trusted_addr).unwrap();
     // Followers want four peers each (their low water): enough to be
@@ -730,17 +695,7 @@ async fn a_follower_unpins_what_left_its_share_once_the_new_holder_has_it() {
 async fn a_bootstrap_address_is_only_dialed_its_peer_is_not_trusted() {
     let tmp = temp();
     let kubo = Kubo::start(&tmp.path().join("kubo")).await;
-    let spec = || PeerSpec {
-        secret: Some(SECRET.into()),
-        env: vec![
-            (
-                "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
-                kubo.api_multiaddr(),
-            ),
-            ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
-        ],
-        ..Default::default()
-    };
+    let spec = || peer_spec(&kubo);
     let trusted = TestPeer::start(tmp.path().join("trusted"), spec()).await;
     let trusted_addr = trusted.cluster_addr().await;
     // A peer of the same cluster (its secret) that the template does not
@@ -825,18 +780,13 @@ async fn a_volunteer_with_nothing_installed_pins_with_the_followers_own_ipfs_nod
     )
     .await;
     let trusted_addr = trusted.cluster_addr().await;
-    let text = std::fs::read_to_string(trusted.dir.join("service.json")).unwrap();
-    let mut t: Value = serde_json::from_str(&text).unwrap();
-    t["cluster"]["peername"] = "".into();
-    t["cluster"]["listen_multiaddress"] = "/ip4/127.0.0.1/tcp/0".into();
-    t["cluster"]["peer_addresses"] = vec![trusted_addr].into();
-    t["cluster"]["mdns_interval"] = "0s".into();
-    t["consensus"]["crdt"]["trusted_peers"] = vec![trusted.id.clone()].into();
     // As the reference's templates do, it names a Kubo (one that is not
-    // there): the volunteer's own node replaces it.
-    t["ipfs_connector"] = serde_json::json!({
-        "ipfshttp": { "node_multiaddress": "/ip4/127.0.0.1/tcp/1" }
-    });
+    // there, and no embedded node): the volunteer's own node replaces it.
+    let mut t = template_for(&trusted, &trusted_addr, "/ip4/127.0.0.1/tcp/1");
+    t["ipfs_connector"]
+        .as_object_mut()
+        .unwrap()
+        .remove("embedded");
     let server = TemplateServer::start(serde_json::to_string_pretty(&t).unwrap()).await;
 
     let path = tmp.path().join("volunteer");
@@ -910,32 +860,15 @@ async fn a_follower_that_hears_of_a_pin_only_from_another_follower_gets_it_befor
 {
     let tmp = temp();
     let kubo = Kubo::start(&tmp.path().join("kubo")).await;
-    let spec = PeerSpec {
-        secret: Some(SECRET.into()),
-        env: vec![
-            (
-                "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
-                kubo.api_multiaddr(),
-            ),
-            ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
-        ],
-        ..Default::default()
-    };
     // The trusted peer keeps one follower connection (the first) and
     // announces its heads again only every hour: a follower that misses a
     // pin now would get it at that rebroadcast, long after the test.
-    let dir = tmp.path().join("trusted");
-    common::init_folder(&dir, &spec);
-    let path = dir.join("service.json");
-    let identity: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("identity.json")).unwrap()).unwrap();
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["cluster"]["connection_manager"] =
-        serde_json::json!({"high_water": 1, "low_water": 1, "grace_period": "1s"});
-    config["consensus"]["crdt"]["trusted_peers"] = vec![identity["id"].clone()].into();
-    config["consensus"]["crdt"]["rebroadcast_interval"] = "1h0m0s".into();
-    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-    let trusted = TestPeer::start(dir, spec).await;
+    let trusted = trusted_peer(&tmp.path().join("trusted"), &kubo, |config| {
+        config["cluster"]["connection_manager"] =
+            serde_json::json!({"high_water": 1, "low_water": 1, "grace_period": "1s"});
+        config["consensus"]["crdt"]["rebroadcast_interval"] = "1h0m0s".into();
+    })
+    .await;
     let trusted_addr = trusted.cluster_addr().await;
     let trusted_port = tcp_port(&trusted_addr).unwrap();
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
-use pincluster_crdt::store::{FjallStore, MemoryStore, Scan, Store, StoreError, Table, WriteBatch};
+use pincluster_crdt::store::{FjallStore, MemoryStore, Store, Table};
 use pincluster_crdt::{
     ChunkKind, Cid, Compacted, Element, Engine, Error, Limits, Manifest, Received, SnapshotError,
     VerifyError,
@@ -145,20 +145,6 @@ fn apply(rs: &mut [Engine<MemoryStore>], op: &Op, compacting: bool) {
         }
         Op::Compact(_) => {}
     }
-}
-
-/// Copies every table of `from` into a new memory store.
-fn copy_store(from: &MemoryStore) -> MemoryStore {
-    let to = MemoryStore::new();
-    for table in Table::ALL {
-        let mut wb = WriteBatch::new();
-        for entry in from.scan(table, b"", b"") {
-            let (k, v) = entry.unwrap();
-            wb.put(table, k, v);
-        }
-        to.write(wb).unwrap();
-    }
-    to
 }
 
 fn open(store: MemoryStore, seed: u8) -> Engine<MemoryStore> {
@@ -378,36 +364,6 @@ fn an_untrusted_snapshot_offered_for_dropped_history_changes_nothing() {
     // The trusted writer still has the history: j completes from it.
     assert!(walk(&a, &mut j));
     assert_eq!(state(&j).len(), 11);
-}
-
-/// A store that fails every write once `left` reaches zero: a process that
-/// dies between two batches (each batch is atomic, in fjall as here).
-#[derive(Clone)]
-struct FailAfter {
-    inner: MemoryStore,
-    left: Arc<AtomicUsize>,
-}
-
-impl Store for FailAfter {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(table, key)
-    }
-    fn scan(&self, table: Table, prefix: &[u8], from: &[u8]) -> Scan {
-        self.inner.scan(table, prefix, from)
-    }
-    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        if self
-            .left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_err()
-        {
-            let io = std::io::Error::other("killed");
-            return Err(StoreError::Fjall(pincluster_crdt::store::fjall::Error::Io(
-                io,
-            )));
-        }
-        self.inner.write(batch)
-    }
 }
 
 #[test]

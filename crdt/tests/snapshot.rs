@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
-use pincluster_crdt::store::{MemoryStore, Scan, Store, StoreError, Table, WriteBatch};
+use pincluster_crdt::store::{MemoryStore, Store};
 use pincluster_crdt::{
     ChunkKind, Element, Engine, Error, Limits, Manifest, SnapshotError, VerifyError,
 };
@@ -300,50 +300,6 @@ fn a_bad_chunk_is_refused_and_a_missing_one_blocks_the_install() {
         "{err}"
     );
     assert_untouched(&j, &before);
-}
-
-/// A store that fails every write once `left` reaches zero: a process that
-/// dies between two batches (each batch is atomic, in fjall as here).
-#[derive(Clone)]
-struct FailAfter {
-    inner: MemoryStore,
-    left: Arc<AtomicUsize>,
-}
-
-impl Store for FailAfter {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(table, key)
-    }
-    fn scan(&self, table: Table, prefix: &[u8], from: &[u8]) -> Scan {
-        self.inner.scan(table, prefix, from)
-    }
-    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        if self
-            .left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_err()
-        {
-            let io = std::io::Error::other("killed");
-            return Err(StoreError::Fjall(pincluster_crdt::store::fjall::Error::Io(
-                io,
-            )));
-        }
-        self.inner.write(batch)
-    }
-}
-
-/// Copies every table of `from` into a new memory store.
-fn copy_store(from: &MemoryStore) -> MemoryStore {
-    let to = MemoryStore::new();
-    for table in Table::ALL {
-        let mut wb = WriteBatch::new();
-        for entry in from.scan(table, b"", b"") {
-            let (k, v) = entry.unwrap();
-            wb.put(table, k, v);
-        }
-        to.write(wb).unwrap();
-    }
-    to
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
-use pincluster_crdt::store::{MemoryStore, Scan, Store, StoreError, Table, WriteBatch};
+use pincluster_crdt::store::{MemoryStore, Store};
 use pincluster_crdt::{Element, Engine, Error, Head, Limits};
 
 fn install<S: Store, T: Store>(from: &Engine<S>, into: &mut Engine<T>) -> Result<u64, Error> {
@@ -74,30 +74,6 @@ fn unsorted_elements_are_refused() {
     let mut c = memory_replica(3);
     let err = c.install_state(&a.heads(), elements, Vec::new());
     assert!(matches!(err, Err(Error::InvalidState(_))));
-}
-
-/// A store that starts failing after a number of writes, as a disk that
-/// fills up or a process that dies mid-install would leave things.
-#[derive(Clone)]
-struct FailAfter {
-    inner: MemoryStore,
-    left: Arc<AtomicUsize>,
-}
-
-impl Store for FailAfter {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(table, key)
-    }
-    fn scan(&self, table: Table, prefix: &[u8], from: &[u8]) -> Scan {
-        self.inner.scan(table, prefix, from)
-    }
-    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        if self.left.fetch_sub(1, Ordering::SeqCst) == 0 {
-            let io = std::io::Error::other("disk full");
-            return Err(StoreError::Fjall(fjall::Error::Io(io)));
-        }
-        self.inner.write(batch)
-    }
 }
 
 #[test]

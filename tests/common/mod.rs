@@ -523,6 +523,33 @@ pub fn import_pins(dir: &Path, cids: &[String]) {
     std::fs::remove_file(file).unwrap();
 }
 
+/// Established TCP connections of process `pid`: (local port, remote
+/// port) of each of its sockets in `/proc/net/tcp`.
+pub fn tcp_links(pid: u32) -> Vec<(u16, u16)> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.len() > 9 && cols[3] == "01" && inodes.contains(cols[9]))
+                .then(|| Some((port(cols[1])?, port(cols[2])?)))
+                .flatten()
+        })
+        .collect()
+}
+
 pub fn temp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }

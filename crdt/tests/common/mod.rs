@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
-use pincluster_crdt::store::{FjallStore, MemoryStore, Store};
+use pincluster_crdt::store::{FjallStore, MemoryStore, Scan, Store, StoreError, Table, WriteBatch};
 use pincluster_crdt::{
     Block, Cid, Engine, Limits, Merged, Received, Signer, Verifier, VerifyError,
 };
@@ -155,4 +156,48 @@ pub fn merge_all<S: Store>(e: &mut Engine<S>) -> usize {
         }
     })
     .unwrap()
+}
+
+/// A store that fails every write once `left` reaches zero: a process that
+/// dies between two batches (each batch is atomic, in fjall as here).
+#[derive(Clone)]
+pub struct FailAfter {
+    pub inner: MemoryStore,
+    pub left: Arc<AtomicUsize>,
+}
+
+impl Store for FailAfter {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(table, key)
+    }
+    fn scan(&self, table: Table, prefix: &[u8], from: &[u8]) -> Scan {
+        self.inner.scan(table, prefix, from)
+    }
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            let io = std::io::Error::other("killed");
+            return Err(StoreError::Fjall(pincluster_crdt::store::fjall::Error::Io(
+                io,
+            )));
+        }
+        self.inner.write(batch)
+    }
+}
+
+/// Copies every table of `from` into a new memory store.
+pub fn copy_store(from: &MemoryStore) -> MemoryStore {
+    let to = MemoryStore::new();
+    for table in Table::ALL {
+        let mut wb = WriteBatch::new();
+        for entry in from.scan(table, b"", b"") {
+            let (k, v) = entry.unwrap();
+            wb.put(table, k, v);
+        }
+        to.write(wb).unwrap();
+    }
+    to
 }
