@@ -17,56 +17,19 @@ set -euo pipefail
 
 LIVE=${1:-100000}
 OPS=${2:-1000000}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${BIN:-$ROOT/target/release/pincluster}
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=benches/peers.sh
+source "$(dirname "$0")/peers.sh"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mib() { du -sm "$1" | cut -f1; }
 # The folder, and of it fjall's tables and its journal (bounded by fjall).
 disk() { echo "$(mib "$1") MiB (tables $(mib "$1/fjall/keyspaces") MiB, journal $(du -cm "$1"/fjall/*.jnl 2>/dev/null | tail -1 | cut -f1) MiB)"; }
-now() { date +%s.%N; }
-count() { curl -sf "http://127.0.0.1:$1/allocations" | wc -l; }
-start() { # folder rest-port cluster-port [bootstrap]
-    local boot=()
-    if [[ -n ${4:-} ]]; then boot=(--bootstrap "$4"); fi
-    CLUSTER_IPFSHTTP_NODEMULTIADDRESS=/ip4/127.0.0.1/tcp/1 \
-    CLUSTER_LISTENMULTIADDRESS=/ip4/127.0.0.1/tcp/$3 \
-    CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS=/ip4/127.0.0.1/tcp/$2 \
-    CLUSTER_IPFSPROXY_LISTENMULTIADDRESS=/ip4/127.0.0.1/tcp/0 \
-    CLUSTER_CRDT_SNAPSHOTINTERVAL=1s \
-    PINCLUSTER_LOG=warn,pincluster::consensus=info \
-        "$BIN" daemon --config "$1" "${boot[@]}" >/dev/null 2>"$1.log" &
-    PIDS+=($!)
-}
-# Waits for the last started daemon's API; stops if the daemon exited
-# (e.g. a free port taken by someone else before it bound it).
-up() {
-    until curl -sf "http://127.0.0.1:$1/id" >/dev/null; do
-        if ! kill -0 "${PIDS[-1]}" 2>/dev/null; then
-            echo "daemon in $2 exited: $(tail -1 "$2.log")" >&2
-            exit 1
-        fi
-        sleep 0.2
-    done
-}
-stop_all() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    PIDS=()
-}
 # Starts the producer in $1, waits for its snapshot (and compaction),
 # then times a fresh joiner until it lists LIVE pins.
 join_from() {
     local dir=$1 p_rest p_swarm j_rest id t0
     p_rest=$(free_port); p_swarm=$(free_port); j_rest=$(free_port)
     start "$dir" "$p_rest" "$p_swarm"
-    up "$p_rest" "$dir"
+    up "$p_rest"
     until grep -q "snapshot taken" "$dir.log"; do sleep 0.2; done
     until grep -q "history below the snapshot compacted" "$dir.log"; do sleep 0.2; done
     grep "history below the snapshot compacted" "$dir.log" | head -1 | sed 's/.*INFO //'
@@ -77,7 +40,7 @@ join_from() {
     "$BIN" init --no-secret --config "$dir-joiner" >/dev/null
     t0=$(now)
     start "$dir-joiner" "$j_rest" 0 "/ip4/127.0.0.1/tcp/$p_swarm/p2p/$id"
-    up "$j_rest" "$dir-joiner"
+    up "$j_rest"
     while [[ $(count "$j_rest") -lt $LIVE ]]; do sleep 0.5; done
     echo "joiner lists all $LIVE pins after $(echo "$(now) - $t0" | bc) s; its folder: $(disk "$dir-joiner")"
     stop_all

@@ -27,17 +27,9 @@ set -euo pipefail
 
 N=${1:-1000000}
 MODE=${2:-join}
-SNAPSHOT=${SNAPSHOT:-1s}
 OLD=1000
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${BIN:-$ROOT/target/release/pincluster}
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=benches/peers.sh
+source "$(dirname "$0")/peers.sh"
 
 pins() { # prefix count: pins in the shape of benches/tracker-memory.sh
     python3 - "$1" "$2" <<'EOF'
@@ -58,25 +50,8 @@ for i in range(n):
 EOF
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start() { # folder rest-port cluster-port [bootstrap]
-    local boot=()
-    if [[ -n ${4:-} ]]; then boot=(--bootstrap "$4"); fi
-    CLUSTER_IPFSHTTP_NODEMULTIADDRESS=/ip4/127.0.0.1/tcp/1 \
-    CLUSTER_LISTENMULTIADDRESS=/ip4/127.0.0.1/tcp/$3 \
-    CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS=/ip4/127.0.0.1/tcp/$2 \
-    CLUSTER_IPFSPROXY_LISTENMULTIADDRESS=/ip4/127.0.0.1/tcp/0 \
-    CLUSTER_CRDT_SNAPSHOTINTERVAL=$SNAPSHOT \
-    PINCLUSTER_LOG=warn,pincluster::consensus=info \
-        ${WRAP:-} "$BIN" daemon --config "$1" "${boot[@]}" >/dev/null 2>>"$1.log" &
-    STARTED=$!
-    PIDS+=("$STARTED")
-}
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 mib() { awk -v k="$2:" '$1 == k { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
-now() { date +%s.%N; }
-count() { curl -sf "http://127.0.0.1:$1/allocations" | wc -l; }
-up() { until curl -sf "http://127.0.0.1:$1/id" >/dev/null; do sleep 0.1; done; }
 snapshot_taken() { # log: waits for the producer's next snapshot, if it takes any
     if [[ $SNAPSHOT != 0 ]] && grep -q snapshot_interval "$WORK/producer/service.json"; then
         until grep -q "snapshot taken" "$1"; do sleep 0.2; done
