@@ -117,14 +117,7 @@ async fn main() {
         ],
     };
     let peer = TestPeer::start(tmp.path().join("peer"), spec).await;
-    let port = peer
-        .log_value("IPFS proxy listening", "addr=")
-        .expect("the proxy address")
-        .rsplit('/')
-        .next()
-        .expect("a port")
-        .to_string();
-    let proxy = format!("http://127.0.0.1:{port}");
+    let proxy = format!("http://127.0.0.1:{}", peer.proxy_port());
     let direct = daemon.api_url();
     let http = reqwest::Client::builder()
         .no_proxy()

@@ -605,10 +605,7 @@ async fn rest_api_proxy_and_ctl_answer_like_the_reference() {
         TestPeer::start(tmp.path().join("ours"), spec(&kubo_ours)),
         ReferencePeer::start(tmp.path().join("ref"), &ref_ipfs_api, spec(&kubo_ref))
     );
-    let proxy_addr = ours
-        .log_value("IPFS proxy listening", "addr=")
-        .expect("pincluster logs its proxy address");
-    let proxy_port = proxy_addr.rsplit([':', '/']).next().unwrap();
+    let proxy_port = ours.proxy_port();
 
     // The same content in both daemons, not pinned there: the cluster pins it.
     let mut cids = BTreeMap::new();

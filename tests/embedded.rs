@@ -101,9 +101,7 @@ async fn status(peer: &TestPeer, cid: &str) -> Option<String> {
 #[tokio::test]
 async fn the_ipfs_cli_works_against_a_lone_peer_without_kubo() {
     let (peer, _dir) = embedded_peer().await;
-    let proxy = peer
-        .log_value("IPFS proxy listening", "addr=")
-        .expect("proxy address");
+    let proxy = peer.proxy_addr();
     let gateway_addr = peer
         .log_value("IPFS gateway listening", "addr=")
         .expect("gateway address");
@@ -264,9 +262,7 @@ fn segment_bytes(dir: &Path) -> u64 {
 #[tokio::test]
 async fn an_add_killed_midway_leaves_a_store_that_reads_back() {
     let (peer, dir) = embedded_peer().await;
-    let proxy = peer
-        .log_value("IPFS proxy listening", "addr=")
-        .expect("proxy address");
+    let proxy = peer.proxy_addr();
     let work = temp();
     let file = work.path().join("data");
     // 48 MiB that no two chunks share (xorshift), so every chunk is a block.
@@ -304,9 +300,7 @@ async fn an_add_killed_midway_leaves_a_store_that_reads_back() {
     let peer = peer.restart().await;
     drop(input);
     let _ = add.wait();
-    let proxy = peer
-        .log_value("IPFS proxy listening", "addr=")
-        .expect("proxy address");
+    let proxy = peer.proxy_addr();
 
     assert_eq!(
         ok(ipfs(&proxy, &["add", "-Q", file.to_str().unwrap()], None)),

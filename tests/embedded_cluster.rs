@@ -64,11 +64,6 @@ async fn embedded_peer(dir: &std::path::Path, bootstrap: Vec<String>) -> TestPee
     TestPeer::start(dir.to_path_buf(), spec(bootstrap)).await
 }
 
-fn proxy(peer: &TestPeer) -> String {
-    peer.log_value("IPFS proxy listening", "addr=")
-        .expect("proxy address")
-}
-
 fn gateway(peer: &TestPeer) -> String {
     let addr = peer
         .log_value("IPFS gateway listening", "addr=")
@@ -151,7 +146,7 @@ async fn three_embedded_peers_share_content_over_bitswap() {
     let work = temp();
     let file = work.path().join("data.bin");
     std::fs::write(&file, &data).unwrap();
-    let a_proxy = proxy(&a);
+    let a_proxy = a.proxy_addr();
     let root = ipfs(&a_proxy, &["add", "-Q", file.to_str().unwrap()]).expect("ipfs add");
     // Replication "all" (init's default): only A had the blocks, so B and
     // C got them from A's node over Bitswap.
@@ -162,9 +157,9 @@ async fn three_embedded_peers_share_content_over_bitswap() {
     // The cluster connected the embedded nodes: the stock CLI sees A's
     // node among C's swarm peers, and C's own id with its addresses.
     let (a_ipfs, _) = ipfs_id(&a).await;
-    let peers = ipfs(&proxy(&c), &["swarm", "peers"]).expect("ipfs swarm peers");
+    let peers = ipfs(&c.proxy_addr(), &["swarm", "peers"]).expect("ipfs swarm peers");
     assert!(peers.contains(&a_ipfs), "{peers}");
-    let id = ipfs(&proxy(&c), &["id"]).expect("ipfs id");
+    let id = ipfs(&c.proxy_addr(), &["id"]).expect("ipfs id");
     assert!(id.contains(&c_ipfs) && id.contains("/tcp/"), "{id}");
 
     // A clean restart of C: its pin and blocks stay, it serves them again,
@@ -180,7 +175,7 @@ async fn three_embedded_peers_share_content_over_bitswap() {
 
     // Unpin through A's proxy; after gc C's node no longer has it.
     ipfs(&a_proxy, &["pin", "rm", &root]).expect("ipfs pin rm");
-    let c_proxy = proxy(&c);
+    let c_proxy = c.proxy_addr();
     let c_gateway = gateway(&c);
     wait_for("the content gone from C after gc", DEADLINE, || async {
         ipfs(&c_proxy, &["repo", "gc"]).ok()?;

@@ -797,9 +797,7 @@ async fn a_volunteer_with_nothing_installed_pins_with_the_followers_own_ipfs_nod
 
     // Content added at the trusted peer's proxy with the real `ipfs` CLI
     // is pinned cluster-wide: the follower's own node fetches and pins it.
-    let proxy = trusted
-        .log_value("IPFS proxy listening", "addr=")
-        .expect("proxy address");
+    let proxy = trusted.proxy_addr();
     let content = b"a release the volunteers keep".repeat(10_000);
     let file = tmp.path().join("release.bin");
     std::fs::write(&file, &content).unwrap();

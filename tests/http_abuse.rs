@@ -77,12 +77,6 @@ fn established(pid: u32, port: u16) -> usize {
     sockets_in(pid, port, "01")
 }
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 /// The abusive requests, by name: each is sent whole, then the client
 /// waits for the peer to have read it and closes.
 fn abuses() -> Vec<(&'static str, Vec<u8>)> {
@@ -273,14 +267,7 @@ async fn slow_clients_are_cut_off_by_the_header_timeout() {
     let peer = TestPeer::start(dir.path().into(), spec).await;
     let pid = peer.pid().unwrap();
     let rest: u16 = peer.api.rsplit(':').next().unwrap().parse().unwrap();
-    let proxy: u16 = peer
-        .log_value("IPFS proxy listening", "addr=")
-        .expect("proxy address in the log")
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let proxy = peer.proxy_port();
     let fds_before = open_fds(pid);
 
     const CROWD: usize = 50;

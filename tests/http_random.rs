@@ -19,12 +19,6 @@ use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 const METHODS: [&str; 7] = ["GET", "POST", "DELETE", "PUT", "PATCH", "OPTIONS", "HEAD"];
 const REST_PATHS: [&str; 16] = [
     "/id",
@@ -188,14 +182,7 @@ async fn random_requests_get_no_5xx_leak_nothing_and_change_no_pin() {
     peer.wait_pinset(&pins).await;
     let pid = peer.pid().unwrap();
     let rest: u16 = peer.api.rsplit(':').next().unwrap().parse().unwrap();
-    let proxy: u16 = peer
-        .log_value("IPFS proxy listening", "addr=")
-        .expect("the proxy address in the log")
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let proxy = peer.proxy_port();
     let fds_before = open_fds(pid);
 
     let seed: u64 = rand::random();

@@ -83,10 +83,7 @@ impl Cluster {
 
     /// `http://127.0.0.1:<port>` of peer `i`'s proxy.
     fn proxy(&self, i: usize) -> String {
-        let addr = self.peers[i]
-            .log_value("IPFS proxy listening", "addr=")
-            .expect("the proxy address in the log");
-        format!("http://127.0.0.1:{}", addr.rsplit('/').next().unwrap())
+        format!("http://127.0.0.1:{}", self.peers[i].proxy_port())
     }
 
     /// POST `<proxy of A>/api/v0/<cmd>`: status, headers, body.
@@ -871,13 +868,7 @@ async fn intercepted_replies_carry_the_daemons_headers() {
         },
     )
     .await;
-    let port = peer
-        .log_value("IPFS proxy listening", "addr=")
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let port = peer.proxy_port();
     let http = reqwest::Client::new();
     for _ in 0..3 {
         let res = http

@@ -41,11 +41,7 @@ fn rest_addr(p: &TestPeer) -> String {
 }
 
 fn proxy_addr(p: &TestPeer) -> String {
-    let addr = p
-        .log_value("IPFS proxy listening", "addr=")
-        .expect("the proxy's address in the log");
-    let port = addr.rsplit('/').next().unwrap();
-    format!("127.0.0.1:{port}")
+    format!("127.0.0.1:{}", p.proxy_port())
 }
 
 /// Reads one whole response (Content-Length or chunked) off a keep-alive

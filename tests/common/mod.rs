@@ -210,6 +210,21 @@ impl TestPeer {
         }
     }
 
+    /// The IPFS proxy's multiaddress, as the daemon logged it.
+    pub fn proxy_addr(&self) -> String {
+        self.log_value("IPFS proxy listening", "addr=")
+            .expect("the proxy address in the log")
+    }
+
+    /// The IPFS proxy's TCP port.
+    pub fn proxy_port(&self) -> u16 {
+        self.proxy_addr()
+            .rsplit('/')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a TCP port ends the proxy address")
+    }
+
     /// The value after `key` on the first log line containing `needle`.
     pub fn log_value(&self, needle: &str, key: &str) -> Option<String> {
         let log = self.log.lock().unwrap();
@@ -521,6 +536,13 @@ pub fn import_pins(dir: &Path, cids: &[String]) {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::remove_file(file).unwrap();
+}
+
+/// Open file descriptors of process `pid`.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Established TCP connections of process `pid`: (local port, remote
