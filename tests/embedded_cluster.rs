@@ -10,7 +10,7 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::kubo::{Kubo, real_bin};
-use common::{BIN, DEADLINE, PeerSpec, RestApi, TestPeer, temp, wait_for};
+use common::{DEADLINE, PeerSpec, RestApi, TestPeer, temp, wait_for};
 use pincluster::ipfs::bitswap::{BlockSource, BlockSourceError, MemoryBlockSource};
 
 /// `ipfs --api <api> <args>` with no repo of its own; stdout, or stderr as
@@ -51,17 +51,9 @@ fn spec(bootstrap: Vec<String>) -> PeerSpec {
 /// A peer on a fresh folder `init` made with the embedded node (its
 /// default).
 async fn embedded_peer(dir: &std::path::Path, bootstrap: Vec<String>) -> TestPeer {
-    let out = Command::new(BIN)
-        .args(["init", "--no-secret", "--config"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    TestPeer::start(dir.to_path_buf(), spec(bootstrap)).await
+    let spec = spec(bootstrap);
+    common::init_embedded_folder(dir, &spec);
+    TestPeer::start(dir.to_path_buf(), spec).await
 }
 
 fn gateway(peer: &TestPeer) -> String {

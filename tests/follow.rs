@@ -750,35 +750,23 @@ async fn a_bootstrap_address_is_only_dialed_its_peer_is_not_trusted() {
 async fn a_volunteer_with_nothing_installed_pins_with_the_followers_own_ipfs_node() {
     let tmp = temp();
     let trusted_dir = tmp.path().join("trusted");
-    let out = Command::new(BIN)
-        .args(["init", "--secret", SECRET, "--config"])
-        .arg(&trusted_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let trusted = TestPeer::start(
-        trusted_dir,
-        PeerSpec {
-            secret: Some(SECRET.into()),
-            env: vec![
-                (
-                    "CLUSTER_EMBEDDED_GATEWAYLISTENMULTIADDRESS".into(),
-                    "/ip4/127.0.0.1/tcp/0".into(),
-                ),
-                (
-                    "CLUSTER_EMBEDDED_SWARMLISTENMULTIADDRESS".into(),
-                    "/ip4/127.0.0.1/tcp/0".into(),
-                ),
-                ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
-            ],
-            ..Default::default()
-        },
-    )
-    .await;
+    let spec = PeerSpec {
+        secret: Some(SECRET.into()),
+        env: vec![
+            (
+                "CLUSTER_EMBEDDED_GATEWAYLISTENMULTIADDRESS".into(),
+                "/ip4/127.0.0.1/tcp/0".into(),
+            ),
+            (
+                "CLUSTER_EMBEDDED_SWARMLISTENMULTIADDRESS".into(),
+                "/ip4/127.0.0.1/tcp/0".into(),
+            ),
+            ("CLUSTER_MDNSINTERVAL".into(), "0s".into()),
+        ],
+        ..Default::default()
+    };
+    common::init_embedded_folder(&trusted_dir, &spec);
+    let trusted = TestPeer::start(trusted_dir, spec).await;
     let trusted_addr = trusted.cluster_addr().await;
     // As the reference's templates do, it names a Kubo (one that is not
     // there, and no embedded node): the volunteer's own node replaces it.

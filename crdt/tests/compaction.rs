@@ -8,9 +8,6 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use common::*;
 use pincluster_crdt::store::{FjallStore, MemoryStore, Store, Table};
 use pincluster_crdt::{
@@ -385,19 +382,7 @@ fn a_compaction_killed_at_any_write_reopens_consistent() {
 
     let mut interrupted = 0;
     for kill_at in 0.. {
-        let disk = copy_store(&base);
-        let failing = FailAfter {
-            inner: disk.clone(),
-            left: Arc::new(AtomicUsize::new(usize::MAX)),
-        };
-        let mut a = Engine::open(
-            failing.clone(),
-            Author::from_seed(1),
-            Trust::everyone(),
-            Limits::default(),
-        )
-        .unwrap();
-        failing.left.store(kill_at, Ordering::SeqCst);
+        let (mut a, disk) = killed_after(&base, 1, kill_at);
         let outcome = a.compact();
         drop(a);
         let mut reopened = open(disk, 1);

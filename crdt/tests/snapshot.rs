@@ -6,9 +6,6 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use common::*;
 use pincluster_crdt::store::{MemoryStore, Store};
 use pincluster_crdt::{
@@ -348,19 +345,7 @@ fn an_install_killed_at_any_write_reopens_consistent_and_complete() {
 
     let mut crashed_mid_install = 0;
     for kill_at in 0.. {
-        let disk = copy_store(&base);
-        let failing = FailAfter {
-            inner: disk.clone(),
-            left: Arc::new(AtomicUsize::new(usize::MAX)),
-        };
-        let mut j = Engine::open(
-            failing.clone(),
-            Author::from_seed(2),
-            Trust::everyone(),
-            Limits::default(),
-        )
-        .unwrap();
-        failing.left.store(kill_at, Ordering::SeqCst);
+        let (mut j, disk) = killed_after(&base, 2, kill_at);
         let outcome = j.install_snapshot(&manifest);
         drop(j);
         let reopened = Engine::open(

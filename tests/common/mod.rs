@@ -70,13 +70,22 @@ impl TestPeer {
     }
 }
 
-/// A folder with `service.json` and `identity.json`, made by `pincluster init`.
+/// A folder with `service.json` and `identity.json`, made by `pincluster
+/// init`. The harness's peers talk to Kubo (real or fake) through ipfshttp;
+/// [`init_embedded_folder`] makes one with the embedded node.
 pub fn init_folder(dir: &Path, spec: &PeerSpec) {
+    init_with(dir, spec, "kubo");
+}
+
+/// [`init_folder`] with the embedded IPFS node (`init`'s default).
+pub fn init_embedded_folder(dir: &Path, spec: &PeerSpec) {
+    init_with(dir, spec, "embedded");
+}
+
+fn init_with(dir: &Path, spec: &PeerSpec, ipfs: &str) {
     let mut cmd = Command::new(BIN);
     cmd.args(["init", "--config"]).arg(dir);
-    // The harness's peers talk to Kubo (real or fake) through ipfshttp;
-    // tests of the embedded node init their folders themselves.
-    cmd.arg("--ipfs=kubo");
+    cmd.arg(format!("--ipfs={ipfs}"));
     match &spec.secret {
         Some(s) => cmd.args(["--secret", s]),
         None => cmd.arg("--no-secret"),

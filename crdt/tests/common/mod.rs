@@ -201,3 +201,27 @@ pub fn copy_store(from: &MemoryStore) -> MemoryStore {
     }
     to
 }
+
+/// A replica by author `seed` on a copy of `base`, opened normally, whose
+/// store then fails every write after `kill_at` more; and the copy, to
+/// reopen as the disk the killed process left.
+pub fn killed_after(
+    base: &MemoryStore,
+    seed: u8,
+    kill_at: usize,
+) -> (Engine<FailAfter>, MemoryStore) {
+    let disk = copy_store(base);
+    let failing = FailAfter {
+        inner: disk.clone(),
+        left: Arc::new(AtomicUsize::new(usize::MAX)),
+    };
+    let engine = Engine::open(
+        failing.clone(),
+        Author::from_seed(seed),
+        Trust::everyone(),
+        Limits::default(),
+    )
+    .unwrap();
+    failing.left.store(kill_at, Ordering::SeqCst);
+    (engine, disk)
+}
