@@ -90,21 +90,26 @@ fn ignored_keys(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// `remote` with the local file's `ipfs_connector`, when it has one. A
-/// remote text that is not a JSON object is returned as it is: its own
-/// parse says what is wrong with it.
-fn with_local_keys(local: &str, remote: String) -> String {
-    let Ok(Value::Object(local)) = serde_json::from_str::<Value>(local) else {
-        return remote;
-    };
-    let Some(connector) = local.get(LOCAL_KEY) else {
-        return remote;
-    };
-    let Ok(Value::Object(mut merged)) = serde_json::from_str::<Value>(&remote) else {
-        return remote;
-    };
-    merged.insert(LOCAL_KEY.to_string(), connector.clone());
-    serde_json::to_string_pretty(&Value::Object(merged)).unwrap_or(remote)
+impl Resolved {
+    /// The source's text with the local file's `ipfs_connector`, when it
+    /// has one. A source text that is not a JSON object is kept as it is:
+    /// its own parse says what is wrong with it.
+    fn with_local_keys(mut self, local: &str) -> Resolved {
+        let Ok(Value::Object(local)) = serde_json::from_str::<Value>(local) else {
+            return self;
+        };
+        let Some(connector) = local.get(LOCAL_KEY) else {
+            return self;
+        };
+        let Ok(Value::Object(mut merged)) = serde_json::from_str::<Value>(&self.text) else {
+            return self;
+        };
+        merged.insert(LOCAL_KEY.to_string(), connector.clone());
+        if let Ok(text) = serde_json::to_string_pretty(&Value::Object(merged)) {
+            self.text = text;
+        }
+        self
+    }
 }
 
 /// `dir/service.json`'s text, or its source's cached copy: never the
@@ -121,9 +126,8 @@ pub(super) fn resolve_offline(dir: &Path) -> Result<Resolved, ConfigError> {
         });
     };
     let warnings = ignored_keys(&text);
-    let mut resolved = cached(dir, url, warnings, "not fetched by offline commands".into())?;
-    resolved.text = with_local_keys(&text, resolved.text);
-    Ok(resolved)
+    let resolved = cached(dir, url, warnings, "not fetched by offline commands".into())?;
+    Ok(resolved.with_local_keys(&text))
 }
 
 /// `dir/service.json`'s text, or its source's: fetched (and cached), else
@@ -140,7 +144,7 @@ pub(super) async fn resolve(dir: &Path) -> Result<Resolved, ConfigError> {
         });
     };
     let mut warnings = ignored_keys(&text);
-    match fetch(&url).await {
+    let resolved = match fetch(&url).await {
         Ok(remote) => {
             // Checked before it replaces a good cached copy.
             if source_url(&remote)?.is_some() {
@@ -154,19 +158,16 @@ pub(super) async fn resolve(dir: &Path) -> Result<Resolved, ConfigError> {
                     cache.display()
                 ));
             }
-            Ok(Resolved {
-                text: with_local_keys(&text, remote),
+            Resolved {
+                text: remote,
                 path: PathBuf::from(&url),
                 origin: Origin::Fetched { url },
                 warnings,
-            })
+            }
         }
-        Err(reason) => {
-            let mut resolved = cached(dir, url, warnings, reason)?;
-            resolved.text = with_local_keys(&text, resolved.text);
-            Ok(resolved)
-        }
-    }
+        Err(reason) => cached(dir, url, warnings, reason)?,
+    };
+    Ok(resolved.with_local_keys(&text))
 }
 
 fn cached(
