@@ -361,6 +361,21 @@ fn added_line(name: &str, made: &Made) -> Value {
     json!({"Name": name, "Hash": made.cid.to_string(), "Size": made.tsize.to_string()})
 }
 
+/// The parts of a `multipart/form-data` request body (how every IPFS
+/// client sends files), or why the request has none.
+fn multipart(req: Request<ReqBody>) -> Result<multer::Multipart<'static>, String> {
+    let boundary = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .ok_or("expected a multipart/form-data body")?;
+    Ok(multer::Multipart::new(
+        req.into_body().into_data_stream(),
+        boundary,
+    ))
+}
+
 async fn add(node: &Node, req: Request<ReqBody>, q: Query) -> Reply {
     let bad = |e: String| error(StatusCode::BAD_REQUEST, e);
     let opts = AddOptions::from_query(|k| q.get(k), |k, d| q.flag(k, d))
@@ -368,14 +383,7 @@ async fn add(node: &Node, req: Request<ReqBody>, q: Query) -> Reply {
     let pin = q.flag("pin", true).map_err(bad)?;
     let only_hash = q.flag("only-hash", false).map_err(bad)?;
     let wrap = q.flag("wrap-with-directory", false).map_err(bad)?;
-    let boundary = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| multer::parse_boundary(ct).ok())
-        .ok_or_else(|| bad("add: expected a multipart/form-data body".into()))?;
-    let body = req.into_body().into_data_stream();
-    let mut multipart = multer::Multipart::new(body, boundary);
+    let mut multipart = multipart(req).map_err(|e| bad(format!("add: {e}")))?;
     let node = node.clone();
     let (tx, reply) = channel_body();
     tokio::spawn(async move {
@@ -687,13 +695,7 @@ async fn block_stat(node: &Node, q: &Query) -> Reply {
 /// [`dag::MAX_BLOCK`].
 async fn parts(req: Request<ReqBody>) -> Result<Vec<Bytes>, Response<Body>> {
     let bad = |e: String| error(StatusCode::BAD_REQUEST, e);
-    let boundary = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| multer::parse_boundary(ct).ok())
-        .ok_or_else(|| bad("expected a multipart/form-data body".into()))?;
-    let mut multipart = multer::Multipart::new(req.into_body().into_data_stream(), boundary);
+    let mut multipart = multipart(req).map_err(bad)?;
     let mut out = Vec::new();
     while let Some(mut field) = multipart
         .next_field()
@@ -806,13 +808,7 @@ async fn dag_put(node: &Node, req: Request<ReqBody>, q: &Query) -> Reply {
 async fn dag_import(node: &Node, req: Request<ReqBody>, q: &Query) -> Reply {
     let bad = |e: String| error(StatusCode::BAD_REQUEST, e);
     let pin_roots = q.flag("pin-roots", true).map_err(bad)?;
-    let boundary = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| multer::parse_boundary(ct).ok())
-        .ok_or_else(|| bad("expected a multipart/form-data body".into()))?;
-    let mut multipart = multer::Multipart::new(req.into_body().into_data_stream(), boundary);
+    let mut multipart = multipart(req).map_err(bad)?;
     let _hold = node.store().hold_gc().await;
     let mut roots = Vec::new();
     while let Some(field) = multipart
