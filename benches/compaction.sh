@@ -23,6 +23,16 @@ source "$(dirname "$0")/peers.sh"
 mib() { du -sm "$1" | cut -f1; }
 # The folder, and of it fjall's tables and its journal (bounded by fjall).
 disk() { echo "$(mib "$1") MiB (tables $(mib "$1/fjall/keyspaces") MiB, journal $(du -cm "$1"/fjall/*.jnl 2>/dev/null | tail -1 | cut -f1) MiB)"; }
+# The store's tables one by one, in KiB: fjall numbers keyspaces in the
+# order they were first opened, and the engine opens its tables first, in
+# this order (crdt/src/store/mod.rs, Table::ALL).
+tables() {
+    local names=(blocks markers heads elements values sync meta) i out=""
+    for i in "${!names[@]}"; do
+        out+="${names[$i]} $(du -sk "$1/fjall/keyspaces/$((i + 1))" 2>/dev/null | cut -f1) KiB, "
+    done
+    echo "${out%, }"
+}
 # Starts the producer in $1, waits for its snapshot (and compaction),
 # then times a fresh joiner until it lists LIVE pins.
 join_from() {
@@ -34,6 +44,7 @@ join_from() {
     until grep -q "history below the snapshot compacted" "$dir.log"; do sleep 0.2; done
     grep "history below the snapshot compacted" "$dir.log" | head -1 | sed 's/.*INFO //'
     echo "producer folder after compaction: $(disk "$dir")"
+    echo "  its tables: $(tables "$dir")"
     t0=$(now)
     echo "producer lists $(count "$p_rest") pins in $(echo "$(now) - $t0" | bc) s"
     id=$(curl -sf "http://127.0.0.1:$p_rest/id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
@@ -56,6 +67,7 @@ else
     (cd "$ROOT" && cargo bench -q --bench history -- "$WORK/history" "$LIVE" "$OPS")
 fi
 echo "producer folder before compaction: $(disk "$WORK/history")"
+echo "  its tables: $(tables "$WORK/history")"
 join_from "$WORK/history"
 
 echo "== live only: $LIVE pins imported"

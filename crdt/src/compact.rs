@@ -167,9 +167,11 @@ impl<S: Store> Engine<S> {
         self.store.write(wb)?;
         // Rewriting the table costs about its size: only when something
         // was deleted, now or by a run a crash cut short before this.
-        if done.blocks > 0 || resumed {
+        let rewrite = done.blocks > 0 || resumed;
+        if rewrite {
             // The set tables too: the deletes the dropped history made
-            // left tombstones there, which only a rewrite gives back.
+            // left tombstones and old versions there, which only a rewrite
+            // gives back.
             for table in [Table::Blocks, Table::Elements, Table::Values] {
                 self.store.reclaim(table)?;
             }
@@ -178,6 +180,12 @@ impl<S: Store> Engine<S> {
         wb.delete(Table::Meta, META_COMPACTING);
         wb.put(Table::Meta, META_COMPACTED, manifest_cid);
         self.store.write(wb)?;
+        if rewrite {
+            // The rewritten tables' old files go only now, after a write
+            // (the one above) that follows the rewrite. A crash before
+            // this costs nothing: reopening deletes files no table uses.
+            self.store.release()?;
+        }
         Ok(done)
     }
 }

@@ -175,6 +175,23 @@ impl Store for FjallStore {
         Ok(())
     }
 
+    fn release(&self) -> Result<(), StoreError> {
+        // fjall deletes a table file that a compaction replaced only once
+        // its MVCC watermark (the oldest sequence number a reader may
+        // still use) has passed the compaction, and it moves that
+        // watermark, and deletes such files, only when a memtable is
+        // flushed. A quiet peer flushes nothing for hours: the rewritten
+        // tables then sit on disk beside their replacements (the producer
+        // of 1,000,000 operations kept 312 MiB of tables for 100,000 live
+        // pins). Flushing the memtables written since (at least the
+        // caller's last write) does both, and lets fjall drop the journal
+        // files those memtables held.
+        for ks in &self.tables {
+            ks.rotate_memtable_and_wait()?;
+        }
+        Ok(())
+    }
+
     /// fjall's ingestion: sorted entries go straight into new tables, with
     /// no journal, memtable or flush on the way.
     fn ingest(&self, table: Table) -> Result<Box<dyn Ingest + '_>, StoreError> {

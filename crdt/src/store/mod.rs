@@ -197,6 +197,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         Ok(())
     }
 
+    /// Deletes the files that [`Store::reclaim`]s replaced. An LSM store
+    /// keeps a replaced file for the readers that may still see it, and
+    /// may decide that they are gone only after a later write reaches its
+    /// files; call this after such a write. Stores without such files do
+    /// nothing.
+    fn release(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Starts a bulk load into `table` (see [`Ingest`]). By default it is
     /// held in memory and written as one batch.
     fn ingest(&self, table: Table) -> Result<Box<dyn Ingest + '_>, StoreError> {
