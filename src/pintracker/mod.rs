@@ -293,12 +293,20 @@ impl<C: IpfsConnector> PinTracker<C> {
         self.enqueue(OpKind::Unpin, pin);
     }
 
-    /// Whether `pin` needs no operation at start: the daemon already holds
-    /// it in its mode, as `held` (one streamed listing of the daemon, made
-    /// before the start-up pass) says.
-    pub fn already_held(&self, pin: &Pin, held: &Listing) -> bool {
-        let mode = crate::types::PinMode::from_max_depth(pin.max_depth);
-        self.allocated_here(pin) && or_log(held.mode(&pin.cid), None) == Some(mode)
+    /// Which pins of `page` need no operation at start: the daemon already
+    /// holds them in their mode, as `held` (one streamed listing of the
+    /// daemon, made before the start-up pass) says. One scan of the
+    /// listing per page of the pinset ([`Listing::modes`]).
+    pub fn already_held(&self, page: &[Pin], held: &Listing) -> Vec<bool> {
+        let cids: Vec<Cid> = page.iter().map(|pin| pin.cid).collect();
+        let modes = or_log(held.modes(&cids), vec![None; page.len()]);
+        page.iter()
+            .zip(modes)
+            .map(|(pin, listed)| {
+                let mode = crate::types::PinMode::from_max_depth(pin.max_depth);
+                self.allocated_here(pin) && listed == Some(mode)
+            })
+            .collect()
     }
 
     /// Reacts to a change of the pinset.
@@ -582,15 +590,23 @@ impl<C: IpfsConnector> PinTracker<C> {
         pins: &[(Cid, Option<Pin>)],
     ) -> Vec<TrackerEntry> {
         let at = Some(now());
+        // The whole page against the listing at once: one scan of its key
+        // range (see [`Listing::modes`]), not a point read per pin.
+        let cids: Vec<Cid> = pins.iter().map(|(cid, _)| *cid).collect();
+        let listed = pinned
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|listing| listing.modes(&cids).map_err(|e| e.to_string()));
         pins.iter()
-            .map(|(cid, pin)| {
+            .enumerate()
+            .map(|(i, (cid, pin))| {
                 if let Some(op) = self.operation(cid) {
                     return self.op_entry(cid, &op);
                 }
-                let held = pinned
-                    .as_ref()
-                    .map_err(|e| e.to_string())
-                    .and_then(|listing| listing.contains(cid).map_err(|e| e.to_string()));
+                let held = match &listed {
+                    Ok(modes) => Ok(modes[i].is_some()),
+                    Err(e) => Err(e.clone()),
+                };
                 let (status, error) = match (pin, held) {
                     (Some(p), _) if !self.allocated_here(p) => {
                         (TrackerStatus::Remote, String::new())
