@@ -261,19 +261,24 @@ impl<C: IpfsConnector> PinTracker<C> {
 
     /// The pins of `page` this sharding follower's daemon holds though
     /// they are no longer its share (the shard's members changed), each
-    /// with its holders now. Empty for a peer that does not shard, and
-    /// while the daemon cannot be listed.
-    pub async fn dropped_from_share(&self, page: &[(Cid, Option<Pin>)]) -> Vec<(Pin, Vec<PeerId>)> {
+    /// with its holders now, as `held` (the listing the pass took at its
+    /// start, as for statuses) says. Empty for a peer that does not shard.
+    pub fn dropped_from_share(
+        &self,
+        held: &Listing,
+        page: &[(Cid, Option<Pin>)],
+    ) -> Vec<(Pin, Vec<PeerId>)> {
         let Some(shard) = self.inner.shard.get() else {
-            return Vec::new();
-        };
-        let Ok(held) = self.ipfs_pinset().await else {
             return Vec::new();
         };
         let members = shard.members();
         let copies = shard.settings().copies;
+        // One scan of the listing for the page ([`Listing::modes`]).
+        let cids: Vec<Cid> = page.iter().map(|(cid, _)| *cid).collect();
+        let listed = or_log(held.modes(&cids), vec![None; page.len()]);
         page.iter()
-            .filter_map(|(cid, pin)| {
+            .zip(listed)
+            .filter_map(|((cid, pin), listed)| {
                 // Pins with allocations of their own are not sharded; an
                 // operation under way is the tracker's business already.
                 let pin = pin.as_ref().filter(|p| p.allocations.is_empty())?;
@@ -281,8 +286,7 @@ impl<C: IpfsConnector> PinTracker<C> {
                     return None;
                 }
                 let holders = crate::allocator::shard::holders(cid, &members, copies);
-                let dropped =
-                    !holders.contains(&self.inner.local) && or_log(held.contains(cid), false);
+                let dropped = !holders.contains(&self.inner.local) && listed.is_some();
                 dropped.then(|| (pin.clone(), holders))
             })
             .collect()
