@@ -49,7 +49,9 @@
 //! picked by name (`ingest`, `visibility`, `pinsets`, `issue13`,
 //! `tracker`), e.g. `cargo bench --bench vs_reference -- issue13 tracker`;
 //! none named runs all. `VS_REFERENCE_HELD=<n>` runs the tracker workload
-//! at that one size.
+//! at that one size; `VS_REFERENCE_KUBO=<dir>` keeps its loaded Kubo in
+//! `<dir>` (loaded there on the first run, reused after); and
+//! `VS_REFERENCE_SYSTEM=pincluster` (or `reference`) runs one side only.
 #![allow(clippy::print_stdout)] // the figures are a report for a human
 
 #[path = "../tests/common/mod.rs"]
@@ -1169,6 +1171,8 @@ async fn tracker(
             .count_lines(&peer.api, path, Some(scale.deep_budget))
             .await
             .unwrap_or(0);
+        // Each poll's outcome, to see where the time goes.
+        eprintln!("  {:.1?}: {} pinned", start.elapsed(), thousands(pinned));
         if pinned >= n {
             break;
         }
@@ -1227,6 +1231,17 @@ async fn hold(n: usize, files: &Path, scale: &Scale, client: &Client, rows: &mut
 /// filled with at least that many of them instead of loading a new one
 /// (minutes at 1,000,000).
 const HELD: &str = "pin";
+
+/// The systems the tracker workload runs: both, or the one
+/// `VS_REFERENCE_SYSTEM` names (`pincluster`, `reference`), e.g. to
+/// profile one side without waiting minutes for the other's `state import`.
+fn systems() -> Vec<System> {
+    let only = std::env::var("VS_REFERENCE_SYSTEM").ok();
+    SYSTEMS
+        .into_iter()
+        .filter(|s| only.as_deref().is_none_or(|o| o == name(*s)))
+        .collect()
+}
 
 /// The table, in Markdown so that it pastes into BENCHMARKS.md.
 fn print_table(rows: &[Row]) {
@@ -1338,6 +1353,15 @@ fn main() {
                 // other: neither pins or unpins anything in it.
                 let fresh = temp();
                 let kubo_dir = match std::env::var_os("VS_REFERENCE_KUBO") {
+                    // A folder named but not loaded yet: loaded once there,
+                    // and kept for the runs after this one.
+                    Some(dir) if !Path::new(&dir).join("repo").exists() => {
+                        let dir = PathBuf::from(dir);
+                        std::fs::create_dir_all(&dir).expect("create the Kubo folder");
+                        let took = kubo_holding(&dir, HELD, n);
+                        eprintln!("Kubo holds {} pins after {took:.1?} (kept)", thousands(n));
+                        dir
+                    }
                     Some(dir) => PathBuf::from(dir),
                     None => {
                         let took = kubo_holding(fresh.path(), HELD, n);
@@ -1355,7 +1379,7 @@ fn main() {
                     start.elapsed()
                 );
                 let file = pins_file(files.path(), HELD, &cids(HELD, n));
-                for system in SYSTEMS {
+                for system in systems() {
                     eprintln!("{}: tracker, {} pins held", name(system), thousands(n));
                     tracker(
                         system,

@@ -401,10 +401,12 @@ impl Peer {
         spawn(Box::pin(async move {
             let held = start_tracker.ipfs_pinset().await.ok();
             while let Some(page) = pins.recv().await {
-                for pin in page {
-                    if let Some(held) = &held
-                        && start_tracker.already_held(&pin, held)
-                    {
+                let skip = match &held {
+                    Some(held) => start_tracker.already_held(&page, held),
+                    None => vec![false; page.len()],
+                };
+                for (pin, skip) in page.into_iter().zip(skip) {
+                    if skip {
                         continue;
                     }
                     let change = PinChange {

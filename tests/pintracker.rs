@@ -397,3 +397,70 @@ async fn a_status_listing_of_many_pages_lists_the_daemon_once() {
         "one GET /pins listed the daemon more than once"
     );
 }
+
+/// The statuses of a `GET /pins` pass are read page by page from the
+/// daemon's listing by one scan of each page's key range: a pin removed
+/// from the daemon behind the cluster's back, anywhere in the pinset,
+/// shows as `unexpectedly_unpinned` once the listing is renewed, and every
+/// other pin stays `pinned`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pin_removed_behind_the_clusters_back_shows_in_a_listing_of_many_pages() {
+    // Several pages of statuses (256 each).
+    const PINS: usize = 2_000;
+    let ipfs = FakeKubo::start().await;
+    let cids = common::cids("removed-behind", PINS);
+    ipfs.add_pins(
+        cids.iter()
+            .map(|c| (c.parse().unwrap(), pincluster::ipfsconn::PinMode::Recursive)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::PeerSpec {
+        env: vec![(
+            "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
+            ipfs.multiaddr().to_string(),
+        )],
+        ..Default::default()
+    };
+    common::init_folder(dir.path(), &spec);
+    common::import_pins(dir.path(), &cids);
+    let peer = common::TestPeer::start(dir.path().into(), spec).await;
+    let count = |filter: &'static str| {
+        let url = format!("{}/pins?local=true&filter={filter}", peer.api);
+        async move {
+            let body = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            let cids: std::collections::BTreeSet<String> = body
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()["cid"].to_string())
+                .map(|c| c.trim_matches('"').to_string())
+                .collect();
+            Some(cids)
+        }
+    };
+    wait_for("every pin pinned here", DEADLINE, || async {
+        (count("pinned").await?.len() == PINS).then_some(())
+    })
+    .await;
+
+    // The first, the last and some in between, in the pinset's order.
+    let mut sorted = cids.clone();
+    sorted.sort_by_key(|c| c.parse::<Cid>().unwrap().to_bytes());
+    let removed: std::collections::BTreeSet<String> = [0, 1, 700, 1_337, PINS - 1]
+        .into_iter()
+        .map(|i| sorted[i].clone())
+        .collect();
+    for cid in &removed {
+        let (code, body) = post_kubo(&ipfs, &format!("pin/rm?arg={cid}")).await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let lost = wait_for(
+        "the removed pins unexpectedly unpinned",
+        DEADLINE,
+        || async {
+            let lost = count("unexpectedly_unpinned").await?;
+            (lost.len() >= removed.len()).then_some(lost)
+        },
+    )
+    .await;
+    assert_eq!(lost, removed);
+    assert_eq!(count("pinned").await.unwrap().len(), PINS - removed.len());
+}

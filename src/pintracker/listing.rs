@@ -59,10 +59,51 @@ impl Listing {
 
     /// How the daemon held `cid` when listed, if it did.
     pub fn mode(&self, cid: &Cid) -> Result<Option<PinMode>, TrackerStoreError> {
-        Ok(self.space.get(cid.to_bytes())?.map(|v| match *v {
-            [1] => PinMode::Direct,
-            _ => PinMode::Recursive,
-        }))
+        Ok(self.space.get(cid.to_bytes())?.map(|v| mode_of(&v)))
+    }
+
+    /// How the daemon held each of `cids` when listed, in order.
+    ///
+    /// CIDs in ascending byte order, as a pass over the pinset reads them
+    /// (its keys are the CIDs' bytes, as here), are answered by one scan
+    /// of their key range merged with them. A point read per CID would
+    /// load the keyspace's filter and data blocks at random: with the
+    /// tracker's small block cache, a pass over a million pins read
+    /// gigabytes from the files (most of the CPU of verifying a million
+    /// pins went there). Other CIDs get a point read each.
+    pub fn modes(&self, cids: &[Cid]) -> Result<Vec<Option<PinMode>>, TrackerStoreError> {
+        let keys: Vec<Vec<u8>> = cids.iter().map(Cid::to_bytes).collect();
+        let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+            return Ok(Vec::new());
+        };
+        if !keys.is_sorted() {
+            return cids.iter().map(|cid| self.mode(cid)).collect();
+        }
+        let mut modes = Vec::with_capacity(keys.len());
+        let mut listed = self.space.range(first.clone()..=last.clone());
+        let mut next = listed.next().map(|e| e.into_inner()).transpose()?;
+        for key in &keys {
+            // Listed keys below this one belong to no CID asked for.
+            while next
+                .as_ref()
+                .is_some_and(|(k, _)| k.as_ref() < key.as_slice())
+            {
+                next = listed.next().map(|e| e.into_inner()).transpose()?;
+            }
+            modes.push(match &next {
+                Some((k, v)) if k.as_ref() == key.as_slice() => Some(mode_of(v)),
+                _ => None,
+            });
+        }
+        Ok(modes)
+    }
+}
+
+/// The mode a listing keyspace stores as its value.
+fn mode_of(value: &[u8]) -> PinMode {
+    match value {
+        [1] => PinMode::Direct,
+        _ => PinMode::Recursive,
     }
 }
 
@@ -215,6 +256,45 @@ mod tests {
         calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let pins: Vec<_> = cids.iter().map(|c| Ok((*c, PinMode::Recursive))).collect();
         futures::stream::iter(pins)
+    }
+
+    #[tokio::test]
+    async fn modes_of_a_page_match_point_reads_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path()).open().unwrap();
+        let pins = DaemonPins::open(&db).unwrap();
+        let all: Vec<Cid> = (0..64).map(cid).collect();
+        // Every third pin held recursively, every fifth directly (unless
+        // recursive), the rest not at all.
+        let held: Vec<(Cid, PinMode)> = all
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match (i % 3, i % 5) {
+                (0, _) => Some((*c, PinMode::Recursive)),
+                (_, 0) => Some((*c, PinMode::Direct)),
+                _ => None,
+            })
+            .collect();
+        let listing = pins
+            .get(|| futures::stream::iter(held.clone().into_iter().map(Ok)))
+            .await
+            .unwrap();
+        let expected = |cids: &[Cid]| -> Vec<Option<PinMode>> {
+            cids.iter().map(|c| listing.mode(c).unwrap()).collect()
+        };
+        let mut sorted = all[1..60].to_vec();
+        sorted.sort_by_key(Cid::to_bytes);
+        sorted.insert(3, sorted[3]); // a CID asked twice
+        let modes = listing.modes(&sorted).unwrap();
+        assert_eq!(modes, expected(&sorted));
+        assert!(modes.contains(&Some(PinMode::Direct)));
+        assert!(modes.contains(&Some(PinMode::Recursive)));
+        assert!(modes.contains(&None));
+        // Unsorted (explicit CIDs of a request): point reads, same answer.
+        let mut unsorted = sorted.clone();
+        unsorted.reverse();
+        assert_eq!(listing.modes(&unsorted).unwrap(), expected(&unsorted));
+        assert!(listing.modes(&[]).unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -261,19 +261,24 @@ impl<C: IpfsConnector> PinTracker<C> {
 
     /// The pins of `page` this sharding follower's daemon holds though
     /// they are no longer its share (the shard's members changed), each
-    /// with its holders now. Empty for a peer that does not shard, and
-    /// while the daemon cannot be listed.
-    pub async fn dropped_from_share(&self, page: &[(Cid, Option<Pin>)]) -> Vec<(Pin, Vec<PeerId>)> {
+    /// with its holders now, as `held` (the listing the pass took at its
+    /// start, as for statuses) says. Empty for a peer that does not shard.
+    pub fn dropped_from_share(
+        &self,
+        held: &Listing,
+        page: &[(Cid, Option<Pin>)],
+    ) -> Vec<(Pin, Vec<PeerId>)> {
         let Some(shard) = self.inner.shard.get() else {
-            return Vec::new();
-        };
-        let Ok(held) = self.ipfs_pinset().await else {
             return Vec::new();
         };
         let members = shard.members();
         let copies = shard.settings().copies;
+        // One scan of the listing for the page ([`Listing::modes`]).
+        let cids: Vec<Cid> = page.iter().map(|(cid, _)| *cid).collect();
+        let listed = or_log(held.modes(&cids), vec![None; page.len()]);
         page.iter()
-            .filter_map(|(cid, pin)| {
+            .zip(listed)
+            .filter_map(|((cid, pin), listed)| {
                 // Pins with allocations of their own are not sharded; an
                 // operation under way is the tracker's business already.
                 let pin = pin.as_ref().filter(|p| p.allocations.is_empty())?;
@@ -281,8 +286,7 @@ impl<C: IpfsConnector> PinTracker<C> {
                     return None;
                 }
                 let holders = crate::allocator::shard::holders(cid, &members, copies);
-                let dropped =
-                    !holders.contains(&self.inner.local) && or_log(held.contains(cid), false);
+                let dropped = !holders.contains(&self.inner.local) && listed.is_some();
                 dropped.then(|| (pin.clone(), holders))
             })
             .collect()
@@ -293,12 +297,20 @@ impl<C: IpfsConnector> PinTracker<C> {
         self.enqueue(OpKind::Unpin, pin);
     }
 
-    /// Whether `pin` needs no operation at start: the daemon already holds
-    /// it in its mode, as `held` (one streamed listing of the daemon, made
-    /// before the start-up pass) says.
-    pub fn already_held(&self, pin: &Pin, held: &Listing) -> bool {
-        let mode = crate::types::PinMode::from_max_depth(pin.max_depth);
-        self.allocated_here(pin) && or_log(held.mode(&pin.cid), None) == Some(mode)
+    /// Which pins of `page` need no operation at start: the daemon already
+    /// holds them in their mode, as `held` (one streamed listing of the
+    /// daemon, made before the start-up pass) says. One scan of the
+    /// listing per page of the pinset ([`Listing::modes`]).
+    pub fn already_held(&self, page: &[Pin], held: &Listing) -> Vec<bool> {
+        let cids: Vec<Cid> = page.iter().map(|pin| pin.cid).collect();
+        let modes = or_log(held.modes(&cids), vec![None; page.len()]);
+        page.iter()
+            .zip(modes)
+            .map(|(pin, listed)| {
+                let mode = crate::types::PinMode::from_max_depth(pin.max_depth);
+                self.allocated_here(pin) && listed == Some(mode)
+            })
+            .collect()
     }
 
     /// Reacts to a change of the pinset.
@@ -582,15 +594,23 @@ impl<C: IpfsConnector> PinTracker<C> {
         pins: &[(Cid, Option<Pin>)],
     ) -> Vec<TrackerEntry> {
         let at = Some(now());
+        // The whole page against the listing at once: one scan of its key
+        // range (see [`Listing::modes`]), not a point read per pin.
+        let cids: Vec<Cid> = pins.iter().map(|(cid, _)| *cid).collect();
+        let listed = pinned
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|listing| listing.modes(&cids).map_err(|e| e.to_string()));
         pins.iter()
-            .map(|(cid, pin)| {
+            .enumerate()
+            .map(|(i, (cid, pin))| {
                 if let Some(op) = self.operation(cid) {
                     return self.op_entry(cid, &op);
                 }
-                let held = pinned
-                    .as_ref()
-                    .map_err(|e| e.to_string())
-                    .and_then(|listing| listing.contains(cid).map_err(|e| e.to_string()));
+                let held = match &listed {
+                    Ok(modes) => Ok(modes[i].is_some()),
+                    Err(e) => Err(e.clone()),
+                };
                 let (status, error) = match (pin, held) {
                     (Some(p), _) if !self.allocated_here(p) => {
                         (TrackerStatus::Remote, String::new())

@@ -133,10 +133,15 @@ pub async fn release_dropped_share(
     tick.tick().await; // the shard's members are not known yet at start
     loop {
         tick.tick().await;
+        // One listing of the daemon for the whole pass, as for statuses
+        // (see `listing`); none while the daemon cannot be listed.
+        let Ok(held) = tracker.ipfs_pinset().await else {
+            continue;
+        };
         let mut pages = pages(state.list().flatten().map(|pin| (pin.cid, Some(pin))), PAGE);
         let mut released = 0;
         while let Some(page) = pages.recv().await {
-            let dropped = tracker.dropped_from_share(&page).await;
+            let dropped = tracker.dropped_from_share(&held, &page);
             if dropped.is_empty() {
                 continue;
             }
