@@ -22,6 +22,32 @@ fn client(api: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The daemon's `MIMALLOC_PURGE_DELAY`, read from its process.
+fn purge_delay(peer: &TestPeer) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{}/environ", peer.pid().unwrap())).unwrap();
+    environ.split(|b| *b == 0).find_map(|var| {
+        var.strip_prefix(b"MIMALLOC_PURGE_DELAY=")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
+}
+
+/// A daemon hands the memory it frees back to the system at once (an idle
+/// peer otherwise kept what a burst left: see `main.rs`), unless the
+/// operator chose mimalloc's delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_returns_freed_memory_at_once_unless_told_otherwise() {
+    let dir = temp();
+    let peer = TestPeer::start(dir.path().into(), PeerSpec::default()).await;
+    assert_eq!(purge_delay(&peer).as_deref(), Some("0"));
+    let dir = temp();
+    let spec = PeerSpec {
+        env: vec![("MIMALLOC_PURGE_DELAY".into(), "250".into())],
+        ..PeerSpec::default()
+    };
+    let peer = TestPeer::start(dir.path().into(), spec).await;
+    assert_eq!(purge_delay(&peer).as_deref(), Some("250"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_commands_against_a_daemon() {
     let dir = temp();

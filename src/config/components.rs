@@ -320,7 +320,11 @@ impl Default for FjallConfig {
     fn default() -> Self {
         FjallConfig {
             folder: "fjall".to_string(),
-            cache_size_bytes: 64 * 1024 * 1024,
+            // 8 MiB, not fjall's 64: listings read each block once and the
+            // OS page cache holds the files anyway, so a larger cache bought
+            // no speed and was most of an idle peer's memory (BENCHMARKS.md,
+            // issue 13).
+            cache_size_bytes: 8 * 1024 * 1024,
             memtable_size_bytes: 32 * 1024 * 1024,
             durability: Durability::Process,
         }
