@@ -778,6 +778,27 @@ impl<S: Store> Engine<S> {
     }
 }
 
+/// Entries one scan of a pass in runs reads before the next opens.
+const SCAN_RUN: usize = 4096;
+
+fn element_of((k, v): crate::store::Entry) -> Result<Element, Error> {
+    let (key, id) = layout::parse_element_key(&k)?;
+    let (priority, value) = layout::parse_element_value(&v)?;
+    Ok(Element {
+        key,
+        id,
+        priority,
+        value: value.to_vec(),
+    })
+}
+
+fn marker_of((k, v): crate::store::Entry) -> Result<Head, Error> {
+    Ok(Head {
+        cid: layout::parse_cid(&k)?,
+        height: layout::parse_height(&v)?,
+    })
+}
+
 /// Concurrent read access to a replica's state. Reads see committed merges
 /// only, never half of one.
 #[derive(Debug, Clone)]
@@ -835,28 +856,30 @@ impl<S: Store> Reader<S> {
     /// Every live element with its id and priority, in key order then id
     /// order: what a snapshot carries.
     pub fn elements(&self) -> impl Iterator<Item = Result<Element, Error>> + Send + use<S> {
-        self.store.scan(Table::Elements, b"", b"").map(|entry| {
-            let (k, v) = entry?;
-            let (key, id) = layout::parse_element_key(&k)?;
-            let (priority, value) = layout::parse_element_value(&v)?;
-            Ok(Element {
-                key,
-                id,
-                priority,
-                value: value.to_vec(),
-            })
-        })
+        self.store
+            .scan(Table::Elements, b"", b"")
+            .map(|entry| element_of(entry?))
     }
 
     /// Every processed marker (the causal context), in CID order.
     pub fn processed(&self) -> impl Iterator<Item = Result<Head, Error>> + Send + use<S> {
-        self.store.scan(Table::Markers, b"", b"").map(|entry| {
-            let (k, v) = entry?;
-            Ok(Head {
-                cid: layout::parse_cid(&k)?,
-                height: layout::parse_height(&v)?,
-            })
-        })
+        self.store
+            .scan(Table::Markers, b"", b"")
+            .map(|entry| marker_of(entry?))
+    }
+
+    /// [`Reader::elements`] read in short scans (see
+    /// [`crate::store::scan_in_runs`]): for a pass that writes as it reads,
+    /// while nothing else writes the elements.
+    pub(crate) fn elements_in_runs(&self) -> impl Iterator<Item = Result<Element, Error>> + '_ {
+        crate::store::scan_in_runs(&self.store, Table::Elements, SCAN_RUN)
+            .map(|entry| element_of(entry?))
+    }
+
+    /// [`Reader::processed`] read in short scans, likewise.
+    pub(crate) fn processed_in_runs(&self) -> impl Iterator<Item = Result<Head, Error>> + '_ {
+        crate::store::scan_in_runs(&self.store, Table::Markers, SCAN_RUN)
+            .map(|entry| marker_of(entry?))
     }
 
     /// The ids of the live elements of `key`, sorted.

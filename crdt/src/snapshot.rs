@@ -371,7 +371,10 @@ impl<S: Store> Engine<S> {
             elements: Vec::new(),
         };
         let mut last_key: Option<Vec<u8>> = None;
-        for e in reader.elements() {
+        // In short scans: one scan open for the whole pass kept every
+        // chunk written meanwhile in RAM. The engine is held, so the
+        // elements and markers do not change under the pass.
+        for e in reader.elements_in_runs() {
             let e = e?;
             elements += 1;
             if last_key.as_ref() != Some(&e.key) {
@@ -400,7 +403,7 @@ impl<S: Store> Engine<S> {
             v: SNAPSHOT_VERSION,
             context: Vec::new(),
         };
-        for head in reader.processed() {
+        for head in reader.processed_in_runs() {
             let head = head?;
             markers += 1;
             chunk.context.push((head.cid, head.height));

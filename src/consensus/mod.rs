@@ -154,6 +154,18 @@ impl Consensus {
         };
         let compaction =
             compact::Compaction::new(config.compaction.clone(), network.local_peer_id());
+        // The snapshot served since the last run is still good while the
+        // heads have not moved: a restart does not build it again (a whole
+        // pass over the pinset, and the first minute's largest heap).
+        let snapshot_frontier = match engine.served_manifest() {
+            Ok(served) => served
+                .map(|m| m.frontier.iter().map(|(cid, _)| *cid).collect())
+                .unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "served snapshot unreadable; building a new one");
+                Vec::new()
+            }
+        };
         let task = Task {
             engine,
             network,
@@ -169,7 +181,7 @@ impl Consensus {
             asked_again: None,
             join_attempts: 0,
             held: std::collections::VecDeque::new(),
-            snapshot_frontier: Vec::new(),
+            snapshot_frontier,
         };
         (handle, tokio::spawn(task.run(writes_rx, events)))
     }
@@ -292,7 +304,7 @@ struct Task {
     /// Announcements to forward once their heads are merged, oldest first
     /// (at most [`MAX_HELD_RELAYS`]).
     held: std::collections::VecDeque<Held>,
-    /// The heads of the last snapshot taken here.
+    /// The heads of the snapshot served (taken or installed here).
     snapshot_frontier: Vec<Cid>,
 }
 

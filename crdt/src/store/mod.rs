@@ -218,6 +218,49 @@ pub trait Store: Clone + Send + Sync + 'static {
     }
 }
 
+/// A scan of all of `table` as a chain of scans of at most `run` entries,
+/// each opened after the last key the previous one gave.
+///
+/// Why: an open fjall scan holds a snapshot of the whole database, and
+/// while one is open fjall keeps every version written since in any table,
+/// memtables included. A pass that writes as it reads (a snapshot build
+/// writes its chunks into `blocks` while it reads `elements`) kept all it
+/// wrote in RAM for the whole pass: 156 MiB of the first minute's heap at
+/// 1,000,000 pins. Entries written into `table` during the pass, behind
+/// the last key read, are not seen; callers that need one consistent view
+/// of `table` must keep it from changing meanwhile.
+pub(crate) fn scan_in_runs<S: Store>(
+    store: &S,
+    table: Table,
+    run: usize,
+) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
+    let run = run.max(1);
+    let mut scan: Option<Scan> = None;
+    let mut left = 0;
+    // Where the next scan starts; `None` once the table is exhausted.
+    let mut next: Option<Vec<u8>> = Some(Vec::new());
+    std::iter::from_fn(move || {
+        if left == 0 {
+            // Dropped before the next one opens: its snapshot closes.
+            scan = None;
+            scan = Some(store.scan(table, b"", &next.take()?));
+            left = run;
+        }
+        // A scan that ends before `run` entries ends the table.
+        let entry = scan.as_mut()?.next()?;
+        if let Ok((key, _)) = &entry {
+            left -= 1;
+            if left == 0 {
+                // The smallest key after `key`.
+                let mut after = key.clone();
+                after.push(0);
+                next = Some(after);
+            }
+        }
+        Some(entry)
+    })
+}
+
 /// The smallest key strictly greater than every key starting with `prefix`,
 /// or `None` when no such key exists (an empty or all-0xFF prefix).
 pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -234,6 +277,26 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pass in runs gives every entry once, in order, whether the table
+    /// ends inside a run or right at its end.
+    #[test]
+    fn a_pass_in_runs_reads_every_entry_once() {
+        let store = MemoryStore::default();
+        let mut wb = WriteBatch::new();
+        let keys: Vec<Vec<u8>> = (0u8..6).map(|i| vec![b'k', i]).collect();
+        for k in &keys {
+            wb.put(Table::Values, k.clone(), vec![1]);
+        }
+        store.write(wb).unwrap();
+        for run in [1, 2, 3, 4, 6, 7] {
+            let read: Vec<Vec<u8>> = scan_in_runs(&store, Table::Values, run)
+                .map(|e| e.unwrap().0)
+                .collect();
+            assert_eq!(read, keys, "runs of {run}");
+        }
+        assert_eq!(scan_in_runs(&store, Table::Elements, 2).count(), 0);
+    }
 
     /// A bulk load lands only when finished, and a key out of order is a
     /// typed error (fjall's own ingestion would panic), in both stores.
