@@ -108,9 +108,10 @@ where
     .await
 }
 
-/// Items already encoded: each `Ok` holds one or more whole lines. Lines
-/// ready at the same time go out in one chunk (the client sees them at
-/// once, and a million pins are not a million chunks).
+/// Items already encoded: each `Ok` holds one or more whole lines. Small
+/// items ready at the same time go out in one chunk (the client sees them
+/// at once, and a million pins are not a million chunks); an item of
+/// `BIG_ITEM` bytes or more is a chunk of its own.
 pub async fn ndjson_lines<S>(lines: S) -> ApiReply
 where
     S: Stream<Item = Result<Vec<u8>, String>> + Send + Sync + Unpin + 'static,
