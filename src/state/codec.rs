@@ -120,32 +120,38 @@ impl Pin {
     }
 
     /// Reads a record written by [`Pin::to_state_bytes`]. The mode is derived
-    /// from `max_depth`; `user_allocations` come back empty.
+    /// from `max_depth`; `user_allocations` come back empty. Read as the
+    /// listing reads it ([`stored_json::read_record`]): by hand, serde only
+    /// for a record of another shape.
     pub fn from_state_bytes(bytes: &[u8]) -> Result<Pin, StateDecodeError> {
-        let StoredVersion { v } = serde_ipld_dagcbor::from_slice(bytes)?;
-        if v != STATE_FORMAT_VERSION {
-            return Err(StateDecodeError::UnknownVersion(v));
+        let s = stored_json::read_record(bytes)?;
+        if s.v != STATE_FORMAT_VERSION {
+            return Err(StateDecodeError::UnknownVersion(s.v));
         }
-        let s: StoredPin = serde_ipld_dagcbor::from_slice(bytes)?;
-        let pin_type = PinType::from_name(&s.t).ok_or(StateDecodeError::PinType(s.t))?;
+        let pin_type =
+            PinType::from_name(s.t).ok_or_else(|| StateDecodeError::PinType(s.t.to_owned()))?;
         Ok(Pin {
             options: PinOptions {
                 replication_factor_min: s.rn,
                 replication_factor_max: s.rx,
-                name: s.n,
+                name: s.n.to_owned(),
                 mode: PinMode::from_max_depth(s.d),
                 shard_size: s.s,
                 user_allocations: Vec::new(),
                 expire_at: s.e.map(from_unix).transpose()?,
-                metadata: s.m,
-                pin_update: s.pu,
+                metadata: s
+                    .m
+                    .into_iter()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect(),
+                pin_update: s.pu.map(|(cid, _)| cid),
                 origins: s
                     .g
                     .into_iter()
-                    .map(|b| Multiaddr::try_from(b.into_vec()))
+                    .map(|b| Multiaddr::try_from(b.to_vec()))
                     .collect::<Result<_, _>>()?,
             },
-            cid: s.c,
+            cid: s.c.0,
             pin_type,
             allocations: s
                 .a
@@ -153,7 +159,7 @@ impl Pin {
                 .map(|b| PeerId::from_bytes(b))
                 .collect::<Result<_, _>>()?,
             max_depth: s.d,
-            reference: s.r,
+            reference: s.r.map(|(cid, _)| cid),
             timestamp: s.i.map(from_unix).transpose()?,
         })
     }

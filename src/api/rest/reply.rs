@@ -108,9 +108,10 @@ where
     .await
 }
 
-/// Items already encoded: each `Ok` holds one or more whole lines. Lines
-/// ready at the same time go out in one chunk (the client sees them at
-/// once, and a million pins are not a million chunks).
+/// Items already encoded: each `Ok` holds one or more whole lines. Small
+/// items ready at the same time go out in one chunk (the client sees them
+/// at once, and a million pins are not a million chunks); an item of
+/// `BIG_ITEM` bytes or more is a chunk of its own.
 pub async fn ndjson_lines<S>(lines: S) -> ApiReply
 where
     S: Stream<Item = Result<Vec<u8>, String>> + Send + Sync + Unpin + 'static,
@@ -133,13 +134,20 @@ where
             if *ended {
                 return futures::future::ready(None);
             }
-            let mut chunk = Vec::new();
+            let mut chunks = Vec::new();
+            let mut small = Vec::new();
             for line in batch {
                 match line {
                     // Items that are already big batches of lines (a listing
-                    // of the pinset) are moved, not copied.
-                    Ok(bytes) if chunk.is_empty() => chunk = bytes,
-                    Ok(bytes) => chunk.extend_from_slice(&bytes),
+                    // of the pinset) go out as they are: gathering them
+                    // copied every byte of a listing once more.
+                    Ok(bytes) if bytes.len() >= BIG_ITEM => {
+                        if !small.is_empty() {
+                            chunks.push(std::mem::take(&mut small));
+                        }
+                        chunks.push(bytes);
+                    }
+                    Ok(bytes) => small.extend_from_slice(&bytes),
                     Err(e) => {
                         seen.push(e);
                         *ended = true;
@@ -147,9 +155,12 @@ where
                     }
                 }
             }
-            futures::future::ready(Some(chunk))
+            if !small.is_empty() {
+                chunks.push(small);
+            }
+            futures::future::ready(Some(futures::stream::iter(chunks)))
         })
-        .filter(|chunk| futures::future::ready(!chunk.is_empty()))
+        .flatten()
         .map(Ok::<_, std::convert::Infallible>);
     let mut res = warp::reply::stream(chunks).into_response();
     res.headers_mut().insert(
@@ -166,6 +177,8 @@ where
 
 /// The most items already produced that one chunk gathers.
 const READY_LINES: usize = 256;
+/// Items of at least this many bytes are a chunk of their own.
+const BIG_ITEM: usize = 16 * 1024;
 
 /// Unknown paths: 404 with the JSON error; known paths with another method:
 /// 405 with an empty body, as gorilla/mux answers.

@@ -20,6 +20,8 @@ use serde::Deserialize;
 use serde_bytes::Bytes;
 
 use super::{STATE_FORMAT_VERSION, StateDecodeError, StoredVersion};
+
+mod record;
 use crate::types::{PinMode, PinType, PinTypeFilter, go_time};
 
 /// [`super::StoredPin`] read without copying its strings and byte strings.
@@ -46,6 +48,54 @@ struct StoredPinView<'a> {
     pu: Option<Cid>,
     #[serde(borrow)]
     g: Vec<&'a Bytes>,
+}
+
+/// The fields of a stored pin the JSON is written from, read by
+/// [`record::read`] or, for a record of another shape, by serde.
+#[cfg_attr(test, derive(Debug))]
+pub(super) struct Record<'a> {
+    pub(super) v: u64,
+    /// The CID, and its binary form when read straight from the record.
+    pub(super) c: StoredCid<'a>,
+    pub(super) t: &'a str,
+    pub(super) a: Vec<&'a [u8]>,
+    pub(super) d: i32,
+    pub(super) r: Option<StoredCid<'a>>,
+    pub(super) i: Option<(i64, u32)>,
+    pub(super) rn: i32,
+    pub(super) rx: i32,
+    pub(super) n: &'a str,
+    pub(super) s: u64,
+    pub(super) e: Option<(i64, u32)>,
+    pub(super) m: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
+    pub(super) pu: Option<StoredCid<'a>>,
+    pub(super) g: Vec<&'a [u8]>,
+}
+
+type StoredCid<'a> = (Cid, Option<&'a [u8]>);
+
+/// The stored pin in `bytes`: by hand when it has the version 1 shape,
+/// else by serde, whose error says what is wrong with it.
+pub(super) fn read_record(bytes: &[u8]) -> Result<Record<'_>, StateDecodeError> {
+    match record::read(bytes) {
+        Some(pin) => Ok(pin),
+        None => Ok(Record::from(read_with_serde(bytes)?)),
+    }
+}
+
+/// The serde reading of a record that [`record::read`] does not take: an
+/// error says what is wrong with it.
+fn read_with_serde(bytes: &[u8]) -> Result<StoredPinView<'_>, StateDecodeError> {
+    serde_ipld_dagcbor::from_slice(bytes).map_err(|e| {
+        // A record of another version reads as such, not as a field it
+        // lacks.
+        match serde_ipld_dagcbor::from_slice::<StoredVersion>(bytes) {
+            Ok(StoredVersion { v }) if v != STATE_FORMAT_VERSION => {
+                StateDecodeError::UnknownVersion(v)
+            }
+            _ => StateDecodeError::Cbor(e),
+        }
+    })
 }
 
 /// Distinct peer ids remembered by one writer. A cluster has few peers, so
@@ -91,21 +141,7 @@ impl PinJsonWriter {
         wanted: PinTypeFilter,
         out: &mut Vec<u8>,
     ) -> Result<bool, StateDecodeError> {
-        let pin: StoredPinView<'_> = match serde_ipld_dagcbor::from_slice(bytes) {
-            Ok(pin) => pin,
-            // A record of another version reads as such, not as a field it
-            // lacks.
-            Err(e) => {
-                return Err(
-                    match serde_ipld_dagcbor::from_slice::<StoredVersion>(bytes) {
-                        Ok(StoredVersion { v }) if v != STATE_FORMAT_VERSION => {
-                            StateDecodeError::UnknownVersion(v)
-                        }
-                        _ => StateDecodeError::Cbor(e),
-                    },
-                );
-            }
-        };
+        let pin = read_record(bytes)?;
         if pin.v != STATE_FORMAT_VERSION {
             return Err(StateDecodeError::UnknownVersion(pin.v));
         }
@@ -136,7 +172,7 @@ impl PinJsonWriter {
             serde_json::to_writer(&mut *out, &pin.m).expect("a map of strings always encodes");
         }
         out.extend_from_slice(b",\"pin_update\":");
-        optional_cid(out, pin.pu.as_ref());
+        optional_cid(out, pin.pu);
         out.extend_from_slice(b",\"origins\":[");
         for (n, addr) in pin.g.iter().enumerate() {
             if n > 0 {
@@ -145,9 +181,9 @@ impl PinJsonWriter {
             let addr = Multiaddr::try_from(addr.to_vec())?;
             string(out, &addr.to_string());
         }
-        out.extend_from_slice(b"],\"cid\":\"");
-        out.extend_from_slice(pin.c.to_string().as_bytes());
-        out.extend_from_slice(b"\",\"type\":\"");
+        out.extend_from_slice(b"],\"cid\":");
+        quoted_cid(out, pin.c);
+        out.extend_from_slice(b",\"type\":\"");
         out.extend_from_slice(pin_type.as_str().as_bytes());
         out.extend_from_slice(b"\",\"allocations\":[");
         for (n, peer) in pin.a.iter().enumerate() {
@@ -159,7 +195,7 @@ impl PinJsonWriter {
         out.extend_from_slice(b"],\"max_depth\":");
         int(out, pin.d);
         out.extend_from_slice(b",\"reference\":");
-        optional_cid(out, pin.r.as_ref());
+        optional_cid(out, pin.r);
         out.extend_from_slice(b",\"timestamp\":");
         time(out, pin.i)?;
         out.extend_from_slice(b"}\n");
@@ -188,44 +224,105 @@ fn string(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *out, s).expect("a string always encodes");
 }
 
-fn optional_cid(out: &mut Vec<u8>, cid: Option<&Cid>) {
+fn optional_cid(out: &mut Vec<u8>, cid: Option<StoredCid<'_>>) {
     match cid {
-        Some(cid) => string(out, &cid.to_string()),
+        Some(cid) => quoted_cid(out, cid),
         None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A CID's string form, quoted. A CIDv1 prints as `b` and the lowercase
+/// base32 of its bytes: written here from the stored bytes when they are
+/// exactly the CID's (`Cid`'s `Display` builds three strings for it).
+fn quoted_cid(out: &mut Vec<u8>, (cid, raw): StoredCid<'_>) {
+    out.push(b'"');
+    match raw {
+        Some(raw) if cid.version() == cid::Version::V1 && raw.len() == cid.encoded_len() => {
+            out.push(b'b');
+            base32_lower(out, raw);
+        }
+        _ => out.extend_from_slice(cid.to_string().as_bytes()),
+    }
+    out.push(b'"');
+}
+
+/// RFC 4648 base32, lowercase, unpadded: multibase's `b`.
+fn base32_lower(out: &mut Vec<u8>, bytes: &[u8]) {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    // Five bytes are eight letters, written at once.
+    let mut groups = bytes.chunks_exact(5);
+    for group in groups.by_ref() {
+        let mut word = [0u8; 8];
+        word[3..].copy_from_slice(group);
+        let bits = u64::from_be_bytes(word);
+        let mut letters = [0u8; 8];
+        for (n, letter) in letters.iter_mut().enumerate() {
+            *letter = ALPHABET[((bits >> (35 - 5 * n)) & 31) as usize];
+        }
+        out.extend_from_slice(&letters);
+    }
+    let mut bits = 0u64;
+    let mut held = 0u32;
+    for &b in groups.remainder() {
+        bits = (bits << 8) | u64::from(b);
+        held += 8;
+        while held >= 5 {
+            held -= 5;
+            out.push(ALPHABET[((bits >> held) & 31) as usize]);
+        }
+    }
+    if held > 0 {
+        out.push(ALPHABET[((bits << (5 - held)) & 31) as usize]);
     }
 }
 
 /// A stored time as [`go_time`] prints it: RFC 3339 in UTC with
 /// trailing zeros of the fraction dropped, Go's zero time when unset.
 fn time(out: &mut Vec<u8>, t: Option<(i64, u32)>) -> Result<(), StateDecodeError> {
-    use chrono::{Datelike, Timelike};
-
     let Some((secs, nanos)) = t else {
         out.push(b'"');
         out.extend_from_slice(go_time::ZERO.as_bytes());
         out.push(b'"');
         return Ok(());
     };
-    let at = super::from_unix((secs, nanos))?;
     // Years of other than four digits and leap seconds are left to the
     // general formatter; neither occurs in a real pinset.
-    if !(0..=9999).contains(&at.year()) || nanos >= 1_000_000_000 {
+    if !(YEAR_0..YEAR_10000).contains(&secs) || nanos >= 1_000_000_000 {
+        let at = super::from_unix((secs, nanos))?;
         string(out, &go_time::format(&at));
         return Ok(());
     }
+    // The calendar by hand (chrono's conversions were a twentieth of a
+    // listing's time): days since 0000-03-01, in 400-year eras of 146,097
+    // days, each year counted from March so that February's leap day
+    // comes last.
+    let days = secs.div_euclid(86_400) + 719_468;
+    let of_day = secs.rem_euclid(86_400) as u32;
+    let era = days.div_euclid(146_097);
+    let of_era = days.rem_euclid(146_097) as u32;
+    let year_of_era = (of_era - of_era / 1460 + of_era / 36_524 - of_era / 146_096) / 365;
+    let of_year = of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * of_year + 2) / 153;
+    let day = of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = era * 400 + i64::from(year_of_era) + i64::from(month <= 2);
     let fields = [
-        (at.year().unsigned_abs(), 4, b'-'),
-        (at.month(), 2, b'-'),
-        (at.day(), 2, b'T'),
-        (at.hour(), 2, b':'),
-        (at.minute(), 2, b':'),
+        (year as u32, 4, b'-'),
+        (month, 2, b'-'),
+        (day, 2, b'T'),
+        (of_day / 3600, 2, b':'),
+        (of_day / 60 % 60, 2, b':'),
     ];
     out.push(b'"');
     for (value, width, separator) in fields {
         padded(out, value, width);
         out.push(separator);
     }
-    padded(out, at.second(), 2);
+    padded(out, of_day % 60, 2);
     if nanos != 0 {
         let mut fraction = nanos;
         let mut width = 9;
@@ -239,6 +336,11 @@ fn time(out: &mut Vec<u8>, t: Option<(i64, u32)>) -> Result<(), StateDecodeError
     out.extend_from_slice(b"Z\"");
     Ok(())
 }
+
+/// Unix seconds of 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z: the
+/// times whose year prints in four digits.
+const YEAR_0: i64 = -62_167_219_200;
+const YEAR_10000: i64 = 253_402_300_800;
 
 /// `n` in decimal, zero-padded to `width` (at most 9) digits.
 fn padded(out: &mut Vec<u8>, n: u32, width: usize) {
@@ -288,7 +390,12 @@ mod tests {
     fn any_time() -> impl Strategy<Value = Option<DateTime<FixedOffset>>> {
         let secs = prop_oneof![
             Just(-62_135_596_800i64),
-            -62_135_596_800i64..253_402_300_799,
+            Just(YEAR_0),
+            Just(YEAR_10000 - 1),
+            // 2024-02-29 and 2100-03-01 (not a leap year), and around them.
+            1_709_164_800i64 - 86_400..1_709_164_800 + 2 * 86_400,
+            4_107_542_400i64 - 2 * 86_400..4_107_542_400 + 86_400,
+            YEAR_0 - 86_400..YEAR_10000 + 86_400,
             1_600_000_000i64..1_900_000_000,
         ];
         let nanos = prop_oneof![Just(0u32), Just(500_000_000), 0u32..1_000_000_000];
@@ -375,11 +482,46 @@ mod tests {
             let mut slow = Vec::new();
             for pin in &pins {
                 let stored = pin.to_state_bytes();
+                // Every record this peer writes takes the hand reader, and
+                // it reads what serde reads.
+                prop_assert!(record::read(&stored).is_some());
+                prop_assert!(same_as_serde(&stored));
                 prop_assert!(writer.write_line(&stored, PinTypeFilter::parse("").unwrap(), &mut fast).unwrap());
                 serde_json::to_writer(&mut slow, &Pin::from_state_bytes(&stored).unwrap()).unwrap();
                 slow.push(b'\n');
             }
             prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+        }
+
+        /// A damaged record reads as serde reads it: the same line when
+        /// it still decodes, an error when it does not, never a panic.
+        #[test]
+        fn a_damaged_record_reads_as_serde_reads_it(
+            pin in any_pin(peer_pool()),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<bool>(),
+        ) {
+            let mut stored = pin.to_state_bytes();
+            let at = at.index(stored.len());
+            if cut {
+                stored.truncate(at);
+            } else {
+                stored[at] = byte;
+            }
+            prop_assert!(same_as_serde(&stored), "the hand reader disagrees with serde");
+            let mut fast = Vec::new();
+            let written = PinJsonWriter::default()
+                .write_line(&stored, PinTypeFilter::parse("").unwrap(), &mut fast);
+            match Pin::from_state_bytes(&stored) {
+                Ok(back) => {
+                    let mut slow = serde_json::to_vec(&back).unwrap();
+                    slow.push(b'\n');
+                    prop_assert!(written.unwrap());
+                    prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+                }
+                Err(_) => prop_assert!(written.is_err()),
+            }
         }
 
         /// Garbage is an error, never a panic.
@@ -388,6 +530,26 @@ mod tests {
             let mut out = Vec::new();
             let _ = PinJsonWriter::default().write_line(&bytes, PinTypeFilter::parse("").unwrap(), &mut out);
         }
+    }
+
+    /// Whether serde reads `bytes` as the hand reader does, when the hand
+    /// reader takes them at all.
+    fn same_as_serde(bytes: &[u8]) -> bool {
+        let Some(fast) = record::read(bytes) else {
+            return true;
+        };
+        let Ok(slow) = read_with_serde(bytes) else {
+            return false;
+        };
+        // Only the hand reader keeps a CID's stored bytes.
+        let comparable = |mut r: Record<'_>| {
+            r.c.1 = None;
+            for cid in [&mut r.r, &mut r.pu].into_iter().flatten() {
+                cid.1 = None;
+            }
+            format!("{r:?}")
+        };
+        comparable(fast) == comparable(Record::from(slow))
     }
 
     fn stored(t: &str, allocations: Vec<Vec<u8>>) -> Vec<u8> {
