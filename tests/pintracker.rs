@@ -41,6 +41,33 @@ async fn start_joining(
     (peer, api)
 }
 
+/// A daemon started on a folder where the `n` CIDs of
+/// `common::cids(seed, n)` were `state import`ed, beside a fake Kubo that
+/// already holds every one of them.
+async fn held_and_imported(
+    seed: &str,
+    n: usize,
+) -> (FakeKubo, Vec<String>, tempfile::TempDir, common::TestPeer) {
+    let ipfs = FakeKubo::start().await;
+    let cids = common::cids(seed, n);
+    ipfs.add_pins(
+        cids.iter()
+            .map(|c| (c.parse().unwrap(), pincluster::ipfsconn::PinMode::Recursive)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::PeerSpec {
+        env: vec![(
+            "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
+            ipfs.multiaddr().to_string(),
+        )],
+        ..Default::default()
+    };
+    common::init_folder(dir.path(), &spec);
+    common::import_pins(dir.path(), &cids);
+    let peer = common::TestPeer::start(dir.path().into(), spec).await;
+    (ipfs, cids, dir, peer)
+}
+
 async fn post_kubo(ipfs: &FakeKubo, cmd: &str) -> (u16, String) {
     let addr = ipfs.multiaddr().to_string();
     let port = addr.rsplit('/').next().unwrap();
@@ -343,23 +370,7 @@ async fn a_status_listing_of_many_pages_lists_the_daemon_once() {
     // client waits that long (it simulates a slow reader, nothing is
     // awaited by it).
     const PAUSE: std::time::Duration = std::time::Duration::from_secs(7);
-    let ipfs = FakeKubo::start().await;
-    let cids = common::cids("listed-once", PINS);
-    ipfs.add_pins(
-        cids.iter()
-            .map(|c| (c.parse().unwrap(), pincluster::ipfsconn::PinMode::Recursive)),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let spec = common::PeerSpec {
-        env: vec![(
-            "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
-            ipfs.multiaddr().to_string(),
-        )],
-        ..Default::default()
-    };
-    common::init_folder(dir.path(), &spec);
-    common::import_pins(dir.path(), &cids);
-    let peer = common::TestPeer::start(dir.path().into(), spec).await;
+    let (ipfs, _, _dir, peer) = held_and_imported("listed-once", PINS).await;
     let pinned = format!("{}/pins?local=true&filter=pinned", peer.api);
     wait_for("every pin pinned here", DEADLINE, || async {
         let body = reqwest::get(&pinned).await.ok()?.text().await.ok()?;
@@ -407,23 +418,7 @@ async fn a_status_listing_of_many_pages_lists_the_daemon_once() {
 async fn a_pin_removed_behind_the_clusters_back_shows_in_a_listing_of_many_pages() {
     // Several pages of statuses (256 each).
     const PINS: usize = 2_000;
-    let ipfs = FakeKubo::start().await;
-    let cids = common::cids("removed-behind", PINS);
-    ipfs.add_pins(
-        cids.iter()
-            .map(|c| (c.parse().unwrap(), pincluster::ipfsconn::PinMode::Recursive)),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let spec = common::PeerSpec {
-        env: vec![(
-            "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
-            ipfs.multiaddr().to_string(),
-        )],
-        ..Default::default()
-    };
-    common::init_folder(dir.path(), &spec);
-    common::import_pins(dir.path(), &cids);
-    let peer = common::TestPeer::start(dir.path().into(), spec).await;
+    let (ipfs, cids, _dir, peer) = held_and_imported("removed-behind", PINS).await;
     let count = |filter: &'static str| {
         let url = format!("{}/pins?local=true&filter={filter}", peer.api);
         async move {
