@@ -778,9 +778,6 @@ impl<S: Store> Engine<S> {
     }
 }
 
-/// Entries one scan of a pass in runs reads before the next opens.
-const SCAN_RUN: usize = 4096;
-
 fn element_of((k, v): crate::store::Entry) -> Result<Element, Error> {
     let (key, id) = layout::parse_element_key(&k)?;
     let (priority, value) = layout::parse_element_value(&v)?;
@@ -868,17 +865,31 @@ impl<S: Store> Reader<S> {
             .map(|entry| marker_of(entry?))
     }
 
-    /// [`Reader::elements`] read in short scans (see
-    /// [`crate::store::scan_in_runs`]): for a pass that writes as it reads,
-    /// while nothing else writes the elements.
-    pub(crate) fn elements_in_runs(&self) -> impl Iterator<Item = Result<Element, Error>> + '_ {
-        crate::store::scan_in_runs(&self.store, Table::Elements, SCAN_RUN)
+    /// [`Reader::iter`] read in short scans ([`crate::store::scan_in_runs`]):
+    /// for every pass over the whole state that runs while the peer writes
+    /// (listings, the tracker's start-up and post-install passes).
+    pub fn iter_in_runs(
+        &self,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), Error>> + Send + use<S> {
+        crate::store::scan_in_runs(self.store.clone(), Table::Values, crate::store::SCAN_RUN).map(
+            |entry| {
+                let (k, v) = entry?;
+                let value = layout::winner_value(&v)?.to_vec();
+                Ok((k, value))
+            },
+        )
+    }
+
+    /// [`Reader::elements`] read in short scans likewise: for a pass that
+    /// writes as it reads, while nothing else writes the elements.
+    pub(crate) fn elements_in_runs(&self) -> impl Iterator<Item = Result<Element, Error>> + use<S> {
+        crate::store::scan_in_runs(self.store.clone(), Table::Elements, crate::store::SCAN_RUN)
             .map(|entry| element_of(entry?))
     }
 
     /// [`Reader::processed`] read in short scans, likewise.
-    pub(crate) fn processed_in_runs(&self) -> impl Iterator<Item = Result<Head, Error>> + '_ {
-        crate::store::scan_in_runs(&self.store, Table::Markers, SCAN_RUN)
+    pub(crate) fn processed_in_runs(&self) -> impl Iterator<Item = Result<Head, Error>> + use<S> {
+        crate::store::scan_in_runs(self.store.clone(), Table::Markers, crate::store::SCAN_RUN)
             .map(|entry| marker_of(entry?))
     }
 

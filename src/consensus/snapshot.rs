@@ -188,8 +188,8 @@ where
     let reading = tokio::task::spawn_blocking(move || {
         let mut page = Vec::with_capacity(EMIT_PAGE);
         // Short scans: one snapshot open for the whole pass would keep the
-        // tracker's writes of the pass in RAM (see `state::reseek`).
-        for entry in crate::state::reseek(reader) {
+        // tracker's writes of the pass in RAM (see `Reader::iter_in_runs`).
+        for entry in reader.iter_in_runs() {
             match entry {
                 Ok((key, value)) => page.push(KeyChange {
                     key,

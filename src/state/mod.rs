@@ -73,89 +73,15 @@ impl PinState {
     }
 
     /// The pin entries: the CRDT's keys up to the peerset records, read
-    /// as a [`Reseek`] so that no fjall snapshot lives for the whole scan.
+    /// in short scans ([`pincluster_crdt::Reader::iter_in_runs`]) so that no
+    /// fjall snapshot lives for the whole scan.
     fn entries(
         &self,
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), pincluster_crdt::Error>> + Send + use<>
     {
-        reseek(self.reader.clone())
+        self.reader
+            .iter_in_runs()
             .take_while(|entry| !matches!(entry, Ok((key, _)) if key.starts_with(PEERSET_PREFIX)))
-    }
-}
-
-/// Every live key of the CRDT with its value, in key order, as a chain of
-/// short fjall scans (see [`Reseek`]): for every pass over the whole state
-/// that runs while the peer writes (listings, the tracker's start-up and
-/// post-install passes).
-pub fn reseek(
-    reader: Reader<FjallStore>,
-) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), pincluster_crdt::Error>> + Send + use<> {
-    Reseek {
-        reader,
-        inner: None,
-        next: Some(Vec::new()),
-        left: 0,
-    }
-}
-
-/// Entries one fjall scan reads before [`Reseek`] opens the next one.
-const RESEEK_EVERY: usize = 4096;
-
-type Entries = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), pincluster_crdt::Error>> + Send>;
-
-/// A scan of the whole pinset as a chain of short fjall scans of
-/// [`RESEEK_EVERY`] entries, each starting after the last key read.
-///
-/// Why: an open fjall iterator holds a snapshot, and while any snapshot is
-/// open fjall keeps every version of every keyspace of the database written
-/// since, memtables included. A listing of 1,000,000 pins takes seconds,
-/// and the start-up pass that queues them takes as long as the tracker
-/// takes to record a million operations: one scan for all of it kept
-/// every tracker write of the first minute in RAM (a 792 MiB peak at
-/// 1,000,000 pins, BENCHMARKS.md). A listing is not a snapshot of the
-/// pinset anyway (the reference's is not either): a pin added or removed
-/// during it may or may not appear; every key present throughout appears
-/// once, in order.
-struct Reseek {
-    reader: Reader<FjallStore>,
-    inner: Option<Entries>,
-    /// Where the next scan starts (`None`: the store is exhausted).
-    next: Option<Vec<u8>>,
-    /// Entries the current scan may still give.
-    left: usize,
-}
-
-impl Iterator for Reseek {
-    type Item = Result<(Vec<u8>, Vec<u8>), pincluster_crdt::Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            // Dropped before the next one opens: its snapshot closes.
-            self.inner = None;
-            let from = self.next.take()?;
-            self.inner = Some(Box::new(self.reader.iter_from(&from)));
-            self.left = RESEEK_EVERY;
-        }
-        match self.inner.as_mut()?.next() {
-            Some(Ok((key, value))) => {
-                self.left -= 1;
-                if self.left == 0 {
-                    // The smallest key after `key`.
-                    let mut after = key.clone();
-                    after.push(0);
-                    self.next = Some(after);
-                }
-                Some(Ok((key, value)))
-            }
-            // A failed scan ends the listing, as a plain scan would; so
-            // does the end of the store.
-            end => {
-                self.inner = None;
-                self.next = None;
-                self.left = usize::MAX;
-                end
-            }
-        }
     }
 }
 
@@ -236,7 +162,7 @@ mod tests {
     fn a_long_listing_reads_in_short_scans_every_key_once_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let mut engine = engine(dir.path());
-        let n = 2 * RESEEK_EVERY as u32 + 10;
+        let n = 2 * pincluster_crdt::store::SCAN_RUN as u32 + 10;
         for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
             put(&mut engine, chunk.iter().copied());
         }
