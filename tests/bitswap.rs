@@ -85,7 +85,12 @@ async fn two_nodes_exchange_blocks_cancel_and_time_out() {
     let ledger = b.ledger(&a.local_peer_id());
     assert_eq!(ledger.blocks_received, 60);
     assert_eq!(ledger.bytes_received, 6_000_000);
-    assert_eq!(a.ledger(&b.local_peer_id()).blocks_sent, 60);
+    // A counts a message once its write has returned, which can be just
+    // after B has read it: wait for the count rather than race it.
+    wait_for("A to count the 60 blocks it sent", DEADLINE, || async {
+        (a.ledger(&b.local_peer_id()).blocks_sent == 60).then_some(())
+    })
+    .await;
 
     // A block nobody has: the fetch ends with a timeout, and B's wantlist
     // is empty afterwards.
@@ -205,8 +210,11 @@ async fn kubo_fetches_a_100_mb_file_from_our_node_byte_identical() {
     assert_eq!(got.len(), data.len());
     assert!(got[..] == data[..], "Kubo's copy differs from the file");
     let peer: PeerId = second.id().parse().unwrap();
-    let ledger = ours.ledger(&peer);
-    assert!(ledger.blocks_sent as usize >= blocks.len(), "{ledger:?}");
+    // Counted once each write returns, which can trail Kubo's read.
+    wait_for("every block sent to be counted", DEADLINE, || async {
+        (ours.ledger(&peer).blocks_sent as usize >= blocks.len()).then_some(())
+    })
+    .await;
     ours.stop().await;
 }
 
