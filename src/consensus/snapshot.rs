@@ -32,9 +32,12 @@ use tokio::sync::mpsc;
 
 use crate::network::{Network, NetworkError};
 
-/// Chunks asked for in one block request: about 6 MiB of 512 KiB chunks,
-/// under the sync protocol's 8 MiB answer limit.
-pub const CHUNKS_PER_REQUEST: usize = 12;
+/// Chunks asked for in one block request: about 2 MiB of 512 KiB chunks.
+/// Each answer is held about twice on each side (read and decoded here;
+/// collected and encoded by the producer) while it is in flight: 12 per
+/// request held some 36 MiB more on each side during a join, and fewer
+/// per request costs only round trips.
+pub const CHUNKS_PER_REQUEST: usize = 4;
 /// Chunk requests in flight at once.
 pub const FETCHES_IN_FLIGHT: usize = 3;
 /// A peer whose heights lie this far behind a served snapshot joins from it
