@@ -132,15 +132,15 @@ JOINER=$STARTED
 WRAP=
 sample "$JOINER" "$WORK/joiner.rss" &
 up "$J_REST"
-INSTALLED=
 while :; do
-    if [[ -z $INSTALLED ]] && grep -q "snapshot installed" "$WORK/joiner.log"; then
-        INSTALLED=$(echo "$(now) - $T0" | bc)
-        echo "snapshot installed after ${INSTALLED} s"
-    fi
     if [[ $(count "$J_REST") -ge $TOTAL ]]; then break; fi
     sleep 0.5
 done
+# The install's time from the joiner's own log line: a poll (one full
+# listing) can last longer than the install takes to finish.
+if INSTALLED_AT=$(grep -m1 "snapshot installed" "$WORK/joiner.log" | awk '{ print $1 }') && [[ -n $INSTALLED_AT ]]; then
+    echo "snapshot installed after $(echo "$(date -d "$INSTALLED_AT" +%s.%N) - $T0" | bc) s"
+fi
 echo "$MODE: the peer lists all $TOTAL pins after $(echo "$(now) - $T0" | bc) s"
 grep -q "snapshot installed" "$WORK/joiner.log" || echo "(by delta sync: no snapshot installed)"
 echo "joiner: RSS $(mib "$JOINER" VmRSS) MiB, peak $(mib "$JOINER" VmHWM) MiB, CPU $(awk '{ printf "%.1f", ($14 + $15) / 100 }' "/proc/$JOINER/stat") s"
