@@ -23,6 +23,14 @@
 #          measures the delta path.
 # PERF=file records a perf profile of the timed peer (its memory figures are
 # then perf's).
+#
+# Memory: the producer first settles for SETTLE seconds (default 20) after
+# its snapshot, so its own start-up (the tracker's pass over the pinset,
+# the first snapshot build) is over; its peak until then is printed, then
+# reset (`/proc/PID/clear_refs`), so the producer's peak printed at the end
+# is the join's alone. Both peers' RSS is sampled every 0.2 s during the
+# join (the highest sample is printed with the split into heap and mapped
+# files).
 set -euo pipefail
 
 N=${1:-1000000}
@@ -52,6 +60,15 @@ EOF
 
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 mib() { awk -v k="$2:" '$1 == k { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+sample() { # pid file: appends "rss anon file" (MiB) every 0.2 s while pid lives
+    while kill -0 "$1" 2>/dev/null; do
+        echo "$(mib "$1" VmRSS) $(mib "$1" RssAnon) $(mib "$1" RssFile)" 2>/dev/null >>"$2" || true
+        sleep 0.2
+    done
+}
+highest() { # file: the sample with the highest RSS
+    sort -n "$1" | tail -1 | awk '{ printf "%s MiB (heap %s, files %s)", $1, $2, $3 }'
+}
 snapshot_taken() { # log: waits for the producer's next snapshot, if it takes any
     if [[ $SNAPSHOT != 0 ]] && grep -q snapshot_interval "$WORK/producer/service.json"; then
         until grep -q "snapshot taken" "$1"; do sleep 0.2; done
@@ -104,23 +121,29 @@ else
     echo "producer holds $N pins: RSS $(mib "$PRODUCER" VmRSS) MiB, peak $(mib "$PRODUCER" VmHWM) MiB"
 fi
 
+sleep "${SETTLE:-20}"
+echo "producer settled: RSS $(mib "$PRODUCER" VmRSS) MiB, peak so far $(mib "$PRODUCER" VmHWM) MiB (reset now)"
+echo 5 >"/proc/$PRODUCER/clear_refs"
+sample "$PRODUCER" "$WORK/producer.rss" &
 T0=$(now)
 if [[ -n ${PERF:-} ]]; then WRAP="perf record -F 499 -o $PERF --"; fi
 start "$WORK/joiner" "$J_REST" "$J_SWARM" "$BOOT"
 JOINER=$STARTED
 WRAP=
+sample "$JOINER" "$WORK/joiner.rss" &
 up "$J_REST"
-INSTALLED=
 while :; do
-    if [[ -z $INSTALLED ]] && grep -q "snapshot installed" "$WORK/joiner.log"; then
-        INSTALLED=$(echo "$(now) - $T0" | bc)
-        echo "snapshot installed after ${INSTALLED} s"
-    fi
     if [[ $(count "$J_REST") -ge $TOTAL ]]; then break; fi
     sleep 0.5
 done
+# The install's time from the joiner's own log line: a poll (one full
+# listing) can last longer than the install takes to finish.
+if INSTALLED_AT=$(grep -m1 "snapshot installed" "$WORK/joiner.log" | awk '{ print $1 }') && [[ -n $INSTALLED_AT ]]; then
+    echo "snapshot installed after $(echo "$(date -d "$INSTALLED_AT" +%s.%N) - $T0" | bc) s"
+fi
 echo "$MODE: the peer lists all $TOTAL pins after $(echo "$(now) - $T0" | bc) s"
 grep -q "snapshot installed" "$WORK/joiner.log" || echo "(by delta sync: no snapshot installed)"
 echo "joiner: RSS $(mib "$JOINER" VmRSS) MiB, peak $(mib "$JOINER" VmHWM) MiB, CPU $(awk '{ printf "%.1f", ($14 + $15) / 100 }' "/proc/$JOINER/stat") s"
-echo "producer: RSS $(mib "$PRODUCER" VmRSS) MiB, peak $(mib "$PRODUCER" VmHWM) MiB"
+echo "producer: RSS $(mib "$PRODUCER" VmRSS) MiB, peak during the join $(mib "$PRODUCER" VmHWM) MiB"
+echo "highest samples during the join: joiner $(highest "$WORK/joiner.rss"), producer $(highest "$WORK/producer.rss")"
 uptime

@@ -115,6 +115,8 @@ pub struct Engine<S: Store> {
     pub(crate) limits: Limits,
     pub(crate) heads: BTreeMap<Cid, u64>,
     pub(crate) ready: VecDeque<Cid>,
+    /// Snapshot chunks received and not yet flushed out of RAM.
+    pub(crate) staged: crate::snapshot::BlockFlusher,
 }
 
 impl<S: Store> std::fmt::Debug for Engine<S> {
@@ -166,6 +168,7 @@ impl<S: Store> Engine<S> {
             limits,
             heads: BTreeMap::new(),
             ready: VecDeque::new(),
+            staged: Default::default(),
         };
         if engine
             .store

@@ -31,6 +31,7 @@
 //! either as it was or with the snapshot fully joined.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cid::Cid;
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,12 @@ pub(crate) const META_SERVED: &[u8] = b"snapshot";
 const META_PLAN: &[u8] = b"snapshot_install";
 /// Writes per batch while installing.
 pub(crate) const WRITE_CHUNK: usize = 10_000;
+/// Chunk bytes written into `blocks` (built here or received) between two
+/// flushes of its memtable. A snapshot is some 330 bytes per pin, 330 MB at
+/// 1,000,000 pins, all written in one burst: without this bound fjall held
+/// it in the table's 32 MiB memtable plus up to four sealed ones waiting
+/// for their flush, most of a joiner's memory while it fetched.
+pub(crate) const BLOCK_FLUSH_BYTES: usize = 8 * 1024 * 1024;
 
 /// The signed description of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +327,7 @@ struct Chunker<'a, S: Store> {
     entries: usize,
     bytes: usize,
     cids: Vec<Cid>,
+    flusher: BlockFlusher,
 }
 
 impl<'a, S: Store> Chunker<'a, S> {
@@ -329,6 +337,7 @@ impl<'a, S: Store> Chunker<'a, S> {
             entries: 0,
             bytes: 0,
             cids: Vec::new(),
+            flusher: BlockFlusher::default(),
         }
     }
 
@@ -343,11 +352,33 @@ impl<'a, S: Store> Chunker<'a, S> {
         let bytes = encode(chunk)?;
         let cid = cid_of(&bytes);
         let mut wb = WriteBatch::new();
+        let written = bytes.len();
         wb.put(Table::Blocks, cid.to_bytes(), bytes);
         self.store.write(wb)?;
+        self.flusher.wrote(self.store, written)?;
         self.cids.push(cid);
         self.entries = 0;
         self.bytes = 0;
+        Ok(())
+    }
+}
+
+/// Counts chunk bytes written into `blocks` and flushes its memtable every
+/// [`BLOCK_FLUSH_BYTES`]: the writer waits for the flush, so a burst of
+/// chunks stays at a few MiB of RAM whatever the snapshot's size.
+/// Atomic, so that staging needs only a shared borrow of the engine.
+#[derive(Debug, Default)]
+pub(crate) struct BlockFlusher {
+    unflushed: AtomicUsize,
+}
+
+impl BlockFlusher {
+    pub(crate) fn wrote<S: Store>(&self, store: &S, bytes: usize) -> Result<(), Error> {
+        let unflushed = self.unflushed.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if unflushed >= BLOCK_FLUSH_BYTES {
+            self.unflushed.store(0, Ordering::Relaxed);
+            store.flush(Table::Blocks)?;
+        }
         Ok(())
     }
 }
@@ -444,7 +475,8 @@ impl<S: Store> Engine<S> {
     }
 
     /// Stores a received chunk after [`check_chunk`], so an install can read
-    /// it and this replica can serve it.
+    /// it and this replica can serve it. Every [`BLOCK_FLUSH_BYTES`] staged,
+    /// waits for the chunks to be written out of RAM.
     pub fn stage_chunk(&self, kind: ChunkKind, cid: &Cid, bytes: &[u8]) -> Result<(), Error> {
         let summary = checked_summary(kind, cid, bytes, &self.limits)?;
         let mut wb = WriteBatch::new();
@@ -453,7 +485,7 @@ impl<S: Store> Engine<S> {
             wb.put(Table::Sync, layout::tagged(SUMMARY, cid), encode(&summary)?);
         }
         self.store.write(wb)?;
-        Ok(())
+        self.staged.wrote(&self.store, bytes.len())
     }
 
     /// Whether a chunk (or any block) is stored here.

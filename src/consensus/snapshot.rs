@@ -12,8 +12,9 @@
 //!   pins), asks that peer for its manifest. The manifest must be signed by a trusted
 //!   peer (the engine's verifier); every chunk is checked against its CID as
 //!   it is staged; chunks come [`CHUNKS_PER_REQUEST`] at a time with
-//!   [`FETCHES_IN_FLIGHT`] requests in flight, so memory stays at a few
-//!   chunks. The install then joins the snapshot with whatever the peer
+//!   [`FETCHES_IN_FLIGHT`] requests in flight, and the engine writes the
+//!   staged chunks out of RAM every few MiB, waiting for it, so memory
+//!   stays at a few chunks whatever the pinset's size. The install then joins the snapshot with whatever the peer
 //!   held (crash-safe in the engine) and ordinary delta sync takes over
 //!   above the snapshot's heads.
 //! - **After an install** every pin is handed to the tracker as new, the
@@ -32,9 +33,13 @@ use tokio::sync::mpsc;
 
 use crate::network::{Network, NetworkError};
 
-/// Chunks asked for in one block request: about 6 MiB of 512 KiB chunks,
-/// under the sync protocol's 8 MiB answer limit.
-pub const CHUNKS_PER_REQUEST: usize = 12;
+/// Chunks asked for in one block request: about 2 MiB of 512 KiB chunks.
+/// Each answer is held about twice on each side (read and decoded here;
+/// collected and encoded by the producer) while it is in flight: with 12
+/// per request a producer serving a 1,000,000-pin join rose some 73 MiB
+/// over its settled RSS, with 4 about 38 (BENCHMARKS.md). Fewer per
+/// request costs only round trips.
+pub const CHUNKS_PER_REQUEST: usize = 4;
 /// Chunk requests in flight at once.
 pub const FETCHES_IN_FLIGHT: usize = 3;
 /// A peer whose heights lie this far behind a served snapshot joins from it

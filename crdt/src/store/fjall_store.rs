@@ -192,6 +192,11 @@ impl Store for FjallStore {
         Ok(())
     }
 
+    fn flush(&self, table: Table) -> Result<(), StoreError> {
+        self.table(table).rotate_memtable_and_wait()?;
+        Ok(())
+    }
+
     /// fjall's ingestion: sorted entries go straight into new tables, with
     /// no journal, memtable or flush on the way.
     fn ingest(&self, table: Table) -> Result<Box<dyn Ingest + '_>, StoreError> {

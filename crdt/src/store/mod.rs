@@ -206,6 +206,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         Ok(())
     }
 
+    /// Writes what `table` holds in memory out to its files and waits for
+    /// it: the back-pressure of a long stream of large writes (snapshot
+    /// chunks), which an LSM store would otherwise hold in several sealed
+    /// memtables at once while its flushes lag behind. Stores without such
+    /// buffers do nothing.
+    fn flush(&self, _table: Table) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Starts a bulk load into `table` (see [`Ingest`]). By default it is
     /// held in memory and written as one batch.
     fn ingest(&self, table: Table) -> Result<Box<dyn Ingest + '_>, StoreError> {
