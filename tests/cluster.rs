@@ -229,13 +229,6 @@ fn on_port(port: u16, bootstrap: Vec<String>) -> PeerSpec {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// Pins allocated to `peer` in `p`'s pinset.
 async fn allocated_to(p: &TestPeer, peer: &str) -> Option<usize> {
     let pins = p.get_ndjson("/allocations").await?;
@@ -273,7 +266,7 @@ async fn new_pins_avoid(p: &TestPeer, seed: &str, gone: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_removed_peer_stays_out_across_restarts_offline_peers_and_newcomers() {
     let dirs: Vec<_> = (0..4).map(|_| temp()).collect();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| fixed_port()).collect();
     let a = TestPeer::start(dirs[0].path().into(), on_port(ports[0], vec![])).await;
     let addr_a = a.cluster_addr().await;
     let spec_b = on_port(ports[1], vec![addr_a.clone()]);
