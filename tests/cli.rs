@@ -313,10 +313,7 @@ async fn pin_options_status_wait_and_health() {
     assert!(out.contains(&a) && !out.contains("> GET"), "{out}");
 
     // Nobody listening: exit 1 with a code-0 error object.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let closed = fixed_port();
     let (code, out, _) = client(&format!("http://127.0.0.1:{closed}"), &["id"]);
     assert_eq!(code, 1);
     assert!(out.starts_with("An error occurred:\n  Code: 0\n"), "{out}");

@@ -40,8 +40,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures::StreamExt;
 
-/// Every peer must list every acknowledged pin within this.
-const CONVERGE: Duration = Duration::from_secs(30);
+/// Every peer must list every acknowledged pin within this: a bound on
+/// "never", not a speed (a loaded CI machine catches up on a thousand
+/// one-pin deltas after two kills far slower than an idle one).
+const CONVERGE: Duration = Duration::from_secs(120);
 const WRITERS: usize = 32;
 
 fn signal(peer: &TestPeer, sig: &str) {

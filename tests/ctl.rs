@@ -489,7 +489,12 @@ async fn pin_checks(a: &TestPeer, b: &TestPeer, ka: &Kubo, kb: &Kubo) {
         )),
         "{out}"
     );
-    let pin = &ctl(&b.api, &["--enc", "json", "pin", "ls", &one]).json("pin ls")[0];
+    // Written on A: B lists it once the write has reached it.
+    let pin = wait_for("B to list the pin made on A", DEADLINE, || async {
+        let run = ctl(&b.api, &["--enc", "json", "pin", "ls", &one]);
+        (run.code == 0).then(|| run.json("pin ls").remove(0))
+    })
+    .await;
     assert_eq!(pin["name"], "first");
     assert_eq!(pin["metadata"]["kind"], "text");
     assert_eq!(pin["metadata"]["by"], "ctl");

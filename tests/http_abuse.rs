@@ -172,37 +172,27 @@ async fn clients_that_leave_mid_request_leave_no_socket_behind() {
     }
     wait_for(
         "the peer to close every connection its clients left",
-        Duration::from_secs(20),
+        DEADLINE,
         || async { (close_waits(pid, port) == 0).then_some(()) },
     )
     .await;
     // The handlers went with their clients, and so did their requests to
     // the daemon (an add has no overall timeout: it would wait for ever).
-    wait_for(
-        "the adds and gcs dropped",
-        Duration::from_secs(20),
-        || async {
-            let held = held.lock().unwrap();
-            let stuck = held
-                .iter()
-                .filter(|(_, line)| {
-                    line.contains("/api/v0/add") || line.contains("/api/v0/repo/gc")
-                })
-                .count();
-            (stuck == 0).then_some(())
-        },
-    )
+    wait_for("the adds and gcs dropped", DEADLINE, || async {
+        let held = held.lock().unwrap();
+        let stuck = held
+            .iter()
+            .filter(|(_, line)| line.contains("/api/v0/add") || line.contains("/api/v0/repo/gc"))
+            .count();
+        (stuck == 0).then_some(())
+    })
     .await;
     // Descriptors are back to where they were, but for the peer's own
     // calls (`id`, metrics) that the daemon holds.
-    wait_for(
-        "descriptors back to normal",
-        Duration::from_secs(20),
-        || async {
-            let own_calls = held.lock().unwrap().len();
-            (open_fds(pid) <= fds_before + own_calls + 2).then_some(())
-        },
-    )
+    wait_for("descriptors back to normal", DEADLINE, || async {
+        let own_calls = held.lock().unwrap().len();
+        (open_fds(pid) <= fds_before + own_calls + 2).then_some(())
+    })
     .await;
     // And the API still answers.
     assert!(peer.get_json("/version").await.is_some());
@@ -311,7 +301,7 @@ async fn slow_clients_are_cut_off_by_the_header_timeout() {
     );
     wait_for(
         "the peer to release the slow clients' sockets",
-        Duration::from_secs(20),
+        DEADLINE,
         || async {
             let open = established(pid, rest) + established(pid, proxy);
             let waits = close_waits(pid, rest) + close_waits(pid, proxy);

@@ -162,9 +162,7 @@ async fn random_requests_get_no_5xx_leak_nothing_and_change_no_pin() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(600);
     // An IPFS daemon address where nothing listens.
-    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let ipfs = format!("/ip4/127.0.0.1/tcp/{}", down.local_addr().unwrap().port());
-    drop(down);
+    let ipfs = format!("/ip4/127.0.0.1/tcp/{}", fixed_port());
     let dir = temp();
     let spec = PeerSpec {
         env: vec![
@@ -212,10 +210,8 @@ async fn random_requests_get_no_5xx_leak_nothing_and_change_no_pin() {
     let listed: std::collections::BTreeSet<String> =
         peer.pinset().await.expect("a pinset").into_iter().collect();
     assert_eq!(listed, pins.iter().cloned().collect(), "the pinset changed");
-    wait_for(
-        "descriptors back to normal",
-        Duration::from_secs(20),
-        || async { (open_fds(pid) <= fds_before + 2).then_some(()) },
-    )
+    wait_for("descriptors back to normal", DEADLINE, || async {
+        (open_fds(pid) <= fds_before + 2).then_some(())
+    })
     .await;
 }

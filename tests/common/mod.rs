@@ -557,6 +557,22 @@ pub fn open_fds(pid: u32) -> usize {
 /// Established TCP connections of process `pid`: (local port, remote
 /// port) of each of its sockets in `/proc/net/tcp`.
 pub fn tcp_links(pid: u32) -> Vec<(u16, u16)> {
+    tcp_sockets(pid, "01")
+}
+
+/// Whether process `pid` holds a listening TCP socket on `port`. Unlike
+/// binding the port to find out, another process taking the freed port
+/// (port 0 hands it to whoever asks next) does not count.
+pub fn listens(pid: u32, port: u16) -> bool {
+    tcp_sockets(pid, "0A")
+        .iter()
+        .any(|(local, _)| *local == port)
+}
+
+/// (local port, remote port) of each socket of process `pid` in
+/// `/proc/net/tcp` whose state is `state` (the kernel's hex code: `01`
+/// established, `0A` listening).
+fn tcp_sockets(pid: u32, state: &str) -> Vec<(u16, u16)> {
     let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|dir| {
             dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
@@ -574,11 +590,31 @@ pub fn tcp_links(pid: u32) -> Vec<(u16, u16)> {
         .skip(1)
         .filter_map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols.len() > 9 && cols[3] == "01" && inodes.contains(cols[9]))
+            (cols.len() > 9 && cols[3] == state && inodes.contains(cols[9]))
                 .then(|| Some((port(cols[1])?, port(cols[2])?)))
                 .flatten()
         })
         .collect()
+}
+
+/// A port free now and below the kernel's ephemeral range, for a peer
+/// that must listen on a fixed port (restarted where the others know it)
+/// or for an address where nothing listens. A port found by binding port
+/// 0 and letting go is in that range: the next listener or outgoing
+/// connection on the machine, any test's, may take it before it is used.
+pub fn fixed_port() -> u16 {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let floor = 10_000u16.min(low / 2);
+    for _ in 0..1000 {
+        let port = floor + rand::random::<u16>() % (low - floor);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {floor} and {low}");
 }
 
 pub fn temp() -> tempfile::TempDir {

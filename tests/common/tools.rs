@@ -20,9 +20,7 @@ pub fn beside_daemon(secret: &str, ipfs_api: String, bootstrap: Option<&str>) ->
 
 /// An IPFS API address where nothing listens: a daemon that is down.
 pub fn nothing_listening() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("bound address").port();
-    format!("/ip4/127.0.0.1/tcp/{port}")
+    format!("/ip4/127.0.0.1/tcp/{}", super::fixed_port())
 }
 
 /// Runs the `pincluster` client against the REST API at `api`
