@@ -157,34 +157,36 @@ enum ListError {
 
 /// A digest of a set of pins that does not depend on their order: their
 /// count and the wrapping sum of a keyed 128-bit hash of each (CID, mode).
-/// Two listings with the same digest hold the same pins, but for a chance
-/// of about 2^-128 per comparison; the keys are drawn at random for each
-/// run, so a daemon (or whoever chose the CIDs it pins) cannot aim for a
-/// collision. A sum, not a set, so a pin can also be taken out again.
+/// Two listings with the same digest hold the same pins, but for a
+/// negligible chance (about 2^-128 per comparison); the key is drawn at
+/// random for each run, so a daemon (or whoever chose the CIDs it pins)
+/// cannot aim for a collision. A sum, not a set, so a pin can also be
+/// taken out again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Digest {
     count: u64,
     sum: u128,
 }
 
-/// The hash keys of [`Digest`]: two independently keyed SipHash states
-/// give the 128 bits.
-struct DigestKeys([std::hash::RandomState; 2]);
+/// The hash key of [`Digest`]: SipHash with a random key (std's
+/// `RandomState`), over two domain-separated inputs for the 128 bits.
+struct DigestKeys(std::hash::RandomState);
 
 impl DigestKeys {
     fn new() -> Self {
-        Self([std::hash::RandomState::new(), std::hash::RandomState::new()])
+        Self(std::hash::RandomState::new())
     }
 
     fn term(&self, key: &[u8], mode: u8) -> u128 {
         use std::hash::{BuildHasher, Hasher};
-        let half = |state: &std::hash::RandomState| {
-            let mut h = state.build_hasher();
+        let half = |domain: u8| {
+            let mut h = self.0.build_hasher();
+            h.write_u8(domain);
             h.write_u8(mode);
             h.write(key);
             h.finish()
         };
-        (u128::from(half(&self.0[0])) << 64) | u128::from(half(&self.0[1]))
+        (u128::from(half(0)) << 64) | u128::from(half(1))
     }
 
     fn add(&self, digest: &mut Digest, key: &[u8], mode: u8) {
