@@ -51,6 +51,7 @@ async fn throughput(concurrent_pins: usize) {
             },
         },
         &db,
+        dir.path(),
         tokio_util::sync::CancellationToken::new(),
     )
     .unwrap();

@@ -241,6 +241,7 @@ impl Peer {
                 },
             },
             &tracker_db,
+            &folder::tracker_database_path(&live),
             cancel.clone(),
         )?;
         let (events_tx, events_rx) = mpsc::channel(1024);

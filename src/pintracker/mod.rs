@@ -182,17 +182,19 @@ impl<C> PinTracker<C> {
 impl<C: IpfsConnector> PinTracker<C> {
     /// Starts the dispatcher and the unpin worker, with the operations and
     /// the daemon's listing in keyspaces of `db` (emptied: see
-    /// [`OpTracker::open`]); they and the operations in flight stop when
+    /// [`OpTracker::open`]) and the spill file of each listing in `dir`
+    /// (`db`'s folder); they and the operations in flight stop when
     /// `cancel` is cancelled.
     pub fn start(
         ipfs: C,
         local: PeerId,
         config: TrackerConfig,
         db: &Database,
+        dir: &std::path::Path,
         cancel: CancellationToken,
     ) -> Result<Self, TrackerStoreError> {
         let ops = OpTracker::open(db)?;
-        let listing = DaemonPins::open(db)?;
+        let listing = DaemonPins::open(db, dir)?;
         let tracker = Self {
             inner: Arc::new(Inner {
                 ipfs,
