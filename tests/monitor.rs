@@ -125,6 +125,64 @@ async fn metrics_flow_between_peers_and_a_stopped_peer_raises_an_alert() {
     b.shutdown().await;
 }
 
+/// A daemon slow to answer `repo/stat` (a busy daemon, a large repository)
+/// delays the disk informer's metric, never the ping: a live peer is not
+/// taken for a dead one by the peers that watch it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_daemon_delays_the_informers_not_the_ping() {
+    let (ipfs_a, ipfs_b) = (FakeKubo::start().await, FakeKubo::start().await);
+    // Longer than a ping lives (two 2 s intervals), several times over.
+    ipfs_a.set_repo_stat_delay(Duration::from_secs(10));
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, _) = start(da.path(), &ipfs_a, vec![]).await;
+    let addr = a.network().listen_addrs().await.unwrap()[0].clone();
+    let (b, api_b) = start(db.path(), &ipfs_b, vec![addr]).await;
+    let a_id = a.network().local_peer_id().to_string();
+
+    wait_for("A's ping on B", DEADLINE, || async {
+        let v = get(format!("{api_b}/monitor/metrics/ping")).await?;
+        v.as_array()?
+            .iter()
+            .any(|m| m["peer"] == a_id)
+            .then_some(())
+    })
+    .await;
+    // A's disk metric comes late, after each slow `repo/stat`. Between the
+    // first and the second, a ping sent with it (TTL 4 s) would have
+    // expired on B and raised an alert there.
+    let freespace = |after: Option<Value>| {
+        let api_b = api_b.clone();
+        let a_id = a_id.clone();
+        async move {
+            let v = get(format!("{api_b}/monitor/metrics/freespace")).await?;
+            let expire = v
+                .as_array()?
+                .iter()
+                .find(|m| m["peer"] == a_id)?
+                .get("expire")?
+                .clone();
+            (Some(&expire) != after.as_ref()).then_some(expire)
+        }
+    };
+    let first = wait_for("A's first freespace on B", DEADLINE, || freespace(None)).await;
+    wait_for("A's next freespace on B", DEADLINE, || {
+        freespace(Some(first.clone()))
+    })
+    .await;
+    assert!(ipfs_a.requests("repo/stat") >= 2);
+    let alerts = get(format!("{api_b}/health/alerts")).await.unwrap();
+    assert!(
+        !alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|al| al["peer"] == a_id && al["name"] == "ping"),
+        "a live peer's ping expired: {alerts}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_repinning_on_the_pins_of_a_peer_that_went_down_move_to_a_live_peer() {
     use pincluster::types::{Pin, PinOptions};

@@ -34,10 +34,9 @@ pub struct Informers {
 }
 
 impl Informers {
-    /// The ping (TTL twice the ping interval) and every configured
-    /// informer's metric. A failing informer is left out, never a stale value.
-    async fn collect(&self) -> Vec<MetricWire> {
-        use crate::ipfsconn::IpfsConnector;
+    /// The ping (TTL twice the ping interval), and a sharding follower's
+    /// part: what this peer knows without asking anyone.
+    fn liveness(&self) -> Vec<MetricWire> {
         let (ipfs_id, addrs) = self.seen.lock().map(|g| g.clone()).unwrap_or_default();
         let addrs: Vec<String> = addrs.iter().map(Multiaddr::to_string).collect();
         let mut metrics = vec![monitor::ping(
@@ -52,6 +51,14 @@ impl Informers {
                 self.ping_interval * 2,
             ));
         }
+        metrics
+    }
+
+    /// Every configured informer's metric. A failing informer is left out,
+    /// never a stale value.
+    async fn collect(&self) -> Vec<MetricWire> {
+        use crate::ipfsconn::IpfsConnector;
+        let mut metrics = Vec::new();
         let ttl_ms = |d: Duration| d.as_millis() as u64;
         if let Some(disk) = &self.informers.disk
             && let Ok(stat) = self.ipfs.repo_stat().await
@@ -128,16 +135,48 @@ impl Informers {
 
 /// Publishes this peer's metrics every ping interval, and at once when a
 /// peer subscribes to them.
+///
+/// The ping goes out on its own beat. The informers ask the IPFS daemon
+/// (`repo/stat`; `numpin` lists every pin it holds), which can take longer
+/// than the ping lives (two intervals) on a busy daemon or a large pinset:
+/// a ping waiting on them would expire on the other peers, which would
+/// then see this live peer as down, raise an alert, and with repinning on
+/// move its pins away. The reference sends its pings on their own loop too.
 pub async fn publish_metrics(informers: Informers, network: Network, monitor: Monitor) {
-    let mut tick = tokio::time::interval(informers.ping_interval.max(Duration::from_millis(100)));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = monitor.metrics_wanted() => {}
+    let interval = informers.ping_interval.max(Duration::from_millis(100));
+    // `metrics_wanted` wakes one waiter: the ping loop, which passes it on.
+    let wanted = tokio::sync::Notify::new();
+    let pings = async {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = monitor.metrics_wanted() => wanted.notify_one(),
+            }
+            if network.publish_metrics(informers.liveness()).await.is_err() {
+                return; // shutting down
+            }
         }
-        let metrics = informers.collect().await;
-        if network.publish_metrics(metrics).await.is_err() {
-            return; // shutting down
+    };
+    let measures = async {
+        let mut tick = tokio::time::interval(interval);
+        // A collection that outlasts the interval is followed by the next
+        // one a full interval later, not by a burst of the missed ticks.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = wanted.notified() => {}
+            }
+            let metrics = informers.collect().await;
+            if !metrics.is_empty() && network.publish_metrics(metrics).await.is_err() {
+                return;
+            }
         }
+    };
+    // Either loop ends only when the network has shut down.
+    tokio::select! {
+        _ = pings => {}
+        _ = measures => {}
     }
 }

@@ -91,6 +91,7 @@ struct State {
     swarm_peers: Vec<PeerId>,
     connected: Vec<Multiaddr>,
     fail_next: usize,
+    repo_stat_delay: Option<Duration>,
     counts: HashMap<String, usize>,
     queries: HashMap<String, VecDeque<String>>,
 }
@@ -134,6 +135,7 @@ impl FakeKubo {
             swarm_peers: Vec::new(),
             connected: Vec::new(),
             fail_next: 0,
+            repo_stat_delay: None,
             counts: HashMap::new(),
             queries: HashMap::new(),
         }));
@@ -194,6 +196,12 @@ impl FakeKubo {
     }
 
     /// The next `n` requests fail with a 500.
+    /// Every `repo/stat` answers only after `delay` (a daemon busy with a
+    /// large repository).
+    pub fn set_repo_stat_delay(&self, delay: Duration) {
+        self.lock().repo_stat_delay = Some(delay);
+    }
+
     pub fn fail_next(&self, n: usize) {
         self.lock().fail_next = n;
     }
@@ -420,7 +428,16 @@ fn handle(
         "pin/rm" => pin_rm(&mut st, &req),
         "pin/ls" => pin_ls(&st, &req),
         "pin/update" => pin_update(&mut st, &req),
-        "repo/stat" => repo_stat(&st, &req),
+        "repo/stat" => match st.repo_stat_delay {
+            None => ok(repo_stat(&st, &req)),
+            Some(delay) => {
+                let answer = repo_stat(&st, &req).to_string().into_bytes();
+                streamed(move |tx| async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(Ok(answer)).await;
+                })
+            }
+        },
         "repo/gc" => repo_gc(&mut st),
         "block/put" => block_put(&mut st, &req),
         "swarm/peers" => swarm_peers(&st),
@@ -649,27 +666,27 @@ fn pin_update(st: &mut State, req: &Request<'_>) -> Response {
     ok(serde_json::json!({"Pins": [show_cid(st, &from), show_cid(st, &to)]}))
 }
 
-fn repo_stat(st: &State, req: &Request<'_>) -> Response {
+fn repo_stat(st: &State, req: &Request<'_>) -> serde_json::Value {
     let size: usize = st.blocks.values().map(Vec::len).sum();
     if st.quirks.numbers_as_strings {
-        ok(serde_json::json!({
+        serde_json::json!({
             "NumObjects": st.blocks.len().to_string(),
             "RepoSize": size.to_string(),
             "RepoPath": "/fake",
             "Version": "12",
             "StorageMax": "9007199254740991",
-        }))
+        })
     } else if req.flag("size-only", false) {
         // Kubo skips counting objects and leaves the rest empty.
-        ok(serde_json::json!({
+        serde_json::json!({
             "RepoSize": size, "StorageMax": 10_000_000_000u64,
             "NumObjects": 0, "RepoPath": "", "Version": "",
-        }))
+        })
     } else {
-        ok(serde_json::json!({
+        serde_json::json!({
             "RepoSize": size, "StorageMax": 10_000_000_000u64,
             "NumObjects": st.blocks.len(), "RepoPath": "/fake", "Version": "fs-repo@18",
-        }))
+        })
     }
 }
 
