@@ -188,8 +188,8 @@ const FLUSH_WAIT_MAX: Duration = Duration::from_secs(900);
 /// them is left in the journal. What a closed database leaves in its
 /// journal is replayed into RAM when it opens again: a `state import` of
 /// 1,000,000 pins left 490 MB of journal, which the daemon's first start
-/// replayed for 14 s and held as memtables beside its first minute's work
-/// (a 265 MiB peak against 145 MiB from a flushed folder, BENCHMARKS.md).
+/// replayed before its REST API came up (9–15 s to start instead of about
+/// 5 s, BENCHMARKS.md "First minute with the daemon down").
 pub fn flush_memtables_and_wait(db: &Database) -> Result<(), fjall::Error> {
     for name in db.list_keyspace_names() {
         db.keyspace(&name, KeyspaceCreateOptions::default)?
