@@ -459,3 +459,81 @@ async fn a_pin_removed_behind_the_clusters_back_shows_in_a_listing_of_many_pages
     assert_eq!(lost, removed);
     assert_eq!(count("pinned").await.unwrap().len(), PINS - removed.len());
 }
+
+/// The statuses of a `GET /pins` pass read the tracker's operations page
+/// by page, by one scan of each page's key range: pins whose operation
+/// failed, anywhere in the pinset (the first, the last, across page
+/// boundaries), show their `pin_error` and attempts, and every other pin,
+/// which has no operation, shows `pinned`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_operations_show_at_their_pins_in_a_listing_of_many_pages() {
+    // Several pages of statuses (256 each).
+    const PINS: usize = 2_000;
+    let ipfs = FakeKubo::start().await;
+    let cids = common::cids("ops-pages", PINS);
+    let mut sorted = cids.clone();
+    sorted.sort_by_key(|c| c.parse::<Cid>().unwrap().to_bytes());
+    // Around the boundaries of the first pages, and the ends.
+    let failing: std::collections::BTreeSet<String> = [0, 255, 256, 257, 511, 1_000, PINS - 1]
+        .into_iter()
+        .map(|i| sorted[i].clone())
+        .collect();
+    for cid in &failing {
+        ipfs.set_pin_behaviour(cid.parse().unwrap(), PinBehaviour::Fail);
+    }
+    ipfs.add_pins(
+        cids.iter()
+            .filter(|c| !failing.contains(*c))
+            .map(|c| (c.parse().unwrap(), pincluster::ipfsconn::PinMode::Recursive)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::PeerSpec {
+        env: vec![(
+            "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
+            ipfs.multiaddr().to_string(),
+        )],
+        ..Default::default()
+    };
+    common::init_folder(dir.path(), &spec);
+    common::import_pins(dir.path(), &cids);
+    let peer = common::TestPeer::start(dir.path().into(), spec).await;
+
+    // Every status of one listing: CID → (status, attempts).
+    let listing = || async {
+        let body = reqwest::get(format!("{}/pins?local=true", peer.api))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let statuses: std::collections::BTreeMap<String, (String, u64)> = body
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                let mine = v["peer_map"].as_object().unwrap().values().next().unwrap();
+                (
+                    v["cid"].as_str().unwrap().to_string(),
+                    (
+                        mine["status"].as_str().unwrap().to_string(),
+                        mine["attempt_count"].as_u64().unwrap_or(0),
+                    ),
+                )
+            })
+            .collect();
+        Some(statuses)
+    };
+    let statuses = wait_for("the failing pins in pin_error", DEADLINE, || async {
+        let statuses = listing().await?;
+        let errors = statuses.values().filter(|(s, _)| s == "pin_error").count();
+        (errors == failing.len()).then_some(statuses)
+    })
+    .await;
+    assert_eq!(statuses.len(), PINS);
+    for (cid, (status, attempts)) in &statuses {
+        if failing.contains(cid) {
+            assert_eq!((status.as_str(), *attempts), ("pin_error", 5), "{cid}");
+        } else {
+            assert_eq!(status, "pinned", "{cid}");
+        }
+    }
+}

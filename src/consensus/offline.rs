@@ -32,6 +32,7 @@ use std::sync::mpsc::SyncSender;
 
 use libp2p::PeerId;
 use pincluster_crdt::store::FjallStore;
+use pincluster_crdt::store::fjall::Database;
 use pincluster_crdt::{Batch, BatchError, Engine, Limits};
 
 use crate::config::Config;
@@ -126,7 +127,16 @@ impl OfflineFolder {
         path: &Path,
         identity: &Identity,
     ) -> Result<Engine<FjallStore>, OfflineError> {
-        Ok(folder::open_engine(
+        Ok(self.open_engine_and_database(path, identity)?.0)
+    }
+
+    /// [`Self::open_engine`], and the fjall database under it.
+    fn open_engine_and_database(
+        &self,
+        path: &Path,
+        identity: &Identity,
+    ) -> Result<(Engine<FjallStore>, Database), OfflineError> {
+        Ok(folder::open_engine_and_database(
             path,
             self.config.datastore.fjall.store_options(),
             Arc::new(PeerSigner::new(identity.keypair.clone())),
@@ -177,9 +187,17 @@ impl OfflineFolder {
         let staging = sibling(&live, "import");
         let old = sibling(&live, "old");
         remove_dir(&staging)?;
-        let staged = self
-            .open_engine(&staging, identity)
-            .and_then(|mut engine| import_into(&mut engine, input, overrides));
+        let staged =
+            self.open_engine_and_database(&staging, identity)
+                .and_then(|(mut engine, db)| {
+                    let n = import_into(&mut engine, input, overrides)?;
+                    // Flushed before it is closed, so that the daemon's first
+                    // start does not replay the whole pinset from the journal.
+                    folder::flush_memtables_and_wait(&db).map_err(|e| {
+                        OfflineError::Store(pincluster_crdt::store::StoreError::from(e).into())
+                    })?;
+                    Ok(n)
+                });
         let n = match staged {
             Ok(n) => n,
             Err(e) => {

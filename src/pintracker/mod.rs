@@ -32,7 +32,8 @@ use crate::types::Pin;
 use listing::DaemonPins;
 pub use listing::Listing;
 pub use optracker::{
-    AfterFailure, Due, Lane, OpKind, OpTracker, Operation, Phase, RetryPolicy, TrackerStoreError,
+    AfterFailure, Due, Lane, OpKind, OpReader, OpTracker, Operation, Phase, RetryPolicy,
+    TrackerStoreError,
 };
 use pincluster_crdt::store::fjall::Database;
 
@@ -117,6 +118,8 @@ struct Inner<C> {
     local: PeerId,
     config: TrackerConfig,
     ops: Mutex<OpTracker>,
+    /// The operation records, read for statuses without `ops`' lock.
+    reader: OpReader,
     /// Wakes the pin dispatcher: a pin became due sooner than it expected.
     pins_ready: Notify,
     /// Wakes the unpin worker likewise.
@@ -200,6 +203,7 @@ impl<C: IpfsConnector> PinTracker<C> {
                 ipfs,
                 local,
                 config,
+                reader: ops.reader(),
                 ops: Mutex::new(ops),
                 pins_ready: Notify::new(),
                 unpins_ready: Notify::new(),
@@ -278,13 +282,15 @@ impl<C: IpfsConnector> PinTracker<C> {
         // One scan of the listing for the page ([`Listing::modes`]).
         let cids: Vec<Cid> = page.iter().map(|(cid, _)| *cid).collect();
         let listed = or_log(held.modes(&cids), vec![None; page.len()]);
+        let ops = self.operations(&cids);
         page.iter()
             .zip(listed)
-            .filter_map(|((cid, pin), listed)| {
+            .zip(ops)
+            .filter_map(|(((cid, pin), listed), op)| {
                 // Pins with allocations of their own are not sharded; an
                 // operation under way is the tracker's business already.
                 let pin = pin.as_ref().filter(|p| p.allocations.is_empty())?;
-                if self.operation(cid).is_some() {
+                if op.is_some() {
                     return None;
                 }
                 let holders = crate::allocator::shard::holders(cid, &members, copies);
@@ -530,7 +536,13 @@ impl<C: IpfsConnector> PinTracker<C> {
 
     /// The operation tracked for `cid`, if any.
     pub fn operation(&self, cid: &Cid) -> Option<Operation> {
-        or_log(self.ops().get(cid), None)
+        or_log(self.inner.reader.get(cid), None)
+    }
+
+    /// The operations tracked for `cids`, in their order: one scan for a
+    /// page in key order ([`OpReader::get_many`]), without the lock.
+    fn operations(&self, cids: &[Cid]) -> Vec<Option<Operation>> {
+        or_log(self.inner.reader.get_many(cids), vec![None; cids.len()])
     }
 
     /// Operations queued or running.
@@ -596,17 +608,20 @@ impl<C: IpfsConnector> PinTracker<C> {
         pins: &[(Cid, Option<Pin>)],
     ) -> Vec<TrackerEntry> {
         let at = Some(now());
-        // The whole page against the listing at once: one scan of its key
-        // range (see [`Listing::modes`]), not a point read per pin.
+        // The whole page against the listing and the operations at once:
+        // one scan of each key range (see [`Listing::modes`]), not a
+        // point read per pin.
         let cids: Vec<Cid> = pins.iter().map(|(cid, _)| *cid).collect();
+        let ops = self.operations(&cids);
         let listed = pinned
             .as_ref()
             .map_err(|e| e.to_string())
             .and_then(|listing| listing.modes(&cids).map_err(|e| e.to_string()));
         pins.iter()
+            .zip(ops)
             .enumerate()
-            .map(|(i, (cid, pin))| {
-                if let Some(op) = self.operation(cid) {
+            .map(|(i, ((cid, pin), op))| {
+                if let Some(op) = op {
                     return self.op_entry(cid, &op);
                 }
                 let held = match &listed {

@@ -646,6 +646,14 @@ impl OpTracker {
         self.read(&cid.to_bytes())
     }
 
+    /// A reader of the operation records that needs no hold of the
+    /// tracker ([`OpReader`]).
+    pub fn reader(&self) -> OpReader {
+        OpReader {
+            ops: self.ops.clone(),
+        }
+    }
+
     /// Forgets `cid` (its pin left the state while nothing was running).
     pub fn forget(&mut self, cid: &Cid) -> Result<(), TrackerStoreError> {
         let key = cid.to_bytes();
@@ -697,6 +705,68 @@ impl OpTracker {
     /// Whether no operation is tracked.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+/// Reads operation records for statuses, without the tracker's lock: every
+/// change of a record is one atomic fjall batch, so a reader sees a record
+/// either before or after it, and a page of statuses does not wait behind
+/// the workers (nor they behind it) while it reads.
+#[derive(Clone)]
+pub struct OpReader {
+    ops: Keyspace,
+}
+
+impl std::fmt::Debug for OpReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpReader").finish_non_exhaustive()
+    }
+}
+
+impl OpReader {
+    /// The operation on `cid`, if any.
+    pub fn get(&self, cid: &Cid) -> Result<Option<Operation>, TrackerStoreError> {
+        let key = cid.to_bytes();
+        match self.ops.get(&key)? {
+            None => Ok(None),
+            Some(v) => decode(&v)
+                .map(Some)
+                .ok_or_else(|| TrackerStoreError::Corrupt(cid.to_string())),
+        }
+    }
+
+    /// The operations on `cids`, in their order. For CIDs in key order (a
+    /// page of the pinset), one scan of the page's key range: with ten
+    /// million failed operations, a point read per CID missed the block
+    /// cache and reloaded a block from disk for almost every status
+    /// (BENCHMARKS.md, "Statuses at ten million operations").
+    pub fn get_many(&self, cids: &[Cid]) -> Result<Vec<Option<Operation>>, TrackerStoreError> {
+        let keys: Vec<Vec<u8>> = cids.iter().map(Cid::to_bytes).collect();
+        let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+            return Ok(Vec::new());
+        };
+        if !keys.is_sorted() {
+            return cids.iter().map(|cid| self.get(cid)).collect();
+        }
+        let mut ops = Vec::with_capacity(keys.len());
+        let mut records = self.ops.range(first.clone()..=last.clone());
+        let mut next = records.next().map(|e| e.into_inner()).transpose()?;
+        for key in &keys {
+            // Records below this key belong to no CID asked for.
+            while next
+                .as_ref()
+                .is_some_and(|(k, _)| k.as_ref() < key.as_slice())
+            {
+                next = records.next().map(|e| e.into_inner()).transpose()?;
+            }
+            ops.push(match &next {
+                Some((k, v)) if k.as_ref() == key.as_slice() => {
+                    Some(decode(v).ok_or_else(|| TrackerStoreError::Corrupt(display_key(key)))?)
+                }
+                _ => None,
+            });
+        }
+        Ok(ops)
     }
 }
 
@@ -955,6 +1025,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A page of CIDs in key order reads by one scan the operations that
+    /// point reads give, absent ones included; any other order as well.
+    #[test]
+    fn operations_read_for_a_page_are_those_of_each_cid() {
+        let (_dir, mut t) = tracker();
+        let pins: Vec<Pin> = (0..40).map(pin).collect();
+        for p in pins.iter().step_by(3) {
+            t.enqueue(OpKind::Pin, p, false, now()).unwrap().unwrap();
+        }
+        let mut cids: Vec<Cid> = pins.iter().map(|p| p.cid).collect();
+        cids.sort_by_key(Cid::to_bytes);
+        let reader = t.reader();
+        let one_by_one = |cids: &[Cid]| -> Vec<String> {
+            cids.iter()
+                .map(|c| format!("{:?}", t.get(c).unwrap()))
+                .collect()
+        };
+        let read = |ops: Vec<Option<Operation>>| -> Vec<String> {
+            ops.iter().map(|op| format!("{op:?}")).collect()
+        };
+        let many = reader.get_many(&cids).unwrap();
+        assert_eq!(many.iter().flatten().count(), 14);
+        assert_eq!(read(many), one_by_one(&cids));
+        // The first and last CIDs without an operation: the scan's ends.
+        let inner = &cids[1..cids.len() - 1];
+        assert_eq!(read(reader.get_many(inner).unwrap()), one_by_one(inner));
+        cids.reverse();
+        assert_eq!(read(reader.get_many(&cids).unwrap()), one_by_one(&cids));
+        assert!(reader.get_many(&[]).unwrap().is_empty());
     }
 
     #[test]
