@@ -41,6 +41,23 @@ async fn start_joining(
     (peer, api)
 }
 
+/// A daemon beside `ipfs`, started on a new folder where `cids` were
+/// `state import`ed.
+async fn imported(ipfs: &FakeKubo, cids: &[String]) -> (tempfile::TempDir, common::TestPeer) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::PeerSpec {
+        env: vec![(
+            "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
+            ipfs.multiaddr().to_string(),
+        )],
+        ..Default::default()
+    };
+    common::init_folder(dir.path(), &spec);
+    common::import_pins(dir.path(), cids);
+    let peer = common::TestPeer::start(dir.path().into(), spec).await;
+    (dir, peer)
+}
+
 /// A daemon started on a folder where the `n` CIDs of
 /// `common::cids(seed, n)` were `state import`ed, beside a fake Kubo that
 /// already holds every one of them.
@@ -54,17 +71,7 @@ async fn held_and_imported(
         cids.iter()
             .map(|c| (c.parse().unwrap(), pincluster::ipfsconn::PinMode::Recursive)),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let spec = common::PeerSpec {
-        env: vec![(
-            "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
-            ipfs.multiaddr().to_string(),
-        )],
-        ..Default::default()
-    };
-    common::init_folder(dir.path(), &spec);
-    common::import_pins(dir.path(), &cids);
-    let peer = common::TestPeer::start(dir.path().into(), spec).await;
+    let (dir, peer) = imported(&ipfs, &cids).await;
     (ipfs, cids, dir, peer)
 }
 
@@ -486,17 +493,7 @@ async fn failed_operations_show_at_their_pins_in_a_listing_of_many_pages() {
             .filter(|c| !failing.contains(*c))
             .map(|c| (c.parse().unwrap(), pincluster::ipfsconn::PinMode::Recursive)),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let spec = common::PeerSpec {
-        env: vec![(
-            "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
-            ipfs.multiaddr().to_string(),
-        )],
-        ..Default::default()
-    };
-    common::init_folder(dir.path(), &spec);
-    common::import_pins(dir.path(), &cids);
-    let peer = common::TestPeer::start(dir.path().into(), spec).await;
+    let (_dir, peer) = imported(&ipfs, &cids).await;
 
     // Every status of one listing: CID → (status, attempts).
     let listing = || async {

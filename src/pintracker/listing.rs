@@ -39,6 +39,7 @@ use futures::{Stream, StreamExt};
 use pincluster_crdt::store::fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 use super::TrackerStoreError;
+use super::optracker::read_page;
 use crate::ipfsconn::IpfsError;
 use crate::types::PinMode;
 
@@ -80,40 +81,15 @@ impl Listing {
         Ok(self.space.get(cid.to_bytes())?.map(|v| mode_of(&v)))
     }
 
-    /// How the daemon held each of `cids` when listed, in order.
-    ///
-    /// CIDs in ascending byte order, as a pass over the pinset reads them
-    /// (its keys are the CIDs' bytes, as here), are answered by one scan
-    /// of their key range merged with them. A point read per CID would
-    /// load the keyspace's filter and data blocks at random: with the
-    /// tracker's small block cache, a pass over a million pins read
-    /// gigabytes from the files (most of the CPU of verifying a million
-    /// pins went there). Other CIDs get a point read each.
+    /// How the daemon held each of `cids` when listed, in order: a page in
+    /// key order with one scan of its key range ([`read_page`]).
     pub fn modes(&self, cids: &[Cid]) -> Result<Vec<Option<PinMode>>, TrackerStoreError> {
-        let keys: Vec<Vec<u8>> = cids.iter().map(Cid::to_bytes).collect();
-        let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
-            return Ok(Vec::new());
-        };
-        if !keys.is_sorted() {
-            return cids.iter().map(|cid| self.mode(cid)).collect();
-        }
-        let mut modes = Vec::with_capacity(keys.len());
-        let mut listed = self.space.range(first.clone()..=last.clone());
-        let mut next = listed.next().map(|e| e.into_inner()).transpose()?;
-        for key in &keys {
-            // Listed keys below this one belong to no CID asked for.
-            while next
-                .as_ref()
-                .is_some_and(|(k, _)| k.as_ref() < key.as_slice())
-            {
-                next = listed.next().map(|e| e.into_inner()).transpose()?;
-            }
-            modes.push(match &next {
-                Some((k, v)) if k.as_ref() == key.as_slice() => Some(mode_of(v)),
-                _ => None,
-            });
-        }
-        Ok(modes)
+        read_page(
+            &self.space,
+            cids,
+            |cid| self.mode(cid),
+            |_, v| Ok(mode_of(v)),
+        )
     }
 }
 
