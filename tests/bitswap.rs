@@ -360,7 +360,10 @@ async fn a_hostile_peer_is_refused_and_honest_peers_are_still_served() {
         let mut head = Vec::new();
         put_varint(&mut head, 64 << 20);
         s.write_all(&head).await.unwrap();
-        s.write_all(&[0u8; 1024]).await.unwrap();
+        // Our node refuses the stream as soon as it reads the length, so
+        // what follows may find it closed: that is the refusal, counted
+        // below, not a failure of the test.
+        let _ = s.write_all(&[0u8; 1024]).await;
         let _ = s.flush().await;
     }
     // 4. Garbage.
