@@ -13,7 +13,6 @@ use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
 use pincluster_crdt::store::fjall::{self, Database, KeyspaceCreateOptions};
@@ -179,13 +178,8 @@ pub fn flush_memtables(db: &Database) {
     }
 }
 
-/// The longest [`flush_memtables_and_wait`] waits: flushing what a
-/// `state import` of ten million pins left takes a few minutes at most.
-const FLUSH_WAIT_MAX: Duration = Duration::from_secs(900);
-
-/// Writes every memtable of `db` to tables on disk and waits until fjall
-/// has flushed them all (up to [`FLUSH_WAIT_MAX`]), so that nothing of
-/// them is left in the journal. What a closed database leaves in its
+/// Writes every memtable of `db` to tables on disk and waits for each
+/// flush, so that nothing of them is left in the journal. What a closed database leaves in its
 /// journal is replayed into RAM when it opens again: a `state import` of
 /// 1,000,000 pins left 490 MB of journal, which the daemon's first start
 /// replayed before its REST API came up (9–15 s to start instead of about
@@ -193,12 +187,7 @@ const FLUSH_WAIT_MAX: Duration = Duration::from_secs(900);
 pub fn flush_memtables_and_wait(db: &Database) -> Result<(), fjall::Error> {
     for name in db.list_keyspace_names() {
         db.keyspace(&name, KeyspaceCreateOptions::default)?
-            .rotate_memtable()?;
-    }
-    let deadline = Instant::now() + FLUSH_WAIT_MAX;
-    while (db.outstanding_flushes() > 0 || db.write_buffer_size() > 0) && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
+            .rotate_memtable_and_wait()?;
     }
     Ok(())
 }

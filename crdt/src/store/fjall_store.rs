@@ -186,8 +186,8 @@ impl Store for FjallStore {
         // pins). Flushing the memtables written since (at least the
         // caller's last write) does both, and lets fjall drop the journal
         // files those memtables held.
-        for ks in &self.tables {
-            ks.rotate_memtable_and_wait()?;
+        for table in Table::ALL {
+            self.flush(table)?;
         }
         Ok(())
     }
