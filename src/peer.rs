@@ -337,6 +337,9 @@ impl Peer {
             )));
         }
         let reader = crate::state::PinState::new(engine.reader());
+        // The start-up pass below tells consensus when it is over (by
+        // sending, or by ending early): the first snapshot waits for it.
+        let (pass_done, tracker_ready) = oneshot::channel::<()>();
         let (consensus, consensus_task) = Consensus::start(
             engine,
             network.clone(),
@@ -356,6 +359,7 @@ impl Peer {
                     known,
                 },
             },
+            tracker_ready,
         );
 
         // A peer always trusts itself.
@@ -419,6 +423,7 @@ impl Peer {
                     }
                 }
             }
+            let _ = pass_done.send(());
         }));
 
         // The proxy first: once the REST API answers, every API is up (what

@@ -23,7 +23,10 @@
 //!
 //! A fresh (or far behind) peer joins from a trusted peer's signed snapshot
 //! instead of walking every delta ever written, and trusted peers take
-//! such snapshots every `snapshot_interval` ([`snapshot`]). The history
+//! such snapshots every `snapshot_interval` ([`snapshot`]), the first only
+//! once the pin tracker's start-up pass is over: the build is a whole pass
+//! over the pinset, and beside the tracker's own it doubled the first
+//! minute's memory at a million pins. The history
 //! below a served snapshot is dropped once every awaited peer (the
 //! trusted list, or with `"*"` every peer known at start or met since) has
 //! merged it or `compaction_grace` passed, and a peer whose neighbour
@@ -136,12 +139,20 @@ pub struct Consensus {
 impl Consensus {
     /// Starts the task that owns `engine`. The task ends, after committing
     /// what it accepted, when every handle is dropped or the network stops.
+    ///
+    /// No snapshot is built before `tracker_ready` resolves (a value sent
+    /// or the sender dropped): the peer resolves it once the tracker's
+    /// start-up pass has queued the pinset. Until then a joiner is served
+    /// the snapshot kept from the last run, if any (older than the heads
+    /// but signed and whole: the joiner syncs the deltas above it), or
+    /// none, and syncs deltas.
     pub fn start(
         engine: Engine<FjallStore>,
         network: Network,
         events: mpsc::Receiver<NetEvent>,
         changes: Option<mpsc::Sender<PinChange>>,
         config: ConsensusTuning,
+        tracker_ready: oneshot::Receiver<()>,
     ) -> (Consensus, tokio::task::JoinHandle<()>) {
         let state = PinState::new(engine.reader());
         let (writes, writes_rx) = mpsc::channel(config.max_queue_size.max(1));
@@ -183,7 +194,10 @@ impl Consensus {
             held: std::collections::VecDeque::new(),
             snapshot_frontier,
         };
-        (handle, tokio::spawn(task.run(writes_rx, events)))
+        (
+            handle,
+            tokio::spawn(task.run(writes_rx, events, tracker_ready)),
+        )
     }
 
     /// The pinset, read-only.
@@ -316,6 +330,7 @@ impl Task {
         mut self,
         mut writes: mpsc::Receiver<(Write, WriteReply)>,
         mut events: mpsc::Receiver<NetEvent>,
+        mut tracker_ready: oneshot::Receiver<()>,
     ) {
         // Blocks a crash left wanted: ask anyone for them.
         match self.engine.wanted(CIDS_PER_FETCH * MAX_FETCHES) {
@@ -331,6 +346,12 @@ impl Task {
                 .max(Duration::from_millis(100)),
         );
         snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The tick is not polled while the tracker's start-up pass runs; its
+        // first (immediate) tick then fires as soon as the pass is over.
+        let mut tracker_busy = true;
+        if producing && self.snapshot_stale() {
+            tracing::info!("the first snapshot waits for the pin tracker's start-up pass");
+        }
         let mut rebroadcast = Box::pin(tokio::time::sleep(self.jittered_interval()));
         loop {
             tokio::select! {
@@ -382,7 +403,8 @@ impl Task {
                     None => break,
                 },
                 Some((peer, heads)) = heads_rx.recv() => self.on_heads(peer, heads),
-                _ = snapshot_tick.tick(), if producing => self.take_snapshot(),
+                _ = &mut tracker_ready, if tracker_busy => tracker_busy = false,
+                _ = snapshot_tick.tick(), if producing && !tracker_busy => self.take_snapshot(),
                 Some(result) = self.fetches.next(), if !self.fetches.is_empty() => self.on_fetched(result).await,
                 _ = &mut rebroadcast => {
                     rebroadcast.set(tokio::time::sleep(self.jittered_interval()));
@@ -432,12 +454,23 @@ impl Task {
         }
     }
 
+    /// Whether the heads moved since the snapshot served (none when the
+    /// replica is empty).
+    fn snapshot_stale(&self) -> bool {
+        let heads = self.engine.heads();
+        !heads.is_empty()
+            && heads
+                .iter()
+                .map(|h| h.cid)
+                .ne(self.snapshot_frontier.iter().copied())
+    }
+
     /// Takes a snapshot for joiners if the heads moved since the last one.
     fn take_snapshot(&mut self) {
-        let heads: Vec<Cid> = self.engine.heads().iter().map(|h| h.cid).collect();
-        if heads.is_empty() || heads == self.snapshot_frontier {
+        if !self.snapshot_stale() {
             return;
         }
+        let heads: Vec<Cid> = self.engine.heads().iter().map(|h| h.cid).collect();
         let started = std::time::Instant::now();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -909,7 +942,14 @@ mod tests {
             },
         };
         let follower = engine(&tmp.path().join("follower"), &follower_key, author);
-        let (consensus, _task) = Consensus::start(follower, network, events_rx, None, tuning);
+        let (consensus, _task) = Consensus::start(
+            follower,
+            network,
+            events_rx,
+            None,
+            tuning,
+            oneshot::channel().1,
+        );
         Setup {
             _tmp: tmp,
             author,

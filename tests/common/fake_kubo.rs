@@ -4,7 +4,7 @@
 //! bodies, plain-text 404s), or in js-ipfs's with [`Quirks::js_ipfs`].
 //!
 //! Knobs for tests: per-CID pin behaviour (hang, stall, fail, slow
-//! progress), failing the next N requests, going down and coming back on
+//! progress), holding streamed `pin/ls` listings, failing the next N requests, going down and coming back on
 //! the same port, and a count and query log of the requests per command.
 //!
 //! Clients connect to a small TCP relay in front of the HTTP server, so
@@ -92,6 +92,9 @@ struct State {
     connected: Vec<Multiaddr>,
     fail_next: usize,
     repo_stat_delay: Option<Duration>,
+    /// `true`: a streamed `pin/ls` sends its headers, then nothing until
+    /// set back to `false`.
+    pin_ls_held: watch::Sender<bool>,
     counts: HashMap<String, usize>,
     queries: HashMap<String, VecDeque<String>>,
 }
@@ -136,6 +139,7 @@ impl FakeKubo {
             connected: Vec::new(),
             fail_next: 0,
             repo_stat_delay: None,
+            pin_ls_held: watch::channel(false).0,
             counts: HashMap::new(),
             queries: HashMap::new(),
         }));
@@ -195,13 +199,25 @@ impl FakeKubo {
         self.lock().quirks = quirks;
     }
 
-    /// The next `n` requests fail with a 500.
     /// Every `repo/stat` answers only after `delay` (a daemon busy with a
     /// large repository).
     pub fn set_repo_stat_delay(&self, delay: Duration) {
         self.lock().repo_stat_delay = Some(delay);
     }
 
+    /// Streamed `pin/ls` listings, those running and those to come, send
+    /// no pin until [`FakeKubo::release_pin_ls`] (a daemon slow to list a
+    /// large pinset).
+    pub fn hold_pin_ls(&self) {
+        self.lock().pin_ls_held.send_replace(true);
+    }
+
+    /// Lets held `pin/ls` listings go on.
+    pub fn release_pin_ls(&self) {
+        self.lock().pin_ls_held.send_replace(false);
+    }
+
+    /// The next `n` requests fail with a 500.
     pub fn fail_next(&self, n: usize) {
         self.lock().fail_next = n;
     }
@@ -625,7 +641,9 @@ fn pin_ls(st: &State, req: &Request<'_>) -> Response {
         return ok(serde_json::json!({ "Keys": keys }));
     }
     // Streamed, Kubo leaves an empty `Name` out.
+    let mut held = st.pin_ls_held.subscribe();
     streamed(move |tx| async move {
+        let _ = held.wait_for(|held| !held).await;
         for chunk in pins.chunks(LS_CHUNK) {
             let mut out = String::with_capacity(chunk.len() * 100);
             for (cid, mode) in chunk {
