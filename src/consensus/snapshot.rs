@@ -2,7 +2,8 @@
 //! ([`pincluster_crdt::snapshot`], `shared/spec/snapshots.md`).
 //!
 //! - **Producing.** A trusted, non-follower peer takes a snapshot every
-//!   `snapshot_interval` when its heads moved since the last one. The engine
+//!   `snapshot_interval` when its heads moved since the last one (the
+//!   first of a run once the tracker's start-up pass is over). The engine
 //!   writes the chunks as blocks and keeps the manifest; the sync protocol
 //!   serves both (`SyncRequest::Snapshot`, then ordinary block requests).
 //! - **Joining.** A peer that starts with an empty pinset, or whose pinset
