@@ -345,7 +345,7 @@ const ENCODERS: usize = 2;
 /// NDJSON lines of the stored pins of `wanted` types, up to the first
 /// that does not read, and that error.
 fn encode_pins(
-    values: Vec<Result<Vec<u8>, crate::state::StateError>>,
+    values: Vec<Result<bytes::Bytes, crate::state::StateError>>,
     wanted: PinTypeFilter,
 ) -> (Vec<u8>, Option<String>) {
     // A pin with three allocations and a name is about 550 bytes of JSON:
