@@ -103,7 +103,13 @@ pub fn pages<T: Send + 'static>(
         let mut page = Vec::with_capacity(size);
         for item in items {
             page.push(item);
-            if page.len() == size && tx.blocking_send(std::mem::take(&mut page)).is_err() {
+            // A new page of full capacity: one left empty by `take` grew
+            // item by item, a copy of the page at every doubling.
+            if page.len() == size
+                && tx
+                    .blocking_send(std::mem::replace(&mut page, Vec::with_capacity(size)))
+                    .is_err()
+            {
                 return; // the reader went away
             }
         }
