@@ -402,4 +402,46 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         bulk_load_rules(&FjallStore::open(dir.path(), FjallOptions::default()).unwrap());
     }
+
+    /// The shared scan gives exactly the copying scan's entries, for a
+    /// prefix and a start key, with entries in fjall's files (flushed,
+    /// some overwritten or deleted since) and in its memtable.
+    fn shared_scan_rules<S: Store>(store: &S) {
+        let mut wb = WriteBatch::new();
+        for i in 0u8..40 {
+            wb.put(Table::Values, vec![b'k', i], vec![i; usize::from(i)]);
+        }
+        wb.put(Table::Values, b"other".to_vec(), b"x".to_vec());
+        store.write(wb).unwrap();
+        store.flush(Table::Values).unwrap();
+        let mut wb = WriteBatch::new();
+        wb.put(Table::Values, vec![b'k', 3], b"new".to_vec());
+        wb.delete(Table::Values, vec![b'k', 7]);
+        wb.put(Table::Values, vec![b'k', 50], b"late".to_vec());
+        store.write(wb).unwrap();
+        for (prefix, from) in [
+            (&b""[..], &b""[..]),
+            (b"k", b""),
+            (b"k", b"k\x05"),
+            (b"", b"l"),
+        ] {
+            let copied: Vec<Entry> = store
+                .scan(Table::Values, prefix, from)
+                .map(Result::unwrap)
+                .collect();
+            let shared: Vec<Entry> = store
+                .scan_shared(Table::Values, prefix, from)
+                .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+                .collect();
+            assert!(!copied.is_empty(), "{prefix:?} from {from:?}");
+            assert_eq!(shared, copied, "{prefix:?} from {from:?}");
+        }
+    }
+
+    #[test]
+    fn shared_scans_read_what_copying_scans_read() {
+        shared_scan_rules(&MemoryStore::new());
+        let dir = tempfile::tempdir().unwrap();
+        shared_scan_rules(&FjallStore::open(dir.path(), FjallOptions::default()).unwrap());
+    }
 }

@@ -274,4 +274,29 @@ mod tests {
             assert_eq!(code(e), StatusCode::INTERNAL_SERVER_ERROR);
         }
     }
+
+    /// A written chunk's buffer serves the next chunk (no fresh pages per
+    /// chunk), its bytes are the chunk's until then, and no more than
+    /// `KEPT_BUFFERS` wait for reuse.
+    #[test]
+    fn chunk_buffers_come_back_once_written_and_stay_few() {
+        let buffers = ChunkBuffers::default();
+        let mut first = buffers.take(1000);
+        first.extend_from_slice(b"line\n");
+        let at = first.as_ptr();
+        let chunk = buffers.chunk(first);
+        let other = buffers.take(1000);
+        assert_ne!(other.as_ptr(), at, "lent out while the chunk lives");
+        assert_eq!(&chunk[..], b"line\n");
+        drop(chunk);
+        let again = buffers.take(1000);
+        assert_eq!(again.as_ptr(), at, "the written chunk's buffer again");
+        assert!(again.is_empty() && again.capacity() >= 1000);
+
+        let chunks: Vec<Bytes> = (0..2 * KEPT_BUFFERS)
+            .map(|_| buffers.chunk(buffers.take(10)))
+            .collect();
+        drop(chunks);
+        assert_eq!(buffers.kept().len(), KEPT_BUFFERS);
+    }
 }
