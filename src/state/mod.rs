@@ -183,7 +183,7 @@ mod tests {
         let state = PinState::new(engine.reader());
         let mut listing = state.entries();
         let first: Vec<_> = listing.by_ref().take(10).map(Result::unwrap).collect();
-        assert_eq!(first[0].0, b"k00000000");
+        assert_eq!(&first[0].0[..], b"k00000000");
         // Written mid-listing, past the first scan's end.
         put(&mut engine, n..n + 1);
         let rest: Vec<_> = listing.map(Result::unwrap).collect();
