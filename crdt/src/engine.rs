@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use cid::Cid;
 
 use crate::batch::Batch;
@@ -874,13 +875,22 @@ impl<S: Store> Reader<S> {
     pub fn iter_in_runs(
         &self,
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), Error>> + Send + use<S> {
-        crate::store::scan_in_runs(self.store.clone(), Table::Values, crate::store::SCAN_RUN).map(
-            |entry| {
+        self.iter_shared_in_runs()
+            .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())))
+    }
+
+    /// [`Reader::iter_in_runs`] without a copy of each key and value: they
+    /// share the store's blocks ([`Store::scan_shared`]). For the passes
+    /// that read every value once and let it go (a listing of the pinset).
+    pub fn iter_shared_in_runs(
+        &self,
+    ) -> impl Iterator<Item = Result<(Bytes, Bytes), Error>> + Send + use<S> {
+        crate::store::scan_shared_in_runs(self.store.clone(), Table::Values, crate::store::SCAN_RUN)
+            .map(|entry| {
                 let (k, v) = entry?;
-                let value = layout::winner_value(&v)?.to_vec();
-                Ok((k, value))
-            },
-        )
+                let at = v.len() - layout::winner_value(&v)?.len();
+                Ok((k, v.slice(at..)))
+            })
     }
 
     /// [`Reader::elements`] read in short scans likewise: for a pass that

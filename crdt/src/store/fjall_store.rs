@@ -8,7 +8,9 @@ use std::str::FromStr;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::Serialize;
 
-use super::{Ingest, Scan, Store, StoreError, Table, WriteBatch, check_ascending, prefix_end};
+use super::{
+    Ingest, Scan, SharedScan, Store, StoreError, Table, WriteBatch, check_ascending, prefix_end,
+};
 
 /// How far a committed batch is pushed before `write` returns. Written
 /// (serde, [`FromStr`]) as `process` or `sync`, the words of the peer's
@@ -102,6 +104,20 @@ impl FjallStore {
         &self.tables[table.index()]
     }
 
+    /// The fjall scan of [`Store::scan`]'s entries.
+    fn range(&self, table: Table, prefix: &[u8], from: &[u8]) -> fjall::Iter {
+        let start = if from > prefix {
+            from.to_vec()
+        } else {
+            prefix.to_vec()
+        };
+        let ks = self.table(table);
+        match prefix_end(prefix) {
+            Some(end) => ks.range(start..end),
+            None => ks.range(start..),
+        }
+    }
+
     /// The database under the store, for its upkeep (flushing quiet
     /// memtables). Keyspaces written while a snapshot of the state is open
     /// belong in another database: fjall keeps every version written in a
@@ -132,19 +148,18 @@ impl Store for FjallStore {
     }
 
     fn scan(&self, table: Table, prefix: &[u8], from: &[u8]) -> Scan {
-        let start = if from > prefix {
-            from.to_vec()
-        } else {
-            prefix.to_vec()
-        };
-        let ks = self.table(table);
-        let iter = match prefix_end(prefix) {
-            Some(end) => ks.range(start..end),
-            None => ks.range(start..),
-        };
-        Box::new(iter.map(|guard| {
+        Box::new(self.range(table, prefix, from).map(|guard| {
             let (k, v) = guard.into_inner()?;
             Ok((k.to_vec(), v.to_vec()))
+        }))
+    }
+
+    fn scan_shared(&self, table: Table, prefix: &[u8], from: &[u8]) -> SharedScan {
+        // fjall's slices are `Bytes` (its `bytes_1` feature) that share the
+        // block they were read from: handed over as they are.
+        Box::new(self.range(table, prefix, from).map(|guard| {
+            let (k, v) = guard.into_inner()?;
+            Ok((k.into(), v.into()))
         }))
     }
 

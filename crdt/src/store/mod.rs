@@ -9,6 +9,8 @@
 mod fjall_store;
 mod memory;
 
+use bytes::Bytes;
+
 /// The fjall crate, for users of [`FjallStore::database`] that keep their own
 /// keyspaces beside the engine's.
 pub use fjall;
@@ -81,6 +83,13 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 
 /// A streaming scan: entries in key order, read lazily.
 pub type Scan = Box<dyn Iterator<Item = Result<Entry, StoreError>> + Send>;
+
+/// A key-value pair that may share the store's own buffers (the block it
+/// was read from) instead of being copied out of them.
+pub type SharedEntry = (Bytes, Bytes);
+
+/// A streaming scan of [`SharedEntry`]s (see [`Store::scan_shared`]).
+pub type SharedScan = Box<dyn Iterator<Item = Result<SharedEntry, StoreError>> + Send>;
 
 /// Writes that land together or not at all.
 #[derive(Debug, Default, Clone)]
@@ -186,6 +195,17 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// `from`, in key order. The scan does not block writers.
     fn scan(&self, table: Table, prefix: &[u8], from: &[u8]) -> Scan;
 
+    /// [`Store::scan`] without copying each entry: for passes over a whole
+    /// table, where the copies of every key and value were most of the
+    /// scan's own work (a listing of the pinset). An entry held keeps the
+    /// store buffer it shares alive, so hold few at a time.
+    fn scan_shared(&self, table: Table, prefix: &[u8], from: &[u8]) -> SharedScan {
+        Box::new(
+            self.scan(table, prefix, from)
+                .map(|entry| entry.map(|(k, v)| (k.into(), v.into()))),
+        )
+    }
+
     /// Applies `batch` atomically.
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
 
@@ -252,8 +272,30 @@ pub fn scan_in_runs<S: Store>(
     table: Table,
     run: usize,
 ) -> impl Iterator<Item = Result<Entry, StoreError>> + Send + 'static {
+    in_runs(move |from| store.scan(table, b"", from), run)
+}
+
+/// [`scan_in_runs`] of [`Store::scan_shared`]: entries not copied.
+pub fn scan_shared_in_runs<S: Store>(
+    store: S,
+    table: Table,
+    run: usize,
+) -> impl Iterator<Item = Result<SharedEntry, StoreError>> + Send + 'static {
+    in_runs(move |from| store.scan_shared(table, b"", from), run)
+}
+
+/// The chain of scans of [`scan_in_runs`]: `open` opens a scan of the
+/// table from a key on.
+fn in_runs<K, V, I>(
+    mut open: impl FnMut(&[u8]) -> I + Send + 'static,
+    run: usize,
+) -> impl Iterator<Item = Result<(K, V), StoreError>> + Send + 'static
+where
+    K: AsRef<[u8]>,
+    I: Iterator<Item = Result<(K, V), StoreError>> + Send + 'static,
+{
     let run = run.max(1);
-    let mut scan: Option<Scan> = None;
+    let mut scan: Option<I> = None;
     let mut left = 0;
     // Where the next scan starts; `None` once the table is exhausted.
     let mut next: Option<Vec<u8>> = Some(Vec::new());
@@ -261,7 +303,7 @@ pub fn scan_in_runs<S: Store>(
         if left == 0 {
             // Dropped before the next one opens: its snapshot closes.
             scan = None;
-            scan = Some(store.scan(table, b"", &next.take()?));
+            scan = Some(open(&next.take()?));
             left = run;
         }
         // A scan that ends before `run` entries ends the table.
@@ -271,7 +313,7 @@ pub fn scan_in_runs<S: Store>(
                 left -= 1;
                 if left == 0 {
                     // The smallest key after `key`.
-                    let mut after = key.clone();
+                    let mut after = key.as_ref().to_vec();
                     after.push(0);
                     next = Some(after);
                 }
@@ -319,6 +361,10 @@ mod tests {
                 .map(|e| e.unwrap().0)
                 .collect();
             assert_eq!(read, keys, "runs of {run}");
+            let shared: Vec<Vec<u8>> = scan_shared_in_runs(store.clone(), Table::Values, run)
+                .map(|e| e.unwrap().0.to_vec())
+                .collect();
+            assert_eq!(shared, keys, "shared, runs of {run}");
         }
         assert_eq!(scan_in_runs(store, Table::Elements, 2).count(), 0);
     }
@@ -355,5 +401,47 @@ mod tests {
         bulk_load_rules(&MemoryStore::new());
         let dir = tempfile::tempdir().unwrap();
         bulk_load_rules(&FjallStore::open(dir.path(), FjallOptions::default()).unwrap());
+    }
+
+    /// The shared scan gives exactly the copying scan's entries, for a
+    /// prefix and a start key, with entries in fjall's files (flushed,
+    /// some overwritten or deleted since) and in its memtable.
+    fn shared_scan_rules<S: Store>(store: &S) {
+        let mut wb = WriteBatch::new();
+        for i in 0u8..40 {
+            wb.put(Table::Values, vec![b'k', i], vec![i; usize::from(i)]);
+        }
+        wb.put(Table::Values, b"other".to_vec(), b"x".to_vec());
+        store.write(wb).unwrap();
+        store.flush(Table::Values).unwrap();
+        let mut wb = WriteBatch::new();
+        wb.put(Table::Values, vec![b'k', 3], b"new".to_vec());
+        wb.delete(Table::Values, vec![b'k', 7]);
+        wb.put(Table::Values, vec![b'k', 50], b"late".to_vec());
+        store.write(wb).unwrap();
+        for (prefix, from) in [
+            (&b""[..], &b""[..]),
+            (b"k", b""),
+            (b"k", b"k\x05"),
+            (b"", b"l"),
+        ] {
+            let copied: Vec<Entry> = store
+                .scan(Table::Values, prefix, from)
+                .map(Result::unwrap)
+                .collect();
+            let shared: Vec<Entry> = store
+                .scan_shared(Table::Values, prefix, from)
+                .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+                .collect();
+            assert!(!copied.is_empty(), "{prefix:?} from {from:?}");
+            assert_eq!(shared, copied, "{prefix:?} from {from:?}");
+        }
+    }
+
+    #[test]
+    fn shared_scans_read_what_copying_scans_read() {
+        shared_scan_rules(&MemoryStore::new());
+        let dir = tempfile::tempdir().unwrap();
+        shared_scan_rules(&FjallStore::open(dir.path(), FjallOptions::default()).unwrap());
     }
 }

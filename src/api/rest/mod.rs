@@ -23,6 +23,7 @@ mod ui;
 
 use std::path::Path;
 
+use bytes::Bytes;
 use libp2p::Multiaddr;
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -312,14 +313,18 @@ async fn get_allocations(query: Vec<(String, String)>, ctx: Cluster) -> ApiReply
     // the work, run on two blocking threads at once, batch order kept.
     // Every channel is bounded: the pinset is streamed, never loaded whole.
     let raw = crate::state::pages(ctx.state().list_stored(), STORED_BATCH);
+    let buffers = reply::ChunkBuffers::default();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         use futures::StreamExt;
         let encoded = tokio_stream::wrappers::ReceiverStream::new(raw)
-            .map(|values| async move {
-                tokio::task::spawn_blocking(move || encode_pins(values, wanted))
-                    .await
-                    .unwrap_or_else(|e| (Vec::new(), Some(e.to_string())))
+            .map(|values| {
+                let buffers = buffers.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || encode_pins(values, wanted, &buffers))
+                        .await
+                        .unwrap_or_else(|e| (Bytes::new(), Some(e.to_string())))
+                }
             })
             .buffered(ENCODERS);
         futures::pin_mut!(encoded);
@@ -343,26 +348,37 @@ const STORED_BATCH: usize = 1024;
 const ENCODERS: usize = 2;
 
 /// NDJSON lines of the stored pins of `wanted` types, up to the first
-/// that does not read, and that error.
+/// that does not read, and that error; written into one of `buffers`.
 fn encode_pins(
-    values: Vec<Result<Vec<u8>, crate::state::StateError>>,
+    values: Vec<Result<Bytes, crate::state::StateError>>,
     wanted: PinTypeFilter,
-) -> (Vec<u8>, Option<String>) {
+    buffers: &reply::ChunkBuffers,
+) -> (Bytes, Option<String>) {
     // A pin with three allocations and a name is about 550 bytes of JSON:
     // sized so that a batch rarely grows (and copies) its buffer.
-    let mut lines = Vec::with_capacity(values.len() * 640);
+    let mut lines = buffers.take(values.len() * 640);
+    let failed = write_pins(values, wanted, &mut lines);
+    (buffers.chunk(lines), failed)
+}
+
+/// Appends the lines of `encode_pins` to `lines`.
+fn write_pins(
+    values: Vec<Result<Bytes, crate::state::StateError>>,
+    wanted: PinTypeFilter,
+    lines: &mut Vec<u8>,
+) -> Option<String> {
     let mut writer = PinJsonWriter::default();
     for value in values {
         let written = value.map_err(|e| e.to_string()).and_then(|v| {
             writer
-                .write_line(&v, wanted, &mut lines)
+                .write_line(&v, wanted, lines)
                 .map_err(|e| e.to_string())
         });
         if let Err(e) = written {
-            return (lines, Some(e));
+            return Some(e);
         }
     }
-    (lines, None)
+    None
 }
 
 async fn get_allocation(raw_cid: String, ctx: Cluster) -> ApiReply {
