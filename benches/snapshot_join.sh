@@ -22,7 +22,13 @@
 #          N + 1,000. SNAPSHOT=0 makes the producer serve no snapshot, which
 #          measures the delta path.
 # PERF=file records a perf profile of the timed peer (its memory figures are
-# then perf's).
+# then perf's), with perf's options PERF_ARGS (default `-F 499`; e.g.
+# `-F 99 --call-graph dwarf,32768` for call graphs of a build without frame
+# pointers). IMPORTED=dir (join only) keeps the producer's folder as it is
+# right after the import in dir/producer, and later runs copy it from there
+# instead of importing again (the import of 10,000,000 pins takes minutes).
+# KEEP_LOGS=dir keeps both peers' logs and RSS samples (with their times;
+# the joiner's start time in dir/t0).
 #
 # Memory: the producer first settles for SETTLE seconds (default 20) after
 # its snapshot, so its own start-up (the tracker's pass over the pinset,
@@ -60,9 +66,9 @@ EOF
 
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 mib() { awk -v k="$2:" '$1 == k { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
-sample() { # pid file: appends "rss anon file" (MiB) every 0.2 s while pid lives
+sample() { # pid file: appends "rss anon file time" (MiB, s) every 0.2 s while pid lives
     while kill -0 "$1" 2>/dev/null; do
-        echo "$(mib "$1" VmRSS) $(mib "$1" RssAnon) $(mib "$1" RssFile)" 2>/dev/null >>"$2" || true
+        echo "$(mib "$1" VmRSS) $(mib "$1" RssAnon) $(mib "$1" RssFile) $(now)" 2>/dev/null >>"$2" || true
         sleep 0.2
     done
 }
@@ -108,9 +114,18 @@ if [[ $MODE == catchup ]]; then
     echo "producer holds $TOTAL pins (N=$N added during the absence): RSS $(mib "$PRODUCER" VmRSS) MiB, peak $(mib "$PRODUCER" VmHWM) MiB"
     : >"$WORK/joiner.log"
 else
-    pins join "$N" >"$WORK/pins.json"
-    "$BIN" state import --force "$WORK/pins.json" --config "$WORK/producer" >/dev/null
-    rm "$WORK/pins.json"
+    if [[ -n ${IMPORTED:-} && -d $IMPORTED/producer ]]; then
+        rm -rf "$WORK/producer"
+        cp -a "$IMPORTED/producer" "$WORK/producer"
+    else
+        pins join "$N" >"$WORK/pins.json"
+        "$BIN" state import --force "$WORK/pins.json" --config "$WORK/producer" >/dev/null
+        rm "$WORK/pins.json"
+        if [[ -n ${IMPORTED:-} ]]; then
+            mkdir -p "$IMPORTED"
+            cp -a "$WORK/producer" "$IMPORTED/producer"
+        fi
+    fi
     start "$WORK/producer" "$P_REST" "$P_SWARM"
     PRODUCER=$STARTED
     up "$P_REST"
@@ -126,7 +141,7 @@ echo "producer settled: RSS $(mib "$PRODUCER" VmRSS) MiB, peak so far $(mib "$PR
 echo 5 >"/proc/$PRODUCER/clear_refs"
 sample "$PRODUCER" "$WORK/producer.rss" &
 T0=$(now)
-if [[ -n ${PERF:-} ]]; then WRAP="perf record -F 499 -o $PERF --"; fi
+if [[ -n ${PERF:-} ]]; then WRAP="perf record ${PERF_ARGS:--F 499} -o $PERF --"; fi
 start "$WORK/joiner" "$J_REST" "$J_SWARM" "$BOOT"
 JOINER=$STARTED
 WRAP=
@@ -147,3 +162,8 @@ echo "joiner: RSS $(mib "$JOINER" VmRSS) MiB, peak $(mib "$JOINER" VmHWM) MiB, C
 echo "producer: RSS $(mib "$PRODUCER" VmRSS) MiB, peak during the join $(mib "$PRODUCER" VmHWM) MiB"
 echo "highest samples during the join: joiner $(highest "$WORK/joiner.rss"), producer $(highest "$WORK/producer.rss")"
 uptime
+if [[ -n ${KEEP_LOGS:-} ]]; then
+    mkdir -p "$KEEP_LOGS"
+    echo "$T0" >"$KEEP_LOGS/t0"
+    cp "$WORK"/*.rss "$WORK"/*.log "$KEEP_LOGS"/
+fi

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cid::Cid;
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
+use serde_bytes::{ByteBuf, Bytes};
 use sha2::{Digest, Sha256};
 
 use crate::block::{CID_LEN, Limits, check_cid_kind, cid_of};
@@ -182,6 +182,14 @@ struct ElementChunk {
     elements: Vec<(ByteBuf, Cid, u64, ByteBuf)>,
 }
 
+/// An [`ElementChunk`] read in place, for checks that copy nothing.
+#[derive(Deserialize)]
+struct ElementChunkRef<'a> {
+    v: u64,
+    #[serde(borrow)]
+    elements: Vec<(&'a Bytes, Cid, u64, &'a Bytes)>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct ContextChunk {
     v: u64,
@@ -289,18 +297,26 @@ fn checked_summary(
     }
     match kind {
         ChunkKind::Elements => {
-            let elements = decode_elements(bytes)?;
-            for e in &elements {
-                if e.key.len() > limits.max_key_bytes || e.value.len() > limits.max_value_bytes {
+            // Borrowed: keys and values are checked where they lie in
+            // `bytes`, not copied (the install decodes the chunk again).
+            let chunk: ElementChunkRef<'_> = serde_ipld_dagcbor::from_slice(bytes)
+                .map_err(|e| SnapshotError::Decode(e.to_string()))?;
+            if chunk.v != SNAPSHOT_VERSION {
+                return Err(SnapshotError::UnsupportedVersion(chunk.v));
+            }
+            let elements = chunk.elements;
+            for (key, _, _, value) in &elements {
+                if key.len() > limits.max_key_bytes || value.len() > limits.max_value_bytes {
                     return Err(SnapshotError::Invalid("element over the size limits"));
                 }
             }
-            if !strictly_sorted(elements.iter().map(|e| (&e.key, e.id.to_bytes()))) {
+            if !strictly_sorted(elements.iter().map(|(key, id, _, _)| (*key, id.to_bytes()))) {
                 return Err(SnapshotError::Invalid("elements not sorted"));
             }
-            let keys = 1 + elements.windows(2).filter(|w| w[0].key != w[1].key).count();
-            let bound =
-                |e: &Element| (ByteBuf::from(e.key.clone()), ByteBuf::from(e.id.to_bytes()));
+            let keys = 1 + elements.windows(2).filter(|w| w[0].0 != w[1].0).count();
+            let bound = |(key, id, _, _): &(&Bytes, Cid, u64, &Bytes)| {
+                (ByteBuf::from(key.to_vec()), ByteBuf::from(id.to_bytes()))
+            };
             Ok(match (elements.first(), elements.last()) {
                 (Some(first), Some(last)) => Some(Summary {
                     first: bound(first),

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 use serde::Serialize;
 
 use super::{
@@ -62,6 +62,20 @@ impl Default for FjallOptions {
     }
 }
 
+/// Values of `blocks` from this size on are kept apart from the keys, in
+/// fjall's blob files: snapshot chunks (up to 512 KiB each, some 330 bytes
+/// per pin, 3.3 GB at 10,000,000 pins) and the large deltas of an import.
+/// In a plain LSM table each compaction rewrites them, and their CIDs are
+/// random, so every merge of new tables into a level rewrites most of that
+/// level; the 2,000,000-pin join's profile put 13 % of the joiner's CPU in
+/// fjall's compactions, and as much again in a fjall worker waiting for
+/// them in a busy loop (BENCHMARKS.md). Apart, a compaction moves a key
+/// and a pointer, and a blob file is rewritten only once enough of it is
+/// deleted (`age_cutoff(1.0)`: any such file, not only the oldest). Set
+/// when the table is created: a store made by an earlier version keeps its
+/// plain `blocks` table.
+const BLOB_BYTES: u32 = 16 * 1024;
+
 /// A [`Store`] on disk, in fjall. Clones share the same database.
 #[derive(Clone)]
 pub struct FjallStore {
@@ -89,7 +103,15 @@ impl FjallStore {
             .iter()
             .map(|t| {
                 db.keyspace(t.name(), || {
-                    KeyspaceCreateOptions::default().max_memtable_size(memtable)
+                    let options = KeyspaceCreateOptions::default().max_memtable_size(memtable);
+                    match t {
+                        Table::Blocks => options.with_kv_separation(Some(
+                            KvSeparationOptions::default()
+                                .separation_threshold(BLOB_BYTES)
+                                .age_cutoff(1.0),
+                        )),
+                        _ => options,
+                    }
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -187,6 +209,12 @@ impl Store for FjallStore {
         // fjall's leveled compaction would drop the tombstoned blocks only
         // as their levels fill again, which on a quiet cluster is never.
         ks.major_compact()?;
+        if table == Table::Blocks {
+            // Blob files: the first pass dropped the deleted blocks' keys
+            // and counted their blobs as stale; this one rewrites the blob
+            // files they made stale.
+            ks.major_compact()?;
+        }
         Ok(())
     }
 
