@@ -13,6 +13,29 @@ use common::*;
 
 const PINS: usize = 20_000;
 
+/// A fresh peer bootstrapping from `producer`, once it installed a
+/// snapshot: its folder, the peer, and the keys the install logged.
+async fn join(
+    producer: &TestPeer,
+    secret: Option<String>,
+) -> (tempfile::TempDir, TestPeer, String) {
+    let other = temp();
+    let joiner = TestPeer::start(
+        other.path().into(),
+        PeerSpec {
+            secret,
+            bootstrap: vec![producer.cluster_addr().await],
+            ..PeerSpec::default()
+        },
+    )
+    .await;
+    let installed = wait_for("the joiner's snapshot install", DEADLINE, || async {
+        joiner.log_value("snapshot installed", "keys=")
+    })
+    .await;
+    (other, joiner, installed)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fresh_peer_joins_from_a_snapshot_then_syncs_what_came_after() {
     let secret = Some("2e".repeat(32));
@@ -35,20 +58,7 @@ async fn a_fresh_peer_joins_from_a_snapshot_then_syncs_what_came_after() {
     // pinset at start).
     let producer = producer.restart().await;
 
-    let other = temp();
-    let joiner = TestPeer::start(
-        other.path().into(),
-        PeerSpec {
-            secret,
-            bootstrap: vec![producer.cluster_addr().await],
-            ..PeerSpec::default()
-        },
-    )
-    .await;
-    let installed = wait_for("the joiner's snapshot install", DEADLINE, || async {
-        joiner.log_value("snapshot installed", "keys=")
-    })
-    .await;
+    let (_other, joiner, installed) = join(&producer, secret).await;
     assert_eq!(installed, PINS.to_string(), "installed keys");
     assert!(
         !producer.logged("snapshot taken"),
@@ -119,20 +129,7 @@ async fn the_first_snapshot_waits_for_the_trackers_start_up_pass() {
         producer.logged("snapshot taken").then_some(())
     })
     .await;
-    let other = temp();
-    let joiner = TestPeer::start(
-        other.path().into(),
-        PeerSpec {
-            secret,
-            bootstrap: vec![producer.cluster_addr().await],
-            ..PeerSpec::default()
-        },
-    )
-    .await;
-    let installed = wait_for("the joiner's snapshot install", DEADLINE, || async {
-        joiner.log_value("snapshot installed", "keys=")
-    })
-    .await;
+    let (_other, joiner, installed) = join(&producer, secret).await;
     assert_eq!(installed, all.len().to_string(), "installed keys");
     joiner.wait_pinset(&all).await;
 }
