@@ -26,7 +26,7 @@ async fn main() {
         cli.command,
         pincluster::cli::Command::Daemon(_) | pincluster::cli::Command::Follow(_)
     ) {
-        purge_freed_memory_at_once();
+        tune_allocator();
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -39,26 +39,39 @@ async fn main() {
     std::process::exit(pincluster::cli::run(cli).await);
 }
 
-/// mimalloc's option for when freed memory goes back to the system.
-const PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
+/// mimalloc's options a long-running peer sets, unless the operator set
+/// them: mimalloc reads them from the environment once, before `main`.
+///
+/// `MIMALLOC_PURGE_DELAY=0` hands freed memory back to the system at once.
+/// mimalloc returns it a second after it is freed, but only when some
+/// thread calls into the allocator again later: once a peer goes quiet
+/// after a burst (a million pins queued at start, a listing), its threads
+/// do not, and the pages stayed resident for as long as it stayed quiet
+/// (about 50 MiB of an idle peer holding 1,000,000 pins).
+///
+/// `MIMALLOC_ALLOW_THP=0` keeps mimalloc from asking for transparent huge
+/// pages. Where the kernel grants them on request (`madvise`, Debian's
+/// default), a 2 MiB page stays resident whole while any object in it
+/// lives: at its peak, 74 of the 140 MiB of heap of a peer holding
+/// 1,000,000 pins were such pages, and its first minute peaked at 159 MiB
+/// instead of 109 (BENCHMARKS.md, issue 13).
+const ALLOCATOR_OPTIONS: [(&str, &str); 2] =
+    [("MIMALLOC_PURGE_DELAY", "0"), ("MIMALLOC_ALLOW_THP", "0")];
 
-/// Makes a long-running peer hand freed memory back to the system at once.
-/// mimalloc returns it a second after it is freed (`purge_delay`), but only
-/// when some thread calls into the allocator again later: once a peer goes
-/// quiet after a burst (a million pins queued at start, a listing), its
-/// threads do not, and the pages stayed resident for as long as it stayed
-/// quiet (about 50 MiB of an idle peer holding 1,000,000 pins,
-/// BENCHMARKS.md, issue 13). mimalloc reads its options from the
-/// environment once, before `main`, and setting one from Rust needs
-/// `unsafe`, which this crate forbids: so the process runs itself again
-/// (same PID, arguments and descriptors) with `MIMALLOC_PURGE_DELAY=0`,
-/// unless that variable was already set (then it is the operator's choice).
-/// Should that fail, the peer runs on with the default.
-fn purge_freed_memory_at_once() {
+/// Sets [`ALLOCATOR_OPTIONS`] for the daemon and `follow`. Setting one from
+/// Rust needs `unsafe`, which this crate forbids, so the process runs
+/// itself again (same PID, arguments and descriptors) with the options the
+/// environment lacks; one the operator set is left as it is. Should that
+/// fail, the peer runs on with mimalloc's defaults.
+fn tune_allocator() {
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt as _;
-        if std::env::var_os(PURGE_DELAY).is_some() {
+        let missing: Vec<_> = ALLOCATOR_OPTIONS
+            .iter()
+            .filter(|(name, _)| std::env::var_os(name).is_none())
+            .collect();
+        if missing.is_empty() {
             return;
         }
         let Ok(exe) = std::env::current_exe() else {
@@ -69,8 +82,12 @@ fn purge_freed_memory_at_once() {
         if let Some(arg0) = args.next() {
             again.arg0(arg0);
         }
+        again.args(args);
+        for (name, value) in missing {
+            again.env(name, value);
+        }
         // Returns only if the process could not be replaced.
-        let error = again.args(args).env(PURGE_DELAY, "0").exec();
-        eprintln!("pincluster: freed memory is returned lazily ({error})");
+        let error = again.exec();
+        eprintln!("pincluster: the allocator keeps its defaults ({error})");
     }
 }

@@ -22,30 +22,72 @@ fn client(api: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// The daemon's `MIMALLOC_PURGE_DELAY`, read from its process.
-fn purge_delay(peer: &TestPeer) -> Option<String> {
+/// A variable of the daemon's environment, read from its process.
+fn daemon_env(peer: &TestPeer, name: &str) -> Option<String> {
     let environ = std::fs::read(format!("/proc/{}/environ", peer.pid().unwrap())).unwrap();
+    let prefix = format!("{name}=");
     environ.split(|b| *b == 0).find_map(|var| {
-        var.strip_prefix(b"MIMALLOC_PURGE_DELAY=")
+        var.strip_prefix(prefix.as_bytes())
             .map(|v| String::from_utf8_lossy(v).into_owned())
     })
 }
 
-/// A daemon hands the memory it frees back to the system at once (an idle
-/// peer otherwise kept what a burst left: see `main.rs`), unless the
-/// operator chose mimalloc's delay.
+/// Transparent huge pages in the daemon's memory, in kB.
+fn anon_huge_pages_kb(peer: &TestPeer) -> u64 {
+    let rollup =
+        std::fs::read_to_string(format!("/proc/{}/smaps_rollup", peer.pid().unwrap())).unwrap();
+    rollup
+        .lines()
+        .find_map(|line| line.strip_prefix("AnonHugePages:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A daemon hands the memory it frees back to the system at once and keeps
+/// its heap out of transparent huge pages (an idle peer otherwise kept what
+/// a burst left, and 2 MiB pages whole for a few live objects: see
+/// `main.rs`), unless the operator chose mimalloc's settings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_daemon_returns_freed_memory_at_once_unless_told_otherwise() {
+async fn a_daemon_keeps_its_heap_small_unless_told_otherwise() {
     let dir = temp();
     let peer = TestPeer::start(dir.path().into(), PeerSpec::default()).await;
-    assert_eq!(purge_delay(&peer).as_deref(), Some("0"));
+    assert_eq!(
+        daemon_env(&peer, "MIMALLOC_PURGE_DELAY").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        daemon_env(&peer, "MIMALLOC_ALLOW_THP").as_deref(),
+        Some("0")
+    );
+    assert_eq!(anon_huge_pages_kb(&peer), 0, "no huge pages in the heap");
     let dir = temp();
     let spec = PeerSpec {
         env: vec![("MIMALLOC_PURGE_DELAY".into(), "250".into())],
         ..PeerSpec::default()
     };
     let peer = TestPeer::start(dir.path().into(), spec).await;
-    assert_eq!(purge_delay(&peer).as_deref(), Some("250"));
+    assert_eq!(
+        daemon_env(&peer, "MIMALLOC_PURGE_DELAY").as_deref(),
+        Some("250")
+    );
+    assert_eq!(
+        daemon_env(&peer, "MIMALLOC_ALLOW_THP").as_deref(),
+        Some("0")
+    );
+    let dir = temp();
+    let spec = PeerSpec {
+        env: vec![("MIMALLOC_ALLOW_THP".into(), "1".into())],
+        ..PeerSpec::default()
+    };
+    let peer = TestPeer::start(dir.path().into(), spec).await;
+    assert_eq!(
+        daemon_env(&peer, "MIMALLOC_ALLOW_THP").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        daemon_env(&peer, "MIMALLOC_PURGE_DELAY").as_deref(),
+        Some("0")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
