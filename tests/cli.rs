@@ -43,51 +43,42 @@ fn anon_huge_pages_kb(peer: &TestPeer) -> u64 {
         .unwrap_or(0)
 }
 
+/// A daemon started with `env`, and its `MIMALLOC_PURGE_DELAY` and
+/// `MIMALLOC_ALLOW_THP` as its process sees them (its folder is kept
+/// alive with it).
+async fn allocator_options(
+    env: &[(&str, &str)],
+) -> (tempfile::TempDir, TestPeer, [Option<String>; 2]) {
+    let dir = temp();
+    let spec = PeerSpec {
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..PeerSpec::default()
+    };
+    let peer = TestPeer::start(dir.path().into(), spec).await;
+    let options = [
+        daemon_env(&peer, "MIMALLOC_PURGE_DELAY"),
+        daemon_env(&peer, "MIMALLOC_ALLOW_THP"),
+    ];
+    (dir, peer, options)
+}
+
 /// A daemon hands the memory it frees back to the system at once and keeps
 /// its heap out of transparent huge pages (an idle peer otherwise kept what
 /// a burst left, and 2 MiB pages whole for a few live objects: see
 /// `main.rs`), unless the operator chose mimalloc's settings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_keeps_its_heap_small_unless_told_otherwise() {
-    let dir = temp();
-    let peer = TestPeer::start(dir.path().into(), PeerSpec::default()).await;
-    assert_eq!(
-        daemon_env(&peer, "MIMALLOC_PURGE_DELAY").as_deref(),
-        Some("0")
-    );
-    assert_eq!(
-        daemon_env(&peer, "MIMALLOC_ALLOW_THP").as_deref(),
-        Some("0")
-    );
+    let set = |v: &str| Some(v.to_string());
+    let (_dir, peer, options) = allocator_options(&[]).await;
+    assert_eq!(options, [set("0"), set("0")]);
     assert_eq!(anon_huge_pages_kb(&peer), 0, "no huge pages in the heap");
-    let dir = temp();
-    let spec = PeerSpec {
-        env: vec![("MIMALLOC_PURGE_DELAY".into(), "250".into())],
-        ..PeerSpec::default()
-    };
-    let peer = TestPeer::start(dir.path().into(), spec).await;
-    assert_eq!(
-        daemon_env(&peer, "MIMALLOC_PURGE_DELAY").as_deref(),
-        Some("250")
-    );
-    assert_eq!(
-        daemon_env(&peer, "MIMALLOC_ALLOW_THP").as_deref(),
-        Some("0")
-    );
-    let dir = temp();
-    let spec = PeerSpec {
-        env: vec![("MIMALLOC_ALLOW_THP".into(), "1".into())],
-        ..PeerSpec::default()
-    };
-    let peer = TestPeer::start(dir.path().into(), spec).await;
-    assert_eq!(
-        daemon_env(&peer, "MIMALLOC_ALLOW_THP").as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        daemon_env(&peer, "MIMALLOC_PURGE_DELAY").as_deref(),
-        Some("0")
-    );
+    let (_dir, _peer, options) = allocator_options(&[("MIMALLOC_PURGE_DELAY", "250")]).await;
+    assert_eq!(options, [set("250"), set("0")]);
+    let (_dir, _peer, options) = allocator_options(&[("MIMALLOC_ALLOW_THP", "1")]).await;
+    assert_eq!(options, [set("0"), set("1")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
