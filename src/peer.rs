@@ -374,6 +374,7 @@ impl Peer {
         } else {
             TrustFilter::Any
         };
+        let listings = crate::state::Listings::default();
         let allocator = Allocator::new(
             monitor.clone(),
             config.allocator.balanced.allocate_by.clone(),
@@ -389,6 +390,7 @@ impl Peer {
                 replication_min: config.cluster.replication_factor_min,
                 replication_max: config.cluster.replication_factor_max,
                 trusted: trusted.clone(),
+                listings: listings.clone(),
             },
         );
         let repin = (!config.cluster.disable_repinning && !config.cluster.follower_mode)
@@ -403,9 +405,11 @@ impl Peer {
         // holds needs no operation (with the daemon down, everything is queued).
         let mut pins = crate::state::pages(reader.list().filter_map(readable), PAGE);
         let start_tracker = tracker.clone();
+        let mut yielding = listings.yielding(crate::state::Listings::PAUSE_BUDGET);
         spawn(Box::pin(async move {
             let held = start_tracker.ipfs_pinset().await.ok();
             while let Some(page) = pins.recv().await {
+                yielding.to_listings().await;
                 let skip = match &held {
                     Some(held) => start_tracker.already_held(&page, held),
                     None => vec![false; page.len()],
@@ -422,6 +426,13 @@ impl Peer {
                         return;
                     }
                 }
+            }
+            let waited = crate::state::Listings::PAUSE_BUDGET - yielding.left();
+            if !waited.is_zero() {
+                tracing::info!(
+                    ?waited,
+                    "the start-up pass let listings of the pinset go first"
+                );
             }
             let _ = pass_done.send(());
         }));

@@ -534,3 +534,47 @@ async fn failed_operations_show_at_their_pins_in_a_listing_of_many_pages() {
         }
     }
 }
+
+/// A client streaming the pinset goes before the tracker's start-up pass:
+/// while `GET /allocations` streams, the pass queues nothing (no `pin/add`
+/// reaches the daemon), and once the client hangs up it goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_up_pass_waits_while_a_client_streams_the_pinset() {
+    let ipfs = FakeKubo::start().await;
+    ipfs.hold_pin_ls();
+    // More than the socket buffers hold (some 25 MB of JSON), so the
+    // listing stays open while the client does not read.
+    let cids = common::cids("listings-first", 60_000);
+    let (_dir, peer) = imported(&ipfs, &cids).await;
+    wait_for("the start-up pass's pin listing", DEADLINE, || async {
+        (ipfs.requests("pin/ls") > 0).then_some(())
+    })
+    .await;
+    let mut listing = reqwest::get(format!("{}/allocations", peer.api))
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), 200);
+    let first = listing.chunk().await.unwrap();
+    assert!(first.is_some_and(|c| !c.is_empty()), "the listing starts");
+
+    ipfs.release_pin_ls();
+    // The client reads nothing for two seconds: without the wait, the
+    // pass queued pins and the daemon saw them within milliseconds.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        ipfs.requests("pin/add"),
+        0,
+        "the start-up pass queued pins while a client streamed the pinset"
+    );
+
+    drop(listing);
+    wait_for("the start-up pass to go on", DEADLINE, || async {
+        (ipfs.requests("pin/add") > 0).then_some(())
+    })
+    .await;
+    wait_for("the start-up pass to end", DEADLINE, || async {
+        peer.logged("the start-up pass let listings of the pinset go first")
+            .then_some(())
+    })
+    .await;
+}

@@ -52,6 +52,9 @@ pub struct ClusterConfig {
     pub replication_max: i32,
     /// Whose writes this peer accepts (this peer aside, always trusted).
     pub trusted: TrustedPeers,
+    /// The pinset's listings being streamed, which the tracker's start-up
+    /// pass lets go first.
+    pub listings: crate::state::Listings,
 }
 
 /// A handle to the cluster as this peer sees it. Cheap to clone.
@@ -110,6 +113,12 @@ impl Cluster {
     /// The pinset, read-only.
     pub fn state(&self) -> &PinState {
         self.inner.consensus.state()
+    }
+
+    /// Counts a listing of the pinset streamed to a client until the
+    /// guard is dropped: the start-up pass waits for it (within a budget).
+    pub fn streaming_listing(&self) -> crate::state::Streaming {
+        self.inner.config.listings.streaming()
     }
 
     /// This peer's id.

@@ -6,8 +6,10 @@
 //! after every pin ([`crate::consensus::peerset`]); scans stop before them.
 
 mod codec;
+mod listings;
 
 pub use codec::{PinJsonWriter, StateDecodeError, pin_key};
+pub use listings::{Listings, Streaming, Yielding};
 
 use bytes::Bytes;
 use cid::Cid;

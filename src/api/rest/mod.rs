@@ -315,8 +315,10 @@ async fn get_allocations(query: Vec<(String, String)>, ctx: Cluster) -> ApiReply
     let raw = crate::state::pages(ctx.state().list_stored(), STORED_BATCH);
     let buffers = reply::ChunkBuffers::default();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let streaming = ctx.streaming_listing();
     tokio::spawn(async move {
         use futures::StreamExt;
+        let _streaming = streaming;
         let encoded = tokio_stream::wrappers::ReceiverStream::new(raw)
             .map(|values| {
                 let buffers = buffers.clone();
