@@ -48,7 +48,7 @@ join_from() {
     t0=$(now)
     echo "producer lists $(count "$p_rest") pins in $(echo "$(now) - $t0" | bc) s"
     id=$(curl -sf "http://127.0.0.1:$p_rest/id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-    "$BIN" init --no-secret --config "$dir-joiner" >/dev/null
+    "$BIN" init --no-secret --ipfs kubo --config "$dir-joiner" >/dev/null
     t0=$(now)
     start "$dir-joiner" "$j_rest" 0 "/ip4/127.0.0.1/tcp/$p_swarm/p2p/$id"
     up "$j_rest"
@@ -59,7 +59,7 @@ join_from() {
 
 echo "== $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== history: $OPS operations, $LIVE live pins"
-"$BIN" init --no-secret --config "$WORK/history" >/dev/null
+"$BIN" init --no-secret --ipfs kubo --config "$WORK/history" >/dev/null
 # HISTORY: an already built writer (any profile: it only sets the stage).
 if [[ -n ${HISTORY:-} ]]; then
     "$HISTORY" "$WORK/history" "$LIVE" "$OPS"
@@ -78,7 +78,7 @@ for i in range(int(sys.argv[1])):
     print(json.dumps({"cid": "b" + base64.b32encode(raw).decode().lower().rstrip("="),
         "type": "pin", "replication_factor_min": -1, "replication_factor_max": -1, "max_depth": -1}))
 PY
-"$BIN" init --no-secret --config "$WORK/live" >/dev/null
+"$BIN" init --no-secret --ipfs kubo --config "$WORK/live" >/dev/null
 "$BIN" state import --force "$WORK/pins.json" --config "$WORK/live" >/dev/null
 rm "$WORK/pins.json"
 echo "producer folder: $(disk "$WORK/live")"

@@ -82,8 +82,8 @@ snapshot_taken() { # log: waits for the producer's next snapshot, if it takes an
     fi
 }
 
-"$BIN" init --no-secret --config "$WORK/producer" >/dev/null
-"$BIN" init --no-secret --config "$WORK/joiner" >/dev/null
+"$BIN" init --no-secret --ipfs kubo --config "$WORK/producer" >/dev/null
+"$BIN" init --no-secret --ipfs kubo --config "$WORK/joiner" >/dev/null
 P_REST=$(free_port); P_SWARM=$(free_port); J_REST=$(free_port); J_SWARM=$(free_port)
 
 if [[ $MODE == catchup ]]; then

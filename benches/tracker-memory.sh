@@ -52,7 +52,7 @@ EOF
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REST=$(free_port)
-"$BIN" init --no-secret --config "$WORK/peer" >/dev/null
+"$BIN" init --no-secret --ipfs kubo --config "$WORK/peer" >/dev/null
 if [[ -n ${FJALL_CACHE:-}${FJALL_MEMTABLE:-} ]]; then
     python3 - "$WORK/peer/service.json" "${FJALL_CACHE:-}" "${FJALL_MEMTABLE:-}" <<'EOF'
 import json, sys
