@@ -178,6 +178,58 @@ pub fn flush_memtables(db: &Database) {
     }
 }
 
+/// What fjall counts for each entry of a memtable beyond its key and
+/// value (the size of lsm-tree's `InternalValue`), for [`MemtableBudget`]:
+/// counting as fjall does, the writer seals a memtable when fjall would.
+const ENTRY_OVERHEAD: u64 = 80;
+
+/// Seals the memtable of one keyspace as soon as what was written to it
+/// since its last rotation reaches `limit`, on the writer's thread.
+///
+/// fjall notices a full memtable on each write, but only asks one of its
+/// worker threads to rotate it, with a message that waits behind every
+/// queued flush and compaction (and is dropped when that queue is full).
+/// Meanwhile the memtable keeps growing: in the tracker's start-up pass at
+/// 10,000,000 pins with the IPFS daemon down, the 8 MiB memtables of the
+/// operation keyspaces grew to 150 MB between two rotations and the peer
+/// peaked at 402–443 MiB (BENCHMARKS.md). Sealing here bounds what RAM
+/// holds to the memtables fjall is flushing plus `limit`; fjall then
+/// holds the writer back while four sealed memtables of the keyspace wait.
+#[derive(Debug)]
+pub struct MemtableBudget {
+    limit: u64,
+    written: u64,
+}
+
+impl MemtableBudget {
+    pub fn new(limit: u64) -> Self {
+        Self { limit, written: 0 }
+    }
+
+    /// Counts `entries` of `bytes` in all (keys and values) written to
+    /// `space`, and seals its memtable once the budget is spent. A memtable
+    /// that fjall already rotated is sealed again early: a smaller table,
+    /// no harm.
+    pub fn wrote(
+        &mut self,
+        space: &fjall::Keyspace,
+        entries: usize,
+        bytes: usize,
+    ) -> Result<(), fjall::Error> {
+        self.written += bytes as u64 + entries as u64 * ENTRY_OVERHEAD;
+        if self.written >= self.limit {
+            self.written = 0;
+            space.rotate_memtable()?;
+        }
+        Ok(())
+    }
+
+    /// Starts counting again after the caller rotated the memtable itself.
+    pub fn reset(&mut self) {
+        self.written = 0;
+    }
+}
+
 /// Writes every memtable of `db` to tables on disk and waits for each
 /// flush, so that nothing of them is left in the journal. What a closed database leaves in its
 /// journal is replayed into RAM when it opens again: a `state import` of
@@ -262,6 +314,41 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// fjall's own rotation of a full memtable is a message to its worker
+    /// threads; a database without any shows what the writer does alone.
+    #[test]
+    fn a_full_memtable_is_sealed_by_its_writer_not_by_fjall_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path())
+            .worker_threads_unchecked(0)
+            .open()
+            .unwrap();
+        let limit = 64 * 1024;
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(limit);
+        let (left, right) = (
+            db.keyspace("left", options).unwrap(),
+            db.keyspace("right", options).unwrap(),
+        );
+        let mut budget = MemtableBudget::new(limit);
+        // Two and a half memtables' worth in each keyspace (fewer than the
+        // four sealed memtables at which fjall stops writers, and nothing
+        // flushes them here).
+        let value = [7u8; 100];
+        let n = (limit * 5 / 2) as usize / (4 + value.len() + ENTRY_OVERHEAD as usize);
+        for i in 0..n as u32 {
+            left.insert(i.to_be_bytes(), value).unwrap();
+            budget.wrote(&left, 1, 4 + value.len()).unwrap();
+            right.insert(i.to_be_bytes(), value).unwrap();
+        }
+        assert_eq!(left.sealed_memtable_count(), 2, "sealed as each filled");
+        assert_eq!(
+            right.sealed_memtable_count(),
+            0,
+            "left to fjall, the memtable only grows while no worker comes"
+        );
+        assert_eq!(left.len().unwrap(), n, "nothing lost in the rotations");
+    }
 
     /// A database flushed before it is closed opens with nothing to
     /// replay from its journal: no memtable in RAM, the data in tables.

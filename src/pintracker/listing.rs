@@ -40,6 +40,7 @@ use pincluster_crdt::store::fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 use super::TrackerStoreError;
 use super::optracker::read_page;
+use crate::folder::MemtableBudget;
 use crate::ipfsconn::IpfsError;
 use crate::types::PinMode;
 
@@ -399,13 +400,17 @@ impl DaemonPins {
 /// Writes a listing into a keyspace, emptied first, in batches.
 ///
 /// A spill reads far faster than fjall flushes memtables, so a writer
-/// waits whenever [`SEALED_MEMTABLES`] of its keyspace await their flush:
-/// the listing's memtables in RAM stay within a few times
-/// [`MEMTABLE_BYTES`] however large the listing.
+/// seals each memtable itself once full ([`MemtableBudget`]) and waits
+/// whenever [`SEALED_MEMTABLES`] of its keyspace await their flush: the
+/// listing's memtables in RAM stay within a few times [`MEMTABLE_BYTES`]
+/// however large the listing.
 struct Writer<'a> {
     db: &'a Database,
     space: &'a Keyspace,
     batch: pincluster_crdt::store::fjall::OwnedWriteBatch,
+    /// Bytes of CIDs in `batch`.
+    pending: usize,
+    written: MemtableBudget,
 }
 
 impl<'a> Writer<'a> {
@@ -415,13 +420,19 @@ impl<'a> Writer<'a> {
             db,
             space,
             batch: db.batch(),
+            pending: 0,
+            written: MemtableBudget::new(MEMTABLE_BYTES),
         })
     }
 
     async fn put(&mut self, key: Vec<u8>, mode: u8) -> Result<(), ListError> {
+        self.pending += key.len() + 1;
         self.batch.insert(self.space, key, [mode]);
         if self.batch.len() >= BATCH {
+            let entries = self.batch.len();
             std::mem::replace(&mut self.batch, self.db.batch()).commit()?;
+            self.written
+                .wrote(self.space, entries, std::mem::take(&mut self.pending))?;
             let deadline = Instant::now() + FLUSH_WAIT;
             while self.space.sealed_memtable_count() >= SEALED_MEMTABLES
                 && Instant::now() < deadline

@@ -36,6 +36,7 @@ use chrono::{DateTime, FixedOffset, TimeZone};
 use cid::Cid;
 use pincluster_crdt::store::fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
+use crate::folder::MemtableBudget;
 use crate::status::TrackerStatus;
 use crate::types::{Pin, PinMode};
 
@@ -207,6 +208,10 @@ pub struct OpTracker {
     next_generation: u64,
     /// Batches written since the last [`OpTracker::release_memory`].
     unreleased: u64,
+    /// What was written to `ops` and `due` since their memtables last
+    /// rotated: each is sealed here once full.
+    ops_written: MemtableBudget,
+    due_written: MemtableBudget,
     /// Per lane (indexed by its byte), a key at or below every entry the
     /// lane holds: where [`OpTracker::take_due`] starts reading. The head
     /// of a queue is where entries are taken off, so it is a run of
@@ -228,9 +233,13 @@ impl std::fmt::Debug for OpTracker {
 const FORMAT: u8 = 1;
 /// A record's size without its error text.
 const FIXED: usize = 6 + 4 + 8 + 8 + 12 + 13 + 4;
-/// Memtable of each tracker keyspace: the records are small and
-/// short-lived, so a small table keeps their RAM share modest.
-const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+/// Memtable of each tracker keyspace, sealed when full by the writer
+/// itself ([`MemtableBudget`]). At 10,000,000 pins with the daemon down
+/// (BENCHMARKS.md), 16 MiB held the start-up pass to a 255 MiB peak in
+/// the time it took before (114 vs 109 s); 8 MiB lowered the peak to 212
+/// MiB but made the pass 36 % longer, with twice the flushes and
+/// compactions.
+const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
 fn nanos(t: &DateTime<FixedOffset>) -> i64 {
     t.timestamp_nanos_opt().unwrap_or(i64::MAX)
@@ -378,6 +387,8 @@ impl OpTracker {
             errored: 0,
             next_generation: 0,
             unreleased: 0,
+            ops_written: MemtableBudget::new(MEMTABLE_BYTES),
+            due_written: MemtableBudget::new(MEMTABLE_BYTES),
             floor: [vec![0], vec![1], vec![2]],
         })
     }
@@ -401,11 +412,15 @@ impl OpTracker {
         op: Option<&Operation>,
     ) -> Result<(), TrackerStoreError> {
         let mut batch = self.db.batch();
+        let (mut due_entries, mut due_bytes) = (0, 0);
         let old_slot = old.and_then(|o| o.slot.map(|s| (s, o.generation)));
         let new_slot = op.and_then(|o| o.slot.map(|s| (s, o.generation)));
         if old_slot != new_slot {
             if let Some(((lane, at), _)) = old_slot {
-                batch.remove(&self.due, due_key(lane, at, key));
+                let entry = due_key(lane, at, key);
+                due_entries += 1;
+                due_bytes += entry.len();
+                batch.remove(&self.due, entry);
             }
             if let Some(((lane, at), generation)) = new_slot {
                 let entry = due_key(lane, at, key);
@@ -415,14 +430,28 @@ impl OpTracker {
                 if entry < *floor {
                     floor.clone_from(&entry);
                 }
+                due_entries += 1;
+                due_bytes += entry.len() + 8;
                 batch.insert(&self.due, entry, generation.to_be_bytes().to_vec());
             }
         }
-        match op {
-            Some(op) => batch.insert(&self.ops, key.to_vec(), encode(op)),
-            None => batch.remove(&self.ops, key.to_vec()),
-        }
+        let ops_bytes = match op {
+            Some(op) => {
+                let record = encode(op);
+                let len = key.len() + record.len();
+                batch.insert(&self.ops, key.to_vec(), record);
+                len
+            }
+            None => {
+                batch.remove(&self.ops, key.to_vec());
+                key.len()
+            }
+        };
         batch.commit()?;
+        self.ops_written.wrote(&self.ops, 1, ops_bytes)?;
+        if due_entries > 0 {
+            self.due_written.wrote(&self.due, due_entries, due_bytes)?;
+        }
         self.unreleased += 1;
         let was_error = old.is_some_and(|o| o.phase == Phase::Error);
         let is_error = op.is_some_and(|o| o.phase == Phase::Error);
@@ -448,6 +477,8 @@ impl OpTracker {
         // fjall's maintenance): try the queue too.
         let ops = self.ops.rotate_memtable()?;
         let due = self.due.rotate_memtable()?;
+        self.ops_written.reset();
+        self.due_written.reset();
         Ok(ops || due)
     }
 
@@ -535,7 +566,8 @@ impl OpTracker {
                 earliest = Some(earliest.map_or(at, |e| e.min(at)));
                 continue;
             }
-            self.due.remove(key)?;
+            self.due.remove(key.clone())?;
+            self.due_written.wrote(&self.due, 1, key.len())?;
             // The record keeps its slot until `start`, which clears it
             // with the phase change.
             return Ok(Due::Job(cid, u64::from_be_bytes(generation)));
@@ -819,6 +851,40 @@ mod tests {
         first_backoff: Duration::from_secs(1),
         max_backoff: Duration::from_secs(3),
     };
+
+    /// The start-up pass writes millions of records as fast as it can;
+    /// without fjall's workers (none here) nothing but the tracker itself
+    /// seals its memtables, so RAM holds one memtable per keyspace at most
+    /// besides those being flushed.
+    #[test]
+    fn the_tracker_seals_its_full_memtables_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path())
+            .worker_threads_unchecked(0)
+            .open()
+            .unwrap();
+        let mut t = OpTracker::open(&db).unwrap();
+        let mut i = 0u32;
+        while t.ops.sealed_memtable_count() == 0 {
+            // An operation record is about 100 bytes with its key.
+            assert!(
+                i < 250_000,
+                "16 MiB of records and the memtable never sealed"
+            );
+            let pin = Pin::new(
+                pincluster_crdt::cid_of(&i.to_be_bytes()),
+                PinOptions::default(),
+            );
+            t.enqueue(OpKind::Pin, &pin, false, now()).unwrap();
+            i += 1;
+        }
+        assert!(
+            db.write_buffer_size() < 3 * MEMTABLE_BYTES,
+            "{} bytes of memtables",
+            db.write_buffer_size()
+        );
+        assert_eq!(t.len(), i as usize, "every operation kept");
+    }
 
     #[test]
     fn released_operations_move_to_disk_and_stay_readable() {
