@@ -234,12 +234,12 @@ const FORMAT: u8 = 1;
 /// A record's size without its error text.
 const FIXED: usize = 6 + 4 + 8 + 8 + 12 + 13 + 4;
 /// Memtable of each tracker keyspace, sealed when full by the writer
-/// itself ([`MemtableBudget`]). At 10,000,000 pins with the daemon down
-/// (BENCHMARKS.md), 16 MiB held the start-up pass to a 255 MiB peak in
-/// the time it took before (114 vs 109 s); 8 MiB lowered the peak to 212
-/// MiB but made the pass 36 % longer, with twice the flushes and
-/// compactions.
-const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+/// itself ([`MemtableBudget`]). With the daemon down (BENCHMARKS.md), 16
+/// MiB kept the start-up pass at 10,000,000 pins as fast as before (114
+/// vs 109 s) but a peer of 1,000,000 pins peaked at 153 MiB, over its
+/// 150 MB target; 8 MiB: 138 MiB at 1 M and 212 MiB at 10 M, for a pass
+/// 36 % longer there (twice the flushes and compactions).
+const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
 fn nanos(t: &DateTime<FixedOffset>) -> i64 {
     t.timestamp_nanos_opt().unwrap_or(i64::MAX)
@@ -866,10 +866,10 @@ mod tests {
         let mut t = OpTracker::open(&db).unwrap();
         let mut i = 0u32;
         while t.ops.sealed_memtable_count() == 0 {
-            // An operation record is about 100 bytes with its key.
+            // An operation record is about 90 bytes with its key.
             assert!(
                 i < 250_000,
-                "16 MiB of records and the memtable never sealed"
+                "a memtable's worth of records and it never sealed"
             );
             let pin = Pin::new(
                 pincluster_crdt::cid_of(&i.to_be_bytes()),
