@@ -615,6 +615,52 @@ mod tests {
         assert!(matches!(err, StateDecodeError::UnknownVersion(9)), "{err}");
     }
 
+    /// serde refuses a record that is not strict DAG-CBOR, and so must the
+    /// hand reader: a record damaged on disk is an error, never a line
+    /// serde could not have printed.
+    #[test]
+    fn what_is_not_strict_dag_cbor_is_an_error() {
+        let record = stored("pin", vec![]);
+        // The empty metadata map, after its key "m".
+        let empty_metadata: &[u8] = &[0x61, b'm', 0xa0];
+        let at = record
+            .windows(empty_metadata.len())
+            .position(|w| w == empty_metadata)
+            .unwrap();
+        let with_metadata = |map: &[u8]| {
+            let mut bytes = record[..at + 2].to_vec();
+            bytes.extend_from_slice(map);
+            bytes.extend_from_slice(&record[at + empty_metadata.len()..]);
+            bytes
+        };
+        let in_order = with_metadata(&[0xa2, 0x61, b'a', 0x60, 0x61, b'b', 0x60]);
+        assert!(record::read(&in_order).is_some());
+        for (what, map) in [
+            (
+                "keys out of order",
+                &[0xa2, 0x61, b'b', 0x60, 0x61, b'a', 0x60][..],
+            ),
+            ("a key twice", &[0xa2, 0x61, b'a', 0x60, 0x61, b'a', 0x60]),
+            ("a length not in its shortest form", &[0xb8, 0x00]),
+        ] {
+            let bytes = with_metadata(map);
+            assert!(read_with_serde(&bytes).is_err(), "serde takes {what}");
+            assert!(
+                record::read(&bytes).is_none(),
+                "the hand reader takes {what}"
+            );
+            let written = PinJsonWriter::default().write_line(
+                &bytes,
+                PinTypeFilter::parse("").unwrap(),
+                &mut Vec::new(),
+            );
+            assert!(
+                matches!(written, Err(StateDecodeError::Cbor(_))),
+                "{what}: {written:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_bad_peer_id_or_type_is_an_error() {
         let all = PinTypeFilter::parse("").unwrap();

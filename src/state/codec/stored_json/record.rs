@@ -8,9 +8,10 @@
 //! walks its DAG-CBOR directly. It accepts only that shape (the fifteen
 //! fields once each, of their types); anything else, garbage included, is
 //! `None`, and the caller reads the bytes with serde instead, so what is
-//! printed and every error stay serde's. (It does not check that lengths
-//! are written in their shortest form, which only another writer than
-//! [`crate::types::Pin::to_state_bytes`] would break.)
+//! printed and every error stay serde's. It is as strict as serde's reader
+//! of DAG-CBOR: every head in its shortest form, map keys in DAG-CBOR
+//! order (length first, then bytes) and none twice. A record damaged on
+//! disk must not print here where serde would refuse it.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -25,24 +26,26 @@ pub(super) fn read(bytes: &[u8]) -> Option<Record<'_>> {
     let (mut v, mut c, mut t, mut a, mut d) = (None, None, None, None, None);
     let (mut rf, mut i, mut rn, mut rx, mut n) = (None, None, None, None, None);
     let (mut s, mut e, mut m, mut pu, mut g) = (None, None, None, None, None);
+    let mut keys = KeyOrder::default();
     for _ in 0..r.head(MAP)? {
         // Keys as bytes: which of the fifteen it is says it is valid text.
-        match r.text_bytes()? {
-            b"v" => once(&mut v, r.uint()?)?,
-            b"c" => once(&mut c, r.cid()?)?,
-            b"t" => once(&mut t, r.text()?)?,
-            b"a" => once(&mut a, r.byte_strings()?)?,
-            b"d" => once(&mut d, r.i32()?)?,
-            b"r" => once(&mut rf, r.optional(Reader::cid)?)?,
-            b"i" => once(&mut i, r.optional(Reader::time)?)?,
-            b"rn" => once(&mut rn, r.i32()?)?,
-            b"rx" => once(&mut rx, r.i32()?)?,
-            b"n" => once(&mut n, r.text()?)?,
-            b"s" => once(&mut s, r.uint()?)?,
-            b"e" => once(&mut e, r.optional(Reader::time)?)?,
-            b"m" => once(&mut m, r.texts()?)?,
-            b"pu" => once(&mut pu, r.optional(Reader::cid)?)?,
-            b"g" => once(&mut g, r.byte_strings()?)?,
+        // In order, so none is read twice.
+        match keys.next(r.text_bytes()?)? {
+            b"v" => v = Some(r.uint()?),
+            b"c" => c = Some(r.cid()?),
+            b"t" => t = Some(r.text()?),
+            b"a" => a = Some(r.byte_strings()?),
+            b"d" => d = Some(r.i32()?),
+            b"r" => rf = Some(r.optional(Reader::cid)?),
+            b"i" => i = Some(r.optional(Reader::time)?),
+            b"rn" => rn = Some(r.i32()?),
+            b"rx" => rx = Some(r.i32()?),
+            b"n" => n = Some(r.text()?),
+            b"s" => s = Some(r.uint()?),
+            b"e" => e = Some(r.optional(Reader::time)?),
+            b"m" => m = Some(r.texts()?),
+            b"pu" => pu = Some(r.optional(Reader::cid)?),
+            b"g" => g = Some(r.byte_strings()?),
             _ => return None,
         }
     }
@@ -68,9 +71,23 @@ pub(super) fn read(bytes: &[u8]) -> Option<Record<'_>> {
     })
 }
 
-/// Sets a field read for the first time; a second time is not the shape.
-fn once<T>(field: &mut Option<T>, value: T) -> Option<()> {
-    field.replace(value).is_none().then_some(())
+/// The keys of one map, which DAG-CBOR orders by length, then bytewise,
+/// each once.
+#[derive(Default)]
+struct KeyOrder<'a> {
+    last: Option<&'a [u8]>,
+}
+
+impl<'a> KeyOrder<'a> {
+    /// `key`, if it comes after the key before it.
+    fn next(&mut self, key: &'a [u8]) -> Option<&'a [u8]> {
+        let after = |last: &[u8]| (last.len(), last) < (key.len(), key);
+        if !self.last.is_none_or(after) {
+            return None;
+        }
+        self.last = Some(key);
+        Some(key)
+    }
 }
 
 impl<'a> From<StoredPinView<'a>> for Record<'a> {
@@ -129,7 +146,16 @@ impl<'a> Reader<'a> {
             _ => return None,
         };
         let raw = self.take(width)?;
-        Some(raw.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b)))
+        let arg = raw.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b));
+        // The shortest form: a wider head than the argument needs is not
+        // DAG-CBOR.
+        let shortest = match width {
+            1 => 24,
+            2 => 1 << 8,
+            4 => 1 << 16,
+            _ => 1 << 32,
+        };
+        (arg >= shortest).then_some(arg)
     }
 
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -181,13 +207,14 @@ impl<'a> Reader<'a> {
         Some(out)
     }
 
-    /// A map of texts, in the order JSON prints it (a `BTreeMap`'s, the
-    /// later of two equal keys kept, as serde's reader keeps it).
+    /// A map of texts, its keys in DAG-CBOR order; kept in the order JSON
+    /// prints it (a `BTreeMap`'s).
     fn texts(&mut self) -> Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>> {
         let n = self.len(MAP)?;
         let mut out = BTreeMap::new();
+        let mut keys = KeyOrder::default();
         for _ in 0..n {
-            let key = self.text()?;
+            let key = std::str::from_utf8(keys.next(self.text_bytes()?)?).ok()?;
             out.insert(Cow::Borrowed(key), Cow::Borrowed(self.text()?));
         }
         Some(out)
