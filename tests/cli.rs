@@ -50,13 +50,7 @@ async fn allocator_options(
     env: &[(&str, &str)],
 ) -> (tempfile::TempDir, TestPeer, [Option<String>; 2]) {
     let dir = temp();
-    let spec = PeerSpec {
-        env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..PeerSpec::default()
-    };
+    let spec = PeerSpec::default().with_env(env);
     let peer = TestPeer::start(dir.path().into(), spec).await;
     let options = [
         daemon_env(&peer, "MIMALLOC_PURGE_DELAY"),

@@ -68,12 +68,10 @@ async fn unpin_all(peer: &TestPeer, cids: &[String]) {
 fn spec(secret: &Option<String>, env: &[(&str, &str)], bootstrap: Vec<String>) -> PeerSpec {
     PeerSpec {
         secret: secret.clone(),
-        env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        env: Vec::new(),
         bootstrap,
     }
+    .with_env(env)
 }
 
 #[tokio::test(flavor = "multi_thread")]

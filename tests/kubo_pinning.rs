@@ -26,17 +26,15 @@ const BIG_BYTES: usize = 200 << 20;
 const BIG_DEADLINE: Duration = Duration::from_secs(150);
 
 fn beside(daemon: &Kubo, bootstrap: Option<&str>, env: &[(&str, &str)]) -> PeerSpec {
-    let mut spec = PeerSpec {
+    PeerSpec {
         secret: Some(SECRET.to_string()),
         bootstrap: bootstrap.map(|b| vec![b.to_string()]).unwrap_or_default(),
         env: vec![(
             "CLUSTER_IPFSHTTP_NODEMULTIADDRESS".into(),
             daemon.api_multiaddr(),
         )],
-    };
-    spec.env
-        .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    spec
+    }
+    .with_env(env)
 }
 
 /// `n` peers beside `n` fresh Kubos, every peer seeing every other.

@@ -26,14 +26,7 @@ async fn impatient_peer(dir: &std::path::Path) -> TestPeer {
         ("CLUSTER_IPFSPROXY_READHEADERTIMEOUT", "1s"),
         ("CLUSTER_IPFSPROXY_IDLETIMEOUT", "1s"),
     ];
-    let spec = PeerSpec {
-        env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..PeerSpec::default()
-    };
-    TestPeer::start(dir.into(), spec).await
+    TestPeer::start(dir.into(), PeerSpec::default().with_env(&env)).await
 }
 
 fn rest_addr(p: &TestPeer) -> String {

@@ -47,6 +47,15 @@ pub struct PeerSpec {
     pub bootstrap: Vec<String>,
 }
 
+impl PeerSpec {
+    /// This spec with the environment overrides `env` added.
+    pub fn with_env(mut self, env: &[(&str, &str)]) -> Self {
+        self.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+}
+
 /// A running daemon.
 pub struct TestPeer {
     pub dir: PathBuf,
