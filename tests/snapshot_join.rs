@@ -1,9 +1,9 @@
-//! Join by snapshot with real daemons: a peer holding 20,000 imported pins
+//! Join by snapshot with real daemons: a peer holding 100,000 imported pins
 //! takes a signed snapshot; a fresh peer bootstrapping from it installs
 //! that snapshot (not the deltas below it), then syncs the pins written
 //! after it by ordinary delta sync, and lists the complete pinset. The
 //! producer is restarted in between: it serves the snapshot it holds.
-//! (100,000 and 1,000,000 pins are bench runs: `benches/snapshot_join.sh`.)
+//! (1,000,000 and 10,000,000 pins are bench runs: `benches/snapshot_join.sh`.)
 //! The first snapshot of a run waits for the pin tracker's start-up pass.
 
 mod common;
@@ -11,7 +11,7 @@ mod common;
 use common::fake_kubo::FakeKubo;
 use common::*;
 
-const PINS: usize = 20_000;
+const PINS: usize = 100_000;
 
 /// A fresh peer bootstrapping from `producer`, once it installed a
 /// snapshot: its folder, the peer, and the keys the install logged.
