@@ -191,7 +191,7 @@ const ENTRY_OVERHEAD: u64 = 80;
 /// queued flush and compaction (and is dropped when that queue is full).
 /// Meanwhile the memtable keeps growing: in the tracker's start-up pass at
 /// 10,000,000 pins with the IPFS daemon down, the 8 MiB memtables of the
-/// operation keyspaces grew to 150 MB between two rotations and the peer
+/// operation keyspaces grew to 175 MB between two rotations and the peer
 /// peaked at 402–443 MiB (BENCHMARKS.md). Sealing here bounds what RAM
 /// holds to the memtables fjall is flushing plus `limit`; fjall then
 /// holds the writer back while four sealed memtables of the keyspace wait.

@@ -236,9 +236,10 @@ const FIXED: usize = 6 + 4 + 8 + 8 + 12 + 13 + 4;
 /// Memtable of each tracker keyspace, sealed when full by the writer
 /// itself ([`MemtableBudget`]). With the daemon down (BENCHMARKS.md), 16
 /// MiB kept the start-up pass at 10,000,000 pins as fast as before (114
-/// vs 109 s) but a peer of 1,000,000 pins peaked at 153 MiB, over its
-/// 150 MB target; 8 MiB: 138 MiB at 1 M and 212 MiB at 10 M, for a pass
-/// 36 % longer there (twice the flushes and compactions).
+/// vs 109 s), 8 MiB made it 36 % longer (twice the flushes and
+/// compactions) for a peak of 210–230 MiB at 10 M. At 1,000,000 pins the
+/// size barely matters: 153 MiB with 16 MiB (one run), 136–164 with 8,
+/// 140–156 with 4.
 const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
 fn nanos(t: &DateTime<FixedOffset>) -> i64 {
@@ -566,8 +567,9 @@ impl OpTracker {
                 earliest = Some(earliest.map_or(at, |e| e.min(at)));
                 continue;
             }
-            self.due.remove(key.clone())?;
-            self.due_written.wrote(&self.due, 1, key.len())?;
+            let len = key.len();
+            self.due.remove(key)?;
+            self.due_written.wrote(&self.due, 1, len)?;
             // The record keeps its slot until `start`, which clears it
             // with the phase change.
             return Ok(Due::Job(cid, u64::from_be_bytes(generation)));
