@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, TimeZone};
 use cid::Cid;
+use pincluster_crdt::store::fjall::compaction::Leveled;
 use pincluster_crdt::store::fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 use crate::folder::MemtableBudget;
@@ -234,13 +235,20 @@ const FORMAT: u8 = 1;
 /// A record's size without its error text.
 const FIXED: usize = 6 + 4 + 8 + 8 + 12 + 13 + 4;
 /// Memtable of each tracker keyspace, sealed when full by the writer
-/// itself ([`MemtableBudget`]). With the daemon down (BENCHMARKS.md), 16
-/// MiB kept the start-up pass at 10,000,000 pins as fast as before (114
-/// vs 109 s), 8 MiB made it 36 % longer (twice the flushes and
-/// compactions) for a peak of 210–230 MiB at 10 M. At 1,000,000 pins the
-/// size barely matters: 153 MiB with 16 MiB (one run), 136–164 with 8,
-/// 140–156 with 4.
+/// itself ([`MemtableBudget`]). With the daemon down (BENCHMARKS.md), 8
+/// MiB made the start-up pass at 10,000,000 pins 36 % longer than 16 MiB
+/// (twice the flushes) but bounds what RAM holds to half; at 1,000,000
+/// pins 4, 8 and 16 MiB peaked alike.
 const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+/// The size of the tables compaction writes for the tracker (fjall's
+/// default is 64 MiB). Until a table is finished, its index keeps the
+/// last key of each block written, and a key read from disk shares the
+/// block it was read from: a compaction holds about as much of its input
+/// in RAM as the table it writes. A heap profile of the 1 M start-up pass
+/// put 57 of its 116 MiB peak there with 64 MiB tables; with 8 MiB the
+/// peer peaked at 113–125 MiB at 1 M pins (136–164 before) and 154 MiB
+/// at 10 M (210–230), and the pass was no slower (BENCHMARKS.md).
+const TABLE_BYTES: u64 = 8 * 1024 * 1024;
 
 fn nanos(t: &DateTime<FixedOffset>) -> i64 {
     t.timestamp_nanos_opt().unwrap_or(i64::MAX)
@@ -375,7 +383,13 @@ impl OpTracker {
     /// Opens the tracker's keyspaces in `db` and empties them: operations
     /// of a previous run are not resumed (start-up queues the pinset again).
     pub fn open(db: &Database) -> Result<Self, TrackerStoreError> {
-        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        let options = || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(MEMTABLE_BYTES)
+                .compaction_strategy(Arc::new(
+                    Leveled::default().with_table_target_size(TABLE_BYTES),
+                ))
+        };
         let ops = db.keyspace("pintracker_ops_v1", options)?;
         let due = db.keyspace("pintracker_due_v1", options)?;
         ops.clear()?;
