@@ -245,7 +245,7 @@ const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 /// last key of each block written, and a key read from disk shares the
 /// block it was read from: a compaction holds about as much of its input
 /// in RAM as the table it writes. A heap profile of the 1 M start-up pass
-/// put 57 of its 116 MiB peak there with 64 MiB tables; with 8 MiB the
+/// put 57 of its 129 MiB peak there with 64 MiB tables; with 8 MiB the
 /// peer peaked at 113–125 MiB at 1 M pins (136–164 before) and 154 MiB
 /// at 10 M (210–230), and the pass was no slower (BENCHMARKS.md).
 const TABLE_BYTES: u64 = 8 * 1024 * 1024;
