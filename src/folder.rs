@@ -128,6 +128,27 @@ pub fn tracker_database_path(live: &Path) -> PathBuf {
 /// head and single records, which a few MiB serve.
 const TRACKER_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
+/// The size of the tables compaction writes in the tracker's database
+/// (fjall's default is 64 MiB). Until a table is finished, its index
+/// keeps the last key of each block written, and a key read from disk
+/// shares the block it was read from: a compaction holds about as much of
+/// its input in RAM as the table it writes. A heap profile of the
+/// tracker's start-up pass at 1,000,000 pins put 57 of its 129 MiB peak
+/// there with 64 MiB tables; with 8 MiB the peer peaked at 113–126 MiB at
+/// 1 M pins (136–164 before) and 154 MiB at 10 M (210–230), and the pass
+/// was no slower (BENCHMARKS.md).
+const TRACKER_TABLE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// How each keyspace of the tracker's database is made: memtables of
+/// `memtable` bytes, compacted into small tables.
+pub fn tracker_keyspace_options(memtable: u64) -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default()
+        .max_memtable_size(memtable)
+        .compaction_strategy(Arc::new(
+            fjall::compaction::Leveled::default().with_table_target_size(TRACKER_TABLE_BYTES),
+        ))
+}
+
 /// Opens the pin tracker's database, empty, beside the store at `live`
 /// (what a previous run left is deleted: operations are not resumed, the
 /// start-up pass queues the pinset again), and deletes the tracker's

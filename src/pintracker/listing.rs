@@ -36,11 +36,11 @@ use std::time::{Duration, Instant};
 
 use cid::Cid;
 use futures::{Stream, StreamExt};
-use pincluster_crdt::store::fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use pincluster_crdt::store::fjall::{Database, Keyspace};
 
 use super::TrackerStoreError;
 use super::optracker::read_page;
-use crate::folder::MemtableBudget;
+use crate::folder::{MemtableBudget, tracker_keyspace_options};
 use crate::ipfsconn::IpfsError;
 use crate::types::PinMode;
 
@@ -226,7 +226,7 @@ impl DaemonPins {
     /// is made in `spill_dir` (the tracker database's folder: on disk, as
     /// a listing of ten million pins spills some 400 MB).
     pub fn open(db: &Database, spill_dir: &std::path::Path) -> Result<Self, TrackerStoreError> {
-        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        let options = || tracker_keyspace_options(MEMTABLE_BYTES);
         let a = db.keyspace("pintracker_listing_a_v1", options)?;
         let b = db.keyspace("pintracker_listing_b_v1", options)?;
         a.clear()?;

@@ -34,10 +34,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, TimeZone};
 use cid::Cid;
-use pincluster_crdt::store::fjall::compaction::Leveled;
-use pincluster_crdt::store::fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use pincluster_crdt::store::fjall::{Database, Keyspace};
 
-use crate::folder::MemtableBudget;
+use crate::folder::{MemtableBudget, tracker_keyspace_options};
 use crate::status::TrackerStatus;
 use crate::types::{Pin, PinMode};
 
@@ -240,15 +239,6 @@ const FIXED: usize = 6 + 4 + 8 + 8 + 12 + 13 + 4;
 /// (twice the flushes) but bounds what RAM holds to half; at 1,000,000
 /// pins 4, 8 and 16 MiB peaked alike.
 const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
-/// The size of the tables compaction writes for the tracker (fjall's
-/// default is 64 MiB). Until a table is finished, its index keeps the
-/// last key of each block written, and a key read from disk shares the
-/// block it was read from: a compaction holds about as much of its input
-/// in RAM as the table it writes. A heap profile of the 1 M start-up pass
-/// put 57 of its 129 MiB peak there with 64 MiB tables; with 8 MiB the
-/// peer peaked at 113–125 MiB at 1 M pins (136–164 before) and 154 MiB
-/// at 10 M (210–230), and the pass was no slower (BENCHMARKS.md).
-const TABLE_BYTES: u64 = 8 * 1024 * 1024;
 
 fn nanos(t: &DateTime<FixedOffset>) -> i64 {
     t.timestamp_nanos_opt().unwrap_or(i64::MAX)
@@ -383,13 +373,7 @@ impl OpTracker {
     /// Opens the tracker's keyspaces in `db` and empties them: operations
     /// of a previous run are not resumed (start-up queues the pinset again).
     pub fn open(db: &Database) -> Result<Self, TrackerStoreError> {
-        let options = || {
-            KeyspaceCreateOptions::default()
-                .max_memtable_size(MEMTABLE_BYTES)
-                .compaction_strategy(Arc::new(
-                    Leveled::default().with_table_target_size(TABLE_BYTES),
-                ))
-        };
+        let options = || tracker_keyspace_options(MEMTABLE_BYTES);
         let ops = db.keyspace("pintracker_ops_v1", options)?;
         let due = db.keyspace("pintracker_due_v1", options)?;
         ops.clear()?;
