@@ -42,6 +42,25 @@ async fn wait_peers(peer: &TestPeer, n: usize) {
     .await;
 }
 
+/// Waits until `p` holds, from peer `id`, a metric of every name it
+/// knows: only then may its allocator pick that peer (a candidate has
+/// published every metric of `allocate_by`). Seeing a peer connected says
+/// nothing of its metrics, which come with its next informer round.
+async fn wait_metrics_from(p: &TestPeer, id: &str) {
+    wait_for(&format!("{id}'s metrics at {}", p.id), DEADLINE, || async {
+        let names = p.get_json("/monitor/metrics").await?;
+        let names = names.as_array().filter(|n| !n.is_empty())?;
+        for name in names {
+            let metrics = p
+                .get_json(&format!("/monitor/metrics/{}", name.as_str()?))
+                .await?;
+            metrics.as_array()?.iter().find(|m| m["peer"] == id)?;
+        }
+        Some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_peers_pin_concurrently_and_a_fourth_joins_through_one_address() {
     let dirs: Vec<_> = (0..4).map(|_| temp()).collect();
@@ -289,6 +308,7 @@ async fn a_removed_peer_stays_out_across_restarts_offline_peers_and_newcomers() 
     for p in [&a, &b, &c] {
         wait_peers(p, 3).await;
     }
+    wait_metrics_from(&a, &c.id).await;
     let pins = cids("lasting-removal", 30);
     for cid in &pins {
         assert_eq!(a.pin(cid, "replication=1").await.0, 200);
@@ -398,6 +418,7 @@ async fn an_untrusted_peer_cannot_remove_anyone() {
     for p in [&p1, &p2, &outsider] {
         wait_peers(p, 3).await;
     }
+    wait_metrics_from(&p1, &p2.id).await;
     let pins = cids("untrusted-removal", 20);
     for cid in &pins {
         assert_eq!(p1.pin(cid, "replication=1").await.0, 200);
